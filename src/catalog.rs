@@ -1,0 +1,421 @@
+//! The catalog: what the sources discovered, in our words. `build` turns source-neutral raw
+//! apps (what every source decodes its scheduler's JSON into) plus the group selection into
+//! services: one per (app, service-port index), with its bind port, mode, vhosts, path,
+//! balance and the backend addresses of its usable tasks.
+//!
+//! Label meanings follow marathon-lb (`HAPROXY_{n}_*`), so existing app definitions need no
+//! edits. This module is pure: no I/O, no clocks. Routing (`routing::compile`) decides what
+//! listens where; the catalog only describes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Groups;
+use crate::routing::host::HostName;
+
+/// One application as a source reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RawApp {
+    /// Scheduler id, e.g. `/shop/web`.
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Service ports, by index.
+    pub ports: Vec<u16>,
+    pub tasks: Vec<RawTask>,
+}
+
+/// One task (running instance) of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RawTask {
+    pub id: String,
+    /// Where it runs: an IP address (sources resolve host names before `build`).
+    pub host: String,
+    /// Host ports, by service-port index.
+    pub ports: Vec<u16>,
+    /// Mesos task state, e.g. `TASK_RUNNING`.
+    pub state: String,
+}
+
+/// How a service is proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+/// How a pool picks a backend (`HAPROXY_{n}_BALANCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    Random,
+    /// Hash of the client IP: a client keeps its backend while the pool is unchanged.
+    Source,
+}
+
+/// One service port of one app: the unit that gets a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub app_id: String,
+    /// Service-port index (`n` in `HAPROXY_{n}_*`).
+    pub index: usize,
+    /// marathon-lb's backend name: `shop_api_10002`. Used as the route label in metrics.
+    pub name: String,
+    /// Bind port (after `HAPROXY_{n}_PORT`).
+    pub port: u16,
+    pub bind_addr: Option<IpAddr>,
+    pub mode: Mode,
+    pub vhosts: Vec<HostName>,
+    /// Path prefix on the vhosts (`HAPROXY_{n}_PATH`).
+    pub path: Option<String>,
+    pub balance: Balance,
+    /// Usable tasks' addresses, sorted.
+    pub backends: Vec<SocketAddr>,
+}
+
+/// Something wrong with one app; the app's other services are unaffected unless it says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppProblem {
+    pub app_id: String,
+    pub message: String,
+}
+
+impl fmt::Display for AppProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "app {}: {}", self.app_id, self.message)
+    }
+}
+
+/// The immutable, versioned model of everything discovered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Catalog {
+    /// Services ordered by (app id, index).
+    pub services: Vec<Service>,
+    /// Apps (or tasks) left out, and why.
+    pub problems: Vec<AppProblem>,
+}
+
+/// Task states whose tasks serve traffic. `TASK_LOST`/`TASK_UNREACHABLE` are kept on
+/// purpose: an agent that lost contact with the master usually still runs the task.
+fn is_serving(state: &str) -> bool {
+    matches!(state, "TASK_RUNNING" | "TASK_LOST" | "TASK_UNREACHABLE")
+}
+
+/// Builds the catalog from every source's apps. Apps whose group is not selected are left
+/// out silently (that is what groups are for); apps with bad labels are left out with a
+/// problem naming the label.
+pub fn build(apps: &[RawApp], groups: &Groups) -> Catalog {
+    let mut catalog = Catalog::default();
+    let mut sorted: Vec<&RawApp> = apps.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    for app in sorted {
+        match app_services(app, groups, &mut catalog.problems) {
+            Ok(services) => catalog.services.extend(services),
+            Err(message) => catalog.problems.push(AppProblem {
+                app_id: app.id.clone(),
+                message,
+            }),
+        }
+    }
+    catalog
+}
+
+/// The services of one app, or why the whole app is disabled.
+fn app_services(
+    app: &RawApp,
+    groups: &Groups,
+    problems: &mut Vec<AppProblem>,
+) -> Result<Vec<Service>, String> {
+    let labels = Labels(&app.labels);
+    let mut services = Vec::new();
+    for (index, &service_port) in app.ports.iter().enumerate() {
+        let group = labels
+            .port(index, "GROUP")
+            .or_else(|| labels.get("HAPROXY_GROUP"));
+        if !groups.selects(group) {
+            continue;
+        }
+        if let Some(enabled) = labels.port(index, "ENABLED") {
+            if !parse_bool(enabled).map_err(|m| labels.bad(index, "ENABLED", enabled, m))? {
+                continue;
+            }
+        }
+        let port = match labels.port(index, "PORT") {
+            Some(raw) => raw
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| labels.bad(index, "PORT", raw, "not a TCP port (1-65535)"))?,
+            None => service_port,
+        };
+        if port == 0 {
+            // Marathon gives 0 for "no service port"; nothing can bind it.
+            continue;
+        }
+        let bind_addr = labels
+            .port(index, "BIND_ADDR")
+            .map(|raw| {
+                raw.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| labels.bad(index, "BIND_ADDR", raw, "not an IP address"))
+            })
+            .transpose()?;
+        let vhosts = labels
+            .port(index, "VHOST")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| HostName::parse(v).map_err(|e| labels.bad(index, "VHOST", v, e)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let path = labels
+            .port(index, "PATH")
+            .map(|raw| {
+                let p = raw.trim();
+                if p.starts_with('/') && !p.contains(char::is_whitespace) {
+                    Ok(p.to_string())
+                } else {
+                    Err(labels.bad(index, "PATH", raw, "must start with / and hold no spaces"))
+                }
+            })
+            .transpose()?;
+        let mode = match labels.port(index, "MODE") {
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "http" => Mode::Http,
+                "tcp" => Mode::Tcp,
+                _ => return Err(labels.bad(index, "MODE", raw, "expected http or tcp")),
+            },
+            None if !vhosts.is_empty() => Mode::Http,
+            None => Mode::Tcp,
+        };
+        let balance = match labels.port(index, "BALANCE") {
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "roundrobin" => Balance::RoundRobin,
+                "leastconn" => Balance::LeastConn,
+                "random" => Balance::Random,
+                "source" => Balance::Source,
+                _ => {
+                    return Err(labels.bad(
+                        index,
+                        "BALANCE",
+                        raw,
+                        "expected roundrobin, leastconn, random or source",
+                    ))
+                }
+            },
+            None => Balance::RoundRobin,
+        };
+        let backends = backends(app, index, problems);
+        services.push(Service {
+            app_id: app.id.clone(),
+            index,
+            name: backend_name(&app.id, port),
+            port,
+            bind_addr,
+            mode,
+            vhosts,
+            path,
+            balance,
+            backends,
+        });
+    }
+    Ok(services)
+}
+
+/// The sorted addresses of the app's usable tasks for service-port `index`.
+fn backends(app: &RawApp, index: usize, problems: &mut Vec<AppProblem>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for task in app.tasks.iter().filter(|t| is_serving(&t.state)) {
+        if task.host.is_empty() {
+            continue;
+        }
+        let Ok(ip) = task.host.parse::<IpAddr>() else {
+            if index == 0 {
+                problems.push(AppProblem {
+                    app_id: app.id.clone(),
+                    message: format!(
+                        "task {}: host {:?} is not an IP address; task left out",
+                        task.id, task.host
+                    ),
+                });
+            }
+            continue;
+        };
+        match task.ports.get(index) {
+            Some(&port) if port > 0 => out.push(SocketAddr::new(ip, port)),
+            _ => problems.push(AppProblem {
+                app_id: app.id.clone(),
+                message: format!(
+                    "task {} has no host port for service-port index {index}; task left out",
+                    task.id
+                ),
+            }),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// marathon-lb's backend name: id without the leading `/`, other `/` as `_`, then `_port`.
+pub fn backend_name(app_id: &str, port: u16) -> String {
+    format!("{}_{port}", app_id.trim_start_matches('/').replace('/', "_"))
+}
+
+fn parse_bool(raw: &str) -> Result<bool, &'static str> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false"),
+    }
+}
+
+/// Label lookups for one app.
+struct Labels<'a>(&'a BTreeMap<String, String>);
+
+impl Labels<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// `HAPROXY_{index}_{suffix}`.
+    fn port(&self, index: usize, suffix: &str) -> Option<&str> {
+        self.get(&format!("HAPROXY_{index}_{suffix}"))
+    }
+
+    /// The message that disables an app for one bad label value.
+    fn bad(&self, index: usize, suffix: &str, value: &str, why: impl fmt::Display) -> String {
+        format!("label HAPROXY_{index}_{suffix} = {value:?}: {why}; app disabled")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(id: &str, labels: &[(&str, &str)], ports: &[u16], tasks: &[(&str, &[u16])]) -> RawApp {
+        RawApp {
+            id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: ports.to_vec(),
+            tasks: tasks
+                .iter()
+                .enumerate()
+                .map(|(i, (host, ports))| RawTask {
+                    id: format!("{id}.{i}"),
+                    host: host.to_string(),
+                    ports: ports.to_vec(),
+                    state: "TASK_RUNNING".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn labels_give_vhosts_mode_path_and_balance() {
+        let a = app(
+            "/shop/api",
+            &[
+                ("HAPROXY_0_VHOST", "Shop.example.com, api.example.com"),
+                ("HAPROXY_0_PATH", "/api"),
+                ("HAPROXY_0_BALANCE", "leastconn"),
+                ("HAPROXY_1_MODE", "tcp"),
+            ],
+            &[10002, 10003],
+            &[("127.0.0.2", &[31001, 31002]), ("127.0.0.1", &[31003, 31004])],
+        );
+        let c = build(&[a], &Groups::all());
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        let s0 = &c.services[0];
+        assert_eq!(s0.name, "shop_api_10002");
+        assert_eq!(s0.mode, Mode::Http);
+        assert_eq!(s0.path.as_deref(), Some("/api"));
+        assert_eq!(s0.balance, Balance::LeastConn);
+        let vhosts: Vec<&str> = s0.vhosts.iter().map(HostName::as_str).collect();
+        assert_eq!(vhosts, ["shop.example.com", "api.example.com"]);
+        assert_eq!(
+            s0.backends,
+            ["127.0.0.1:31003".parse().unwrap(), "127.0.0.2:31001".parse().unwrap()]
+        );
+        let s1 = &c.services[1];
+        assert_eq!((s1.port, s1.mode), (10003, Mode::Tcp));
+        assert_eq!(s1.backends[0], "127.0.0.1:31004".parse().unwrap());
+    }
+
+    #[test]
+    fn port_and_bind_addr_labels_override() {
+        let a = app(
+            "/redis",
+            &[("HAPROXY_0_PORT", "6379"), ("HAPROXY_0_BIND_ADDR", "127.0.0.5")],
+            &[10004],
+            &[("127.0.0.1", &[31401])],
+        );
+        let c = build(&[a], &Groups::all());
+        assert_eq!(c.services[0].port, 6379);
+        assert_eq!(c.services[0].name, "redis_6379");
+        assert_eq!(c.services[0].bind_addr, Some("127.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn groups_select_apps_and_ports() {
+        let ext = app("/ext", &[("HAPROXY_GROUP", "external")], &[10001], &[]);
+        let int = app("/int", &[("HAPROXY_GROUP", "internal")], &[10002], &[]);
+        let none = app("/none", &[], &[10003], &[]);
+        let mixed = app(
+            "/mixed",
+            &[("HAPROXY_GROUP", "internal"), ("HAPROXY_1_GROUP", "external")],
+            &[10004, 10005],
+            &[],
+        );
+        let apps = [ext, int, none, mixed];
+        let ports = |groups: &[&str]| -> Vec<u16> {
+            let g = Groups(groups.iter().map(|s| s.to_string()).collect());
+            build(&apps, &g).services.iter().map(|s| s.port).collect()
+        };
+        assert_eq!(ports(&["external"]), [10001, 10005]);
+        assert_eq!(ports(&["internal"]), [10002, 10004]);
+        assert_eq!(ports(&["*"]), [10001, 10002, 10004, 10005, 10003]);
+    }
+
+    #[test]
+    fn enabled_false_hides_a_port() {
+        let a = app("/a", &[("HAPROXY_0_ENABLED", "false")], &[10001, 10002], &[]);
+        let c = build(&[a], &Groups::all());
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].port, 10002);
+    }
+
+    #[test]
+    fn a_bad_label_disables_only_that_app() {
+        let bad = app("/bad", &[("HAPROXY_0_BALANCE", "fastest")], &[10001], &[]);
+        let good = app("/good", &[], &[10002], &[]);
+        let c = build(&[bad, good], &Groups::all());
+        assert_eq!(c.services.len(), 1);
+        assert_eq!(c.services[0].app_id, "/good");
+        assert_eq!(c.problems.len(), 1);
+        assert!(c.problems[0].message.contains("HAPROXY_0_BALANCE"), "{}", c.problems[0]);
+    }
+
+    #[test]
+    fn only_serving_tasks_with_ip_hosts_are_backends() {
+        let mut a = app(
+            "/a",
+            &[],
+            &[10001],
+            &[("127.0.0.1", &[1]), ("127.0.0.1", &[2]), ("127.0.0.1", &[3]), ("", &[4])],
+        );
+        a.tasks[1].state = "TASK_KILLING".into();
+        a.tasks[2].state = "TASK_UNREACHABLE".into();
+        let c = build(&[a], &Groups::all());
+        let ports: Vec<u16> = c.services[0].backends.iter().map(|b| b.port()).collect();
+        assert_eq!(ports, [1, 3]);
+    }
+}

@@ -1,0 +1,125 @@
+//! The serde mirror of the TOML config file: one struct per section, unknown keys rejected,
+//! values kept as they were written. No meaning lives here; `config::Config::from_raw`
+//! checks and converts every value and reports all problems at once.
+
+use serde::Deserialize;
+
+/// `[http]`: the Host-routing HTTP listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+    pub appid_listen: Option<String>,
+    /// Longest a client may take to send a request head (slowloris guard).
+    pub header_timeout: Option<String>,
+    /// Longest we wait for a backend's TCP connect.
+    pub connect_timeout: Option<String>,
+    /// Longest we wait for a backend's response head.
+    pub response_timeout: Option<String>,
+    /// Largest request head we accept, in bytes.
+    pub max_header_bytes: Option<i64>,
+}
+
+/// `[https]`: TLS termination (arrives with the TLS issue).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttps {
+    pub listen: Option<String>,
+    pub certs: Option<String>,
+}
+
+/// `[tcp]`: one listener per service port.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    pub bind: Option<String>,
+    pub ports: Option<String>,
+    pub connect_timeout: Option<String>,
+}
+
+/// `[dns]`: the authoritative DNS server (arrives with the DNS issue).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub listen: Option<String>,
+    pub domain: Option<String>,
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub forward: Vec<String>,
+    pub ip_sources: Option<Vec<String>>,
+    pub labels: Option<String>,
+}
+
+/// `[admin]`: metrics, health, readiness and the route dump.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+/// `[marathon]` (arrives with the Marathon issue).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMarathon {
+    #[serde(default)]
+    pub urls: Vec<String>,
+    pub groups: Option<Vec<String>>,
+    pub resync: Option<String>,
+    pub strict: Option<bool>,
+    pub user: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+/// `[mesos]` (arrives with the Mesos issue).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMesos {
+    #[serde(default)]
+    pub masters: Vec<String>,
+    pub poll: Option<String>,
+}
+
+/// `[catalog]`: the static catalog file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalog {
+    pub file: Option<String>,
+    pub groups: Option<Vec<String>>,
+}
+
+/// `[runtime]`: threads and shutdown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub workers: Option<i64>,
+    pub drain_timeout: Option<String>,
+}
+
+/// One `[[alias]]` (arrives with the leader-alias issue).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlias {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub backends: Vec<String>,
+    pub check: Option<RawCheck>,
+    pub interval: Option<String>,
+}
+
+/// An alias check: a built-in name or a custom HTTP rule.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawCheck {
+    Named(String),
+    Custom(RawCustomCheck),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCustomCheck {
+    pub path: String,
+    pub expect_status: Option<i64>,
+    pub expect_body: Option<String>,
+}

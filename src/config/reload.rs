@@ -1,0 +1,94 @@
+//! Hot reload of the config file: a notify watch (debounced) or SIGHUP re-reads and
+//! re-validates it; a good file is published as a new `Arc<Config>`, a bad one is logged and
+//! counted and the running config keeps serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::Config;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::watch::FileWatch;
+
+/// Watches `path` and publishes each good new config on `tx` until shutdown.
+pub async fn run(
+    path: PathBuf,
+    tx: watch::Sender<Arc<Config>>,
+    metrics: Metrics,
+    mut reread: watch::Receiver<()>,
+    shutdown: Shutdown,
+) {
+    let mut watch = match FileWatch::new(&path) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
+            None
+        }
+    };
+    loop {
+        let changed = async {
+            match watch.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = changed => {}
+            r = reread.changed() => if r.is_err() { return },
+            _ = shutdown.triggered() => return,
+        }
+        reload(&path, &tx, &metrics);
+    }
+}
+
+/// Re-reads the file once; publishes it if good, keeps the current config otherwise.
+pub fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, metrics: &Metrics) {
+    let result = Config::load(path).and_then(|c| {
+        let unavailable = c.unavailable();
+        if unavailable.is_empty() {
+            Ok(c)
+        } else {
+            Err(super::ConfigError {
+                file: path.to_path_buf(),
+                problems: unavailable,
+            })
+        }
+    });
+    match result {
+        Ok(new) => {
+            metrics.config_reloads.with_label_values(&["ok"]).inc();
+            let current = tx.borrow().clone();
+            if *current == new {
+                info!(file = %path.display(), "config re-read; nothing changed");
+                return;
+            }
+            for what in needs_restart(&current, &new) {
+                warn!(file = %path.display(), "{what} changed; this takes effect after a restart");
+            }
+            info!(file = %path.display(), "config reloaded");
+            tx.send_replace(Arc::new(new));
+        }
+        Err(e) => {
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+            error!("config reload refused, the running config stays: {e}");
+        }
+    }
+}
+
+/// Settings that are bound once at start (listening sockets, thread count).
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.http.as_ref().map(|h| h.listen) != new.http.as_ref().map(|h| h.listen) {
+        out.push("http.listen");
+    }
+    if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
+        out.push("admin.listen");
+    }
+    if old.runtime.workers != new.runtime.workers {
+        out.push("runtime.workers");
+    }
+    out
+}

@@ -1,0 +1,76 @@
+//! Drover fronts the services of a Mesos/Marathon-style cluster from one binary: an HTTP
+//! router by Host (and path), a TCP proxy on every service port, and an admin port with
+//! Prometheus metrics, health, readiness and a route dump.
+//!
+//! # Layout
+//!
+//! ```text
+//! catalog file -> source::file -+ raw apps              config file -> config::reload
+//!                               v                                | Arc<Config> (watch)
+//!                   catalog::build(raw, groups) -> Catalog       |
+//!                               v                                v
+//!            control: the one writer; recompiles when any input changes
+//!              '-- routing::compile -> ArcSwap<RouteTable> -> proxy::http (by Host)
+//!                                                          -> proxy::tcp (one per service port)
+//!                                                          -> proxy::listeners (which ports exist)
+//!  metrics: every stage counts into Metrics; admin shows the same snapshots at /debug/routes
+//! ```
+//!
+//! - Upstream of `control`, values travel on `tokio::sync::watch`: the latest wins.
+//! - `catalog` and `routing` are pure: data in, data out.
+//! - The data plane does one lock-free `load()` of the route table per request or
+//!   connection and never waits on the control plane.
+//! - A bad config or catalog file never empties the table: the last good one stays.
+//!
+//! # Threads
+//!
+//! The data plane runs on `runtime.workers` threads, each with its own single-threaded tokio
+//! runtime (no work stealing, per-thread upstream connection pools). The control plane
+//! (watchers, control, admin, listener reconciliation) runs on one more such thread.
+
+pub mod admin;
+pub mod catalog;
+pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod shutdown;
+pub mod source;
+pub mod watch;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+pub use server::Server;
+
+/// What the control plane publishes and the data plane reads.
+pub struct Shared {
+    /// The current route table; replaced whole by `control`, the only writer.
+    pub table: ArcSwap<routing::RouteTable>,
+    pub metrics: metrics::Metrics,
+    /// Set once the first route table has been stored.
+    ready: AtomicBool,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub fn new(metrics: metrics::Metrics) -> Shared {
+        Shared {
+            table: ArcSwap::from_pointee(routing::RouteTable::default()),
+            metrics,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}

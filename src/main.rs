@@ -1,0 +1,110 @@
+//! `drover`: flags, logging, config, then `Server::start`; everything else is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use drover::config::Config;
+use drover::server::{Options, Server};
+
+/// Fronts a Mesos/Marathon cluster: Host-routing HTTP proxy, TCP service ports, metrics.
+#[derive(Parser)]
+#[command(name = "drover", version, about)]
+struct Cli {
+    /// The config file (TOML).
+    #[arg(long, short, global = true, default_value = "drover.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and its catalog file; print every problem; exit 1 if any.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Some(Command::Check) => check(&cli.config),
+        None => run(&cli.config),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut problems: Vec<String> = config.unavailable().iter().map(|p| p.to_string()).collect();
+    if let Some(catalog) = &config.catalog {
+        match std::fs::read_to_string(&catalog.file)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|text| drover::source::file::parse(&text))
+        {
+            Ok(snapshot) => {
+                let built = drover::catalog::build(&snapshot.apps, &catalog.groups);
+                problems.extend(snapshot.problems.iter().map(|p| format!("{}: {p}", catalog.file.display())));
+                problems.extend(built.problems.iter().map(|p| format!("{}: {p}", catalog.file.display())));
+            }
+            Err(e) => problems.push(format!("{}: {e}", catalog.file.display())),
+        }
+    }
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{}: {} problem{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let unavailable = config.unavailable();
+    if !unavailable.is_empty() {
+        eprintln!("{}: cannot start", path.display());
+        for p in unavailable {
+            eprintln!("  - {p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let options = Options {
+        config_path: Some(path.to_path_buf()),
+        handle_signals: true,
+    };
+    match Server::start(config, options) {
+        Ok(server) => {
+            if server.wait() {
+                ExitCode::SUCCESS
+            } else {
+                // The drain deadline passed; still a requested, orderly exit.
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("drover: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Every Prometheus metric Drover exports, named in one place and registered on a registry
+//! passed in (no globals, so tests can run several instances in one process). Labels are per
+//! route, port or source, never per task or client.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+
+pub const HTTP_REQUESTS: &str = "drover_http_requests_total";
+pub const HTTP_DURATION: &str = "drover_http_request_duration_seconds";
+pub const TCP_CONNECTIONS: &str = "drover_tcp_connections_total";
+pub const BACKENDS: &str = "drover_backends";
+pub const UPSTREAM_ERRORS: &str = "drover_upstream_errors_total";
+pub const DISCOVERY_SYNCS: &str = "drover_discovery_syncs_total";
+pub const DISCOVERY_LAST_SYNC: &str = "drover_discovery_last_sync_timestamp_seconds";
+pub const CONFIG_RELOADS: &str = "drover_config_reloads_total";
+pub const ROUTE_TABLE_VERSION: &str = "drover_route_table_version";
+pub const ROUTE_CONFLICTS: &str = "drover_route_conflicts";
+pub const APP_PROBLEMS: &str = "drover_app_problems";
+pub const TCP_LISTENERS: &str = "drover_tcp_listeners";
+pub const BUILD_INFO: &str = "drover_build_info";
+
+/// The route label for requests that matched no route (unknown Host).
+pub const UNROUTED: &str = "unrouted";
+
+/// All metric handles. Cheap to clone (every handle is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub tcp_connections: IntCounterVec,
+    pub backends: IntGaugeVec,
+    pub upstream_errors: IntCounterVec,
+    pub discovery_syncs: IntCounterVec,
+    pub discovery_last_sync: prometheus::GaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub route_table_version: IntGauge,
+    pub route_conflicts: IntGauge,
+    pub app_problems: IntGauge,
+    pub tcp_listeners: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Creates every metric and registers it on `registry`.
+    pub fn new(registry: Registry) -> Metrics {
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+            r.register(Box::new(m.clone()))
+                .expect("metric names are unique");
+            m
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let metrics = Metrics {
+            http_requests: counter(
+                HTTP_REQUESTS,
+                "HTTP requests answered, by route and status code.",
+                &["route", "code"],
+            ),
+            http_duration: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        HTTP_DURATION,
+                        "Time from request head to response head, by route.",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                        2.5, 5.0, 10.0, 30.0,
+                    ]),
+                    &["route"],
+                )
+                .expect("valid metric"),
+            ),
+            tcp_connections: counter(
+                TCP_CONNECTIONS,
+                "TCP connections accepted on service ports, by port.",
+                &["port"],
+            ),
+            backends: gauge(
+                BACKENDS,
+                "Backends in each route's pool, by state.",
+                &["route", "state"],
+            ),
+            upstream_errors: counter(
+                UPSTREAM_ERRORS,
+                "Failures talking to backends, by route and kind (connect, timeout, protocol).",
+                &["route", "kind"],
+            ),
+            discovery_syncs: counter(
+                DISCOVERY_SYNCS,
+                "Reads of a discovery source, by source and result (ok, error).",
+                &["source", "result"],
+            ),
+            discovery_last_sync: reg(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        DISCOVERY_LAST_SYNC,
+                        "Unix time of the last successful read of each source.",
+                    ),
+                    &["source"],
+                )
+                .expect("valid metric"),
+            ),
+            config_reloads: counter(
+                CONFIG_RELOADS,
+                "Config file reloads, by result (ok, error).",
+                &["result"],
+            ),
+            route_table_version: reg(
+                &registry,
+                IntGauge::new(ROUTE_TABLE_VERSION, "Version of the route table in use.")
+                    .expect("valid metric"),
+            ),
+            route_conflicts: reg(
+                &registry,
+                IntGauge::new(
+                    ROUTE_CONFLICTS,
+                    "Ports and vhost+path pairs claimed by more than one app.",
+                )
+                .expect("valid metric"),
+            ),
+            app_problems: reg(
+                &registry,
+                IntGauge::new(
+                    APP_PROBLEMS,
+                    "Apps or tasks left out of the catalog for a bad value.",
+                )
+                .expect("valid metric"),
+            ),
+            tcp_listeners: gauge(
+                TCP_LISTENERS,
+                "Service-port listeners, by state (open, failed).",
+                &["state"],
+            ),
+            build_info: gauge(BUILD_INFO, "Always 1; the version as a label.", &["version"]),
+            registry,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        metrics
+    }
+
+    /// The handles one route needs on the request path, fetched once per table build.
+    pub fn route_stats(&self, route: &str) -> RouteStats {
+        RouteStats {
+            route: route.to_string(),
+            duration: self.http_duration.with_label_values(&[route]),
+            codes: Default::default(),
+            requests: self.http_requests.clone(),
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+/// Status codes that get a cached counter handle; others take the (locking) label lookup.
+const COMMON_CODES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 500, 502, 503, 504,
+];
+
+/// Per-route metric handles, so the request path does no label hashing or locking for the
+/// usual status codes.
+pub struct RouteStats {
+    route: String,
+    pub duration: Histogram,
+    codes: [OnceLock<IntCounter>; COMMON_CODES.len()],
+    requests: IntCounterVec,
+}
+
+impl RouteStats {
+    /// Counts one answered request with `status`.
+    pub fn count(&self, status: u16) {
+        match COMMON_CODES.iter().position(|&c| c == status) {
+            Some(i) => self.codes[i]
+                .get_or_init(|| self.requests.with_label_values(&[&self.route, code_str(status)]))
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[&self.route, &status.to_string()])
+                .inc(),
+        }
+    }
+}
+
+fn code_str(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        206 => "206",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
+    }
+}
+
+impl std::fmt::Debug for RouteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteStats").field("route", &self.route).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_stats_count_into_the_shared_counter() {
+        let m = Metrics::new(Registry::new());
+        let s = m.route_stats("web_10001");
+        s.count(200);
+        s.count(200);
+        s.count(418);
+        assert_eq!(m.http_requests.with_label_values(&["web_10001", "200"]).get(), 2);
+        assert_eq!(m.http_requests.with_label_values(&["web_10001", "418"]).get(), 1);
+        let text = m.render();
+        assert!(text.contains("drover_build_info{version=\""), "{text}");
+    }
+}

@@ -1,0 +1,305 @@
+//! The route table and the pure `compile` that builds it from the catalog.
+//!
+//! `RouteTable` holds everything the proxies need, in one snapshot: vhost → path prefixes →
+//! route, service port → route, and the proxy settings. `control` compiles a new table on
+//! every change and stores it whole; the proxies only `load()` it.
+//!
+//! Conflicts (two services claiming one listening port, or one vhost+path) are settled by
+//! one rule and always reported: the service that held the claim in the previous table keeps
+//! it; on a fresh start the first in (app id, port index) order does. The others keep their
+//! remaining routes and are listed in `conflicts`.
+
+pub mod host;
+pub mod pool;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::{AppProblem, Catalog, Mode, Service};
+use crate::config::Config;
+use crate::metrics::{Metrics, RouteStats};
+use host::{lookup_key, HostName};
+use pool::{Backend, Pool};
+
+/// Settings of the HTTP router that may change on a config reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    pub header_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Settings of the TCP proxy that may change on a config reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpSettings {
+    pub connect_timeout: Duration,
+}
+
+/// One service's route: its pool and what it answers for.
+#[derive(Debug)]
+pub struct Route {
+    /// marathon-lb backend name, e.g. `shop_api_10002`; the route label in metrics.
+    pub name: String,
+    pub app_id: String,
+    pub index: usize,
+    pub mode: Mode,
+    pub port: u16,
+    pub vhosts: Vec<HostName>,
+    pub path: Option<String>,
+    /// The TCP listener address, when this service port is listened on.
+    pub listen: Option<SocketAddr>,
+    pub pool: Pool,
+    pub stats: RouteStats,
+}
+
+/// A path prefix on a vhost; the empty prefix matches every path.
+#[derive(Debug)]
+pub struct PathRoute {
+    pub prefix: String,
+    pub route: Arc<Route>,
+}
+
+/// What two or more services claimed at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Port(u16),
+    Vhost { host: HostName, path: String },
+}
+
+impl fmt::Display for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Claim::Port(p) => write!(f, "service port {p}"),
+            Claim::Vhost { host, path } if path.is_empty() => write!(f, "vhost {host}"),
+            Claim::Vhost { host, path } => write!(f, "vhost {host} path {path}"),
+        }
+    }
+}
+
+/// A claim made by several services, who got it, and who did not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub claim: Claim,
+    /// Route name of the service that serves the claim.
+    pub kept: String,
+    /// Route names of the services refused.
+    pub refused: Vec<String>,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} is claimed by {} and {}; {} keeps it, the others get no route for it",
+            self.claim,
+            self.kept,
+            self.refused.join(", "),
+            self.kept
+        )
+    }
+}
+
+/// Everything the proxies route with; immutable once built.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    pub version: u64,
+    vhosts: HashMap<HostName, Vec<PathRoute>>,
+    tcp: BTreeMap<u16, Arc<Route>>,
+    /// Every service's route, in catalog order.
+    pub routes: Vec<Arc<Route>>,
+    pub conflicts: Vec<Conflict>,
+    pub problems: Vec<AppProblem>,
+    pub http: Option<HttpSettings>,
+    pub tcp_settings: Option<TcpSettings>,
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// The route for a request's `Host` header (any case, any `:port`) and path: the
+    /// longest matching path prefix on that vhost.
+    pub fn lookup_http(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let paths = self.vhosts.get(lookup_key(host).as_ref())?;
+        paths
+            .iter()
+            .find(|p| path.starts_with(p.prefix.as_str()))
+            .map(|p| &p.route)
+    }
+
+    /// The route behind a listening service port.
+    pub fn lookup_tcp(&self, port: u16) -> Option<&Arc<Route>> {
+        self.tcp.get(&port)
+    }
+
+    /// Every listening service port with its route, by port.
+    pub fn tcp_routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.tcp.values()
+    }
+
+    /// Every vhost with its path routes (longest prefix first), by name.
+    pub fn vhosts(&self) -> Vec<(&HostName, &[PathRoute])> {
+        let mut v: Vec<_> = self
+            .vhosts
+            .iter()
+            .map(|(h, p)| (h, p.as_slice()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// Every backend in the table, by address (for state reuse across builds).
+    fn backends(&self) -> HashMap<SocketAddr, Arc<Backend>> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.pool.backends())
+            .map(|b| (b.addr, b.clone()))
+            .collect()
+    }
+}
+
+/// Builds the route table for `catalog` under `config`. Backends whose address is in
+/// `previous` keep their state object; conflicts are settled in favour of `previous`'s
+/// holder.
+pub fn compile(
+    catalog: &Catalog,
+    config: &Config,
+    version: u64,
+    previous: &RouteTable,
+    metrics: &Metrics,
+) -> RouteTable {
+    let old_backends = previous.backends();
+    let mut conflicts = Vec::new();
+    let listen_addr = |s: &Service| -> Option<SocketAddr> {
+        let tcp = config.tcp.as_ref()?;
+        tcp.ports
+            .contains(s.port)
+            .then(|| SocketAddr::new(s.bind_addr.unwrap_or(tcp.bind), s.port))
+    };
+
+    // Settle port claims first: a refused service has no listener.
+    let mut port_claims: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
+    for s in catalog.services.iter().filter(|s| listen_addr(s).is_some()) {
+        port_claims.entry(s.port).or_default().push(s);
+    }
+    let mut port_holder: HashMap<u16, &str> = HashMap::new();
+    for (port, claimants) in &port_claims {
+        let incumbent = previous.lookup_tcp(*port).map(|r| r.name.as_str());
+        let kept = settle(claimants, incumbent);
+        if claimants.len() > 1 {
+            conflicts.push(conflict(Claim::Port(*port), claimants, kept));
+        }
+        port_holder.insert(*port, &claimants[kept].name);
+    }
+
+    let mut routes = Vec::with_capacity(catalog.services.len());
+    let mut tcp = BTreeMap::new();
+    let mut vhost_claims: BTreeMap<(HostName, String), Vec<(&Service, Arc<Route>)>> =
+        BTreeMap::new();
+    for s in &catalog.services {
+        let listen = listen_addr(s).filter(|_| port_holder.get(&s.port) == Some(&&*s.name));
+        let backends = s
+            .backends
+            .iter()
+            .map(|addr| {
+                old_backends
+                    .get(addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Backend::new(*addr)))
+            })
+            .collect();
+        let route = Arc::new(Route {
+            name: s.name.clone(),
+            app_id: s.app_id.clone(),
+            index: s.index,
+            mode: s.mode,
+            port: s.port,
+            vhosts: s.vhosts.clone(),
+            path: s.path.clone(),
+            listen,
+            pool: Pool::new(backends, s.balance),
+            stats: metrics.route_stats(&s.name),
+        });
+        if listen.is_some() {
+            tcp.insert(s.port, route.clone());
+        }
+        for host in &s.vhosts {
+            let key = (host.clone(), s.path.clone().unwrap_or_default());
+            vhost_claims
+                .entry(key)
+                .or_default()
+                .push((s, route.clone()));
+        }
+        routes.push(route);
+    }
+
+    let mut vhosts: HashMap<HostName, Vec<PathRoute>> = HashMap::new();
+    for ((host, path), claimants) in vhost_claims {
+        let incumbent = previous
+            .vhosts
+            .get(&host)
+            .and_then(|paths| paths.iter().find(|p| p.prefix == path))
+            .map(|p| p.route.name.as_str());
+        let services: Vec<&Service> = claimants.iter().map(|(s, _)| *s).collect();
+        let kept = settle(&services, incumbent);
+        if claimants.len() > 1 {
+            let claim = Claim::Vhost {
+                host: host.clone(),
+                path: path.clone(),
+            };
+            conflicts.push(conflict(claim, &services, kept));
+        }
+        let route = claimants[kept].1.clone();
+        vhosts.entry(host).or_default().push(PathRoute {
+            prefix: path,
+            route,
+        });
+    }
+    for paths in vhosts.values_mut() {
+        paths.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+    }
+
+    RouteTable {
+        version,
+        vhosts,
+        tcp,
+        routes,
+        conflicts,
+        problems: catalog.problems.clone(),
+        http: config.http.as_ref().map(|h| HttpSettings {
+            header_timeout: h.header_timeout,
+            connect_timeout: h.connect_timeout,
+            response_timeout: h.response_timeout,
+            max_header_bytes: h.max_header_bytes,
+        }),
+        tcp_settings: config.tcp.as_ref().map(|t| TcpSettings {
+            connect_timeout: t.connect_timeout,
+        }),
+    }
+}
+
+/// Which claimant keeps a claim: the incumbent if it still claims, else the first.
+fn settle(claimants: &[&Service], incumbent: Option<&str>) -> usize {
+    incumbent
+        .and_then(|name| claimants.iter().position(|s| s.name == name))
+        .unwrap_or(0)
+}
+
+fn conflict(claim: Claim, claimants: &[&Service], kept: usize) -> Conflict {
+    Conflict {
+        claim,
+        kept: claimants[kept].name.clone(),
+        refused: claimants
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != kept)
+            .map(|(_, s)| s.name.clone())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

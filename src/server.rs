@@ -1,0 +1,279 @@
+//! Starting and stopping a whole Drover: binds the configured listeners, starts the worker
+//! threads (one single-threaded runtime each) and the control thread, and wires the tasks.
+//! `main` and the integration tests both go through `Server::start`.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::{reload, Config};
+use crate::metrics::Metrics;
+use crate::routing::RouteTable;
+use crate::shutdown::Shutdown;
+use crate::{admin, control, proxy, source, Shared};
+
+/// Why Drover could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start a thread or runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A running Drover.
+pub struct Server {
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    http_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    control: JoinHandle<bool>,
+}
+
+/// How `Server::start` runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The file `config` came from; watched and re-read on change and on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Install SIGTERM/SIGINT (drain, exit) and SIGHUP (re-read) handlers.
+    pub handle_signals: bool,
+}
+
+// === impl Server ===
+
+impl Server {
+    /// Binds the listeners of `config` and starts every task. Returns once the sockets are
+    /// bound; the first route table follows as soon as the catalog is read (`/readyz`).
+    pub fn start(config: Config, options: Options) -> Result<Server, StartError> {
+        let http = config
+            .http
+            .as_ref()
+            .map(|h| bind("http.listen", h.listen))
+            .transpose()?;
+        let admin = config
+            .admin
+            .as_ref()
+            .map(|a| bind("admin.listen", a.listen))
+            .transpose()?;
+        let http_addr = http.as_ref().map(|l| l.local_addr().expect("bound socket"));
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("bound socket"));
+
+        let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
+        let shutdown = Shutdown::new();
+        let workers_stop = CancellationToken::new();
+        let (workers, worker_threads) = start_workers(config.runtime.workers, &workers_stop)?;
+
+        if let Some(listener) = http {
+            info!(addr = %http_addr.expect("bound"), workers = workers.len(), "HTTP router listening");
+            for handle in &workers {
+                let listener = listener.try_clone().map_err(StartError::Runtime)?;
+                let (shared, shutdown) = (shared.clone(), shutdown.clone());
+                handle.spawn(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => proxy::http::serve(l, shared, shutdown).await,
+                        Err(e) => error!(error = %e, "cannot register the HTTP listener"),
+                    }
+                });
+            }
+        }
+
+        let control = {
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            std::thread::Builder::new()
+                .name("drover-control".into())
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("control runtime");
+                    let clean = rt.block_on(control_plane(
+                        config, options, shared, shutdown, workers, admin,
+                    ));
+                    workers_stop.cancel();
+                    for t in worker_threads {
+                        let _ = t.join();
+                    }
+                    clean
+                })
+                .map_err(StartError::Runtime)?
+        };
+        Ok(Server {
+            shared,
+            shutdown,
+            http_addr,
+            admin_addr,
+            control,
+        })
+    }
+
+    /// The bound address of the HTTP router, if configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The bound address of the admin listener, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Starts a graceful shutdown (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Blocks until the server has stopped; true if every in-flight request and connection
+    /// finished before the drain deadline.
+    pub fn wait(self) -> bool {
+        self.control.join().unwrap_or(false)
+    }
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError> {
+    let listener = StdListener::bind(addr).map_err(|source| StartError::Bind {
+        what,
+        addr,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind { what, addr, source })?;
+    Ok(listener)
+}
+
+/// Starts `n` data-plane threads, each driving its own current-thread runtime until `stop`.
+fn start_workers(
+    n: usize,
+    stop: &CancellationToken,
+) -> Result<(Vec<Handle>, Vec<JoinHandle<()>>), StartError> {
+    let mut handles = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("drover-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(rt.handle().clone()));
+                rt.block_on(stop.cancelled());
+            })
+            .map_err(StartError::Runtime)?;
+        let handle = rx
+            .recv()
+            .map_err(|_| StartError::Runtime(std::io::Error::other("worker thread died")))?
+            .map_err(StartError::Runtime)?;
+        handles.push(handle);
+        threads.push(thread);
+    }
+    Ok((handles, threads))
+}
+
+/// Everything that is not the data plane. Returns after the drain, with its verdict.
+async fn control_plane(
+    config: Config,
+    options: Options,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    workers: Vec<Handle>,
+    admin: Option<StdListener>,
+) -> bool {
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (reread_tx, reread_rx) = watch::channel(());
+    let (file_tx, file_rx) = watch::channel(None);
+    let (tables_tx, tables_rx) = watch::channel(Arc::new(RouteTable::default()));
+    let metrics = shared.metrics.clone();
+
+    if let Some(path) = options.config_path.clone() {
+        tokio::spawn(
+            reload::run(path, config_tx.clone(), metrics.clone(), reread_rx.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("config_reload")),
+        );
+    }
+    tokio::spawn(
+        source::file::run(config_rx.clone(), file_tx, metrics.clone(), reread_rx, shutdown.clone())
+            .instrument(tracing::info_span!("source_file")),
+    );
+    tokio::spawn(
+        control::run(shared.clone(), config_rx.clone(), file_rx, tables_tx, shutdown.clone())
+            .instrument(tracing::info_span!("control")),
+    );
+    tokio::spawn(
+        proxy::listeners::Listeners::new(workers, shared.clone(), shutdown.clone())
+            .run(tables_rx)
+            .instrument(tracing::info_span!("listeners")),
+    );
+    if let Some(listener) = admin {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => {
+                info!(addr = %l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "admin listening");
+                tokio::spawn(
+                    admin::serve(l, shared.clone(), shutdown.clone())
+                        .instrument(tracing::info_span!("admin")),
+                );
+            }
+            Err(e) => error!(error = %e, "cannot register the admin listener"),
+        }
+    }
+    if options.handle_signals {
+        tokio::spawn(signals(shutdown.clone(), reread_tx));
+    } else {
+        // Keep the channel open so the watchers do not see it as closed.
+        std::mem::forget(reread_tx);
+    }
+
+    shutdown.triggered().await;
+    let deadline = config_rx.borrow().runtime.drain_timeout;
+    info!(in_flight = shutdown.in_flight(), deadline = ?deadline, "shutting down: draining");
+    let clean = shutdown.drain(deadline).await;
+    if clean {
+        info!("drained; exiting");
+    } else {
+        warn!(left = shutdown.in_flight(), "drain deadline passed; closing what is left");
+    }
+    drop(config_tx);
+    clean
+}
+
+/// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and the catalog file.
+async fn signals(shutdown: Shutdown, reread: watch::Sender<()>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM"); shutdown.trigger(); return }
+            _ = int.recv() => { info!("SIGINT"); shutdown.trigger(); return }
+            _ = hup.recv() => { info!("SIGHUP: re-reading config and catalog"); reread.send_replace(()); }
+        }
+    }
+}

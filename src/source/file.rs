@@ -1,0 +1,289 @@
+//! The catalog file source: a TOML list of `[[app]]` in the same model the scheduler sources
+//! produce, watched with notify. A file that does not parse is rejected whole and the last
+//! good apps stay; an app with a bad value is dropped alone and reported.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::catalog::{AppProblem, RawApp, RawTask};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::watch::FileWatch;
+
+/// The label value of `source` in discovery metrics.
+pub const SOURCE: &str = "file";
+
+/// What one good read of the file gave.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSnapshot {
+    pub apps: Vec<RawApp>,
+    /// Apps dropped for a bad value.
+    pub problems: Vec<AppProblem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileApp {
+    id: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    tasks: Vec<FileTask>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTask {
+    id: Option<String>,
+    host: String,
+    #[serde(default)]
+    ports: Vec<u16>,
+    state: Option<String>,
+}
+
+/// Parses catalog file text. `Err` (the whole file refused) for bad TOML or a wrong
+/// top-level shape; per-app mistakes become problems and the other apps are kept.
+pub fn parse(text: &str) -> Result<FileSnapshot, String> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("not valid TOML: {}", e.message().trim()))?;
+    let apps = match table.remove("app") {
+        None => Vec::new(),
+        Some(toml::Value::Array(apps)) => apps,
+        Some(_) => return Err("`app` must be a list of [[app]] tables".into()),
+    };
+    if let Some(key) = table.keys().next() {
+        return Err(format!("unknown top-level key `{key}` (only [[app]] is allowed)"));
+    }
+    let mut snapshot = FileSnapshot::default();
+    let mut seen = HashSet::new();
+    for (i, value) in apps.into_iter().enumerate() {
+        let name = value
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map_or_else(|| format!("app[{i}]"), str::to_string);
+        let app = match value.try_into::<FileApp>() {
+            Ok(app) => app,
+            Err(e) => {
+                snapshot.problems.push(AppProblem {
+                    app_id: name,
+                    message: format!("app[{i}]: {}; app dropped", e.message().trim()),
+                });
+                continue;
+            }
+        };
+        if !seen.insert(app.id.clone()) {
+            snapshot.problems.push(AppProblem {
+                app_id: app.id,
+                message: format!("app[{i}]: the id is used by an earlier app; app dropped"),
+            });
+            continue;
+        }
+        let tasks = app
+            .tasks
+            .into_iter()
+            .enumerate()
+            .map(|(n, t)| RawTask {
+                id: t.id.unwrap_or_else(|| format!("{}.{n}", app.id)),
+                host: t.host,
+                ports: t.ports,
+                state: t.state.unwrap_or_else(|| "TASK_RUNNING".into()),
+            })
+            .collect();
+        snapshot.apps.push(RawApp {
+            id: app.id,
+            labels: app.labels,
+            ports: app.ports,
+            tasks,
+        });
+    }
+    Ok(snapshot)
+}
+
+/// Reads and parses the file, then resolves task host names to IP addresses (a name that
+/// does not resolve stays, and the catalog reports its task).
+pub async fn load(path: &Path) -> Result<FileSnapshot, String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let mut snapshot = parse(&text)?;
+    for task in snapshot.apps.iter_mut().flat_map(|a| a.tasks.iter_mut()) {
+        if task.host.is_empty() || task.host.parse::<IpAddr>().is_ok() {
+            continue;
+        }
+        let found = tokio::net::lookup_host((task.host.as_str(), 0))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next());
+        if let Some(addr) = found {
+            task.host = addr.ip().to_string();
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Watches the catalog file named by the current config and publishes every good read.
+/// `None` on the channel means "not read yet". Follows `[catalog] file` across config
+/// reloads; `reread` (SIGHUP) forces a read.
+pub async fn run(
+    mut config: watch::Receiver<Arc<Config>>,
+    tx: watch::Sender<Option<Arc<FileSnapshot>>>,
+    metrics: Metrics,
+    mut reread: watch::Receiver<()>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let path: Option<PathBuf> = config
+            .borrow_and_update()
+            .catalog
+            .as_ref()
+            .map(|c| c.file.clone());
+        let Some(path) = path else {
+            // No catalog file: nothing to publish but "empty".
+            tx.send_replace(Some(Arc::new(FileSnapshot::default())));
+            tokio::select! {
+                r = config.changed() => if r.is_err() { return } else { continue },
+                _ = shutdown.triggered() => return,
+            }
+        };
+        let mut watch = match FileWatch::new(&path) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "cannot watch the catalog file; changes need SIGHUP");
+                None
+            }
+        };
+        read_and_publish(&path, &tx, &metrics).await;
+        loop {
+            let changed = async {
+                match watch.as_mut() {
+                    Some(w) => w.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = changed => read_and_publish(&path, &tx, &metrics).await,
+                r = reread.changed() => {
+                    if r.is_err() { return }
+                    read_and_publish(&path, &tx, &metrics).await
+                }
+                r = config.changed() => {
+                    if r.is_err() { return }
+                    let now = config.borrow().catalog.as_ref().map(|c| c.file.clone());
+                    if now.as_ref() != Some(&path) {
+                        break;
+                    }
+                }
+                _ = shutdown.triggered() => return,
+            }
+        }
+    }
+}
+
+async fn read_and_publish(
+    path: &Path,
+    tx: &watch::Sender<Option<Arc<FileSnapshot>>>,
+    metrics: &Metrics,
+) {
+    match load(path).await {
+        Ok(snapshot) => {
+            metrics
+                .discovery_syncs
+                .with_label_values(&[SOURCE, "ok"])
+                .inc();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            metrics
+                .discovery_last_sync
+                .with_label_values(&[SOURCE])
+                .set(now);
+            for p in &snapshot.problems {
+                warn!(file = %path.display(), "{p}");
+            }
+            let changed = tx.borrow().as_deref() != Some(&snapshot);
+            if changed {
+                info!(file = %path.display(), apps = snapshot.apps.len(), "catalog file read");
+                tx.send_replace(Some(Arc::new(snapshot)));
+            }
+        }
+        Err(e) => {
+            metrics
+                .discovery_syncs
+                .with_label_values(&[SOURCE, "error"])
+                .inc();
+            warn!(file = %path.display(), error = %e, "catalog file refused; keeping the last good catalog");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_apps_and_defaults_task_state() {
+        let s = parse(
+            r#"
+            [[app]]
+            id = "/web"
+            labels = { HAPROXY_0_VHOST = "web.example.com" }
+            ports = [10001]
+            tasks = [ { host = "127.0.0.1", ports = [18081] } ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.apps.len(), 1);
+        assert_eq!(s.apps[0].tasks[0].state, "TASK_RUNNING");
+        assert_eq!(s.apps[0].tasks[0].id, "/web.0");
+        assert!(s.problems.is_empty());
+    }
+
+    #[test]
+    fn a_bad_app_is_dropped_alone() {
+        let s = parse(
+            r#"
+            [[app]]
+            id = "/bad"
+            ports = [10001]
+            prots = [1]
+            [[app]]
+            id = "/good"
+            ports = [99999]
+            [[app]]
+            id = "/fine"
+            "#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = s.apps.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["/fine"]);
+        assert_eq!(s.problems.len(), 2);
+        assert!(s.problems[0].message.contains("prots"), "{}", s.problems[0]);
+        assert_eq!(s.problems[1].app_id, "/good");
+    }
+
+    #[test]
+    fn a_broken_file_is_refused_whole() {
+        assert!(parse("[[app]\nid=").unwrap_err().contains("not valid TOML"));
+        assert!(parse("apps = 1").unwrap_err().contains("unknown top-level key"));
+        assert!(parse("app = 1").is_err());
+    }
+
+    #[test]
+    fn duplicate_ids_keep_the_first() {
+        let s = parse("[[app]]\nid = \"/a\"\nports=[1]\n[[app]]\nid = \"/a\"\nports=[2]\n").unwrap();
+        assert_eq!(s.apps.len(), 1);
+        assert_eq!(s.apps[0].ports, [1]);
+        assert_eq!(s.problems.len(), 1);
+    }
+}
