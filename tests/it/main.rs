@@ -1,0 +1,10 @@
+//! One integration binary: Drover on real sockets (127.0.0.1, OS-assigned ports) against
+//! in-test backends. `support` starts Drover and the fakes.
+
+mod support;
+
+mod admin;
+mod cli;
+mod http;
+mod reload;
+mod tcp;
