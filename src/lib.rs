@@ -51,6 +51,9 @@ pub struct Shared {
     /// The current route table; replaced whole by `control`, the only writer.
     pub table: ArcSwap<routing::RouteTable>,
     pub metrics: metrics::Metrics,
+    /// Service-port listeners by address: "open", or why the bind failed. Written by
+    /// `proxy::listeners`, shown by `admin`.
+    pub tcp_listeners: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, String>>,
     /// Set once the first route table has been stored.
     ready: AtomicBool,
 }
@@ -62,6 +65,7 @@ impl Shared {
         Shared {
             table: ArcSwap::from_pointee(routing::RouteTable::default()),
             metrics,
+            tcp_listeners: Default::default(),
             ready: AtomicBool::new(false),
         }
     }

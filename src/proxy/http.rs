@@ -1,6 +1,557 @@
-//! placeholder
+//! The HTTP router: hyper's HTTP/1.1 server on the `[http]` listener, routing each request
+//! by Host (any case, any `:port`) and longest path prefix to a route's pool, and forwarding
+//! it over a pooled keep-alive upstream connection. Bodies stream both ways.
+//!
+//! Per request: one `load()` of the route table, a map lookup and a pick; the route is
+//! cloned out (one atomic increment) and the table guard dropped before any `.await`.
+//! Upstream connections live in a per-worker-thread pool (each worker runs its own
+//! single-threaded runtime), so checkout and checkin take no lock.
+//!
+//! Every failure becomes a response through `ProxyError::status`: 400 for requests we refuse
+//! to forward (smuggling shapes, no Host), 404 for an unknown Host, 503 for a route with no
+//! backends, 502 when no backend could be reached or one broke the exchange, 504 when a
+//! backend did not answer within `response_timeout`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use crate::{shutdown::Shutdown, Shared};
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
-    let _ = (listener, shared, shutdown);
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::metrics::UNROUTED;
+use crate::routing::pool::{Backend, InFlight};
+use crate::routing::{HttpSettings, Route};
+use crate::shutdown::Shutdown;
+use crate::Shared;
+
+/// What the router answers with: a streamed upstream body or a short one of our own.
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// Settings used when the table has no `[http]` settings (never in practice: the router
+/// only runs when `[http]` is configured).
+fn default_settings() -> HttpSettings {
+    HttpSettings {
+        header_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(60),
+        max_header_bytes: 64 * 1024,
+    }
+}
+
+/// Idle upstream connections kept per backend per worker thread.
+const MAX_IDLE_PER_BACKEND: usize = 256;
+
+/// Accepts connections until shutdown; each connection is served on this thread's runtime
+/// and tracked so the drain waits for it.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    let local_port = listener.local_addr().map_or(0, |a| a.port());
+    loop {
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.triggered() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn::new(shared.clone(), client, local_port));
+        let shutdown2 = shutdown.clone();
+        tokio::spawn(shutdown.track(serve_connection(stream, conn, shutdown2)));
+    }
+}
+
+/// What every request on one client connection shares.
+struct Conn {
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    /// `X-Forwarded-For` value for requests that arrive without one.
+    xff: HeaderValue,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    port: HeaderValue,
+}
+
+impl Conn {
+    fn new(shared: Arc<Shared>, client: SocketAddr, local_port: u16) -> Conn {
+        let ip = client.ip().to_canonical();
+        Conn {
+            shared,
+            client: SocketAddr::new(ip, client.port()),
+            xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
+            port: HeaderValue::from(local_port),
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown) {
+    let settings = conn
+        .shared
+        .table
+        .load()
+        .http
+        .clone()
+        .unwrap_or_else(default_settings);
+    let service = hyper::service::service_fn(move |req| handle(req, conn.clone()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let http = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(http);
+    let result = tokio::select! {
+        r = http.as_mut() => r,
+        _ = shutdown.triggered() => {
+            // Finish the request in progress, then close; idle connections close now.
+            http.as_mut().graceful_shutdown();
+            http.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// Why a request got no upstream response.
+#[derive(Debug, thiserror::Error)]
+enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route for this host")]
+    NoRoute,
+    #[error("no backend is available for this route")]
+    NoBackends,
+    #[error("could not connect to any backend")]
+    Connect,
+    #[error("the backend did not answer in time")]
+    Timeout,
+    #[error("the backend broke the exchange: {0}")]
+    Upstream(hyper::Error),
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoBackends => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `kind` label of `drover_upstream_errors_total`, for the backend's failures.
+    fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Connect => Some("connect"),
+            ProxyError::Timeout => Some("timeout"),
+            ProxyError::Upstream(_) => Some("protocol"),
+            _ => None,
+        }
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!("{self}\n")))));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if matches!(self, ProxyError::BadRequest(_)) {
+            // After a refused request the framing of what follows is unknowable.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let routed = {
+        let table = conn.shared.table.load();
+        check_framing(req.headers()).and_then(|()| {
+            let host = request_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
+            let route = table
+                .lookup_http(host, req.uri().path())
+                .ok_or(ProxyError::NoRoute)?;
+            let settings = table.http.clone().unwrap_or_else(default_settings);
+            Ok((route.clone(), settings))
+        })
+    };
+    let (route, settings) = match routed {
+        Ok(r) => r,
+        Err(e) => {
+            let resp = e.response();
+            conn.shared
+                .metrics
+                .http_requests
+                .with_label_values(&[UNROUTED, resp.status().as_str()])
+                .inc();
+            return Ok(resp);
+        }
+    };
+    let resp = match forward(req, &conn, &route, &settings).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(kind) = e.upstream_kind() {
+                conn.shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&route.name, kind])
+                    .inc();
+                debug!(route = %route.name, error = %e, "upstream failure");
+            }
+            e.response()
+        }
+    };
+    route.stats.count(resp.status().as_u16());
+    route.stats.duration.observe(start.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+/// Refuses requests whose body framing two parties could read differently.
+fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
+        if headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v != first)
+        {
+            return Err(ProxyError::BadRequest("conflicting Content-Length values"));
+        }
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    if let (Some(_), Some(_)) = (hosts.next(), hosts.next()) {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    Ok(())
+}
+
+/// The Host a request is for: the `Host` header, or the authority of an absolute-form URI.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok().filter(|h| !h.is_empty()),
+        None => req.uri().authority().map(|a| a.as_str()),
+    }
+}
+
+/// Picks a backend, connects (trying the next backend on a connect failure when the
+/// method allows a retry), sends, and wraps the response body.
+async fn forward(
+    mut req: Request<Incoming>,
+    conn: &Conn,
+    route: &Arc<Route>,
+    settings: &HttpSettings,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let pool = &route.pool;
+    let first = pool.pick(conn.client.ip()).ok_or(ProxyError::NoBackends)?;
+    prepare_upstream_request(&mut req, conn);
+    let attempts = if is_idempotent(req.method()) {
+        pool.backends().len()
+    } else {
+        1
+    };
+    for attempt in 0..attempts {
+        let backend = pool.nth_after(first, attempt);
+        let in_flight = backend.start();
+        let mut sender = match checkout(backend, settings.connect_timeout).await {
+            Some(s) => s,
+            None => continue,
+        };
+        let sent = tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
+        return match sent {
+            Err(_elapsed) => Err(ProxyError::Timeout),
+            Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, sender, in_flight)),
+            Ok(Err(mut e)) => match e.take_message() {
+                // Never written: the pooled connection had just closed. Safe to resend
+                // on a fresh connection whatever the method.
+                Some(unsent) => {
+                    req = unsent;
+                    let mut fresh = connect(backend, settings.connect_timeout)
+                        .await
+                        .ok_or(ProxyError::Connect)?;
+                    match tokio::time::timeout(settings.response_timeout, fresh.send_request(req))
+                        .await
+                    {
+                        Err(_elapsed) => Err(ProxyError::Timeout),
+                        Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, fresh, in_flight)),
+                        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+                    }
+                }
+                None => Err(ProxyError::Upstream(e.into_error())),
+            },
+        };
+    }
+    Err(ProxyError::Connect)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Headers that describe one hop's connection and must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Edits the client's request in place into the one the backend gets.
+fn prepare_upstream_request(req: &mut Request<Incoming>, conn: &Conn) {
+    // Absolute-form targets become origin-form; the Host header says where it was going.
+    if req.uri().authority().is_some() {
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(value) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(header::HOST, value);
+            }
+        }
+        let origin = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *req.uri_mut() = origin;
+    }
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            HeaderValue::from_str(&format!("{prior}, {}", conn.client.ip())).unwrap_or(conn.xff.clone())
+        }
+        None => conn.xff.clone(),
+    };
+    headers.insert(XFF, xff);
+    headers.insert(XFP, HeaderValue::from_static("http"));
+    headers.insert(XFPORT, conn.port.clone());
+}
+
+fn upstream_response(
+    resp: Response<Incoming>,
+    backend: SocketAddr,
+    sender: SendRequest<Incoming>,
+    in_flight: InFlight,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = UpstreamBody {
+        inner: body,
+        checkin: Some((backend, sender)),
+        ended: false,
+        _in_flight: in_flight,
+    };
+    Response::from_parts(parts, Either::Left(body))
+}
+
+/// The backend's response body, streamed to the client. When it has been read to the end
+/// the upstream connection goes back to this thread's pool; the backend counts the request
+/// as in flight until then.
+pub struct UpstreamBody {
+    inner: Incoming,
+    checkin: Option<(SocketAddr, SendRequest<Incoming>)>,
+    ended: bool,
+    _in_flight: InFlight,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body dropped half-read leaves the connection mid-response: let it close.
+        if self.ended || self.inner.is_end_stream() {
+            if let Some((addr, sender)) = self.checkin.take() {
+                checkin(addr, sender);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Idle upstream connections of this worker thread, by backend address.
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>> =
+        RefCell::new(HashMap::new());
+}
+
+fn checkin(addr: SocketAddr, sender: SendRequest<Incoming>) {
+    if sender.is_closed() {
+        return;
+    }
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(addr).or_default();
+        if list.len() < MAX_IDLE_PER_BACKEND {
+            list.push(sender);
+        }
+    });
+}
+
+/// A ready connection to `backend`: a pooled one if any is still open, else a new one.
+async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Option<SendRequest<Incoming>> {
+    loop {
+        let pooled = IDLE.with(|idle| idle.borrow_mut().get_mut(&backend.addr).and_then(Vec::pop));
+        let Some(mut sender) = pooled else { break };
+        if sender.is_closed() {
+            continue;
+        }
+        // Checked in after its last response ended, so this is at most a brief wait for
+        // the connection task to catch up; an error means it closed meanwhile.
+        if sender.ready().await.is_ok() {
+            return Some(sender);
+        }
+    }
+    connect(backend, timeout).await
+}
+
+/// Opens a new upstream connection; counts the outcome on the backend.
+async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendRequest<Incoming>> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            backend.connect_failed();
+            debug!(backend = %backend.addr, error = %e, "connect failed");
+            return None;
+        }
+        Err(_) => {
+            backend.connect_failed();
+            debug!(backend = %backend.addr, "connect timed out");
+            return None;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        Ok((sender, connection)) => {
+            backend.connect_succeeded();
+            let addr = backend.addr;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(backend = %addr, error = %e, "upstream connection ended with an error");
+                }
+            });
+            Some(sender)
+        }
+        Err(e) => {
+            backend.connect_failed();
+            debug!(backend = %backend.addr, error = %e, "handshake failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_conflicts_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_ok());
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(check_framing(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
+        assert!(check_framing(&h).is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_connection_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn error_statuses() {
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::NoBackends.status(), 503);
+        assert_eq!(ProxyError::Connect.status(), 502);
+        assert_eq!(ProxyError::Timeout.status(), 504);
+    }
 }
