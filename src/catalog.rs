@@ -264,7 +264,10 @@ fn backends(app: &RawApp, index: usize, problems: &mut Vec<AppProblem>) -> Vec<S
 
 /// marathon-lb's backend name: id without the leading `/`, other `/` as `_`, then `_port`.
 pub fn backend_name(app_id: &str, port: u16) -> String {
-    format!("{}_{port}", app_id.trim_start_matches('/').replace('/', "_"))
+    format!(
+        "{}_{port}",
+        app_id.trim_start_matches('/').replace('/', "_")
+    )
 }
 
 fn parse_bool(raw: &str) -> Result<bool, &'static str> {
@@ -330,7 +333,10 @@ mod tests {
                 ("HAPROXY_1_MODE", "tcp"),
             ],
             &[10002, 10003],
-            &[("127.0.0.2", &[31001, 31002]), ("127.0.0.1", &[31003, 31004])],
+            &[
+                ("127.0.0.2", &[31001, 31002]),
+                ("127.0.0.1", &[31003, 31004]),
+            ],
         );
         let c = build(&[a], &Groups::all());
         assert!(c.problems.is_empty(), "{:?}", c.problems);
@@ -343,7 +349,10 @@ mod tests {
         assert_eq!(vhosts, ["shop.example.com", "api.example.com"]);
         assert_eq!(
             s0.backends,
-            ["127.0.0.1:31003".parse().unwrap(), "127.0.0.2:31001".parse().unwrap()]
+            [
+                "127.0.0.1:31003".parse().unwrap(),
+                "127.0.0.2:31001".parse().unwrap()
+            ]
         );
         let s1 = &c.services[1];
         assert_eq!((s1.port, s1.mode), (10003, Mode::Tcp));
@@ -354,7 +363,10 @@ mod tests {
     fn port_and_bind_addr_labels_override() {
         let a = app(
             "/redis",
-            &[("HAPROXY_0_PORT", "6379"), ("HAPROXY_0_BIND_ADDR", "127.0.0.5")],
+            &[
+                ("HAPROXY_0_PORT", "6379"),
+                ("HAPROXY_0_BIND_ADDR", "127.0.0.5"),
+            ],
             &[10004],
             &[("127.0.0.1", &[31401])],
         );
@@ -371,7 +383,10 @@ mod tests {
         let none = app("/none", &[], &[10003], &[]);
         let mixed = app(
             "/mixed",
-            &[("HAPROXY_GROUP", "internal"), ("HAPROXY_1_GROUP", "external")],
+            &[
+                ("HAPROXY_GROUP", "internal"),
+                ("HAPROXY_1_GROUP", "external"),
+            ],
             &[10004, 10005],
             &[],
         );
@@ -387,7 +402,12 @@ mod tests {
 
     #[test]
     fn enabled_false_hides_a_port() {
-        let a = app("/a", &[("HAPROXY_0_ENABLED", "false")], &[10001, 10002], &[]);
+        let a = app(
+            "/a",
+            &[("HAPROXY_0_ENABLED", "false")],
+            &[10001, 10002],
+            &[],
+        );
         let c = build(&[a], &Groups::all());
         assert_eq!(c.services.len(), 1);
         assert_eq!(c.services[0].port, 10002);
@@ -401,7 +421,11 @@ mod tests {
         assert_eq!(c.services.len(), 1);
         assert_eq!(c.services[0].app_id, "/good");
         assert_eq!(c.problems.len(), 1);
-        assert!(c.problems[0].message.contains("HAPROXY_0_BALANCE"), "{}", c.problems[0]);
+        assert!(
+            c.problems[0].message.contains("HAPROXY_0_BALANCE"),
+            "{}",
+            c.problems[0]
+        );
     }
 
     #[test]
@@ -410,7 +434,12 @@ mod tests {
             "/a",
             &[],
             &[10001],
-            &[("127.0.0.1", &[1]), ("127.0.0.1", &[2]), ("127.0.0.1", &[3]), ("", &[4])],
+            &[
+                ("127.0.0.1", &[1]),
+                ("127.0.0.1", &[2]),
+                ("127.0.0.1", &[3]),
+                ("", &[4]),
+            ],
         );
         a.tasks[1].state = "TASK_KILLING".into();
         a.tasks[2].state = "TASK_UNREACHABLE".into();

@@ -54,7 +54,9 @@ pub fn rebuild(
         .as_ref()
         .map_or_else(Groups::all, |c| c.groups.clone());
     let mut catalog = catalog::build(&snapshot.apps, &groups);
-    catalog.problems.splice(0..0, snapshot.problems.iter().cloned());
+    catalog
+        .problems
+        .splice(0..0, snapshot.problems.iter().cloned());
     let previous = shared.table.load_full();
     let table = routing::compile(&catalog, config, version, &previous, &shared.metrics);
     report(&previous, &table);
@@ -77,11 +79,19 @@ fn report(previous: &RouteTable, table: &RouteTable) {
         "route table stored"
     );
     let old: HashSet<String> = previous.conflicts.iter().map(|c| c.to_string()).collect();
-    for c in table.conflicts.iter().filter(|c| !old.contains(&c.to_string())) {
+    for c in table
+        .conflicts
+        .iter()
+        .filter(|c| !old.contains(&c.to_string()))
+    {
         warn!(version = table.version, "conflict: {c}");
     }
     let old: HashSet<String> = previous.problems.iter().map(|p| p.to_string()).collect();
-    for p in table.problems.iter().filter(|p| !old.contains(&p.to_string())) {
+    for p in table
+        .problems
+        .iter()
+        .filter(|p| !old.contains(&p.to_string()))
+    {
         warn!(version = table.version, "{p}");
     }
 }
@@ -92,7 +102,11 @@ fn update_metrics(shared: &Shared, previous: &RouteTable, table: &RouteTable) {
     m.route_conflicts.set(table.conflicts.len() as i64);
     m.app_problems.set(table.problems.len() as i64);
     let now: HashSet<&str> = table.routes.iter().map(|r| r.name.as_str()).collect();
-    for gone in previous.routes.iter().filter(|r| !now.contains(r.name.as_str())) {
+    for gone in previous
+        .routes
+        .iter()
+        .filter(|r| !now.contains(r.name.as_str()))
+    {
         let _ = m.backends.remove_label_values(&[&gone.name, "up"]);
     }
     for r in &table.routes {

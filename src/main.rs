@@ -55,8 +55,18 @@ fn check(path: &Path) -> ExitCode {
         {
             Ok(snapshot) => {
                 let built = drover::catalog::build(&snapshot.apps, &catalog.groups);
-                problems.extend(snapshot.problems.iter().map(|p| format!("{}: {p}", catalog.file.display())));
-                problems.extend(built.problems.iter().map(|p| format!("{}: {p}", catalog.file.display())));
+                problems.extend(
+                    snapshot
+                        .problems
+                        .iter()
+                        .map(|p| format!("{}: {p}", catalog.file.display())),
+                );
+                problems.extend(
+                    built
+                        .problems
+                        .iter()
+                        .map(|p| format!("{}: {p}", catalog.file.display())),
+                );
             }
             Err(e) => problems.push(format!("{}: {e}", catalog.file.display())),
         }
@@ -65,7 +75,12 @@ fn check(path: &Path) -> ExitCode {
         println!("{}: ok", path.display());
         ExitCode::SUCCESS
     } else {
-        eprintln!("{}: {} problem{}", path.display(), problems.len(), if problems.len() == 1 { "" } else { "s" });
+        eprintln!(
+            "{}: {} problem{}",
+            path.display(),
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
         for p in problems {
             eprintln!("  - {p}");
         }

@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 pub const HTTP_REQUESTS: &str = "drover_http_requests_total";
@@ -81,8 +81,8 @@ impl Metrics {
                         "Time from request head to response head, by route.",
                     )
                     .buckets(vec![
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                        2.5, 5.0, 10.0, 30.0,
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0, 30.0,
                     ]),
                     &["route"],
                 )
@@ -150,7 +150,11 @@ impl Metrics {
                 "Service-port listeners, by state (open, failed).",
                 &["state"],
             ),
-            build_info: gauge(BUILD_INFO, "Always 1; the version as a label.", &["version"]),
+            build_info: gauge(
+                BUILD_INFO,
+                "Always 1; the version as a label.",
+                &["version"],
+            ),
             registry,
         };
         metrics
@@ -198,7 +202,10 @@ impl RouteStats {
     pub fn count(&self, status: u16) {
         match COMMON_CODES.iter().position(|&c| c == status) {
             Some(i) => self.codes[i]
-                .get_or_init(|| self.requests.with_label_values(&[&self.route, code_str(status)]))
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[&self.route, code_str(status)])
+                })
                 .inc(),
             None => self
                 .requests
@@ -232,7 +239,9 @@ fn code_str(status: u16) -> &'static str {
 
 impl std::fmt::Debug for RouteStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteStats").field("route", &self.route).finish()
+        f.debug_struct("RouteStats")
+            .field("route", &self.route)
+            .finish()
     }
 }
 
@@ -247,8 +256,18 @@ mod tests {
         s.count(200);
         s.count(200);
         s.count(418);
-        assert_eq!(m.http_requests.with_label_values(&["web_10001", "200"]).get(), 2);
-        assert_eq!(m.http_requests.with_label_values(&["web_10001", "418"]).get(), 1);
+        assert_eq!(
+            m.http_requests
+                .with_label_values(&["web_10001", "200"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            m.http_requests
+                .with_label_values(&["web_10001", "418"])
+                .get(),
+            1
+        );
         let text = m.render();
         assert!(text.contains("drover_build_info{version=\""), "{text}");
     }

@@ -66,7 +66,9 @@ impl Server {
             .map(|a| bind("admin.listen", a.listen))
             .transpose()?;
         let http_addr = http.as_ref().map(|l| l.local_addr().expect("bound socket"));
-        let admin_addr = admin.as_ref().map(|l| l.local_addr().expect("bound socket"));
+        let admin_addr = admin
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound socket"));
 
         let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
         let shutdown = Shutdown::new();
@@ -144,11 +146,8 @@ impl Server {
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError> {
-    let listener = StdListener::bind(addr).map_err(|source| StartError::Bind {
-        what,
-        addr,
-        source,
-    })?;
+    let listener =
+        StdListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| StartError::Bind { what, addr, source })?;
@@ -209,17 +208,35 @@ async fn control_plane(
 
     if let Some(path) = options.config_path.clone() {
         tokio::spawn(
-            reload::run(path, config_tx.clone(), metrics.clone(), reread_rx.clone(), shutdown.clone())
-                .instrument(tracing::info_span!("config_reload")),
+            reload::run(
+                path,
+                config_tx.clone(),
+                metrics.clone(),
+                reread_rx.clone(),
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("config_reload")),
         );
     }
     tokio::spawn(
-        source::file::run(config_rx.clone(), file_tx, metrics.clone(), reread_rx, shutdown.clone())
-            .instrument(tracing::info_span!("source_file")),
+        source::file::run(
+            config_rx.clone(),
+            file_tx,
+            metrics.clone(),
+            reread_rx,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("source_file")),
     );
     tokio::spawn(
-        control::run(shared.clone(), config_rx.clone(), file_rx, tables_tx, shutdown.clone())
-            .instrument(tracing::info_span!("control")),
+        control::run(
+            shared.clone(),
+            config_rx.clone(),
+            file_rx,
+            tables_tx,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("control")),
     );
     tokio::spawn(
         proxy::listeners::Listeners::new(workers, shared.clone(), shutdown.clone())
@@ -252,7 +269,10 @@ async fn control_plane(
     if clean {
         info!("drained; exiting");
     } else {
-        warn!(left = shutdown.in_flight(), "drain deadline passed; closing what is left");
+        warn!(
+            left = shutdown.in_flight(),
+            "drain deadline passed; closing what is left"
+        );
     }
     drop(config_tx);
     clean

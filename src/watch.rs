@@ -28,19 +28,20 @@ impl FileWatch {
         };
         let name: Option<OsString> = path.file_name().map(|n| n.to_os_string());
         let (tx, events) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(event) = res else { return };
-            if event.kind.is_access() {
-                return;
-            }
-            let ours = event
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
-            if ours {
-                let _ = tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(event) = res else { return };
+                if event.kind.is_access() {
+                    return;
+                }
+                let ours = event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
+                if ours {
+                    let _ = tx.send(());
+                }
+            })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         Ok(FileWatch {
             _watcher: watcher,

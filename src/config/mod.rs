@@ -205,7 +205,9 @@ impl Groups {
             return true;
         }
         match group {
-            Some(g) => g.split(',').any(|g| self.0.iter().any(|want| want == g.trim())),
+            Some(g) => g
+                .split(',')
+                .any(|g| self.0.iter().any(|want| want == g.trim())),
             None => false,
         }
     }
@@ -263,20 +265,28 @@ impl Config {
             }
         }
         let http = c.section::<RawHttp>(&mut table, "http").map(|r| c.http(r));
-        let https = c.section::<RawHttps>(&mut table, "https").map(|r| c.https(r));
+        let https = c
+            .section::<RawHttps>(&mut table, "https")
+            .map(|r| c.https(r));
         let tcp = c.section::<RawTcp>(&mut table, "tcp").map(|r| c.tcp(r));
         let dns = c.section::<RawDns>(&mut table, "dns").map(|r| c.dns(r));
-        let admin = c.section::<RawAdmin>(&mut table, "admin").map(|r| AdminConfig {
-            listen: c.addr("admin.listen", r.listen.as_deref(), "127.0.0.1:9090"),
-        });
+        let admin = c
+            .section::<RawAdmin>(&mut table, "admin")
+            .map(|r| AdminConfig {
+                listen: c.addr("admin.listen", r.listen.as_deref(), "127.0.0.1:9090"),
+            });
         let marathon = c
             .section::<RawMarathon>(&mut table, "marathon")
             .map(|r| c.marathon(r));
-        let mesos = c.section::<RawMesos>(&mut table, "mesos").map(|r| c.mesos(r));
+        let mesos = c
+            .section::<RawMesos>(&mut table, "mesos")
+            .map(|r| c.mesos(r));
         let catalog = c
             .section::<RawCatalog>(&mut table, "catalog")
             .and_then(|r| c.catalog(r));
-        let runtime = c.section::<RawRuntime>(&mut table, "runtime").unwrap_or_default();
+        let runtime = c
+            .section::<RawRuntime>(&mut table, "runtime")
+            .unwrap_or_default();
         let runtime = c.runtime(runtime);
         let aliases = c.aliases(table.remove("alias"));
         if c.problems.is_empty() {
@@ -433,7 +443,11 @@ impl Checker<'_> {
         match raw {
             None => default,
             Some(v) if v.is_empty() => {
-                self.problem(path, "[]", "list at least one group, or \"*\" for every app");
+                self.problem(
+                    path,
+                    "[]",
+                    "list at least one group, or \"*\" for every app",
+                );
                 default
             }
             Some(v) => Groups(v),
@@ -598,11 +612,7 @@ impl Checker<'_> {
         }
         MarathonConfig {
             urls,
-            groups: self.groups(
-                "marathon.groups",
-                r.groups,
-                Groups(vec!["external".into()]),
-            ),
+            groups: self.groups("marathon.groups", r.groups, Groups(vec!["external".into()])),
             resync: self.duration(
                 "marathon.resync",
                 r.resync.as_deref(),
@@ -706,12 +716,20 @@ impl Checker<'_> {
         let port = r.port.and_then(|p| match u16::try_from(p) {
             Ok(p) if p > 0 => Some(p),
             _ => {
-                self.problem(&format!("{path}.port"), &p.to_string(), "not a TCP port (1-65535)");
+                self.problem(
+                    &format!("{path}.port"),
+                    &p.to_string(),
+                    "not a TCP port (1-65535)",
+                );
                 None
             }
         });
         if r.backends.is_empty() {
-            self.problem(&format!("{path}.backends"), "[]", "list the masters (IP:port)");
+            self.problem(
+                &format!("{path}.backends"),
+                "[]",
+                "list the masters (IP:port)",
+            );
         }
         let backends = r
             .backends

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -87,6 +89,9 @@ struct Conn {
     xff: HeaderValue,
     /// `X-Forwarded-Port`: the port the client connected to.
     port: HeaderValue,
+    /// Set by `FramingWatch` when a read held both `Content-Length` and
+    /// `Transfer-Encoding` lines (hyper drops the former before we see the request).
+    framing_conflict: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -97,6 +102,7 @@ impl Conn {
             client: SocketAddr::new(ip, client.port()),
             xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
             port: HeaderValue::from(local_port),
+            framing_conflict: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -109,6 +115,7 @@ async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown
         .http
         .clone()
         .unwrap_or_else(default_settings);
+    let conn_flag = conn.framing_conflict.clone();
     let service = hyper::service::service_fn(move |req| handle(req, conn.clone()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -116,7 +123,11 @@ async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(settings.max_header_bytes.max(8192))
         .keep_alive(true);
-    let http = builder.serve_connection(TokioIo::new(stream), service);
+    let io = FramingWatch {
+        inner: stream,
+        conflict: conn_flag,
+    };
+    let http = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);
     let result = tokio::select! {
         r = http.as_mut() => r,
@@ -129,6 +140,80 @@ async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown
     if let Err(e) = result {
         debug!(error = %e, "client connection ended with an error");
     }
+}
+
+/// The client socket, with a look at what is read: hyper resolves a head carrying both
+/// `Content-Length` and `Transfer-Encoding` by dropping the length (RFC 9112 §6.3), but we
+/// refuse such requests outright, so the raw lines must be seen before hyper parses them.
+struct FramingWatch {
+    inner: TcpStream,
+    conflict: Arc<AtomicBool>,
+}
+
+/// Bytes of each read that are looked at; request heads arrive at the start of a read,
+/// and bulk body reads are not scanned whole.
+const FRAMING_SCAN_BYTES: usize = 16 * 1024;
+
+impl AsyncRead for FramingWatch {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if both_framings(&read[..read.len().min(FRAMING_SCAN_BYTES)]) {
+            self.conflict.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for FramingWatch {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// True when `bytes` hold both a `Content-Length:` and a `Transfer-Encoding:` header line.
+fn both_framings(bytes: &[u8]) -> bool {
+    let (mut length, mut chunked) = (false, false);
+    for (i, _) in bytes.iter().enumerate().filter(|(_, &b)| b == b'\n') {
+        let line = &bytes[i + 1..];
+        let starts =
+            |name: &[u8]| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+        if starts(b"content-length:") {
+            length = true;
+        } else if starts(b"transfer-encoding:") {
+            chunked = true;
+        }
+    }
+    length && chunked
 }
 
 /// Why a request got no upstream response.
@@ -185,11 +270,15 @@ impl ProxyError {
     }
 }
 
-async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let routed = {
         let table = conn.shared.table.load();
-        check_framing(req.headers()).and_then(|()| {
+        let conflict = conn.framing_conflict.swap(false, Ordering::Relaxed);
+        check_framing(req.headers(), conflict).and_then(|()| {
             let host = request_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
             let route = table
                 .lookup_http(host, req.uri().path())
@@ -229,10 +318,11 @@ async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<Prox
     Ok(resp)
 }
 
-/// Refuses requests whose body framing two parties could read differently.
-fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
-    {
+/// Refuses requests whose body framing two parties could read differently. `raw_conflict`
+/// says the raw head carried both `Content-Length` and `Transfer-Encoding`.
+fn check_framing(headers: &HeaderMap, raw_conflict: bool) -> Result<(), ProxyError> {
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    if te && (raw_conflict || headers.contains_key(header::CONTENT_LENGTH)) {
         return Err(ProxyError::BadRequest(
             "both Content-Length and Transfer-Encoding",
         ));
@@ -285,7 +375,8 @@ async fn forward(
             Some(s) => s,
             None => continue,
         };
-        let sent = tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
+        let sent =
+            tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
         return match sent {
             Err(_elapsed) => Err(ProxyError::Timeout),
             Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, sender, in_flight)),
@@ -375,9 +466,8 @@ fn prepare_upstream_request(req: &mut Request<Incoming>, conn: &Conn) {
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
     let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prior) => {
-            HeaderValue::from_str(&format!("{prior}, {}", conn.client.ip())).unwrap_or(conn.xff.clone())
-        }
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", conn.client.ip()))
+            .unwrap_or(conn.xff.clone()),
         None => conn.xff.clone(),
     };
     headers.insert(XFF, xff);
@@ -526,19 +616,41 @@ mod tests {
     fn framing_conflicts_are_refused() {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(check_framing(&h).is_ok());
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        assert!(check_framing(&h).is_err());
+        assert!(check_framing(&h, false).is_ok());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h, false).is_err());
+        h.remove(header::CONTENT_LENGTH);
+        assert!(check_framing(&h, false).is_ok());
+        assert!(check_framing(&h, true).is_err());
         let mut h = HeaderMap::new();
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert!(check_framing(&h).is_err());
+        assert!(check_framing(&h, false).is_err());
+    }
+
+    #[test]
+    fn raw_heads_with_both_framings_are_spotted() {
+        assert!(both_framings(
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\ntransfer-encoding: chunked\r\n\r\n"
+        ));
+        assert!(!both_framings(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!both_framings(
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd"
+        ));
     }
 
     #[test]
     fn hop_by_hop_headers_go_including_connection_tokens() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));

@@ -101,9 +101,18 @@ mod tests {
 
     #[test]
     fn normalizes_case_port_and_trailing_dot() {
-        assert_eq!(HostName::parse("Shop.Example.COM").unwrap().as_str(), "shop.example.com");
-        assert_eq!(HostName::parse("shop.example.com:8080").unwrap().as_str(), "shop.example.com");
-        assert_eq!(HostName::parse("shop.example.com.").unwrap().as_str(), "shop.example.com");
+        assert_eq!(
+            HostName::parse("Shop.Example.COM").unwrap().as_str(),
+            "shop.example.com"
+        );
+        assert_eq!(
+            HostName::parse("shop.example.com:8080").unwrap().as_str(),
+            "shop.example.com"
+        );
+        assert_eq!(
+            HostName::parse("shop.example.com.").unwrap().as_str(),
+            "shop.example.com"
+        );
         assert_eq!(HostName::parse("[::1]:80").unwrap().as_str(), "[::1]");
     }
 
@@ -111,14 +120,23 @@ mod tests {
     fn rejects_bad_names() {
         assert_eq!(HostName::parse(""), Err(HostNameError::Empty));
         assert_eq!(HostName::parse("a b"), Err(HostNameError::BadChar(' ')));
-        assert!(matches!(HostName::parse("a..b"), Err(HostNameError::BadLabel(_))));
+        assert!(matches!(
+            HostName::parse("a..b"),
+            Err(HostNameError::BadLabel(_))
+        ));
         assert!(HostName::parse(&"a".repeat(64)).is_err());
     }
 
     #[test]
     fn lookup_key_borrows_normal_names() {
-        assert!(matches!(lookup_key("web.example.com"), Cow::Borrowed("web.example.com")));
-        assert!(matches!(lookup_key("web.example.com:80"), Cow::Borrowed("web.example.com")));
+        assert!(matches!(
+            lookup_key("web.example.com"),
+            Cow::Borrowed("web.example.com")
+        ));
+        assert!(matches!(
+            lookup_key("web.example.com:80"),
+            Cow::Borrowed("web.example.com")
+        ));
         assert_eq!(lookup_key("WEB.example.com"), "web.example.com");
     }
 }

@@ -142,11 +142,7 @@ impl RouteTable {
 
     /// Every vhost with its path routes (longest prefix first), by name.
     pub fn vhosts(&self) -> Vec<(&HostName, &[PathRoute])> {
-        let mut v: Vec<_> = self
-            .vhosts
-            .iter()
-            .map(|(h, p)| (h, p.as_slice()))
-            .collect();
+        let mut v: Vec<_> = self.vhosts.iter().map(|(h, p)| (h, p.as_slice())).collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
     }

@@ -162,7 +162,12 @@ mod tests {
 
     fn pool(n: usize, balance: Balance) -> Pool {
         let backends = (0..n)
-            .map(|i| Arc::new(Backend::new(SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)))))
+            .map(|i| {
+                Arc::new(Backend::new(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    1000 + i as u16,
+                ))))
+            })
             .collect();
         Pool::new(backends, balance)
     }

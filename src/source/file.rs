@@ -63,7 +63,9 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
         Some(_) => return Err("`app` must be a list of [[app]] tables".into()),
     };
     if let Some(key) = table.keys().next() {
-        return Err(format!("unknown top-level key `{key}` (only [[app]] is allowed)"));
+        return Err(format!(
+            "unknown top-level key `{key}` (only [[app]] is allowed)"
+        ));
     }
     let mut snapshot = FileSnapshot::default();
     let mut seen = HashSet::new();
@@ -275,13 +277,16 @@ mod tests {
     #[test]
     fn a_broken_file_is_refused_whole() {
         assert!(parse("[[app]\nid=").unwrap_err().contains("not valid TOML"));
-        assert!(parse("apps = 1").unwrap_err().contains("unknown top-level key"));
+        assert!(parse("apps = 1")
+            .unwrap_err()
+            .contains("unknown top-level key"));
         assert!(parse("app = 1").is_err());
     }
 
     #[test]
     fn duplicate_ids_keep_the_first() {
-        let s = parse("[[app]]\nid = \"/a\"\nports=[1]\n[[app]]\nid = \"/a\"\nports=[2]\n").unwrap();
+        let s =
+            parse("[[app]]\nid = \"/a\"\nports=[1]\n[[app]]\nid = \"/a\"\nports=[2]\n").unwrap();
         assert_eq!(s.apps.len(), 1);
         assert_eq!(s.apps[0].ports, [1]);
         assert_eq!(s.problems.len(), 1);

@@ -48,6 +48,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The test config: HTTP (plus `http_keys`) and admin on 127.0.0.1:0, catalog
+/// `catalog.toml`, two workers, then `extra` (more sections, e.g. `[tcp]`).
+pub fn config_text(http_keys: &str, extra: &str) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n{http_keys}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [catalog]\nfile = \"catalog.toml\"\n\n[runtime]\nworkers = 2\ndrain_timeout = \"5s\"\n\n{extra}\n"
+    )
+}
+
 /// A running Drover in its own temp dir, with `drover.toml` and `catalog.toml`.
 pub struct Drover {
     pub server: Option<Server>,
@@ -58,15 +67,16 @@ impl Drover {
     /// Starts Drover with HTTP and admin on 127.0.0.1:0, the catalog file `catalog`, and
     /// `extra` appended to the config (more sections, e.g. `[tcp]`).
     pub fn start(extra: &str, catalog: &str) -> Drover {
+        Drover::start_with("", extra, catalog)
+    }
+
+    /// As `start`, with more `[http]` keys (e.g. `response_timeout = "300ms"`).
+    pub fn start_with(http_keys: &str, extra: &str, catalog: &str) -> Drover {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("catalog.toml"), catalog).expect("write catalog");
-        let config = format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-             [catalog]\nfile = \"catalog.toml\"\n\n[runtime]\nworkers = 2\ndrain_timeout = \"5s\"\n\n{extra}\n"
-        );
         let path = dir.path().join("drover.toml");
-        std::fs::write(&path, config).expect("write config");
+        std::fs::write(&path, config_text(http_keys, extra)).expect("write config");
         let config = Config::load(&path).unwrap_or_else(|e| panic!("test config: {e}"));
         let server = Server::start(
             config,
@@ -188,13 +198,17 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let (n, h) = (name.to_string(), hits.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (n, h) = (n.clone(), h.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
@@ -273,8 +287,7 @@ pub fn client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 > {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http()
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// GET `path` on `addr` with `Host: host`, on the keep-alive client.
