@@ -1,6 +1,459 @@
-//! placeholder
+//! The admin listener: `/healthz` (the process answers), `/readyz` (the first route table is
+//! stored), `/metrics` (Prometheus text) and `/debug/routes` (the route table in use, as
+//! JSON). It runs on the control thread and only reads what the control plane published:
+//! the route table snapshot, the metrics registry and the TCP listener states. It never
+//! changes anything, so a busy or hostile admin client cannot affect routing.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use crate::{shutdown::Shutdown, Shared};
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
-    let _ = (listener, shared, shutdown);
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::catalog::{Balance, Mode};
+use crate::routing::pool::Backend;
+use crate::routing::{Claim, Route, RouteTable};
+use crate::shutdown::Shutdown;
+use crate::Shared;
+
+/// Longest an admin client may take to send a request head; an idle or slow client must not
+/// hold a connection (and a task) forever.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the accept loop pauses after a failed accept (e.g. out of file descriptors), so
+/// it does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const JSON: &str = "application/json";
+
+const ENDPOINTS: &str = "endpoints: /healthz /readyz /metrics /debug/routes\n";
+
+/// Accepts admin connections until shutdown; one task per connection. Connections are not
+/// tracked by the drain: an admin client (a scraper with keep-alive) must not hold up the
+/// exit. Open connections finish their current request and close when shutdown starts.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        _ = shutdown.triggered() => return,
+                    }
+                }
+            },
+            _ = shutdown.triggered() => return,
+        };
+        tokio::spawn(connection(stream, peer, shared.clone(), shutdown.clone()));
+    }
+}
+
+/// Serves one connection; on shutdown it finishes the request in progress, then closes.
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
+    let service = {
+        let shutdown = shutdown.clone();
+        service_fn(move |req: Request<Incoming>| {
+            std::future::ready(Ok::<_, Infallible>(respond(&shared, &shutdown, &req)))
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.triggered() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // The client's doing (reset, garbage, timeout); nothing to act on but worth a trace.
+        debug!(%peer, error = %e, "admin connection ended with an error");
+    }
+}
+
+/// Answers one admin request. Pure apart from reading the shared snapshots.
+pub fn respond<B>(shared: &Shared, shutdown: &Shutdown, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: the admin endpoints answer GET and HEAD only\n".into(),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => readiness(shared, shutdown),
+        "/metrics" => body(
+            StatusCode::OK,
+            PROMETHEUS_TEXT,
+            shared.metrics.render().into(),
+        ),
+        "/debug/routes" => {
+            let dump = routes_dump(shared);
+            match serde_json::to_vec_pretty(&dump) {
+                Ok(mut json) => {
+                    json.push(b'\n');
+                    body(StatusCode::OK, JSON, json.into())
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot encode /debug/routes");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot encode the route table: {e}\n"),
+                    )
+                }
+            }
+        }
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("not found: {}\n{ENDPOINTS}", other.escape_debug()),
+        ),
+    }
+}
+
+fn readiness(shared: &Shared, shutdown: &Shutdown) -> Response<Full<Bytes>> {
+    // A draining process says "not ready" so load balancers in front stop sending to it.
+    if shutdown.is_triggered() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".into(),
+        );
+    }
+    if !shared.is_ready() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no route table yet (waiting for the first good catalog read)\n".into(),
+        );
+    }
+    text(StatusCode::OK, "ready\n".into())
+}
+
+fn text(status: StatusCode, s: String) -> Response<Full<Bytes>> {
+    body(status, TEXT, s.into())
+}
+
+fn body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(b));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+// === /debug/routes ===
+
+/// The whole dump; field order is the order in the JSON.
+#[derive(Debug, Serialize)]
+pub struct RoutesDump {
+    pub version: u64,
+    pub ready: bool,
+    /// Every vhost by name, with its path routes (longest prefix first).
+    pub vhosts: Vec<VhostDump>,
+    /// Every listening service port, by port.
+    pub ports: Vec<PortDump>,
+    /// Every service's route, in catalog order (listening or not).
+    pub routes: Vec<RouteDump>,
+    pub conflicts: Vec<ConflictDump>,
+    pub problems: Vec<ProblemDump>,
+    /// Service-port listeners by address: "open", or why the bind failed.
+    pub tcp_listeners: Vec<ListenerDump>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VhostDump {
+    pub host: String,
+    pub paths: Vec<PathDump>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathDump {
+    /// The path prefix; null for "every path".
+    pub path: Option<String>,
+    pub route: String,
+    pub app_id: String,
+    pub mode: &'static str,
+    pub backends: Vec<BackendDump>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PortDump {
+    pub port: u16,
+    pub listen: Option<String>,
+    pub route: String,
+    pub app_id: String,
+    pub mode: &'static str,
+    pub backends: Vec<BackendDump>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteDump {
+    pub name: String,
+    pub app_id: String,
+    pub index: usize,
+    pub port: u16,
+    pub mode: &'static str,
+    pub vhosts: Vec<String>,
+    pub path: Option<String>,
+    pub balance: &'static str,
+    /// The TCP listener address; null when this service port is not listened on (outside
+    /// `[tcp] ports`, no `[tcp]` section, or refused in a port conflict).
+    pub listen: Option<String>,
+    pub backends: Vec<BackendDump>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendDump {
+    pub addr: String,
+    pub in_flight: usize,
+    /// Consecutive failed connects.
+    pub failures: u32,
+    /// "up", or "failing" after a failed connect not yet followed by a good one.
+    pub state: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConflictDump {
+    /// What was claimed, e.g. "vhost shop.example.com" or "service port 10001".
+    pub claim: String,
+    /// "port" or "vhost".
+    pub kind: &'static str,
+    pub kept: String,
+    pub refused: Vec<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProblemDump {
+    pub app_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListenerDump {
+    pub addr: String,
+    pub state: String,
+}
+
+/// Builds the dump from the table in use (one `load()`) and the listener states.
+pub fn routes_dump(shared: &Shared) -> RoutesDump {
+    let table = shared.table.load_full();
+    let tcp_listeners = {
+        // A poisoned lock only means a writer panicked mid-update; the map is still a
+        // readable snapshot, and a debug dump should show it rather than fail.
+        let listeners = shared
+            .tcp_listeners
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        listeners
+            .iter()
+            .map(|(addr, state)| ListenerDump {
+                addr: addr.to_string(),
+                state: state.clone(),
+            })
+            .collect()
+    };
+    let mut dump = table_dump(&table);
+    dump.ready = shared.is_ready();
+    dump.tcp_listeners = tcp_listeners;
+    dump
+}
+
+/// The part of the dump that comes from the route table alone.
+pub fn table_dump(table: &RouteTable) -> RoutesDump {
+    let vhosts = table
+        .vhosts()
+        .into_iter()
+        .map(|(host, paths)| VhostDump {
+            host: host.to_string(),
+            paths: paths
+                .iter()
+                .map(|p| PathDump {
+                    path: (!p.prefix.is_empty()).then(|| p.prefix.clone()),
+                    route: p.route.name.clone(),
+                    app_id: p.route.app_id.clone(),
+                    mode: mode_str(p.route.mode),
+                    backends: backends(&p.route),
+                })
+                .collect(),
+        })
+        .collect();
+    let ports = table
+        .tcp_routes()
+        .map(|r| PortDump {
+            port: r.port,
+            listen: r.listen.map(|a| a.to_string()),
+            route: r.name.clone(),
+            app_id: r.app_id.clone(),
+            mode: mode_str(r.mode),
+            backends: backends(r),
+        })
+        .collect();
+    let routes = table
+        .routes
+        .iter()
+        .map(|r| RouteDump {
+            name: r.name.clone(),
+            app_id: r.app_id.clone(),
+            index: r.index,
+            port: r.port,
+            mode: mode_str(r.mode),
+            vhosts: r.vhosts.iter().map(|h| h.to_string()).collect(),
+            path: r.path.clone(),
+            balance: balance_str(r.pool.balance()),
+            listen: r.listen.map(|a| a.to_string()),
+            backends: backends(r),
+        })
+        .collect();
+    let conflicts = table
+        .conflicts
+        .iter()
+        .map(|c| ConflictDump {
+            claim: c.claim.to_string(),
+            kind: match c.claim {
+                Claim::Port(_) => "port",
+                Claim::Vhost { .. } => "vhost",
+            },
+            kept: c.kept.clone(),
+            refused: c.refused.clone(),
+            message: c.to_string(),
+        })
+        .collect();
+    let problems = table
+        .problems
+        .iter()
+        .map(|p| ProblemDump {
+            app_id: p.app_id.clone(),
+            message: p.message.clone(),
+        })
+        .collect();
+    RoutesDump {
+        version: table.version,
+        ready: false,
+        vhosts,
+        ports,
+        routes,
+        conflicts,
+        problems,
+        tcp_listeners: Vec::new(),
+    }
+}
+
+fn backends(route: &Route) -> Vec<BackendDump> {
+    route.pool.backends().iter().map(|b| backend(b)).collect()
+}
+
+fn backend(b: &Backend) -> BackendDump {
+    let failures = b.failures();
+    BackendDump {
+        addr: b.addr.to_string(),
+        in_flight: b.in_flight(),
+        failures,
+        state: if failures > 0 { "failing" } else { "up" },
+    }
+}
+
+/// The lowercase word used in labels and config for a mode.
+pub fn mode_str(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Http => "http",
+        Mode::Tcp => "tcp",
+    }
+}
+
+/// The `HAPROXY_{n}_BALANCE` word for a balance algorithm.
+pub fn balance_str(balance: Balance) -> &'static str {
+    match balance {
+        Balance::RoundRobin => "roundrobin",
+        Balance::LeastConn => "leastconn",
+        Balance::Random => "random",
+        Balance::Source => "source",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn shared() -> Shared {
+        Shared::new(Metrics::new(prometheus::Registry::new()))
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).expect("request")
+    }
+
+    #[test]
+    fn readyz_follows_the_first_table_and_the_shutdown() {
+        let (s, shutdown) = (shared(), Shutdown::new());
+        assert_eq!(
+            respond(&s, &shutdown, &get("/readyz")).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        s.set_ready();
+        assert_eq!(
+            respond(&s, &shutdown, &get("/readyz")).status(),
+            StatusCode::OK
+        );
+        shutdown.trigger();
+        assert_eq!(
+            respond(&s, &shutdown, &get("/readyz")).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // Alive all along.
+        assert_eq!(
+            respond(&s, &shutdown, &get("/healthz")).status(),
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_refused() {
+        let (s, shutdown) = (shared(), Shutdown::new());
+        assert_eq!(
+            respond(&s, &shutdown, &get("/nope")).status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = Request::post("/metrics").body(()).expect("request");
+        let resp = respond(&s, &shutdown, &post);
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn an_empty_table_dumps_empty_lists() {
+        let json = serde_json::to_value(routes_dump(&shared())).expect("json");
+        assert_eq!(json["version"], 0);
+        assert_eq!(json["ready"], false);
+        for key in [
+            "vhosts",
+            "ports",
+            "routes",
+            "conflicts",
+            "problems",
+            "tcp_listeners",
+        ] {
+            assert_eq!(json[key], serde_json::json!([]), "{key}");
+        }
+    }
 }

@@ -193,8 +193,7 @@ pub fn compile(
 
     let mut routes = Vec::with_capacity(catalog.services.len());
     let mut tcp = BTreeMap::new();
-    let mut vhost_claims: BTreeMap<(HostName, String), Vec<(&Service, Arc<Route>)>> =
-        BTreeMap::new();
+    let mut vhost_claims: BTreeMap<VhostKey, Vec<(&Service, Arc<Route>)>> = BTreeMap::new();
     for s in &catalog.services {
         let listen = listen_addr(s).filter(|_| port_holder.get(&s.port) == Some(&&*s.name));
         let backends = s
@@ -255,7 +254,7 @@ pub fn compile(
         });
     }
     for paths in vhosts.values_mut() {
-        paths.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
     }
 
     RouteTable {
@@ -276,6 +275,9 @@ pub fn compile(
         }),
     }
 }
+
+/// A vhost and path prefix ("" for none): what one HTTP route claims.
+type VhostKey = (HostName, String);
 
 /// Which claimant keeps a claim: the incumbent if it still claims, else the first.
 fn settle(claimants: &[&Service], incumbent: Option<&str>) -> usize {
