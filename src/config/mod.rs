@@ -371,10 +371,15 @@ impl Checker<'_> {
             self.problem(path, &value.to_string(), "expected a table");
             return None;
         }
-        match value.try_into::<T>() {
+        match value.clone().try_into::<T>() {
             Ok(v) => Some(v),
             Err(e) => {
-                self.problem(path, "", e.message().trim().to_string());
+                let message = e.message().trim().to_string();
+                let (path, shown) = match bad_key::<T>(&value, &message) {
+                    Some((key, shown)) => (format!("{path}.{key}"), shown),
+                    None => (path.to_string(), String::new()),
+                };
+                self.problem(&path, &shown, message);
                 None
             }
         }
@@ -807,6 +812,28 @@ impl Checker<'_> {
             ),
         }
     }
+}
+
+/// The key a decode error is about, and its value as written: serde names an unknown field
+/// in its message; for any other error, the first key that fails to decode on its own
+/// (every field of a section is optional, so a key alone decodes unless it is the bad one).
+fn bad_key<T: DeserializeOwned>(value: &toml::Value, message: &str) -> Option<(String, String)> {
+    let table = value.as_table()?;
+    let key = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .or_else(|| {
+            table.iter().find_map(|(k, v)| {
+                let alone = toml::Table::from_iter([(k.clone(), v.clone())]);
+                toml::Value::Table(alone)
+                    .try_into::<T>()
+                    .is_err()
+                    .then(|| k.clone())
+            })
+        })?;
+    let shown = table.get(&key).map(|v| v.to_string()).unwrap_or_default();
+    Some((key, shown))
 }
 
 /// `"10000-20000"` or a single `"10001"`.

@@ -1,1 +1,329 @@
-//! placeholder
+//! The real `drover` binary: `--version`, `check` (exit 0 or every problem and exit 1),
+//! refusing to start with features this version lacks, and a SIGTERM drain to exit 0.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{free_port, DEADLINE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_drover");
+
+/// A file under the crate's `config/` directory.
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+fn drover(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `drover check --config <path>` to completion.
+fn check(path: &Path) -> Output {
+    drover(&["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run drover check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A spawned drover that is killed (and reaped) if the test ends while it still runs.
+struct Running(Child);
+
+impl Running {
+    fn spawn(cmd: &mut Command) -> Running {
+        Running(cmd.spawn().expect("spawn drover"))
+    }
+
+    /// Waits up to `limit` for the process to exit; `None` if it is still running.
+    fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        libc::pid_t::try_from(self.0.id()).expect("pid fits")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = drover(&["--version"]).output().expect("run drover");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("drover {}", env!("CARGO_PKG_VERSION")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = check(&example("example.toml"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("ok"), "{out:?}");
+}
+
+#[test]
+fn check_accepts_the_minimal_config() {
+    let out = check(&example("minimal.toml"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_prints_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("drover.toml");
+    std::fs::write(
+        &path,
+        r#"
+[http]
+listen = "127.0.0.1"
+header_timeout = "quick"
+
+[tcp]
+ports = "20000-10000"
+
+[admin]
+listen = "127.0.0.1:9090"
+colour = "blue"
+
+[runtime]
+drain_timeout = "0s"
+
+[catalog]
+file = "services.toml"
+
+[[alias]]
+host = "mesos.example.com"
+backends = ["10.0.0.1:5050"]
+check = "mesos"
+
+[[alias]]
+host = "marathon.example.com"
+backends = ["10.0.0.1"]
+check = "marathon"
+"#,
+    )
+    .expect("write config");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    for needle in [
+        "http.listen = \"127.0.0.1\"",
+        "http.header_timeout = \"quick\"",
+        "tcp.ports = \"20000-10000\"",
+        "colour",
+        "runtime.drain_timeout = \"0s\"",
+        "alias[1].backends[0] = \"10.0.0.1\"",
+        "6 problems",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    assert!(
+        stderr.contains(&path.display().to_string()),
+        "the file is named:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_a_broken_catalog_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("services.toml"),
+        "[[app]]\nid = \"/ok\"\nports = [10001]\n\n\
+         [[app]]\nid = \"/bad\"\nlabels = { HAPROXY_0_MODE = \"udp\" }\nports = [10002]\n",
+    )
+    .expect("write catalog");
+    let path = dir.path().join("drover.toml");
+    std::fs::write(&path, "[catalog]\nfile = \"services.toml\"\n").expect("write config");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("/bad") && stderr.contains("HAPROXY_0_MODE"),
+        "{stderr}"
+    );
+
+    std::fs::remove_file(dir.path().join("services.toml")).expect("remove");
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("cannot read"), "{out:?}");
+}
+
+#[test]
+fn check_says_later_features_are_not_available_yet() {
+    let out = check(&example("later-features.toml"));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("not available yet"), "{stderr}");
+    for section in [
+        "https",
+        "dns",
+        "marathon",
+        "mesos",
+        "alias",
+        "http.appid_listen",
+    ] {
+        assert!(
+            stderr.contains(&format!("  - {section}: ")),
+            "{section} not listed in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn run_refuses_to_start_with_a_later_feature() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("drover.toml");
+    let admin = free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[dns]\nlisten = \"127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )
+    .expect("write config");
+    let mut child = Running::spawn(
+        drover(&["--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let status = child
+        .exit_within(DEADLINE)
+        .expect("drover exits at once with [dns] configured");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("not available yet"), "{stderr}");
+    assert!(stderr.contains("dns"), "{stderr}");
+}
+
+/// GET `path` on `addr` over a fresh connection; the status code, if anything answered.
+async fn status_of(addr: &str, path: &str) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut head = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 512];
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(Duration::from_secs(2), read)
+        .await
+        .ok()??;
+    // "HTTP/1.1 200 OK"
+    let line = String::from_utf8_lossy(&head).into_owned();
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+async fn runs_until_sigterm_then_exits_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = free_port();
+    let admin = std::iter::repeat_with(free_port)
+        .find(|p| *p != http)
+        .expect("a second free port");
+    std::fs::write(
+        dir.path().join("services.toml"),
+        "[[app]]\nid = \"/web\"\nlabels = { HAPROXY_0_VHOST = \"web.example.com\" }\n\
+         ports = [10001]\ntasks = [ { host = \"127.0.0.1\", ports = [1] } ]\n",
+    )
+    .expect("write catalog");
+    let path = dir.path().join("drover.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [catalog]\nfile = \"services.toml\"\n\n[runtime]\nworkers = 1\ndrain_timeout = \"2s\"\n"
+        ),
+    )
+    .expect("write config");
+    // Logs go to a file, so a full pipe can never block the process.
+    let log_path = dir.path().join("drover.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Running::spawn(
+        drover(&["--config"])
+            .arg(&path)
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log),
+    );
+    let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            panic!("drover exited early with {status}:\n{}", logs());
+        }
+        if status_of(&admin_addr, "/readyz").await == Some(200) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "/readyz did not answer 200 in time:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(child.pid(), libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no exit within 5s of SIGTERM:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "exit {status}:\n{}", logs());
+}
