@@ -23,6 +23,9 @@ use crate::Shared;
 /// alias port only).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Buffer per direction for copying bytes.
+const COPY_BUF: usize = 64 * 1024;
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -101,7 +104,10 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
     }
     // copy_bidirectional shuts down one side's write half when the other side's read hits
     // EOF and keeps copying the other way, so a half-close passes through.
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    // 64 KiB buffers (tokio's default is 8 KiB): a quarter of the syscalls on bulk streams.
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUF, COPY_BUF)
+        .await
+    {
         Ok((sent, received)) => {
             debug!(port, %peer, route = %route.name, sent, received, "connection done")
         }
