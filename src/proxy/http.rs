@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +28,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -42,6 +42,85 @@ use crate::Shared;
 
 /// What the router answers with: a streamed upstream body or a short one of our own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// A response body that tells its connection's `HeadClock` when the response is over, so
+/// the wait for the next request head is timed from then.
+pub struct ConnBody {
+    inner: ProxyBody,
+    conn: Arc<Conn>,
+}
+
+impl Body for ConnBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.inner {
+            Either::Left(upstream) => Pin::new(upstream).poll_frame(cx),
+            Either::Right(ours) => Pin::new(ours)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ConnBody {
+    fn drop(&mut self) {
+        self.conn.clock.response_done();
+    }
+}
+
+/// The slowloris guard of one client connection: from the moment the connection is ready
+/// for a request (accepted, or the previous response over) until hyper hands us the parsed
+/// head, at most `header_timeout` may pass. hyper's own `header_read_timeout` arms a timer
+/// per request (and wakes the runtime to do it); this needs one store per request and one
+/// timer per connection, re-armed once per `header_timeout` at most.
+struct HeadClock {
+    start: Instant,
+    in_request: AtomicBool,
+    /// Milliseconds after `start` when the connection last became ready for a head.
+    ready_since_ms: AtomicU64,
+}
+
+impl HeadClock {
+    fn new() -> HeadClock {
+        HeadClock {
+            start: Instant::now(),
+            in_request: AtomicBool::new(false),
+            ready_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn request_started(&self) {
+        self.in_request.store(true, Ordering::Relaxed);
+    }
+
+    fn response_done(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.ready_since_ms.store(now, Ordering::Relaxed);
+        self.in_request.store(false, Ordering::Relaxed);
+    }
+
+    /// When the head being waited for is overdue; `None` while a request is in progress.
+    fn head_deadline(&self, timeout: Duration) -> Option<Instant> {
+        if self.in_request.load(Ordering::Relaxed) {
+            return None;
+        }
+        let since = Duration::from_millis(self.ready_since_ms.load(Ordering::Relaxed));
+        Some(self.start + since + timeout)
+    }
+}
 
 /// Settings used when the table has no `[http]` settings (never in practice: the router
 /// only runs when `[http]` is configured).
@@ -92,6 +171,7 @@ struct Conn {
     /// Set by `FramingWatch` when a read held both `Content-Length` and
     /// `Transfer-Encoding` lines (hyper drops the former before we see the request).
     framing_conflict: Arc<AtomicBool>,
+    clock: HeadClock,
 }
 
 impl Conn {
@@ -103,6 +183,7 @@ impl Conn {
             xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
             port: HeaderValue::from(local_port),
             framing_conflict: Arc::new(AtomicBool::new(false)),
+            clock: HeadClock::new(),
         }
     }
 }
@@ -115,26 +196,44 @@ async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown
         .http
         .clone()
         .unwrap_or_else(default_settings);
-    let conn_flag = conn.framing_conflict.clone();
-    let service = hyper::service::service_fn(move |req| handle(req, conn.clone()));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .keep_alive(true);
     let io = FramingWatch {
         inner: stream,
-        conflict: conn_flag,
+        conflict: conn.framing_conflict.clone(),
     };
+    let service_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req| handle(req, service_conn.clone()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true)
+        // One write per response instead of a vectored one: cheaper for small responses.
+        .writev(false);
     let http = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(http);
-    let result = tokio::select! {
-        r = http.as_mut() => r,
-        _ = shutdown.triggered() => {
-            // Finish the request in progress, then close; idle connections close now.
-            http.as_mut().graceful_shutdown();
-            http.await
+    let header_timeout = settings.header_timeout;
+    let watchdog = tokio::time::sleep(header_timeout);
+    tokio::pin!(watchdog);
+    let mut draining = false;
+    let result = loop {
+        tokio::select! {
+            r = http.as_mut() => break r,
+            _ = shutdown.triggered(), if !draining => {
+                // Finish the request in progress, then close; idle connections close now.
+                draining = true;
+                http.as_mut().graceful_shutdown();
+            }
+            _ = watchdog.as_mut() => {
+                let now = Instant::now();
+                match conn.clock.head_deadline(header_timeout) {
+                    Some(due) if due <= now => {
+                        debug!(client = %conn.client, "no request head within {header_timeout:?}; closing");
+                        // Dropping the connection closes the socket.
+                        break Ok(());
+                    }
+                    Some(due) => watchdog.as_mut().reset(due),
+                    None => watchdog.as_mut().reset(now + header_timeout),
+                }
+            }
         }
     };
     if let Err(e) = result {
@@ -270,10 +369,14 @@ impl ProxyError {
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    conn: Arc<Conn>,
-) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ConnBody>, Infallible> {
+    conn.clock.request_started();
+    let resp = respond(req, &conn).await;
+    Ok(resp.map(|inner| ConnBody { inner, conn }))
+}
+
+/// Routes one request and answers it, counting it under its route.
+async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody> {
     let start = Instant::now();
     let routed = {
         let table = conn.shared.table.load();
@@ -296,10 +399,10 @@ async fn handle(
                 .http_requests
                 .with_label_values(&[UNROUTED, resp.status().as_str()])
                 .inc();
-            return Ok(resp);
+            return resp;
         }
     };
-    let resp = match forward(req, &conn, &route, &settings).await {
+    let resp = match forward(req, conn, &route, &settings).await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
@@ -315,7 +418,7 @@ async fn handle(
     };
     route.stats.count(resp.status().as_u16());
     route.stats.duration.observe(start.elapsed().as_secs_f64());
-    Ok(resp)
+    resp
 }
 
 /// Refuses requests whose body framing two parties could read differently. `raw_conflict`
@@ -589,7 +692,11 @@ async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendReques
         }
     };
     let _ = stream.set_nodelay(true);
-    match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+    let handshake = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await;
+    match handshake {
         Ok((sender, connection)) => {
             backend.connect_succeeded();
             let addr = backend.addr;

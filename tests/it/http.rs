@@ -276,6 +276,32 @@ async fn slow_request_heads_are_cut_off() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(web.hits(), 0);
+
+    // The limit is on the head only: a response slower than header_timeout is not cut,
+    // and the keep-alive connection serves the next request after it.
+    let mut s = tokio::net::TcpStream::connect(drover.http()).await.unwrap();
+    for path in ["/slow/700", "/"] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: web.example.com\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        tokio::time::timeout(DEADLINE, async {
+            while !seen.ends_with(b"web slow\n") && !seen.ends_with(b"\r\n\r\nweb") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .expect("an answer");
+        assert!(seen.starts_with(b"HTTP/1.1 200"));
+    }
+    // An idle keep-alive connection is closed after header_timeout too.
+    let idle = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest)).await;
+    assert!(n.is_ok() && idle.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
