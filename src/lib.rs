@@ -51,6 +51,8 @@ pub struct Shared {
     /// The current route table; replaced whole by `control`, the only writer.
     pub table: ArcSwap<routing::RouteTable>,
     pub metrics: metrics::Metrics,
+    /// Metric handles for requests that match no route (unknown Host, refused requests).
+    pub unrouted: metrics::RouteStats,
     /// Service-port listeners by address: "open", or why the bind failed. Written by
     /// `proxy::listeners`, shown by `admin`.
     pub tcp_listeners: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, String>>,
@@ -64,6 +66,7 @@ impl Shared {
     pub fn new(metrics: metrics::Metrics) -> Shared {
         Shared {
             table: ArcSwap::from_pointee(routing::RouteTable::default()),
+            unrouted: metrics.route_stats(metrics::UNROUTED),
             metrics,
             tcp_listeners: Default::default(),
             ready: AtomicBool::new(false),

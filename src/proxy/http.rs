@@ -34,7 +34,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::metrics::UNROUTED;
 use crate::routing::pool::{Backend, InFlight};
 use crate::routing::{HttpSettings, Route};
 use crate::shutdown::Shutdown;
@@ -394,11 +393,11 @@ async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody
         Ok(r) => r,
         Err(e) => {
             let resp = e.response();
+            conn.shared.unrouted.count(resp.status().as_u16());
             conn.shared
-                .metrics
-                .http_requests
-                .with_label_values(&[UNROUTED, resp.status().as_str()])
-                .inc();
+                .unrouted
+                .duration
+                .observe(start.elapsed().as_secs_f64());
             return resp;
         }
     };

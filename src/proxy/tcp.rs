@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
@@ -23,8 +25,9 @@ use crate::Shared;
 /// alias port only).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Buffer per direction for copying bytes.
-const COPY_BUF: usize = 64 * 1024;
+/// Copy buffer per direction: its first size, and the most it grows to.
+const COPY_BUF_FIRST: usize = 4 * 1024;
+const COPY_BUF_MAX: usize = 64 * 1024;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -102,17 +105,40 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
             debug!(port, %peer, side, error = %e, "cannot set TCP_NODELAY");
         }
     }
-    // copy_bidirectional shuts down one side's write half when the other side's read hits
-    // EOF and keeps copying the other way, so a half-close passes through.
-    // 64 KiB buffers (tokio's default is 8 KiB): a quarter of the syscalls on bulk streams.
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUF, COPY_BUF)
-        .await
-    {
+    let (client_read, client_write) = client.split();
+    let (upstream_read, upstream_write) = upstream.split();
+    // Each direction runs until its reader's EOF, which it passes on as a write shutdown, so
+    // a half-close goes through; an error in either direction ends both.
+    let copied = tokio::try_join!(
+        pump(client_read, upstream_write),
+        pump(upstream_read, client_write)
+    );
+    match copied {
         Ok((sent, received)) => {
             debug!(port, %peer, route = %route.name, sent, received, "connection done")
         }
         // Resets and broken pipes are the peers' doing and routine; keep them out of warn.
         Err(e) => debug!(port, %peer, route = %route.name, error = %e, "connection ended"),
+    }
+}
+
+/// Copies `from` to `to` until EOF, then shuts `to` down. The buffer starts small and
+/// doubles (up to `COPY_BUF_MAX`) each time a read fills it: short exchanges keep a small
+/// footprint per connection, bulk streams soon move 64 KiB per syscall.
+async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<u64> {
+    let mut buf = vec![0u8; COPY_BUF_FIRST];
+    let mut total = 0;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            to.shutdown().await?;
+            return Ok(total);
+        }
+        to.write_all(&buf[..n]).await?;
+        total += n as u64;
+        if n == buf.len() && buf.len() < COPY_BUF_MAX {
+            buf.resize(buf.len() * 2, 0);
+        }
     }
 }
 
