@@ -2,3 +2,4 @@
 //! `watch` channel. Only this module knows an input's format.
 
 pub mod file;
+pub mod marathon;

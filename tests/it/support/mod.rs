@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod marathon;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
