@@ -13,50 +13,86 @@ use crate::catalog;
 use crate::config::{Config, Groups};
 use crate::routing::{self, RouteTable};
 use crate::shutdown::Shutdown;
-use crate::source::file::FileSnapshot;
+use crate::source::Snapshot;
 use crate::Shared;
+
+/// What `control` rebuilds from: the config and every source's latest good snapshot
+/// (`None` until that source's first good read).
+pub struct Inputs {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub file: watch::Receiver<Option<Arc<Snapshot>>>,
+    pub marathon: watch::Receiver<Option<Arc<Snapshot>>>,
+}
 
 /// Rebuilds on every input change until shutdown; publishes each stored table on `tables`.
 pub async fn run(
     shared: Arc<Shared>,
-    mut config: watch::Receiver<Arc<Config>>,
-    mut file: watch::Receiver<Option<Arc<FileSnapshot>>>,
+    mut inputs: Inputs,
     tables: watch::Sender<Arc<RouteTable>>,
     shutdown: Shutdown,
 ) {
     let mut version = 0;
     loop {
-        let cfg = config.borrow_and_update().clone();
-        let snapshot = file.borrow_and_update().clone();
-        // Before the first good read of the catalog there is nothing true to route; the
-        // table stays unset so /readyz keeps saying "not yet".
-        if let Some(snapshot) = snapshot {
+        let cfg = inputs.config.borrow_and_update().clone();
+        let file = inputs.file.borrow_and_update().clone();
+        let marathon = inputs.marathon.borrow_and_update().clone();
+        // Before every configured source has been read once there is nothing true to
+        // route; the table stays unset so /readyz keeps saying "not yet".
+        let marathon = match (&cfg.marathon, marathon) {
+            (None, _) => Some(None),
+            (Some(_), Some(m)) => Some(Some(m)),
+            (Some(_), None) => None,
+        };
+        if let (Some(file), Some(marathon)) = (file, marathon) {
             version += 1;
-            tables.send_replace(rebuild(&shared, &cfg, &snapshot, version));
+            let sources = Sources {
+                file: &file,
+                marathon: marathon.as_deref(),
+            };
+            tables.send_replace(rebuild(&shared, &cfg, sources, version));
         }
         tokio::select! {
-            r = config.changed() => if r.is_err() { return },
-            r = file.changed() => if r.is_err() { return },
+            r = inputs.config.changed() => if r.is_err() { return },
+            r = inputs.file.changed() => if r.is_err() { return },
+            r = inputs.marathon.changed() => if r.is_err() { return },
             _ = shutdown.triggered() => return,
         }
     }
+}
+
+/// The snapshots one rebuild combines.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub file: &'a Snapshot,
+    /// Present when `[marathon]` is configured.
+    pub marathon: Option<&'a Snapshot>,
 }
 
 /// One rebuild: catalog, compile, store, metrics, logs. Returns the stored table.
 pub fn rebuild(
     shared: &Shared,
     config: &Config,
-    snapshot: &FileSnapshot,
+    sources: Sources<'_>,
     version: u64,
 ) -> Arc<RouteTable> {
-    let groups = config
+    let file_groups = config
         .catalog
         .as_ref()
         .map_or_else(Groups::all, |c| c.groups.clone());
-    let mut catalog = catalog::build(&snapshot.apps, &groups);
+    let mut catalog = catalog::build(&sources.file.apps, &file_groups);
     catalog
         .problems
-        .splice(0..0, snapshot.problems.iter().cloned());
+        .splice(0..0, sources.file.problems.iter().cloned());
+    if let (Some(snapshot), Some(marathon)) = (sources.marathon, &config.marathon) {
+        let more = catalog::build(&snapshot.apps, &marathon.groups);
+        catalog.problems.extend(snapshot.problems.iter().cloned());
+        catalog.problems.extend(more.problems);
+        catalog.services.extend(more.services);
+        // One order across sources, so conflicts settle the same way on every rebuild.
+        catalog
+            .services
+            .sort_by(|a, b| (&a.app_id, a.index).cmp(&(&b.app_id, b.index)));
+    }
     let previous = shared.table.load_full();
     let table = routing::compile(&catalog, config, version, &previous, &shared.metrics);
     report(&previous, &table);

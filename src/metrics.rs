@@ -16,6 +16,8 @@ pub const BACKENDS: &str = "drover_backends";
 pub const UPSTREAM_ERRORS: &str = "drover_upstream_errors_total";
 pub const DISCOVERY_SYNCS: &str = "drover_discovery_syncs_total";
 pub const DISCOVERY_LAST_SYNC: &str = "drover_discovery_last_sync_timestamp_seconds";
+pub const DISCOVERY_EVENTS: &str = "drover_discovery_events_total";
+pub const DISCOVERY_STREAM_UP: &str = "drover_discovery_event_stream_up";
 pub const CONFIG_RELOADS: &str = "drover_config_reloads_total";
 pub const ROUTE_TABLE_VERSION: &str = "drover_route_table_version";
 pub const ROUTE_CONFLICTS: &str = "drover_route_conflicts";
@@ -37,6 +39,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub discovery_syncs: IntCounterVec,
     pub discovery_last_sync: prometheus::GaugeVec,
+    pub discovery_events: IntCounterVec,
+    pub discovery_stream_up: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub route_table_version: IntGauge,
     pub route_conflicts: IntGauge,
@@ -118,6 +122,16 @@ impl Metrics {
                     &["source"],
                 )
                 .expect("valid metric"),
+            ),
+            discovery_events: counter(
+                DISCOVERY_EVENTS,
+                "Events read from a source's event stream, by source and event type.",
+                &["source", "type"],
+            ),
+            discovery_stream_up: gauge(
+                DISCOVERY_STREAM_UP,
+                "1 while a source's event stream is connected, else 0.",
+                &["source"],
             ),
             config_reloads: counter(
                 CONFIG_RELOADS,

@@ -203,6 +203,7 @@ async fn control_plane(
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (reread_tx, reread_rx) = watch::channel(());
     let (file_tx, file_rx) = watch::channel(None);
+    let (marathon_tx, marathon_rx) = watch::channel(None);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(RouteTable::default()));
     let metrics = shared.metrics.clone();
 
@@ -228,15 +229,16 @@ async fn control_plane(
         )
         .instrument(tracing::info_span!("source_file")),
     );
+    // MARATHON-WIRING: the sync task takes this sender once it lands.
+    let _marathon_tx = marathon_tx;
+    let inputs = control::Inputs {
+        config: config_rx.clone(),
+        file: file_rx,
+        marathon: marathon_rx,
+    };
     tokio::spawn(
-        control::run(
-            shared.clone(),
-            config_rx.clone(),
-            file_rx,
-            tables_tx,
-            shutdown.clone(),
-        )
-        .instrument(tracing::info_span!("control")),
+        control::run(shared.clone(), inputs, tables_tx, shutdown.clone())
+            .instrument(tracing::info_span!("control")),
     );
     tokio::spawn(
         proxy::listeners::Listeners::new(workers, shared.clone(), shutdown.clone())

@@ -22,12 +22,7 @@ use crate::watch::FileWatch;
 pub const SOURCE: &str = "file";
 
 /// What one good read of the file gave.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileSnapshot {
-    pub apps: Vec<RawApp>,
-    /// Apps dropped for a bad value.
-    pub problems: Vec<AppProblem>,
-}
+pub type FileSnapshot = super::Snapshot;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod fake_marathon;
 mod http;
 mod reload;
 mod tcp;

@@ -7,3 +7,4 @@
 
 pub mod apps;
 pub mod events;
+pub mod client;
