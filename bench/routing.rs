@@ -69,6 +69,7 @@ fn app(id: String, labels: &[(&str, String)], port: u16, tasks: usize) -> RawApp
             })
             .collect(),
         id,
+        ..RawApp::default()
     }
 }
 

@@ -177,6 +177,8 @@ pub struct RoutesDump {
     pub problems: Vec<ProblemDump>,
     /// Service-port listeners by address: "open", or why the bind failed.
     pub tcp_listeners: Vec<ListenerDump>,
+    /// The last error of each discovery source that is failing now, by source.
+    pub source_errors: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -275,6 +277,13 @@ pub fn routes_dump(shared: &Shared) -> RoutesDump {
     let mut dump = table_dump(&table);
     dump.ready = shared.is_ready();
     dump.tcp_listeners = tcp_listeners;
+    dump.source_errors = shared
+        .source_errors
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .map(|(source, error)| (source.to_string(), error.clone()))
+        .collect();
     dump
 }
 
@@ -355,6 +364,7 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
         conflicts,
         problems,
         tcp_listeners: Vec::new(),
+        source_errors: Default::default(),
     }
 }
 

@@ -6,6 +6,11 @@
 //! Label meanings follow marathon-lb (`HAPROXY_{n}_*`), so existing app definitions need no
 //! edits. This module is pure: no I/O, no clocks. Routing (`routing::compile`) decides what
 //! listens where; the catalog only describes.
+//!
+//! `build_selected` adds marathon-lb's `--strict-mode` (a port needs `HAPROXY_{n}_ENABLED`);
+//! `build` is the same without it. Labels whose behaviour comes later (`BACKEND_WEIGHT`,
+//! `REDIRECT_TO_HTTPS`, `STICKY`) are parsed and checked now, so a bad value is reported
+//! today and an app definition does not change meaning when the behaviour lands.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +28,9 @@ pub struct RawApp {
     /// Service ports, by index.
     pub ports: Vec<u16>,
     pub tasks: Vec<RawTask>,
+    /// The scheduler health-checks the app over plain HTTP (Marathon `protocol: "HTTP"`,
+    /// exactly). marathon-lb then defaults every port of the app to http mode.
+    pub http_health_check: bool,
 }
 
 /// One task (running instance) of an app.
@@ -72,6 +80,15 @@ pub struct Service {
     pub balance: Balance,
     /// Usable tasks' addresses, sorted.
     pub backends: Vec<SocketAddr>,
+    /// Rule order on the shared HTTP listeners, larger first (`HAPROXY_{n}_BACKEND_WEIGHT`;
+    /// a `PATH` makes it 1 unless the label is set). See `Catalog::http_rule_order`.
+    pub weight: i32,
+    /// `HAPROXY_{n}_REDIRECT_TO_HTTPS`: plain-HTTP requests get a 301 to https.
+    /// Parsed now; applied with TLS.
+    pub redirect_to_https: bool,
+    /// `HAPROXY_{n}_STICKY`: a client keeps its backend (marathon-lb: a cookie).
+    /// Parsed now; applied with sticky sessions.
+    pub sticky: bool,
 }
 
 /// Something wrong with one app; the app's other services are unaffected unless it says so.
@@ -96,6 +113,37 @@ pub struct Catalog {
     pub problems: Vec<AppProblem>,
 }
 
+// === impl Catalog ===
+
+impl Catalog {
+    /// The services with vhosts in marathon-lb's rule order for `:80`/`:443`: weight
+    /// descending, ties by (app id, bind port). Two rules can both match one request only
+    /// when vhost and path overlap; this is the order marathon-lb would test them in.
+    pub fn http_rule_order(&self) -> Vec<&Service> {
+        let mut rules: Vec<&Service> = self
+            .services
+            .iter()
+            .filter(|s| !s.vhosts.is_empty())
+            .collect();
+        rules.sort_by(|a, b| {
+            b.weight
+                .cmp(&a.weight)
+                .then_with(|| a.app_id.cmp(&b.app_id))
+                .then_with(|| a.port.cmp(&b.port))
+        });
+        rules
+    }
+}
+
+/// Which apps and ports a catalog serves: marathon-lb's `--group` and `--strict-mode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub groups: Groups,
+    /// Expose a port only when its `HAPROXY_{n}_ENABLED` is true (without it, a port is
+    /// exposed unless the label says false).
+    pub strict: bool,
+}
+
 /// Task states whose tasks serve traffic. `TASK_LOST`/`TASK_UNREACHABLE` are kept on
 /// purpose: an agent that lost contact with the master usually still runs the task.
 fn is_serving(state: &str) -> bool {
@@ -104,13 +152,24 @@ fn is_serving(state: &str) -> bool {
 
 /// Builds the catalog from every source's apps. Apps whose group is not selected are left
 /// out silently (that is what groups are for); apps with bad labels are left out with a
-/// problem naming the label.
+/// problem naming the label. Not strict: see `build_selected`.
 pub fn build(apps: &[RawApp], groups: &Groups) -> Catalog {
+    build_selected(
+        apps,
+        &Selection {
+            groups: groups.clone(),
+            strict: false,
+        },
+    )
+}
+
+/// `build` with the whole selection, strict mode included.
+pub fn build_selected(apps: &[RawApp], selection: &Selection) -> Catalog {
     let mut catalog = Catalog::default();
     let mut sorted: Vec<&RawApp> = apps.iter().collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     for app in sorted {
-        match app_services(app, groups, &mut catalog.problems) {
+        match app_services(app, selection, &mut catalog.problems) {
             Ok(services) => catalog.services.extend(services),
             Err(message) => catalog.problems.push(AppProblem {
                 app_id: app.id.clone(),
@@ -124,7 +183,7 @@ pub fn build(apps: &[RawApp], groups: &Groups) -> Catalog {
 /// The services of one app, or why the whole app is disabled.
 fn app_services(
     app: &RawApp,
-    groups: &Groups,
+    selection: &Selection,
     problems: &mut Vec<AppProblem>,
 ) -> Result<Vec<Service>, String> {
     let labels = Labels(&app.labels);
@@ -133,13 +192,12 @@ fn app_services(
         let group = labels
             .port(index, "GROUP")
             .or_else(|| labels.get("HAPROXY_GROUP"));
-        if !groups.selects(group) {
+        if !selection.groups.selects(group) {
             continue;
         }
-        if let Some(enabled) = labels.port(index, "ENABLED") {
-            if !parse_bool(enabled).map_err(|m| labels.bad(index, "ENABLED", enabled, m))? {
-                continue;
-            }
+        let enabled = labels.port_bool(index, "ENABLED")?;
+        if !enabled.unwrap_or(!selection.strict) {
+            continue;
         }
         let port = match labels.port(index, "PORT") {
             Some(raw) => raw
@@ -190,7 +248,8 @@ fn app_services(
                 "tcp" => Mode::Tcp,
                 _ => return Err(labels.bad(index, "MODE", raw, "expected http or tcp")),
             },
-            None if !vhosts.is_empty() => Mode::Http,
+            // marathon-lb: an HTTP health check (exactly `HTTP`) or a vhost means http.
+            None if !vhosts.is_empty() || app.http_health_check => Mode::Http,
             None => Mode::Tcp,
         };
         let balance = match labels.port(index, "BALANCE") {
@@ -210,6 +269,18 @@ fn app_services(
             },
             None => Balance::RoundRobin,
         };
+        let weight = match labels.port(index, "BACKEND_WEIGHT") {
+            Some(raw) => raw
+                .trim()
+                .parse::<i32>()
+                .map_err(|_| labels.bad(index, "BACKEND_WEIGHT", raw, "not an integer"))?,
+            None if path.is_some() => 1,
+            None => 0,
+        };
+        let redirect_to_https = labels
+            .port_bool(index, "REDIRECT_TO_HTTPS")?
+            .unwrap_or(false);
+        let sticky = labels.port_bool(index, "STICKY")?.unwrap_or(false);
         let backends = backends(app, index, problems);
         services.push(Service {
             app_id: app.id.clone(),
@@ -222,6 +293,9 @@ fn app_services(
             path,
             balance,
             backends,
+            weight,
+            redirect_to_https,
+            sticky,
         });
     }
     Ok(services)
@@ -270,10 +344,13 @@ pub fn backend_name(app_id: &str, port: u16) -> String {
     )
 }
 
+/// A label boolean. marathon-lb's truthy strings (`true`, `t`, `yes`, `y`, any case) plus
+/// the `1`/`on` this catalog always took. Unlike marathon-lb, which reads any other string
+/// as false, an unknown word is an error: `HAPROXY_0_ENABLED=ture` should not hide a port.
 fn parse_bool(raw: &str) -> Result<bool, &'static str> {
     match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
+        "true" | "t" | "yes" | "y" | "1" | "on" => Ok(true),
+        "false" | "f" | "no" | "n" | "0" | "off" => Ok(false),
         _ => Err("expected true or false"),
     }
 }
@@ -289,6 +366,13 @@ impl Labels<'_> {
     /// `HAPROXY_{index}_{suffix}`.
     fn port(&self, index: usize, suffix: &str) -> Option<&str> {
         self.get(&format!("HAPROXY_{index}_{suffix}"))
+    }
+
+    /// `HAPROXY_{index}_{suffix}` as a boolean, if set; a bad value disables the app.
+    fn port_bool(&self, index: usize, suffix: &str) -> Result<Option<bool>, String> {
+        self.port(index, suffix)
+            .map(|raw| parse_bool(raw).map_err(|m| self.bad(index, suffix, raw, m)))
+            .transpose()
     }
 
     /// The message that disables an app for one bad label value.
@@ -319,6 +403,7 @@ mod tests {
                     state: "TASK_RUNNING".into(),
                 })
                 .collect(),
+            ..RawApp::default()
         }
     }
 
@@ -446,5 +531,113 @@ mod tests {
         let c = build(&[a], &Groups::all());
         let ports: Vec<u16> = c.services[0].backends.iter().map(|b| b.port()).collect();
         assert_eq!(ports, [1, 3]);
+    }
+
+    fn selection(strict: bool) -> Selection {
+        Selection {
+            groups: Groups::all(),
+            strict,
+        }
+    }
+
+    #[test]
+    fn strict_mode_needs_enabled_with_marathon_lb_truthy_words() {
+        let a = app(
+            "/a",
+            &[
+                ("HAPROXY_0_ENABLED", "T"),
+                ("HAPROXY_2_ENABLED", "Yes"),
+                ("HAPROXY_3_ENABLED", "y"),
+                ("HAPROXY_4_ENABLED", "n"),
+            ],
+            &[10001, 10002, 10003, 10004, 10005],
+            &[],
+        );
+        let ports = |strict| -> Vec<u16> {
+            build_selected(std::slice::from_ref(&a), &selection(strict))
+                .services
+                .iter()
+                .map(|s| s.port)
+                .collect()
+        };
+        assert_eq!(ports(true), [10001, 10003, 10004]);
+        assert_eq!(ports(false), [10001, 10002, 10003, 10004]);
+        // `build` is the non-strict selection.
+        assert_eq!(
+            build(std::slice::from_ref(&a), &Groups::all())
+                .services
+                .len(),
+            4
+        );
+    }
+
+    #[test]
+    fn an_http_health_check_makes_http_the_default_mode() {
+        let mut a = app("/a", &[("HAPROXY_1_MODE", "tcp")], &[10001, 10002], &[]);
+        a.http_health_check = true;
+        let c = build(&[a], &Groups::all());
+        assert_eq!(c.services[0].mode, Mode::Http);
+        assert_eq!(c.services[1].mode, Mode::Tcp, "the label still wins");
+    }
+
+    #[test]
+    fn weight_redirect_and_sticky_are_parsed() {
+        let a = app(
+            "/a",
+            &[
+                ("HAPROXY_0_VHOST", "a.example.com"),
+                ("HAPROXY_0_PATH", "/api"),
+                ("HAPROXY_0_REDIRECT_TO_HTTPS", "true"),
+                ("HAPROXY_0_STICKY", "yes"),
+                ("HAPROXY_1_VHOST", "a.example.com"),
+                ("HAPROXY_1_PATH", "/"),
+                ("HAPROXY_1_BACKEND_WEIGHT", "-2"),
+                ("HAPROXY_2_VHOST", "b.example.com"),
+            ],
+            &[10001, 10002, 10003],
+            &[],
+        );
+        let b = app(
+            "/b",
+            &[
+                ("HAPROXY_0_VHOST", "c.example.com"),
+                ("HAPROXY_0_BACKEND_WEIGHT", "5"),
+            ],
+            &[10004],
+            &[],
+        );
+        let c = build(&[a, b], &Groups::all());
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        let s = &c.services;
+        assert_eq!(
+            (s[0].weight, s[0].redirect_to_https, s[0].sticky),
+            (1, true, true)
+        );
+        assert_eq!(
+            (s[1].weight, s[1].redirect_to_https, s[1].sticky),
+            (-2, false, false)
+        );
+        assert_eq!(s[2].weight, 0);
+        let order: Vec<&str> = c
+            .http_rule_order()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(order, ["b_10004", "a_10001", "a_10003", "a_10002"]);
+    }
+
+    #[test]
+    fn bad_weight_or_boolean_disables_the_app() {
+        for (label, value) in [
+            ("HAPROXY_0_BACKEND_WEIGHT", "heavy"),
+            ("HAPROXY_0_STICKY", "sometimes"),
+            ("HAPROXY_0_REDIRECT_TO_HTTPS", "2"),
+            ("HAPROXY_0_ENABLED", "ture"),
+        ] {
+            let a = app("/a", &[(label, value)], &[10001], &[]);
+            let c = build_selected(&[a], &selection(false));
+            assert!(c.services.is_empty(), "{label}");
+            assert!(c.problems[0].message.contains(label), "{}", c.problems[0]);
+        }
     }
 }

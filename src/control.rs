@@ -84,7 +84,11 @@ pub fn rebuild(
         .problems
         .splice(0..0, sources.file.problems.iter().cloned());
     if let (Some(snapshot), Some(marathon)) = (sources.marathon, &config.marathon) {
-        let more = catalog::build(&snapshot.apps, &marathon.groups);
+        let selection = catalog::Selection {
+            groups: marathon.groups.clone(),
+            strict: marathon.strict,
+        };
+        let more = catalog::build_selected(&snapshot.apps, &selection);
         catalog.problems.extend(snapshot.problems.iter().cloned());
         catalog.problems.extend(more.problems);
         catalog.services.extend(more.services);

@@ -56,6 +56,9 @@ pub struct Shared {
     /// Service-port listeners by address: "open", or why the bind failed. Written by
     /// `proxy::listeners`, shown by `admin`.
     pub tcp_listeners: std::sync::Mutex<std::collections::BTreeMap<std::net::SocketAddr, String>>,
+    /// The last error of each discovery source, by source name; cleared by a good read.
+    /// Shown by `admin` so an operator sees why a source is not updating.
+    pub source_errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
     /// Set once the first route table has been stored.
     ready: AtomicBool,
 }
@@ -69,12 +72,25 @@ impl Shared {
             unrouted: metrics.route_stats(metrics::UNROUTED),
             metrics,
             tcp_listeners: Default::default(),
+            source_errors: Default::default(),
             ready: AtomicBool::new(false),
         }
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Records (`Some`) or clears (`None`) the last error of a discovery source.
+    pub fn set_source_error(&self, source: &'static str, error: Option<String>) {
+        let mut errors = self
+            .source_errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match error {
+            Some(e) => errors.insert(source, e),
+            None => errors.remove(source),
+        };
     }
 
     pub fn set_ready(&self) {

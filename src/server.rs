@@ -229,8 +229,15 @@ async fn control_plane(
         )
         .instrument(tracing::info_span!("source_file")),
     );
-    // MARATHON-WIRING: the sync task takes this sender once it lands.
-    let _marathon_tx = marathon_tx;
+    tokio::spawn(
+        source::marathon::sync::run(
+            config_rx.clone(),
+            marathon_tx,
+            shared.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("source_marathon")),
+    );
     let inputs = control::Inputs {
         config: config_rx.clone(),
         file: file_rx,

@@ -65,6 +65,8 @@ pub struct RawMarathon {
     pub urls: Vec<String>,
     pub groups: Option<Vec<String>>,
     pub resync: Option<String>,
+    /// Longest silence on the event stream before it is reopened.
+    pub idle_timeout: Option<String>,
     pub strict: Option<bool>,
     pub user: Option<String>,
     pub password_file: Option<String>,

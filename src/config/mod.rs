@@ -119,6 +119,8 @@ pub struct MarathonConfig {
     pub urls: Vec<String>,
     pub groups: Groups,
     pub resync: Duration,
+    /// Longest silence on the event stream (not even a keep-alive) before it is reopened.
+    pub idle_timeout: Duration,
     pub strict: bool,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -327,11 +329,13 @@ impl Config {
         if self.dns.is_some() {
             say("dns", "the DNS server");
         }
-        if self.marathon.is_some() {
-            say("marathon", "Marathon discovery");
+        if let Some(m) = &self.marathon {
+            if m.urls.iter().any(|u| u.starts_with("https://")) || m.ca_file.is_some() {
+                say("marathon", "TLS support (https Marathon URLs, ca_file)");
+            }
         }
         if self.http.as_ref().is_some_and(|h| h.appid_listen.is_some()) {
-            say("http.appid_listen", "Marathon discovery");
+            say("http.appid_listen", "the X-Marathon-App-Id listener");
         }
         if self.mesos.is_some() {
             say("mesos", "Mesos discovery");
@@ -622,6 +626,11 @@ impl Checker<'_> {
                 "marathon.resync",
                 r.resync.as_deref(),
                 Duration::from_secs(300),
+            ),
+            idle_timeout: self.duration(
+                "marathon.idle_timeout",
+                r.idle_timeout.as_deref(),
+                Duration::from_secs(60),
             ),
             strict: r.strict.unwrap_or(false),
             user: r.user,

@@ -158,6 +158,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             urls: vec!["http://m1:8080".into(), "https://m2:8443".into()],
             groups: Groups(vec!["external".into(), "internal".into()]),
             resync: secs(300),
+            idle_timeout: secs(60),
             strict: true,
             user: Some("drover".into()),
             password_file: Some(PathBuf::from("/etc/drover/marathon.pass")),
@@ -640,7 +641,7 @@ fn unavailable_lists_each_later_feature() {
     for (text, path) in [
         ("[https]\ncerts = \"c\"", "https"),
         ("[dns]", "dns"),
-        ("[marathon]\nurls = [\"http://m\"]", "marathon"),
+        ("[marathon]\nurls = [\"https://m\"]", "marathon"),
         ("[mesos]\nmasters = [\"http://m\"]", "mesos"),
         (
             "[[alias]]\nhost = \"a\"\nbackends = [\"10.0.0.1:1\"]\ncheck = \"mesos\"",
@@ -658,6 +659,16 @@ fn unavailable_lists_each_later_feature() {
             .collect();
         assert_eq!(got, [path], "{text:?}");
     }
+}
+
+#[test]
+fn marathon_over_http_is_available() {
+    let c =
+        parse_ok("[marathon]\nurls = [\"http://m1:8080\", \"http://m2:8080\"]\nstrict = true\n");
+    assert!(c.unavailable().is_empty(), "{:?}", c.unavailable());
+    let m = c.marathon.expect("marathon");
+    assert_eq!(m.idle_timeout, Duration::from_secs(60));
+    assert!(m.strict);
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn app(id: &str, labels: &[(&str, &str)], ports: &[u16], tasks: &[&[u16]]) -> Ra
                 state: "TASK_RUNNING".into(),
             })
             .collect(),
+        ..RawApp::default()
     }
 }
 

@@ -3,7 +3,6 @@
 //! good apps stay; an app with a bad value is dropped alone and reported.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -102,6 +101,7 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
             labels: app.labels,
             ports: app.ports,
             tasks,
+            ..RawApp::default()
         });
     }
     Ok(snapshot)
@@ -114,18 +114,7 @@ pub async fn load(path: &Path) -> Result<FileSnapshot, String> {
         .await
         .map_err(|e| format!("cannot read: {e}"))?;
     let mut snapshot = parse(&text)?;
-    for task in snapshot.apps.iter_mut().flat_map(|a| a.tasks.iter_mut()) {
-        if task.host.is_empty() || task.host.parse::<IpAddr>().is_ok() {
-            continue;
-        }
-        let found = tokio::net::lookup_host((task.host.as_str(), 0))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next());
-        if let Some(addr) = found {
-            task.host = addr.ip().to_string();
-        }
-    }
+    super::resolve_hosts(&mut snapshot.apps).await;
     Ok(snapshot)
 }
 

@@ -7,5 +7,6 @@ mod admin;
 mod cli;
 mod fake_marathon;
 mod http;
+mod marathon;
 mod reload;
 mod tcp;

@@ -1,1 +1,949 @@
-//! placeholder (being written)
+//! Marathon's apps snapshot (`GET /v2/apps?embed=apps.tasks&embed=apps.readiness`): the
+//! serde types, `decode`, and `to_raw_apps`, the marathon-lb conversion to `catalog::RawApp`.
+//!
+//! The conversion does what marathon-lb does before its templates: service ports by its
+//! precedence (and auto-assigned for IP-per-task apps without any), the task-state and
+//! health filters, readiness during a deployment, blue/green deployment groups with
+//! draining, and the backend address of each task (agent host + host port, or task IP +
+//! container port). What a label means is left to `catalog`; host names are left to the
+//! caller to resolve; fetching and the event stream are elsewhere in `source::marathon`.
+//!
+//! The types accept unknown fields and `null` wherever Marathon has been seen to write one:
+//! Marathon adds fields across versions, and a snapshot must not be refused for that.
+
+use serde::{Deserialize, Deserializer};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::catalog::{AppProblem, RawApp, RawTask};
+
+// === Marathon JSON ===
+
+/// One app of the `/v2/apps` response.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarathonApp {
+    pub id: String,
+    #[serde(default, deserialize_with = "labels")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub instances: Option<u64>,
+    /// Legacy (before 1.5) service ports.
+    #[serde(default, deserialize_with = "nullable")]
+    pub ports: Vec<u64>,
+    /// `None` when the key is absent: then `ports` is used (marathon-lb's test).
+    #[serde(default)]
+    pub port_definitions: Option<Vec<PortDefinition>>,
+    /// Legacy (before 1.5) IP-per-task networking.
+    #[serde(default)]
+    pub ip_address: Option<IpAddressSpec>,
+    /// Marathon 1.5+ networking.
+    #[serde(default, deserialize_with = "nullable")]
+    pub networks: Vec<Network>,
+    #[serde(default)]
+    pub container: Option<Container>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub health_checks: Vec<HealthCheck>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub readiness_checks: Vec<ReadinessCheck>,
+    /// Only with `embed=apps.readiness`, and only during a deployment.
+    #[serde(default, deserialize_with = "nullable")]
+    pub readiness_check_results: Vec<ReadinessCheckResult>,
+    /// Deployments in progress for this app; empty when none.
+    #[serde(default, deserialize_with = "nullable")]
+    pub deployments: Vec<DeploymentRef>,
+    /// `None` without `embed=apps.tasks`: no backends then.
+    #[serde(default)]
+    pub tasks: Option<Vec<MarathonTask>>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub version_info: Option<VersionInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortDefinition {
+    #[serde(default)]
+    pub port: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpAddressSpec {
+    #[serde(default)]
+    pub network_name: Option<String>,
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Discovery {
+    #[serde(default, deserialize_with = "nullable")]
+    pub ports: Vec<DiscoveryPort>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct DiscoveryPort {
+    #[serde(default)]
+    pub number: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Network {
+    /// `host`, `container/bridge` or `container`; absent means `container`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub docker: Option<Docker>,
+    /// Marathon 1.5+.
+    #[serde(default)]
+    pub port_mappings: Option<Vec<PortMapping>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Docker {
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Legacy: `HOST`, `BRIDGE` or `USER`.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Legacy place of the port mappings.
+    #[serde(default)]
+    pub port_mappings: Option<Vec<PortMapping>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    #[serde(default)]
+    pub container_port: Option<u64>,
+    #[serde(default)]
+    pub host_port: Option<u64>,
+    #[serde(default)]
+    pub service_port: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `HTTP`, `HTTPS`, `TCP`, `COMMAND`, `MESOS_HTTP`, `MESOS_HTTPS`, `MESOS_TCP`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub port_index: Option<u64>,
+    #[serde(default)]
+    pub grace_period_seconds: Option<u64>,
+    #[serde(default)]
+    pub interval_seconds: Option<u64>,
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub max_consecutive_failures: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessCheck {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub port_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessCheckResult {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub task_id: String,
+    #[serde(default)]
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct DeploymentRef {
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    #[serde(default)]
+    pub last_scaling_at: Option<String>,
+    #[serde(default)]
+    pub last_config_change_at: Option<String>,
+}
+
+/// One task of an app (`embed=apps.tasks`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarathonTask {
+    pub id: String,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The agent's host name or IP; empty while Marathon does not know it.
+    #[serde(default, deserialize_with = "nullable")]
+    pub host: String,
+    /// Mesos state, e.g. `TASK_RUNNING`; absent in old Marathon versions.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Host ports, by port index.
+    #[serde(default, deserialize_with = "nullable")]
+    pub ports: Vec<u64>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub service_ports: Vec<u64>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub ip_addresses: Vec<TaskIpAddress>,
+    /// `None` when the key is missing (briefly, after a Marathon failover), which is not
+    /// the same as an empty list (no check has passed).
+    #[serde(default)]
+    pub health_check_results: Option<Vec<HealthCheckResult>>,
+    #[serde(default)]
+    pub staged_at: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// The app version the task was launched with.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskIpAddress {
+    #[serde(default, deserialize_with = "nullable")]
+    pub ip_address: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckResult {
+    #[serde(default)]
+    pub alive: bool,
+    #[serde(default)]
+    pub consecutive_failures: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AppsResponse {
+    apps: Vec<MarathonApp>,
+}
+
+/// `null` reads as the type's default (Marathon writes `null` for several empty fields).
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Labels are strings in Marathon; a number or boolean written by some tool is taken as
+/// its JSON text rather than refusing the whole snapshot.
+fn labels<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let raw = Option::<BTreeMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect())
+}
+
+/// A `/v2/apps` body that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Marathon apps response does not decode: {message}")]
+pub struct DecodeError {
+    /// serde_json's message, with line and column.
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Decodes a `/v2/apps` response body (`{"apps": [...]}`).
+pub fn decode(body: &[u8]) -> Result<Vec<MarathonApp>, DecodeError> {
+    serde_json::from_slice::<AppsResponse>(body)
+        .map(|r| r.apps)
+        .map_err(|e| DecodeError {
+            message: e.to_string(),
+            line: e.line(),
+            column: e.column(),
+        })
+}
+
+// === The conversion ===
+
+/// marathon-lb's run flags that change the conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// marathon-lb `--health-check`: apps with Marathon health checks need a passing result.
+    pub health_check: bool,
+    /// `--min-serv-port-ip-per-task` / `--max-serv-port-ip-per-task`: the range service
+    /// ports are auto-assigned from for IP-per-task apps that have none.
+    pub min_ip_per_task_port: u16,
+    pub max_ip_per_task_port: u16,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            health_check: true,
+            min_ip_per_task_port: 10050,
+            max_ip_per_task_port: 10100,
+        }
+    }
+}
+
+/// The last health verdict seen per task id, for snapshots where Marathon briefly omits
+/// `healthCheckResults` (after a leader failover). A task missing from a snapshot is
+/// forgotten only after `FORGET_AFTER` more conversions, so one empty answer from a
+/// Marathon in the middle of an election does not wipe what is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthMemory {
+    /// Task id -> (alive, the conversion that last saw the task).
+    alive: HashMap<String, (bool, u64)>,
+    conversion: u64,
+}
+
+/// How many conversions a task may be absent before its verdict is dropped.
+const FORGET_AFTER: u64 = 3;
+
+// === impl HealthMemory ===
+
+impl HealthMemory {
+    pub fn new() -> HealthMemory {
+        HealthMemory::default()
+    }
+
+    /// The last verdict for a task, if one was seen.
+    pub fn get(&self, task_id: &str) -> Option<bool> {
+        self.alive.get(task_id).map(|&(alive, _)| alive)
+    }
+
+    pub fn len(&self) -> usize {
+        self.alive.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alive.is_empty()
+    }
+
+    fn record(&mut self, task_id: &str, alive: bool) {
+        self.alive
+            .insert(task_id.to_string(), (alive, self.conversion));
+    }
+
+    /// Marks a task as present in the current conversion.
+    fn seen(&mut self, task_id: &str) {
+        let now = self.conversion;
+        if let Some(entry) = self.alive.get_mut(task_id) {
+            entry.1 = now;
+        }
+    }
+
+    fn start_conversion(&mut self) {
+        self.conversion += 1;
+        let now = self.conversion;
+        self.alive
+            .retain(|_, &mut (_, seen)| now - seen <= FORGET_AFTER);
+    }
+}
+
+/// How an app's tasks are addressed (marathon-lb's networking mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Networking {
+    Host,
+    /// Docker `BRIDGE` or `container/bridge`: agent host + host port.
+    Bridge,
+    /// IP per task (legacy `ipAddress`, Docker `USER`, `container` networks): task IP +
+    /// container port.
+    Container,
+}
+
+/// One app after its own filters, before deployment groups are merged.
+struct Converted {
+    /// Deployment group (as an id, with a leading `/`), if the app is in one.
+    group: Option<String>,
+    raw: RawApp,
+    /// Every task id of the app, filtered or not (deployment draining counts them).
+    all_task_ids: Vec<String>,
+    instances: u64,
+    last_scaling_at: String,
+}
+
+/// marathon-lb's labels that draining reads.
+const DEPLOYMENT_GROUP: &str = "HAPROXY_DEPLOYMENT_GROUP";
+const DEPLOYMENT_STARTED_AT: &str = "HAPROXY_DEPLOYMENT_STARTED_AT";
+const DEPLOYMENT_TARGET_INSTANCES: &str = "HAPROXY_DEPLOYMENT_TARGET_INSTANCES";
+const DEPLOYMENT_NEW_INSTANCES: &str = "HAPROXY_DEPLOYMENT_NEW_INSTANCES";
+
+/// Converts a snapshot into raw apps with marathon-lb's semantics. Tasks in the result are
+/// the serving ones only, each with `host` = the address to connect to (an agent host
+/// name is passed through for the caller to resolve) and `ports` = the port to connect to
+/// for each service-port index. `memory` is read for tasks without health results and
+/// refreshed from this snapshot.
+pub fn to_raw_apps(
+    apps: &[MarathonApp],
+    memory: &mut HealthMemory,
+    opts: &ConvertOptions,
+) -> (Vec<RawApp>, Vec<AppProblem>) {
+    let mut problems = Vec::new();
+    let mut assigner = PortAssigner::new(opts);
+    memory.start_conversion();
+    let mut converted = Vec::with_capacity(apps.len());
+    for app in apps {
+        if let Some(p) = template_label_warning(app) {
+            problems.push(p);
+        }
+        match convert_app(app, memory, opts, &mut assigner) {
+            Ok(c) => converted.push(c),
+            Err(message) => problems.push(AppProblem {
+                app_id: app.id.clone(),
+                message,
+            }),
+        }
+    }
+    (merge_deployment_groups(converted), problems)
+}
+
+fn convert_app(
+    app: &MarathonApp,
+    memory: &mut HealthMemory,
+    opts: &ConvertOptions,
+    assigner: &mut PortAssigner,
+) -> Result<Converted, String> {
+    let networking = networking(app);
+    let ports = service_ports(app, networking, assigner)?;
+    let has_checks = !app.health_checks.is_empty();
+    let tasks = app.tasks.as_deref().unwrap_or_default();
+    let mut raw_tasks = Vec::new();
+    for task in tasks {
+        memory.seen(&task.id);
+        // Record before any filter, so the memory holds the latest verdict of every task.
+        let alive = task
+            .health_check_results
+            .as_ref()
+            .map(|results| results.iter().any(|r| r.alive));
+        if let (true, Some(alive)) = (has_checks, alive) {
+            memory.record(&task.id, alive);
+        }
+        if task.host.is_empty() || !serving_state(task.state.as_deref()) {
+            continue;
+        }
+        if opts.health_check && has_checks && !alive.or(memory.get(&task.id)).unwrap_or(false) {
+            continue;
+        }
+        if !ready(app, task) {
+            continue;
+        }
+        let Some((host, task_ports)) = task_address(app, task, networking) else {
+            continue;
+        };
+        let ports = task_ports
+            .iter()
+            .map(|&p| u16::try_from(p).ok())
+            .collect::<Option<Vec<u16>>>()
+            .ok_or_else(|| format!("task {}: a port is out of range; app left out", task.id))?;
+        raw_tasks.push(RawTask {
+            id: task.id.clone(),
+            host,
+            ports,
+            state: task.state.clone().unwrap_or_else(|| "TASK_RUNNING".into()),
+        });
+    }
+    let group = app.labels.get(DEPLOYMENT_GROUP).map(|g| {
+        if g.starts_with('/') {
+            g.clone()
+        } else {
+            format!("/{g}")
+        }
+    });
+    Ok(Converted {
+        group,
+        raw: RawApp {
+            id: app.id.clone(),
+            labels: app.labels.clone(),
+            ports,
+            tasks: raw_tasks,
+            http_health_check: app
+                .health_checks
+                .iter()
+                .any(|h| h.protocol.as_deref() == Some("HTTP")),
+        },
+        all_task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
+        instances: app.instances.unwrap_or(0),
+        last_scaling_at: app
+            .version_info
+            .as_ref()
+            .and_then(|v| v.last_scaling_at.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// marathon-lb's task-state filter: these states are dropped, any other kept (a task
+/// without a state, from an old Marathon, is kept).
+fn serving_state(state: Option<&str>) -> bool {
+    !matches!(
+        state,
+        Some(
+            "TASK_STAGING"
+                | "TASK_STARTING"
+                | "TASK_KILLING"
+                | "TASK_FINISHED"
+                | "TASK_FAILED"
+                | "TASK_KILLED"
+                | "TASK_ERROR"
+                | "TASK_DROPPED"
+                | "TASK_GONE"
+                | "TASK_GONE_BY_OPERATOR"
+                | "TASK_UNKNOWN"
+        )
+    )
+}
+
+/// Readiness during a deployment: a task with a readiness result joins once it says ready;
+/// a task launched by the deployment (its version is the app's) waits for that result.
+/// Tasks of earlier versions are not held back, and outside a deployment nothing is.
+fn ready(app: &MarathonApp, task: &MarathonTask) -> bool {
+    if app.deployments.is_empty() {
+        return true;
+    }
+    let mut results = app
+        .readiness_check_results
+        .iter()
+        .filter(|r| r.task_id == task.id)
+        .peekable();
+    if results.peek().is_some() {
+        return results.all(|r| r.ready);
+    }
+    let launched_by_deployment =
+        app.version.is_some() && task.version.is_some() && app.version == task.version;
+    app.readiness_checks.is_empty() || !launched_by_deployment
+}
+
+fn networking(app: &MarathonApp) -> Networking {
+    let mut mode = if app.ip_address.is_some() {
+        Networking::Container
+    } else {
+        Networking::Host
+    };
+    match app
+        .container
+        .as_ref()
+        .and_then(|c| c.docker.as_ref())
+        .and_then(|d| d.network.as_deref())
+    {
+        Some("USER") => mode = Networking::Container,
+        Some("BRIDGE") => mode = Networking::Bridge,
+        _ => {}
+    }
+    // Marathon 1.5+: modes cannot be mixed, so the last network decides.
+    if let Some(n) = app.networks.last() {
+        mode = match n.mode.as_deref() {
+            Some("host") => Networking::Host,
+            Some("container/bridge") => Networking::Bridge,
+            _ => Networking::Container,
+        };
+    }
+    mode
+}
+
+fn port_mappings(app: &MarathonApp) -> &[PortMapping] {
+    let Some(c) = &app.container else {
+        return &[];
+    };
+    c.port_mappings
+        .as_deref()
+        .or_else(|| c.docker.as_ref().and_then(|d| d.port_mappings.as_deref()))
+        .unwrap_or_default()
+}
+
+/// Service ports in marathon-lb's precedence: `portMappings[].servicePort` on
+/// bridge/container networks, else `portDefinitions[].port`, else `ports`; for an
+/// IP-per-task app with none, auto-assigned from the container ports.
+fn service_ports(
+    app: &MarathonApp,
+    networking: Networking,
+    assigner: &mut PortAssigner,
+) -> Result<Vec<u16>, String> {
+    let mut ports: Vec<u64> = Vec::new();
+    if networking != Networking::Host {
+        ports = port_mappings(app)
+            .iter()
+            .filter_map(|m| m.service_port)
+            .collect();
+    }
+    if ports.is_empty() {
+        ports = match &app.port_definitions {
+            Some(defs) => defs.iter().filter_map(|d| d.port).collect(),
+            None => app.ports.clone(),
+        };
+    }
+    if ports.is_empty() && networking == Networking::Container {
+        if let Some(task) = app.tasks.as_deref().and_then(<[_]>::first) {
+            let container_ports = task_ports(app, task, networking);
+            return Ok(container_ports
+                .into_iter()
+                .map(|p| assigner.assign(&app.id, p))
+                .collect());
+        }
+    }
+    ports
+        .into_iter()
+        .map(|p| {
+            u16::try_from(p).map_err(|_| format!("service port {p} is out of range; app left out"))
+        })
+        .collect()
+}
+
+/// The ports to connect to on a task, by port index.
+fn task_ports(app: &MarathonApp, task: &MarathonTask, networking: Networking) -> Vec<u64> {
+    match networking {
+        Networking::Container => {
+            let discovery = app
+                .ip_address
+                .as_ref()
+                .and_then(|ip| ip.discovery.as_ref())
+                .map(|d| d.ports.as_slice())
+                .unwrap_or_default();
+            if !discovery.is_empty() {
+                return discovery.iter().map(|p| p.number.unwrap_or(0)).collect();
+            }
+            port_mappings(app)
+                .iter()
+                .map(|m| m.container_port.unwrap_or(0))
+                .collect()
+        }
+        // Marathon before 1.5 may leave a bridge task's ports out; the mappings have them.
+        Networking::Bridge if task.ports.is_empty() => port_mappings(app)
+            .iter()
+            .map(|m| m.host_port.unwrap_or(0))
+            .collect(),
+        _ => task.ports.clone(),
+    }
+}
+
+/// The host (an IP for IP-per-task; the agent host otherwise) and ports to connect to.
+/// `None` for an IP-per-task task that has no IP yet.
+fn task_address(
+    app: &MarathonApp,
+    task: &MarathonTask,
+    networking: Networking,
+) -> Option<(String, Vec<u64>)> {
+    let host = match networking {
+        Networking::Container => task
+            .ip_addresses
+            .iter()
+            .map(|a| a.ip_address.as_str())
+            .find(|ip| !ip.is_empty())?
+            .to_string(),
+        _ => task.host.clone(),
+    };
+    Some((host, task_ports(app, task, networking)))
+}
+
+/// marathon-lb's service-port assignment for IP-per-task apps without service ports:
+/// `min + (first 8 hex digits of SHA-1 of "{app id}-{container port}-{attempt}") mod size`,
+/// the next attempt on a port already given out in this conversion.
+struct PortAssigner {
+    min: u16,
+    size: u32,
+    used: BTreeSet<u16>,
+}
+
+impl PortAssigner {
+    fn new(opts: &ConvertOptions) -> PortAssigner {
+        let (min, max) = (opts.min_ip_per_task_port, opts.max_ip_per_task_port);
+        PortAssigner {
+            min,
+            size: if max >= min {
+                u32::from(max - min) + 1
+            } else {
+                0
+            },
+            used: BTreeSet::new(),
+        }
+    }
+
+    /// A free port for one container port of an app; 0 (no service) when the range is full.
+    fn assign(&mut self, app_id: &str, container_port: u64) -> u16 {
+        for attempt in 0..self.size {
+            let digest = sha1(format!("{app_id}-{container_port}-{attempt}").as_bytes());
+            let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+            // head % size < size <= 65536 - min, so this stays a u16.
+            let port = self.min + (head % self.size) as u16;
+            if self.used.insert(port) {
+                return port;
+            }
+        }
+        // The hashed attempts can miss a free port; take the first one left, if any.
+        let max = self.min.saturating_add(self.size.saturating_sub(1) as u16);
+        match (self.min..=max).find(|p| !self.used.contains(p)) {
+            Some(port) if self.size > 0 => {
+                self.used.insert(port);
+                port
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Merges each `HAPROXY_DEPLOYMENT_GROUP` (blue/green deploys) into one app named after
+/// the group, with the older app's labels and ports and the tasks of both; old tasks the
+/// new app has replaced are drained (left out), as marathon-lb emits them `disabled`.
+fn merge_deployment_groups(converted: Vec<Converted>) -> Vec<RawApp> {
+    let mut out: Vec<RawApp> = Vec::new();
+    let mut groups: BTreeMap<String, Converted> = BTreeMap::new();
+    for c in converted {
+        let Some(group) = c.group.clone() else {
+            out.push(c.raw);
+            continue;
+        };
+        let mut merged = match groups.remove(&group) {
+            None => c,
+            Some(prev) => merge(prev, c),
+        };
+        merged.raw.id = group.clone();
+        groups.insert(group, merged);
+    }
+    out.extend(groups.into_values().map(|c| c.raw));
+    out
+}
+
+/// marathon-lb's merge of two apps of one deployment group (`prev` may be a merge already).
+fn merge(prev: Converted, cur: Converted) -> Converted {
+    let started = |c: &Converted| {
+        c.raw
+            .labels
+            .get(DEPLOYMENT_STARTED_AT)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // ISO-8601 strings as zdd.py writes them compare in time order; a missing one is
+    // oldest. On a tie `cur` counts as old, as in marathon-lb.
+    let (mut old, mut new) = if started(&prev) < started(&cur) {
+        (prev, cur)
+    } else {
+        (cur, prev)
+    };
+    let new_instances = new.raw.labels.contains_key(DEPLOYMENT_NEW_INSTANCES);
+    if new_instances && old.last_scaling_at > new.last_scaling_at {
+        std::mem::swap(&mut old, &mut new);
+    }
+    let target: u64 = if new_instances {
+        new.raw
+            .labels
+            .get(DEPLOYMENT_TARGET_INSTANCES)
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(1)
+    } else {
+        1
+    };
+    // Healthy new tasks: the ones that passed every filter (marathon-lb counts results
+    // only, or `instances` without checks; counting serving tasks drains no earlier).
+    let healthy_new = new.raw.tasks.len() as u64;
+    let drainable = (healthy_new + old.instances).saturating_sub(target);
+    let drain = (old.all_task_ids.len() as u64)
+        .min(healthy_new)
+        .min(drainable) as usize;
+    let mut old_ids = old.all_task_ids.clone();
+    old_ids.sort();
+    let drained: HashSet<&String> = old_ids.iter().take(drain).collect();
+
+    let mut tasks: Vec<RawTask> = old
+        .raw
+        .tasks
+        .into_iter()
+        .filter(|t| !drained.contains(&t.id))
+        .collect();
+    tasks.extend(new.raw.tasks);
+    let mut all_task_ids = old.all_task_ids.clone();
+    all_task_ids.extend(new.all_task_ids);
+    Converted {
+        group: old.group,
+        raw: RawApp {
+            id: old.raw.id,
+            labels: old.raw.labels,
+            ports: old.raw.ports,
+            tasks,
+            http_health_check: old.raw.http_health_check,
+        },
+        all_task_ids,
+        instances: old.instances,
+        last_scaling_at: old.last_scaling_at,
+    }
+}
+
+/// marathon-lb's templates (without `HAPROXY_`); as `HAPROXY_{T}` or `HAPROXY_{n}_{T}` on an
+/// app they change the generated HAProxy config, which Drover does not have.
+const TEMPLATES: &[&str] = &[
+    "HEAD",
+    "BACKEND_HEAD",
+    "BACKEND_HSTS_OPTIONS",
+    "BACKEND_HTTP_HEALTHCHECK_OPTIONS",
+    "BACKEND_HTTP_OPTIONS",
+    "BACKEND_REDIRECT_HTTP_TO_HTTPS",
+    "BACKEND_REDIRECT_HTTP_TO_HTTPS_WITH_PATH",
+    "BACKEND_SERVER_HTTP_HEALTHCHECK_OPTIONS",
+    "BACKEND_SERVER_OPTIONS",
+    "BACKEND_SERVER_TCP_HEALTHCHECK_OPTIONS",
+    "BACKEND_STICKY_OPTIONS",
+    "BACKEND_TCP_HEALTHCHECK_OPTIONS",
+    "FRONTEND_BACKEND_GLUE",
+    "FRONTEND_HEAD",
+    "HTTPS_FRONTEND_ACL",
+    "HTTPS_FRONTEND_ACL_ONLY_WITH_PATH",
+    "HTTPS_FRONTEND_ACL_WITH_AUTH",
+    "HTTPS_FRONTEND_ACL_WITH_AUTH_AND_PATH",
+    "HTTPS_FRONTEND_ACL_WITH_PATH",
+    "HTTPS_FRONTEND_AUTH_ACL_ONLY",
+    "HTTPS_FRONTEND_AUTH_REQUEST_ONLY",
+    "HTTPS_FRONTEND_HEAD",
+    "HTTPS_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH",
+    "HTTP_BACKEND_ACL_ALLOW_DENY",
+    "HTTP_BACKEND_NETWORK_ALLOWED_ACL",
+    "HTTP_BACKEND_PROXYPASS_GLUE",
+    "HTTP_BACKEND_REDIR",
+    "HTTP_BACKEND_REVPROXY_GLUE",
+    "HTTP_FRONTEND_ACL",
+    "HTTP_FRONTEND_ACL_ONLY",
+    "HTTP_FRONTEND_ACL_ONLY_WITH_PATH",
+    "HTTP_FRONTEND_ACL_ONLY_WITH_PATH_AND_AUTH",
+    "HTTP_FRONTEND_ACL_WITH_AUTH",
+    "HTTP_FRONTEND_ACL_WITH_AUTH_AND_PATH",
+    "HTTP_FRONTEND_ACL_WITH_PATH",
+    "HTTP_FRONTEND_APPID_ACL",
+    "HTTP_FRONTEND_APPID_HEAD",
+    "HTTP_FRONTEND_HEAD",
+    "HTTP_FRONTEND_ROUTING_ONLY",
+    "HTTP_FRONTEND_ROUTING_ONLY_WITH_AUTH",
+    "HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH",
+    "HTTP_FRONTEND_ROUTING_ONLY_WITH_PATH_AND_AUTH",
+    "MAP_HTTPS_FRONTEND_ACL",
+    "MAP_HTTP_FRONTEND_ACL",
+    "MAP_HTTP_FRONTEND_ACL_ONLY",
+    "MAP_HTTP_FRONTEND_APPID_ACL",
+    "TCP_BACKEND_ACL_ALLOW_DENY",
+    "TCP_BACKEND_NETWORK_ALLOWED_ACL",
+    "USERLIST_HEAD",
+];
+
+/// True for `HAPROXY_{T}` and `HAPROXY_{n}_{T}` with `T` a marathon-lb template.
+fn is_template_label(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("HAPROXY_") else {
+        return false;
+    };
+    let rest = match rest.split_once('_') {
+        Some((n, tail)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => tail,
+        _ => rest,
+    };
+    TEMPLATES.contains(&rest)
+}
+
+/// One warning per app naming its raw template labels; the app itself is still served.
+fn template_label_warning(app: &MarathonApp) -> Option<AppProblem> {
+    let found: Vec<&str> = app
+        .labels
+        .keys()
+        .map(String::as_str)
+        .filter(|k| is_template_label(k))
+        .collect();
+    (!found.is_empty()).then(|| AppProblem {
+        app_id: app.id.clone(),
+        message: format!(
+            "raw HAProxy template labels cannot apply: {}; the app is served without them",
+            found.join(", ")
+        ),
+    })
+}
+
+/// SHA-1 (FIPS 180-4), only for marathon-lb's port assignment: not for security.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
+    let mut msg = data.to_vec();
+    let bit_len = (data.len() as u64).wrapping_mul(8);
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&bit_len.to_be_bytes());
+    for block in msg.chunks_exact(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, &wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
+                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+                _ => (b ^ c ^ d, 0xCA62_C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(wi);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(h) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "apps_tests.rs"]
+mod tests;

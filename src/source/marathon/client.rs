@@ -65,7 +65,9 @@ impl BaseUrl {
         if hostport.is_empty() {
             return Err(format!("{url}: no host"));
         }
-        let authority = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        let authority = if hostport
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
             && !hostport.ends_with(']')
         {
             hostport.to_string()
@@ -137,7 +139,10 @@ impl Client {
     /// Reads `/v2/apps?embed=apps.tasks&embed=apps.readiness` whole.
     pub async fn apps(&mut self) -> Result<(String, Bytes), FetchError> {
         let answer = self
-            .get_any("/v2/apps?embed=apps.tasks&embed=apps.readiness", "application/json")
+            .get_any(
+                "/v2/apps?embed=apps.tasks&embed=apps.readiness",
+                "application/json",
+            )
             .await?;
         let url = answer.url.clone();
         let body = tokio::time::timeout(
@@ -174,10 +179,18 @@ impl Client {
                     return Ok(answer);
                 }
                 // An auth failure is the operator's to fix; trying the others hides it.
-                Err(e @ FetchError::Status { status: StatusCode::UNAUTHORIZED, .. })
-                | Err(e @ FetchError::Status { status: StatusCode::FORBIDDEN, .. }) => {
-                    return Err(e)
-                }
+                Err(
+                    e @ FetchError::Status {
+                        status: StatusCode::UNAUTHORIZED,
+                        ..
+                    },
+                )
+                | Err(
+                    e @ FetchError::Status {
+                        status: StatusCode::FORBIDDEN,
+                        ..
+                    },
+                ) => return Err(e),
                 Err(e) => {
                     debug!(error = %e, "Marathon instance failed; trying the next");
                     errors.push(e.to_string());
@@ -211,8 +224,11 @@ impl Client {
         accept: &'static str,
     ) -> Result<Answer, FetchError> {
         let base = &self.urls[index];
-        let response = self.send(base, &format!("{}{path}", base.prefix), accept).await?;
-        if response.status() == StatusCode::FOUND || response.status() == StatusCode::TEMPORARY_REDIRECT
+        let response = self
+            .send(base, &format!("{}{path}", base.prefix), accept)
+            .await?;
+        if response.status() == StatusCode::FOUND
+            || response.status() == StatusCode::TEMPORARY_REDIRECT
         {
             // A standby may redirect the event stream to the leader: follow once.
             let location = response
@@ -221,12 +237,11 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let (target, target_path) = redirect_target(base, &location).ok_or_else(|| {
-                FetchError::Request {
+            let (target, target_path) =
+                redirect_target(base, &location).ok_or_else(|| FetchError::Request {
                     url: base.url.clone(),
                     reason: format!("redirect to an unusable Location {location:?}"),
-                }
-            })?;
+                })?;
             debug!(from = %base.url, to = %location, "following a redirect");
             let followed = self.send(&target, &target_path, accept).await?;
             return check_status(&target.url, followed).map(|response| Answer {
@@ -267,7 +282,8 @@ impl Client {
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail(format!("bad request path {path:?}: {e}")))?;
         if let Some(auth) = &self.auth {
-            req.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
         }
         tokio::time::timeout(self.timeout, sender.send_request(req))
             .await
@@ -304,7 +320,11 @@ fn redirect_target(base: &BaseUrl, location: &str) -> Option<(BaseUrl, String)> 
     let rest = location.strip_prefix("http://")?;
     let split = rest.find('/').unwrap_or(rest.len());
     let target = BaseUrl::parse(&format!("http://{}", &rest[..split])).ok()?;
-    let path = if split == rest.len() { "/" } else { &rest[split..] };
+    let path = if split == rest.len() {
+        "/"
+    } else {
+        &rest[split..]
+    };
     Some((target, path.to_string()))
 }
 
@@ -313,7 +333,11 @@ fn base64(input: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -356,18 +380,24 @@ mod tests {
         assert_eq!(plain.authority, "marathon:80");
         let prefixed = BaseUrl::parse("http://lb:80/marathon").unwrap();
         assert_eq!(prefixed.prefix, "/marathon");
-        assert!(BaseUrl::parse("https://m1:8443").unwrap_err().contains("TLS"));
+        assert!(BaseUrl::parse("https://m1:8443")
+            .unwrap_err()
+            .contains("TLS"));
         assert!(BaseUrl::parse("ftp://x").is_err());
     }
 
     #[test]
     fn redirects_keep_the_query() {
         let base = BaseUrl::parse("http://127.0.0.1:1").unwrap();
-        let (t, p) = redirect_target(&base, "http://127.0.0.2:8080/v2/events?event_type=a").unwrap();
+        let (t, p) =
+            redirect_target(&base, "http://127.0.0.2:8080/v2/events?event_type=a").unwrap();
         assert_eq!(t.authority, "127.0.0.2:8080");
         assert_eq!(p, "/v2/events?event_type=a");
         let (t, p) = redirect_target(&base, "/v2/events").unwrap();
-        assert_eq!((t.authority.as_str(), p.as_str()), ("127.0.0.1:1", "/v2/events"));
+        assert_eq!(
+            (t.authority.as_str(), p.as_str()),
+            ("127.0.0.1:1", "/v2/events")
+        );
         assert!(redirect_target(&base, "gopher://x").is_none());
     }
 }

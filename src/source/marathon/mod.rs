@@ -4,7 +4,10 @@
 //!
 //! - `apps`: decode of the apps snapshot, and the marathon-lb conversion to raw apps.
 //! - `events`: the server-sent-event framing and the event types we act on.
+//! - `client`: one request to one of the configured instances, failing over, leader first.
+//! - `sync`: the loop that keeps the published snapshot current and plausible.
 
 pub mod apps;
-pub mod events;
 pub mod client;
+pub mod events;
+pub mod sync;

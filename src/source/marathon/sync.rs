@@ -1,0 +1,453 @@
+//! Keeping Drover's view of Marathon current: a full snapshot at start, on every event that
+//! may change routes (coalesced over `DEBOUNCE`), after a stream reconnect, and every
+//! `resync`; kill events remove their task at once, before the re-read.
+//!
+//! Nothing read here can empty a pool by mistake: a failed or undecodable read keeps the last
+//! good apps, and a snapshot that is empty, or drops more than half of any app's tasks
+//! without kill events to explain it, is held until the next read confirms it (a Marathon
+//! in the middle of a leader election answers with few or no tasks).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::apps::{self, ConvertOptions, HealthMemory};
+use super::client::Client;
+use super::events::{self, Effect, SseParser};
+use crate::catalog::RawApp;
+use crate::config::{Config, MarathonConfig};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::source::Snapshot;
+use crate::Shared;
+
+/// The label value of `source` in discovery metrics.
+pub const SOURCE: &str = "marathon";
+
+/// Events within this window cause one re-read.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A held (implausible) snapshot is re-read this soon to confirm or refute it.
+const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+/// Per-request timeout towards Marathon.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Retry delays after failures, doubled per failure up to the max, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Follows Marathon as `[marathon]` in the current config says, publishing each accepted
+/// snapshot on `tx` (`None` until the first good read). Restarts when `[marathon]` changes.
+pub async fn run(
+    mut config: watch::Receiver<Arc<Config>>,
+    tx: watch::Sender<Option<Arc<Snapshot>>>,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let current = config.borrow_and_update().marathon.clone();
+        let followed = current.clone();
+        let follow = async {
+            match followed {
+                Some(cfg) => follow(cfg, &tx, &shared).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = follow => return,
+            _ = shutdown.triggered() => return,
+            changed = wait_for_change(&mut config, current) => if !changed { return },
+        }
+        info!("[marathon] changed; reconnecting");
+    }
+}
+
+/// Resolves when `[marathon]` differs from `current` (true) or the config channel closes.
+async fn wait_for_change(
+    config: &mut watch::Receiver<Arc<Config>>,
+    current: Option<MarathonConfig>,
+) -> bool {
+    loop {
+        if config.changed().await.is_err() {
+            return false;
+        }
+        if config.borrow_and_update().marathon != current {
+            return true;
+        }
+    }
+}
+
+/// What the sync loop remembers between reads.
+struct State {
+    /// The apps last published.
+    published: Option<Vec<RawApp>>,
+    /// A snapshot held back as implausible, waiting for a confirming read.
+    held: bool,
+    /// Tasks removed by kill events since the last publish: a re-read without them is
+    /// explained.
+    killed: HashSet<String>,
+    health: HealthMemory,
+    failures: u32,
+}
+
+async fn follow(
+    cfg: MarathonConfig,
+    tx: &watch::Sender<Option<Arc<Snapshot>>>,
+    shared: &Arc<Shared>,
+) {
+    let metrics = &shared.metrics;
+    let setup = read_credentials(&cfg)
+        .and_then(|auth| Client::new(&cfg.urls, auth.clone(), REQUEST_TIMEOUT).map(|c| (c, auth)));
+    let (client, auth) = match setup {
+        Ok(ok) => ok,
+        Err(e) => {
+            warn!("[marathon] {e}; not following Marathon until the config changes");
+            shared.set_source_error(SOURCE, Some(e));
+            return std::future::pending().await;
+        }
+    };
+    let stream_client =
+        Client::new(&cfg.urls, auth, REQUEST_TIMEOUT).expect("the same URLs parsed just now");
+    let (effects_tx, mut effects) = mpsc::channel(1024);
+    let stream = tokio::spawn(stream_events(
+        stream_client,
+        cfg.idle_timeout,
+        effects_tx,
+        metrics.clone(),
+    ));
+    let _stream_guard = AbortOnDrop(stream);
+
+    let mut client = client;
+    let options = ConvertOptions::default();
+    let mut state = State {
+        published: None,
+        held: false,
+        killed: HashSet::new(),
+        health: HealthMemory::default(),
+        failures: 0,
+    };
+    let mut next_read = Some(Instant::now());
+    let mut resync_at = Instant::now() + cfg.resync;
+    loop {
+        let read_due = async {
+            match next_read {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = read_due => {
+                next_read = read_once(&mut client, &mut state, &options, tx, shared).await;
+            }
+            _ = tokio::time::sleep_until(resync_at) => {
+                resync_at = Instant::now() + cfg.resync;
+                next_read.get_or_insert_with(Instant::now);
+            }
+            effect = effects.recv() => match effect {
+                None => return,
+                Some(Effect::Ignore) => {}
+                Some(Effect::Refetch) => {
+                    next_read.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                }
+                Some(Effect::KillTask { app_id, task_id }) => {
+                    kill(&mut state, &app_id, &task_id, tx);
+                    next_read.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                }
+            }
+        }
+    }
+}
+
+/// One snapshot read. Returns when to read next (`None`: wait for events or the resync).
+async fn read_once(
+    client: &mut Client,
+    state: &mut State,
+    options: &ConvertOptions,
+    tx: &watch::Sender<Option<Arc<Snapshot>>>,
+    shared: &Shared,
+) -> Option<Instant> {
+    let metrics = &shared.metrics;
+    let fetched = client
+        .apps()
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|(url, body)| {
+            apps::decode(&body).map_err(|e| format!("{url}: undecodable /v2/apps answer: {e}"))
+        });
+    let decoded = match fetched {
+        Ok(apps) => apps,
+        Err(e) => {
+            metrics
+                .discovery_syncs
+                .with_label_values(&[SOURCE, "error"])
+                .inc();
+            state.failures += 1;
+            let delay = backoff(state.failures);
+            warn!(error = %e, retry_in = ?delay, "Marathon read failed; keeping the last good apps");
+            shared.set_source_error(SOURCE, Some(e));
+            return Some(Instant::now() + delay);
+        }
+    };
+    state.failures = 0;
+    shared.set_source_error(SOURCE, None);
+    metrics
+        .discovery_syncs
+        .with_label_values(&[SOURCE, "ok"])
+        .inc();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics
+        .discovery_last_sync
+        .with_label_values(&[SOURCE])
+        .set(now);
+    let (mut raw, problems) = apps::to_raw_apps(&decoded, &mut state.health, options);
+    crate::source::resolve_hosts(&mut raw).await;
+    if let Some(old) = &state.published {
+        if let Err(why) = plausible(old, &raw, &state.killed) {
+            if !state.held {
+                state.held = true;
+                warn!("holding a Marathon snapshot back until the next read confirms it: {why}");
+                return Some(Instant::now() + CONFIRM_AFTER);
+            }
+            warn!("the next read confirmed the snapshot; applying it: {why}");
+        }
+    }
+    state.held = false;
+    state.killed.clear();
+    publish(state, raw, problems, tx);
+    None
+}
+
+fn publish(
+    state: &mut State,
+    apps: Vec<RawApp>,
+    problems: Vec<crate::catalog::AppProblem>,
+    tx: &watch::Sender<Option<Arc<Snapshot>>>,
+) {
+    let snapshot = Snapshot {
+        apps: apps.clone(),
+        problems,
+    };
+    state.published = Some(apps);
+    if tx.borrow().as_deref() != Some(&snapshot) {
+        debug!(apps = snapshot.apps.len(), "Marathon snapshot applied");
+        tx.send_replace(Some(Arc::new(snapshot)));
+    }
+}
+
+/// A kill event: the task leaves its pool now, before the re-read.
+fn kill(state: &mut State, app_id: &str, task_id: &str, tx: &watch::Sender<Option<Arc<Snapshot>>>) {
+    state.killed.insert(task_id.to_string());
+    let Some(mut apps) = state.published.clone() else {
+        return;
+    };
+    let mut removed = false;
+    for app in apps.iter_mut().filter(|a| a.id == app_id) {
+        let before = app.tasks.len();
+        app.tasks.retain(|t| t.id != task_id);
+        removed |= app.tasks.len() != before;
+    }
+    if removed {
+        info!(
+            app = app_id,
+            task = task_id,
+            "task killed; removed from its pool"
+        );
+        let problems = tx
+            .borrow()
+            .as_ref()
+            .map(|s| s.problems.clone())
+            .unwrap_or_default();
+        publish(state, apps, problems, tx);
+    }
+}
+
+/// Why `new` looks like a Marathon mid-failover rather than the truth, if it does: it is
+/// empty while `old` was not, or it drops more than half of an app's tasks that no kill
+/// event explains.
+pub fn plausible(old: &[RawApp], new: &[RawApp], killed: &HashSet<String>) -> Result<(), String> {
+    let tasks = |apps: &[RawApp]| apps.iter().map(|a| a.tasks.len()).sum::<usize>();
+    if tasks(old) > 0 && tasks(new) == 0 {
+        return Err(format!(
+            "it has no tasks at all (the last one had {})",
+            tasks(old)
+        ));
+    }
+    let new_by_id: BTreeMap<&str, &RawApp> = new.iter().map(|a| (a.id.as_str(), a)).collect();
+    for app in old {
+        let kept = new_by_id.get(app.id.as_str()).map_or(0, |a| a.tasks.len());
+        let unexplained = app.tasks.iter().filter(|t| !killed.contains(&t.id)).count();
+        if unexplained >= 2 && kept * 2 < unexplained {
+            return Err(format!(
+                "app {} would go from {} to {kept} tasks",
+                app.id,
+                app.tasks.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the event stream for as long as the source runs: reconnects with backoff after an
+/// error, an end, or `idle_timeout` of silence, and asks for a re-read after every
+/// (re)connect since events may have been missed meanwhile.
+async fn stream_events(
+    mut client: Client,
+    idle_timeout: Duration,
+    effects: mpsc::Sender<Effect>,
+    metrics: Metrics,
+) {
+    use http_body_util::BodyExt;
+    let up = metrics.discovery_stream_up.with_label_values(&[SOURCE]);
+    let mut failures = 0u32;
+    loop {
+        let answer = match client.events(&events::events_path()).await {
+            Ok(a) => a,
+            Err(e) => {
+                up.set(0);
+                failures += 1;
+                let delay = backoff(failures);
+                warn!(error = %e, retry_in = ?delay, "cannot open the Marathon event stream");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        info!(url = %answer.url, "Marathon event stream open");
+        up.set(1);
+        failures = 0;
+        if effects.send(Effect::Refetch).await.is_err() {
+            return;
+        }
+        let mut body = answer.response.into_body();
+        let mut parser = SseParser::default();
+        let ended = loop {
+            match tokio::time::timeout(idle_timeout, body.frame()).await {
+                Err(_) => break format!("silent for {idle_timeout:?}"),
+                Ok(None) => break "closed by Marathon".to_string(),
+                Ok(Some(Err(e))) => break format!("read error: {e}"),
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    for sse in parser.push(&data) {
+                        let effect = match sse
+                            .map_err(|e| e.to_string())
+                            .and_then(|f| events::decode(&f).map_err(|e| e.to_string()))
+                        {
+                            Ok(event) => {
+                                metrics
+                                    .discovery_events
+                                    .with_label_values(&[SOURCE, event_label(&event)])
+                                    .inc();
+                                events::effect(&event)
+                            }
+                            Err(e) => {
+                                debug!(error = %e, "undecodable Marathon event; re-reading to be safe");
+                                Effect::Refetch
+                            }
+                        };
+                        if effects.send(effect).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        up.set(0);
+        warn!(url = %answer.url, "Marathon event stream ended ({ended}); reconnecting");
+        failures += 1;
+        tokio::time::sleep(backoff(failures).min(Duration::from_secs(2))).await;
+    }
+}
+
+/// The metric label of an event: its type when it is one we subscribe to, else "other"
+/// (labels stay a small fixed set whatever a stream sends).
+fn event_label(event: &events::Event) -> &'static str {
+    let name = event.event_type();
+    events::EVENT_TYPES
+        .iter()
+        .copied()
+        .find(|t| *t == name)
+        .unwrap_or("other")
+}
+
+/// The `n`th retry delay: doubling from `BACKOFF_FIRST` to `BACKOFF_MAX`, with ±25% jitter so
+/// many Drovers do not hit a recovering Marathon at the same instant.
+fn backoff(n: u32) -> Duration {
+    let base = BACKOFF_FIRST
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    base.mul_f64(jitter)
+}
+
+fn read_credentials(cfg: &MarathonConfig) -> Result<Option<(String, String)>, String> {
+    let (Some(user), Some(file)) = (&cfg.user, &cfg.password_file) else {
+        return Ok(None);
+    };
+    let password = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))?;
+    Ok(Some((
+        user.clone(),
+        password.trim_end_matches(['\r', '\n']).to_string(),
+    )))
+}
+
+/// Aborts the event-stream task when the sync loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::RawTask;
+
+    fn app(id: &str, tasks: usize) -> RawApp {
+        RawApp {
+            id: id.into(),
+            ports: vec![10001],
+            tasks: (0..tasks)
+                .map(|i| RawTask {
+                    id: format!("{id}.{i}"),
+                    host: "127.0.0.1".into(),
+                    ports: vec![31000 + i as u16],
+                    state: "TASK_RUNNING".into(),
+                })
+                .collect(),
+            ..RawApp::default()
+        }
+    }
+
+    #[test]
+    fn an_empty_snapshot_is_implausible() {
+        let none = HashSet::new();
+        assert!(plausible(&[app("/a", 3)], &[], &none).is_err());
+        assert!(plausible(&[app("/a", 3)], &[app("/a", 0)], &none).is_err());
+        assert!(plausible(&[], &[], &none).is_ok());
+    }
+
+    #[test]
+    fn dropping_more_than_half_needs_kills_to_explain_it() {
+        let none = HashSet::new();
+        assert!(plausible(&[app("/a", 4)], &[app("/a", 1)], &none).is_err());
+        assert!(plausible(&[app("/a", 4)], &[app("/a", 2)], &none).is_ok());
+        assert!(plausible(&[app("/a", 1)], &[app("/a", 0), app("/b", 1)], &none).is_ok());
+        let killed: HashSet<String> = ["/a.0", "/a.1", "/a.2"].map(String::from).into();
+        assert!(plausible(&[app("/a", 4)], &[app("/a", 1)], &killed).is_ok());
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        assert!(backoff(1) <= Duration::from_millis(625));
+        assert!(backoff(40) <= BACKOFF_MAX.mul_f64(1.25));
+        assert!(backoff(4) > backoff(1));
+    }
+}

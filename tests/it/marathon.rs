@@ -1,0 +1,325 @@
+//! Marathon discovery end to end, against the in-test fake Marathon: routes follow the
+//! event stream within a second, never empty by mistake, and survive a stalled stream, a
+//! dead instance, a standby's redirect and missing credentials.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::support::marathon::{self, FakeMarathon, FakeTask};
+use crate::support::*;
+
+/// Drover following `urls`, every group, a short stream idle timeout.
+fn drover_on(urls: &[String], more: &str) -> Drover {
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    Drover::start(
+        &format!(
+            "[marathon]\nurls = [{}]\ngroups = [\"*\"]\nidle_timeout = \"700ms\"\n{more}",
+            urls.join(", ")
+        ),
+        "",
+    )
+}
+
+/// The backends of route `name` in the table in use (empty if there is no such route).
+fn pool(drover: &Drover, name: &str) -> Vec<SocketAddr> {
+    let table = drover.server().shared().table.load();
+    let mut addrs: Vec<SocketAddr> = table
+        .routes
+        .iter()
+        .filter(|r| r.name == name)
+        .flat_map(|r| r.pool.backends().iter().map(|b| b.addr))
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// Waits until route `name` has exactly `want` as backends; returns how long it took.
+async fn pool_becomes(drover: &Drover, name: &str, want: &[SocketAddr]) -> Duration {
+    let start = Instant::now();
+    let mut want = want.to_vec();
+    want.sort();
+    eventually(&format!("{name} to be {want:?}"), || {
+        let now = pool(drover, name);
+        let done = now == want;
+        async move { done.then_some(()) }
+    })
+    .await;
+    start.elapsed()
+}
+
+fn web(tasks: &[FakeTask]) -> serde_json::Value {
+    marathon::apps_json(&[marathon::app(
+        "/web",
+        &[("HAPROXY_0_VHOST", "web.example.com")],
+        10001,
+        tasks,
+    )])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_added_killed_and_health_flipped_apply_within_a_second() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let fake = FakeMarathon::start().await;
+    let ta = marathon::task_id("/web", 1);
+    let tb = marathon::task_id("/web", 2);
+    fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
+    let drover = drover_on(&[fake.url()], "");
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+    assert_eq!(get(drover.http(), "web.example.com", "/").await.body, "a");
+    assert!(fake
+        .apps_queries()
+        .iter()
+        .any(|q| q.contains("embed=apps.tasks")));
+    eventually("the event stream", || {
+        let n = fake.subscriptions();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+
+    // Added: the snapshot grows and a status update announces it.
+    fake.set_apps(web(&[
+        FakeTask::new(&ta, a.addr),
+        FakeTask::new(&tb, b.addr),
+    ]));
+    fake.push(marathon::status_update(
+        "/web",
+        &tb,
+        "TASK_RUNNING",
+        "127.0.0.1",
+        b.addr.port(),
+    ));
+    let took = pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
+    assert!(took < Duration::from_secs(1), "added after {took:?}");
+
+    // Killed: the event alone removes the task, before any re-read could.
+    fake.push(marathon::status_update(
+        "/web",
+        &ta,
+        "TASK_KILLED",
+        "127.0.0.1",
+        a.addr.port(),
+    ));
+    let took = pool_becomes(&drover, "web_10001", &[b.addr]).await;
+    assert!(took < Duration::from_secs(1), "killed after {took:?}");
+    fake.set_apps(web(&[FakeTask::new(&tb, b.addr)]));
+
+    // Health flipped: the app has a check and the task turns unhealthy.
+    let checked = |alive: bool| {
+        marathon::apps_json(&[marathon::with_health_check(
+            marathon::app(
+                "/web",
+                &[("HAPROXY_0_VHOST", "web.example.com")],
+                10001,
+                &[
+                    FakeTask::new(&tb, b.addr).alive(true),
+                    FakeTask::new(&ta, a.addr).alive(alive),
+                ],
+            ),
+            "TCP",
+            "",
+        )])
+    };
+    fake.set_apps(checked(true));
+    fake.push(marathon::health_status_changed("/web", &ta, true));
+    pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
+    fake.set_apps(checked(false));
+    fake.push(marathon::health_status_changed("/web", &ta, false));
+    let took = pool_becomes(&drover, "web_10001", &[b.addr]).await;
+    assert!(took < Duration::from_secs(1), "health flip after {took:?}");
+    let text = drover.server().shared().metrics.render();
+    assert!(
+        text.contains("drover_discovery_event_stream_up{source=\"marathon\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "drover_discovery_events_total{source=\"marathon\",type=\"status_update_event\"}"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_snapshot_does_not_empty_the_pools() {
+    let a = Backend::start("a").await;
+    let fake = FakeMarathon::start().await;
+    let ta = marathon::task_id("/web", 1);
+    fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
+    let drover = drover_on(&[fake.url()], "");
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+    eventually("the event stream", || {
+        let n = fake.subscriptions();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+
+    // Marathon mid-failover: one read answers with no apps at all.
+    let reads = fake.apps_queries().len();
+    fake.set_apps(marathon::apps_json(&[]));
+    fake.push(marathon::api_post(&marathon::app(
+        "/other",
+        &[],
+        10009,
+        &[],
+    )));
+    eventually("the empty read", || {
+        let n = fake.apps_queries().len();
+        async move { (n > reads).then_some(()) }
+    })
+    .await;
+    // Then it recovers before the confirming read.
+    fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
+    let confirm = fake.apps_queries().len();
+    eventually("the confirming read", || {
+        let n = fake.apps_queries().len();
+        async move { (n > confirm).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        pool(&drover, "web_10001"),
+        [a.addr],
+        "the pool never emptied"
+    );
+    assert_eq!(get(drover.http(), "web.example.com", "/").await.body, "a");
+
+    // A malformed answer keeps the last good apps too.
+    fake.set_apps_body_raw(b"{\"apps\": [ {\"id\": ");
+    fake.push(marathon::api_post(&marathon::app(
+        "/other",
+        &[],
+        10009,
+        &[],
+    )));
+    let metrics = drover.server().shared().metrics.clone();
+    eventually("the refused read", || {
+        let n = metrics
+            .discovery_syncs
+            .with_label_values(&["marathon", "error"])
+            .get();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(pool(&drover, "web_10001"), [a.addr]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_is_reopened_and_routes_converge() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let fake = FakeMarathon::start().await;
+    let ta = marathon::task_id("/web", 1);
+    fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
+    let drover = drover_on(&[fake.url()], "");
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+    eventually("the event stream", || {
+        let n = fake.subscriptions();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+
+    // Every stream (re)connect is followed by a re-read; let the first one pass.
+    eventually("the re-read after the stream opened", || {
+        let n = fake.apps_queries().len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+
+    // The stream goes silent; a change happens that no event announces.
+    fake.stall_stream();
+    let tb = marathon::task_id("/web", 2);
+    fake.set_apps(web(&[FakeTask::new(&tb, b.addr)]));
+    fake.resume_streams();
+    // The idle timeout (700 ms) reopens the stream, and the reconnect re-reads.
+    eventually("the stream to be reopened", || {
+        let n = fake.subscriptions();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    pool_becomes(&drover, "web_10001", &[b.addr]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_url_is_used_when_the_first_is_down() {
+    let a = Backend::start("a").await;
+    let down = FakeMarathon::start().await;
+    down.set_down(true);
+    let fake = FakeMarathon::start().await;
+    fake.set_apps(web(&[FakeTask::new(&marathon::task_id("/web", 1), a.addr)]));
+    let drover = drover_on(&[down.url(), fake.url()], "");
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+    assert_eq!(get(drover.http(), "web.example.com", "/").await.body, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standbys_redirect_of_the_event_stream_is_followed() {
+    let a = Backend::start("a").await;
+    let leader = FakeMarathon::start().await;
+    let standby = FakeMarathon::start().await;
+    let apps = web(&[FakeTask::new(&marathon::task_id("/web", 1), a.addr)]);
+    leader.set_apps(apps.clone());
+    standby.set_apps(apps);
+    standby.set_standby(Some(leader.url()));
+    standby.redirect_events_to(Some(leader.url()));
+    let drover = drover_on(&[standby.url()], "");
+    drover.ready().await;
+    eventually("the stream to reach the leader", || {
+        let n = leader.subscriptions();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    let filters = leader.event_filters();
+    assert!(
+        filters[0].iter().any(|f| f == "status_update_event"),
+        "the redirect kept the event_type filter: {filters:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_give_a_clear_error_naming_the_url() {
+    let a = Backend::start("a").await;
+    let fake = FakeMarathon::start().await;
+    fake.require_basic_auth("drover", "s3cret");
+    fake.set_apps(web(&[FakeTask::new(&marathon::task_id("/web", 1), a.addr)]));
+    let drover = drover_on(&[fake.url()], "");
+    let shared = drover.server().shared().clone();
+    let error = eventually("the source error", || {
+        let e = shared
+            .source_errors
+            .lock()
+            .unwrap()
+            .get("marathon")
+            .cloned();
+        async move { e }
+    })
+    .await;
+    assert!(error.contains(&fake.url()), "{error}");
+    assert!(error.contains("401"), "{error}");
+    assert!(
+        !drover.server().shared().is_ready(),
+        "no table without Marathon's first read"
+    );
+
+    // With the password in a file, the same Marathon is read.
+    let authed = FakeMarathon::start().await;
+    authed.require_basic_auth("drover", "s3cret");
+    authed.set_apps(web(&[FakeTask::new(&marathon::task_id("/web", 1), a.addr)]));
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("marathon.pass");
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    let drover = drover_on(
+        &[authed.url()],
+        &format!(
+            "user = \"drover\"\npassword_file = \"{}\"\n",
+            pass.display()
+        ),
+    );
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+}
