@@ -14,6 +14,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::config::{reload, Config};
 use crate::metrics::Metrics;
+use crate::proxy::http::RouteBy;
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
 use crate::{admin, control, proxy, source, Shared};
@@ -36,6 +37,7 @@ pub struct Server {
     shared: Arc<Shared>,
     shutdown: Shutdown,
     http_addr: Option<SocketAddr>,
+    appid_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     control: JoinHandle<bool>,
 }
@@ -65,7 +67,16 @@ impl Server {
             .as_ref()
             .map(|a| bind("admin.listen", a.listen))
             .transpose()?;
+        let appid = config
+            .http
+            .as_ref()
+            .and_then(|h| h.appid_listen)
+            .map(|addr| bind("http.appid_listen", addr))
+            .transpose()?;
         let http_addr = http.as_ref().map(|l| l.local_addr().expect("bound socket"));
+        let appid_addr = appid
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound socket"));
         let admin_addr = admin
             .as_ref()
             .map(|l| l.local_addr().expect("bound socket"));
@@ -75,15 +86,17 @@ impl Server {
         let workers_stop = CancellationToken::new();
         let (workers, worker_threads) = start_workers(config.runtime.workers, &workers_stop)?;
 
-        if let Some(listener) = http {
-            info!(addr = %http_addr.expect("bound"), workers = workers.len(), "HTTP router listening");
+        for (listener, by) in [(http, RouteBy::Host), (appid, RouteBy::AppId)] {
+            let Some(listener) = listener else { continue };
+            let addr = listener.local_addr().map_err(StartError::Runtime)?;
+            info!(%addr, by = ?by, workers = workers.len(), "HTTP router listening");
             for handle in &workers {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
                 let (shared, shutdown) = (shared.clone(), shutdown.clone());
                 handle.spawn(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => proxy::http::serve(l, shared, shutdown).await,
-                        Err(e) => error!(error = %e, "cannot register the HTTP listener"),
+                        Ok(l) => proxy::http::serve(l, by, shared, shutdown).await,
+                        Err(e) => error!(error = %e, "cannot register an HTTP listener"),
                     }
                 });
             }
@@ -114,6 +127,7 @@ impl Server {
             shared,
             shutdown,
             http_addr,
+            appid_addr,
             admin_addr,
             control,
         })
@@ -122,6 +136,11 @@ impl Server {
     /// The bound address of the HTTP router, if configured.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound address of the `X-Marathon-App-Id` router, if configured.
+    pub fn appid_addr(&self) -> Option<SocketAddr> {
+        self.appid_addr
     }
 
     /// The bound address of the admin listener, if configured.

@@ -334,9 +334,6 @@ impl Config {
                 say("marathon", "TLS support (https Marathon URLs, ca_file)");
             }
         }
-        if self.http.as_ref().is_some_and(|h| h.appid_listen.is_some()) {
-            say("http.appid_listen", "the X-Marathon-App-Id listener");
-        }
         if self.mesos.is_some() {
             say("mesos", "Mesos discovery");
         }

@@ -135,9 +135,18 @@ fn default_settings() -> HttpSettings {
 /// Idle upstream connections kept per backend per worker thread.
 const MAX_IDLE_PER_BACKEND: usize = 256;
 
+/// What a listener routes requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteBy {
+    /// The `Host` header and path (the `[http] listen` router).
+    Host,
+    /// The `X-Marathon-App-Id` header (`[http] appid_listen`, like marathon-lb's :9091).
+    AppId,
+}
+
 /// Accepts connections until shutdown; each connection is served on this thread's runtime
 /// and tracked so the drain waits for it.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shutdown: Shutdown) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let (stream, client) = tokio::select! {
@@ -153,7 +162,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdow
             _ = shutdown.triggered() => return,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(shared.clone(), client, local_port));
+        let conn = Arc::new(Conn::new(shared.clone(), by, client, local_port));
         let shutdown2 = shutdown.clone();
         tokio::spawn(shutdown.track(serve_connection(stream, conn, shutdown2)));
     }
@@ -162,6 +171,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdow
 /// What every request on one client connection shares.
 struct Conn {
     shared: Arc<Shared>,
+    by: RouteBy,
     client: SocketAddr,
     /// `X-Forwarded-For` value for requests that arrive without one.
     xff: HeaderValue,
@@ -174,10 +184,11 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(shared: Arc<Shared>, client: SocketAddr, local_port: u16) -> Conn {
+    fn new(shared: Arc<Shared>, by: RouteBy, client: SocketAddr, local_port: u16) -> Conn {
         let ip = client.ip().to_canonical();
         Conn {
             shared,
+            by,
             client: SocketAddr::new(ip, client.port()),
             xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
             port: HeaderValue::from(local_port),
@@ -381,10 +392,19 @@ async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody
         let table = conn.shared.table.load();
         let conflict = conn.framing_conflict.swap(false, Ordering::Relaxed);
         check_framing(req.headers(), conflict).and_then(|()| {
-            let host = request_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
-            let route = table
-                .lookup_http(host, req.uri().path())
-                .ok_or(ProxyError::NoRoute)?;
+            let route = match conn.by {
+                RouteBy::Host => {
+                    let host =
+                        request_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
+                    table.lookup_http(host, req.uri().path())
+                }
+                RouteBy::AppId => req
+                    .headers()
+                    .get("x-marathon-app-id")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|id| table.lookup_app_id(id)),
+            }
+            .ok_or(ProxyError::NoRoute)?;
             let settings = table.http.clone().unwrap_or_else(default_settings);
             Ok((route.clone(), settings))
         })

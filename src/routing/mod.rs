@@ -109,6 +109,8 @@ pub struct RouteTable {
     pub version: u64,
     vhosts: HashMap<HostName, Vec<PathRoute>>,
     tcp: BTreeMap<u16, Arc<Route>>,
+    /// App id -> the app's first http-mode service (marathon-lb's `X-Marathon-App-Id` rule).
+    app_ids: HashMap<String, Arc<Route>>,
     /// Every service's route, in catalog order.
     pub routes: Vec<Arc<Route>>,
     pub conflicts: Vec<Conflict>,
@@ -128,6 +130,11 @@ impl RouteTable {
             .iter()
             .find(|p| path.starts_with(p.prefix.as_str()))
             .map(|p| &p.route)
+    }
+
+    /// The route for an `X-Marathon-App-Id` value: the app's first http-mode service.
+    pub fn lookup_app_id(&self, app_id: &str) -> Option<&Arc<Route>> {
+        self.app_ids.get(app_id)
     }
 
     /// The route behind a listening service port.
@@ -193,6 +200,7 @@ pub fn compile(
 
     let mut routes = Vec::with_capacity(catalog.services.len());
     let mut tcp = BTreeMap::new();
+    let mut app_ids = HashMap::new();
     let mut vhost_claims: BTreeMap<VhostKey, Vec<(&Service, Arc<Route>)>> = BTreeMap::new();
     for s in &catalog.services {
         let listen = listen_addr(s).filter(|_| port_holder.get(&s.port) == Some(&&*s.name));
@@ -220,6 +228,11 @@ pub fn compile(
         });
         if listen.is_some() {
             tcp.insert(s.port, route.clone());
+        }
+        if s.mode == Mode::Http {
+            app_ids
+                .entry(s.app_id.clone())
+                .or_insert_with(|| route.clone());
         }
         for host in &s.vhosts {
             let key = (host.clone(), s.path.clone().unwrap_or_default());
@@ -261,6 +274,7 @@ pub fn compile(
         version,
         vhosts,
         tcp,
+        app_ids,
         routes,
         conflicts,
         problems: catalog.problems.clone(),

@@ -323,3 +323,45 @@ async fn missing_credentials_give_a_clear_error_naming_the_url() {
     drover.ready().await;
     pool_becomes(&drover, "web_10001", &[a.addr]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_id_listener_routes_by_x_marathon_app_id() {
+    let a = Backend::start("a").await;
+    let tcp_only = Backend::start("tcp-only").await;
+    let fake = FakeMarathon::start().await;
+    fake.set_apps(marathon::apps_json(&[
+        marathon::app(
+            "/web",
+            &[("HAPROXY_0_VHOST", "web.example.com")],
+            10001,
+            &[FakeTask::new(&marathon::task_id("/web", 1), a.addr)],
+        ),
+        marathon::app(
+            "/db",
+            &[],
+            10002,
+            &[FakeTask::new(&marathon::task_id("/db", 1), tcp_only.addr)],
+        ),
+    ]));
+    let drover = Drover::start_with(
+        "appid_listen = \"127.0.0.1:0\"",
+        &format!(
+            "[marathon]\nurls = [\"{}\"]\ngroups = [\"*\"]\n",
+            fake.url()
+        ),
+        "",
+    );
+    drover.ready().await;
+    let appid = drover.server().appid_addr().expect("appid listener");
+    let ask = |id: &'static str| {
+        hyper::Request::get(format!("http://{appid}/"))
+            .header("host", "anything")
+            .header("x-marathon-app-id", id)
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    assert_eq!(send(ask("/web")).await.unwrap().body, "a");
+    // Only http-mode services are reachable this way, as with marathon-lb's :9091.
+    assert_eq!(send(ask("/db")).await.unwrap().status, 404);
+    assert_eq!(send(ask("/nope")).await.unwrap().status, 404);
+}
