@@ -61,6 +61,14 @@ pub async fn run(
             changed = wait_for_change(&mut config, current) => if !changed { return },
         }
         info!("[marathon] changed; reconnecting");
+        // The old cluster's apps must not stand in for the new one's: control keeps the
+        // running table until the first read of the new configuration.
+        tx.send_replace(None);
+        shared
+            .metrics
+            .discovery_stream_up
+            .with_label_values(&[SOURCE])
+            .set(0);
     }
 }
 
