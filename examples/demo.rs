@@ -1,8 +1,17 @@
 //! Drover on an embedded default, no cluster needed.
 //!
-//! Starts three small HTTP backends on 127.0.0.1, writes a config and a catalog file into a
-//! temporary directory, runs Drover on them in this process, and prints `curl` lines to
-//! try. Edit the printed catalog file while it runs and the routes change within a moment;
+//! Starts six small HTTP backends on 127.0.0.1 and a simulated Marathon beside them, writes a
+//! config and a catalog file into a temporary directory, runs Drover on them in this process,
+//! and prints `curl` lines to try.
+//!
+//! - The catalog file holds `/shop/web` and `/shop/api` (backends `blue-1`, `blue-2`,
+//!   `green-1`). Edit the printed file while it runs and the routes change within a moment.
+//! - The simulated Marathon serves `/v2/apps` and the `/v2/events` stream in Marathon's JSON
+//!   shapes, as the leader, with one app: `/blog` on `blog.localhost` (group `external`).
+//!   Every few seconds its "scheduler" starts or kills a task (backends `blog-1`..`blog-3`,
+//!   between 1 and 3 running), prints `[marathon] ...`, and pushes the matching
+//!   `status_update_event`; Drover's `route table stored` log line follows.
+//!
 //! Ctrl-C drains and exits.
 //!
 //! ```sh
@@ -10,18 +19,35 @@
 //! ```
 //!
 //! Ports: the HTTP router on 127.0.0.1:8080, admin on 127.0.0.1:9090 and a TCP service port
-//! on 127.0.0.1:10001 when free (otherwise any free port, as printed).
+//! on 127.0.0.1:10001 when free (otherwise any free port, as printed); the simulated Marathon
+//! and the backends on free loopback ports.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use drover::config::Config;
 use drover::server::{Options, Server};
-use http_body_util::Full;
-use hyper::{Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// The simulated Marathon's one app, its service port (clear of the catalog's) and vhost.
+const BLOG_APP: &str = "/blog";
+const BLOG_SERVICE_PORT: u16 = 10003;
+const BLOG_VHOST: &str = "blog.localhost";
+/// How often the simulated scheduler starts or kills a task.
+const SCALE_EVERY: Duration = Duration::from_secs(4);
+/// The app `version` (a real Marathon changes it only on a config change, not on scaling).
+const VERSION: &str = "2024-05-01T10:00:00.000Z";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -36,7 +62,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let blue1 = backends_rt.block_on(backend("blue-1"))?;
     let blue2 = backends_rt.block_on(backend("blue-2"))?;
     let green = backends_rt.block_on(backend("green-1"))?;
-    // The backends run on their own thread for as long as the demo does.
+    let mut blog = Vec::new();
+    for name in ["blog-1", "blog-2", "blog-3"] {
+        blog.push(backends_rt.block_on(backend(name))?);
+    }
+    let marathon = backends_rt.block_on(SimMarathon::start(blog))?;
+    // The scheduler, the simulated Marathon and the backends run on their own thread for as
+    // long as the demo does (the thread ends with the process).
+    backends_rt.spawn(marathon.clone().scheduler());
     std::thread::spawn(move || backends_rt.block_on(std::future::pending::<()>()));
 
     let http = port_or_any(8080);
@@ -54,7 +87,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              [tcp]\nbind = \"127.0.0.1\"\nports = \"{tcp}-{tcp}\"\n\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
              [catalog]\nfile = \"services.toml\"\n\n\
-             [runtime]\nworkers = 1\ndrain_timeout = \"5s\"\n"
+             [marathon]\nurls = [\"{}\"]\ngroups = [\"external\"]\n\n\
+             [runtime]\nworkers = 1\ndrain_timeout = \"5s\"\n",
+            marathon.url
         ),
     )?;
     std::fs::write(
@@ -87,14 +122,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nDrover is running (config {}, catalog {}).\nTry:\n\
          \n  curl -H 'Host: shop.localhost' http://127.0.0.1:{http}/        # blue-1 and blue-2 in turn\
          \n  curl -H 'Host: shop.localhost' http://127.0.0.1:{http}/api/x   # green-1: longest path prefix wins\
+         \n  curl -H 'Host: blog.localhost' http://127.0.0.1:{http}/        # the /blog tasks Marathon runs now\
          \n  curl -H 'Host: nope.localhost' http://127.0.0.1:{http}/        # 404: unknown host\
          \n  curl http://127.0.0.1:{tcp}/                                # the TCP service port of /shop/web\
          \n  curl http://127.0.0.1:{admin}/debug/routes                     # the route table as JSON\
          \n  curl -s http://127.0.0.1:{admin}/metrics | grep drover_http     # Prometheus metrics\
-         \n\nEdit {} (say, remove a task) and the routes follow within a second. Ctrl-C stops.\n",
+         \n\nEdit {} (say, remove a task) and the routes follow within a second.\
+         \n\nA simulated Marathon at {} runs {BLOG_APP} and starts or kills one of its tasks every\
+         \n{}s (between 1 and 3 running; watch for `[marathon]` lines). Watch the answers follow:\
+         \n\n  watch -n1 \"curl -s -H 'Host: blog.localhost' http://127.0.0.1:{http}/\"\
+         \n  curl http://127.0.0.1:{admin}/debug/routes                     # /blog's backends now\
+         \n\nCtrl-C stops.\n",
         config_path.display(),
         catalog_path.display(),
         catalog_path.display(),
+        marathon.url,
+        SCALE_EVERY.as_secs(),
     );
     server.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -137,4 +180,253 @@ async fn backend(name: &'static str) -> std::io::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+// === the simulated Marathon ===
+
+type RespBody = BoxBody<Bytes, Infallible>;
+
+/// A pocket Marathon: one app whose tasks are the `blog-N` backends, the leader of itself.
+struct SimMarathon {
+    /// `http://127.0.0.1:PORT`, also what `X-Marathon-Leader` names.
+    url: String,
+    /// `blog-1`..`blog-3`: where a task in slot N listens.
+    backends: Vec<SocketAddr>,
+    state: Mutex<SimState>,
+}
+
+struct SimState {
+    /// Running tasks, oldest first (the oldest is killed first, so the set keeps moving).
+    running: Vec<SimTask>,
+    /// Tasks launched so far; numbers the task ids, which Marathon never reuses.
+    launches: u32,
+    /// Scaling up (towards 3) or down (towards 1).
+    growing: bool,
+    /// Open `/v2/events` responses; a send fails once the client has gone.
+    streams: Vec<mpsc::UnboundedSender<Bytes>>,
+}
+
+#[derive(Clone)]
+struct SimTask {
+    /// Index into `backends`.
+    slot: usize,
+    id: String,
+    started_at: String,
+}
+
+impl SimMarathon {
+    /// Binds a free loopback port and serves with `blog-1` and `blog-2` running.
+    async fn start(backends: Vec<SocketAddr>) -> std::io::Result<Arc<SimMarathon>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let mut state = SimState {
+            running: Vec::new(),
+            launches: 0,
+            growing: true,
+            streams: Vec::new(),
+        };
+        for slot in 0..2 {
+            state.launch(slot);
+        }
+        let sim = Arc::new(SimMarathon {
+            url: format!("http://{}", listener.local_addr()?),
+            backends,
+            state: Mutex::new(state),
+        });
+        let accepting = sim.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let sim = accepting.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let resp = sim.handle(&req);
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(sim)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle(&self, req: &Request<Incoming>) -> Response<RespBody> {
+        let get = req.method() == Method::GET;
+        let mut resp = match req.uri().path() {
+            "/v2/apps" if get => {
+                let body = self.apps_json(&self.lock()).to_string();
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)).boxed())
+            }
+            "/v2/events" if get => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.lock().streams.push(tx);
+                // No content length: hyper sends the body chunked, one chunk per frame.
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .header("cache-control", "no-cache")
+                    .body(SseBody(rx).boxed())
+            }
+            _ => Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(r#"{"message":"Not found"}"#)).boxed()),
+        }
+        .expect("static response parts");
+        // The leader names itself, and no `X-Marathon-Via`: a standby would add that.
+        resp.headers_mut().insert(
+            "x-marathon-leader",
+            self.url.parse().expect("url is a header value"),
+        );
+        resp
+    }
+
+    /// The `/v2/apps?embed=apps.tasks` body, in the Marathon 1.5+ shape (host networking).
+    fn apps_json(&self, st: &SimState) -> Value {
+        let n = st.running.len();
+        let tasks: Vec<Value> = st
+            .running
+            .iter()
+            .map(|t| {
+                let port = self.backends[t.slot].port();
+                json!({
+                    "id": t.id, "appId": BLOG_APP, "host": "127.0.0.1",
+                    "slaveId": "demo-agent-0", "state": "TASK_RUNNING",
+                    "ports": [port], "servicePorts": [BLOG_SERVICE_PORT],
+                    "ipAddresses": [{ "ipAddress": "127.0.0.1", "protocol": "IPv4" }],
+                    "stagedAt": t.started_at, "startedAt": t.started_at, "version": VERSION,
+                })
+            })
+            .collect();
+        json!({ "apps": [{
+            "id": BLOG_APP,
+            "cmd": "python3 -m http.server $PORT0",
+            "instances": n, "cpus": 0.1, "mem": 32, "disk": 0,
+            "networks": [{ "mode": "host" }],
+            "portDefinitions": [{ "port": BLOG_SERVICE_PORT, "protocol": "tcp", "name": "http" }],
+            "requirePorts": false,
+            "labels": { "HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": BLOG_VHOST },
+            "healthChecks": [],
+            "version": VERSION,
+            "versionInfo": { "lastScalingAt": VERSION, "lastConfigChangeAt": VERSION },
+            "tasksStaged": 0, "tasksRunning": n, "tasksHealthy": 0, "tasksUnhealthy": 0,
+            "deployments": [],
+            "tasks": tasks,
+        }]})
+    }
+
+    /// Every `SCALE_EVERY`: one task more or one fewer, the snapshot first, then the event
+    /// (as Marathon does: a client that re-reads on the event sees the new state).
+    async fn scheduler(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(SCALE_EVERY).await;
+            let mut st = self.lock();
+            match st.running.len() {
+                0 | 1 => st.growing = true,
+                n if n >= self.backends.len() => st.growing = false,
+                _ => {}
+            }
+            let (task, status, verb) = if st.growing {
+                let slot = (0..self.backends.len())
+                    .find(|s| st.running.iter().all(|t| t.slot != *s))
+                    .expect("a free slot while growing");
+                (st.launch(slot), "TASK_RUNNING", "started")
+            } else {
+                (st.running.remove(0), "TASK_KILLED", "killed")
+            };
+            let event = self.status_update(&task, status);
+            let frame = Bytes::from(format!(
+                "event: status_update_event\r\ndata: {event}\r\n\r\n"
+            ));
+            st.streams.retain(|tx| tx.send(frame.clone()).is_ok());
+            println!(
+                "[marathon] {BLOG_APP}: task blog-{} {verb} ({} running)",
+                task.slot + 1,
+                st.running.len()
+            );
+        }
+    }
+
+    /// A `status_update_event` (fixtures/marathon/api/events/status_update_event.json).
+    fn status_update(&self, task: &SimTask, status: &str) -> Value {
+        json!({
+            "eventType": "status_update_event",
+            "timestamp": now_iso8601(),
+            "slaveId": "demo-agent-0",
+            "taskId": task.id,
+            "taskStatus": status,
+            "message": "",
+            "appId": BLOG_APP,
+            "host": "127.0.0.1",
+            "ipAddresses": [{ "ipAddress": "127.0.0.1", "protocol": "IPv4" }],
+            "ports": [self.backends[task.slot].port()],
+            "version": VERSION,
+        })
+    }
+}
+
+impl SimState {
+    /// Starts a task in `slot`, with a fresh Marathon-style id.
+    fn launch(&mut self, slot: usize) -> SimTask {
+        self.launches += 1;
+        let task = SimTask {
+            slot,
+            id: format!(
+                "blog.instance-0a000000-0000-0000-0000-{:012x}._app.1",
+                self.launches
+            ),
+            started_at: now_iso8601(),
+        };
+        self.running.push(task.clone());
+        task
+    }
+}
+
+/// An event stream body fed by the scheduler; ends when its sender is dropped.
+struct SseBody(mpsc::UnboundedReceiver<Bytes>);
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Now as Marathon writes times, `2024-05-01T10:00:05.123Z` (UTC).
+fn now_iso8601() -> String {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
 }
