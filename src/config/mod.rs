@@ -329,11 +329,6 @@ impl Config {
         if self.dns.is_some() {
             say("dns", "the DNS server");
         }
-        if let Some(m) = &self.marathon {
-            if m.urls.iter().any(|u| u.starts_with("https://")) || m.ca_file.is_some() {
-                say("marathon", "TLS support (https Marathon URLs, ca_file)");
-            }
-        }
         if self.mesos.is_some() {
             say("mesos", "Mesos discovery");
         }
@@ -632,7 +627,18 @@ impl Checker<'_> {
             strict: r.strict.unwrap_or(false),
             user: r.user,
             password_file: r.password_file.map(|p| self.path(&p)),
-            ca_file: r.ca_file.map(|p| self.path(&p)),
+            ca_file: r.ca_file.map(|p| {
+                // The file itself is read when Marathon is first followed (a missing or
+                // certificate-less one is a source error there); an empty name is a typo.
+                if p.trim().is_empty() {
+                    self.problem(
+                        "marathon.ca_file",
+                        &format!("{p:?}"),
+                        "empty: name a PEM file of CA certificates, or remove the key",
+                    );
+                }
+                self.path(&p)
+            }),
         }
     }
 

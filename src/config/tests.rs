@@ -622,7 +622,7 @@ fn unavailable_lists_each_later_feature() {
     let c = parse_ok(EVERYTHING);
     let mut got: Vec<String> = c.unavailable().into_iter().map(|p| p.path).collect();
     got.sort_unstable();
-    assert_eq!(got, ["alias", "dns", "https", "marathon", "mesos"]);
+    assert_eq!(got, ["alias", "dns", "https", "mesos"]);
     for p in c.unavailable() {
         assert!(p.message.contains("not available yet"), "{p}");
     }
@@ -631,7 +631,6 @@ fn unavailable_lists_each_later_feature() {
     for (text, path) in [
         ("[https]\ncerts = \"c\"", "https"),
         ("[dns]", "dns"),
-        ("[marathon]\nurls = [\"https://m\"]", "marathon"),
         ("[mesos]\nmasters = [\"http://m\"]", "mesos"),
         (
             "[[alias]]\nhost = \"a\"\nbackends = [\"10.0.0.1:1\"]\ncheck = \"mesos\"",
@@ -655,6 +654,27 @@ fn marathon_over_http_is_available() {
     let m = c.marathon.expect("marathon");
     assert_eq!(m.idle_timeout, Duration::from_secs(60));
     assert!(m.strict);
+}
+
+#[test]
+fn marathon_over_https_with_a_ca_file_is_available() {
+    let c = Config::parse(
+        "[marathon]\nurls = [\"https://m1:8443\", \"http://m2:8080\"]\nca_file = \"ca.pem\"\n",
+        Path::new("/etc/drover"),
+    )
+    .unwrap();
+    assert_eq!(c.unavailable(), []);
+    let m = c.marathon.expect("marathon");
+    assert_eq!(m.ca_file, Some(PathBuf::from("/etc/drover/ca.pem")));
+    // Whether the file exists is for the start to find: checking stays pure.
+    assert!(
+        parse_ok("[marathon]\nurls = [\"https://m\"]\nca_file = \"/nope.pem\"\n")
+            .unavailable()
+            .is_empty()
+    );
+
+    let problems = parse_err("[marathon]\nurls = [\"https://m\"]\nca_file = \" \"\n");
+    assert_eq!(paths(&problems), ["marathon.ca_file"]);
 }
 
 #[test]
@@ -790,7 +810,7 @@ fn later_features_uses_every_later_section() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut got: Vec<String> = config.unavailable().into_iter().map(|p| p.path).collect();
     got.sort_unstable();
-    assert_eq!(got, ["alias", "dns", "https", "marathon", "mesos"]);
+    assert_eq!(got, ["alias", "dns", "https", "mesos"]);
 }
 
 /// `example.toml` sets every key of the sections available now, so it documents them all.

@@ -365,3 +365,130 @@ async fn the_app_id_listener_routes_by_x_marathon_app_id() {
     assert_eq!(send(ask("/db")).await.unwrap().status, 404);
     assert_eq!(send(ask("/nope")).await.unwrap().status, 404);
 }
+
+/// Writes `pem` to `ca.pem` in a new temp dir; returns the dir (keep it) and the
+/// `ca_file = "..."` line.
+fn ca_file(pem: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, pem).unwrap();
+    let line = format!("ca_file = \"{}\"\n", path.display());
+    (dir, line)
+}
+
+/// The `source_errors["marathon"]` entry, once there is one.
+async fn marathon_error(drover: &Drover) -> String {
+    let shared = drover.server().shared().clone();
+    eventually("the marathon source error", || {
+        let e = shared
+            .source_errors
+            .lock()
+            .unwrap()
+            .get("marathon")
+            .cloned();
+        async move { e }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_marathon_is_followed_with_its_ca_file() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (fake, ca) = FakeMarathon::start_tls().await;
+    assert!(
+        fake.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        fake.url()
+    );
+    let ta = marathon::task_id("/web", 1);
+    let tb = marathon::task_id("/web", 2);
+    fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
+    let (_ca_dir, ca_line) = ca_file(&ca);
+    let drover = drover_on(&[fake.url()], &ca_line);
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+    assert_eq!(get(drover.http(), "web.example.com", "/").await.body, "a");
+
+    // The event stream runs over TLS too: an event moves the routes.
+    eventually("the event stream", || {
+        let n = fake.subscriptions();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    fake.set_apps(web(&[
+        FakeTask::new(&ta, a.addr),
+        FakeTask::new(&tb, b.addr),
+    ]));
+    fake.push(marathon::status_update(
+        "/web",
+        &tb,
+        "TASK_RUNNING",
+        "127.0.0.1",
+        b.addr.port(),
+    ));
+    pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
+    assert!(!drover
+        .server()
+        .shared()
+        .source_errors
+        .lock()
+        .unwrap()
+        .contains_key("marathon"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused_naming_the_url() {
+    let a = Backend::start("a").await;
+    let (fake, _right_ca) = FakeMarathon::start_tls().await;
+    fake.set_apps(web(&[FakeTask::new(&marathon::task_id("/web", 1), a.addr)]));
+    let (_ca_dir, ca_line) = ca_file(&marathon::unrelated_ca_pem());
+    let drover = drover_on(&[fake.url()], &ca_line);
+    let error = marathon_error(&drover).await;
+    assert!(error.contains(&fake.url()), "{error}");
+    assert!(error.contains("certificate"), "{error}");
+    assert!(
+        !drover.server().shared().is_ready(),
+        "no table without Marathon's first read"
+    );
+    assert_eq!(
+        fake.requests(),
+        Vec::<String>::new(),
+        "no request got through"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_ca_file_is_a_source_error_naming_the_file() {
+    let (fake, _ca) = FakeMarathon::start_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-ca.pem");
+    let drover = drover_on(
+        &[fake.url()],
+        &format!("ca_file = \"{}\"\n", missing.display()),
+    );
+    let error = marathon_error(&drover).await;
+    assert!(error.contains(&missing.display().to_string()), "{error}");
+    assert!(!drover.server().shared().is_ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_over_https_reads_the_password_file() {
+    let a = Backend::start("a").await;
+    let (fake, ca) = FakeMarathon::start_tls().await;
+    fake.require_basic_auth("drover", "s3cret");
+    fake.set_apps(web(&[FakeTask::new(&marathon::task_id("/web", 1), a.addr)]));
+    let (ca_dir, ca_line) = ca_file(&ca);
+    let pass = ca_dir.path().join("marathon.pass");
+    std::fs::write(&pass, "s3cret\n").unwrap();
+    let drover = drover_on(
+        &[fake.url()],
+        &format!(
+            "{ca_line}user = \"drover\"\npassword_file = \"{}\"\n",
+            pass.display()
+        ),
+    );
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+    assert_eq!(get(drover.http(), "web.example.com", "/").await.body, "a");
+}

@@ -4,9 +4,12 @@
 //! the leader in `X-Marathon-Leader`; the client moves to that URL when it is one of ours.
 //!
 //! Requests go over a fresh connection each (Marathon is read a few times a minute, the event
-//! stream holds its own connection). Only `http://` URLs are served here; `https://` is
-//! refused with a clear error until TLS arrives.
+//! stream holds its own connection). `https://` URLs go over TLS (rustls): the certificate
+//! must be valid for the URL's host (a name or an IP address) and chain to `ca_file` when
+//! one is configured, else to the system's roots. The TLS setup is made once per `Client`.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,8 +18,13 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tracing::{debug, info};
+use tokio_rustls::TlsConnector;
+use tracing::{debug, info, warn};
 
 /// The largest apps snapshot accepted (a guard against a runaway or hostile answer).
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -41,7 +49,11 @@ pub enum FetchError {
 pub struct BaseUrl {
     /// As configured, without a trailing slash, e.g. `http://m1:8080`.
     pub url: String,
-    /// `host:port` to connect to (port 80 when absent).
+    /// `https://`: the connection goes over TLS.
+    tls: bool,
+    /// The host alone (no brackets around an IPv6 address): what the certificate must name.
+    host: String,
+    /// `host:port` to connect to (port 80, or 443 for https, when absent).
     authority: String,
     /// Path prefix before `/v2/...` (usually empty).
     prefix: String,
@@ -50,14 +62,13 @@ pub struct BaseUrl {
 impl BaseUrl {
     pub fn parse(url: &str) -> Result<BaseUrl, String> {
         let url = url.trim_end_matches('/');
-        if url.starts_with("https://") {
-            return Err(format!(
-                "{url}: https URLs arrive with TLS support; use http:// for now"
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url}: not an http:// URL"))?;
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!("{url}: not an http:// or https:// URL"));
+        };
         let (hostport, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -65,17 +76,24 @@ impl BaseUrl {
         if hostport.is_empty() {
             return Err(format!("{url}: no host"));
         }
-        let authority = if hostport
+        let port = hostport
             .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            && !hostport.ends_with(']')
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:80")
+            .filter(|(_, p)| p.parse::<u16>().is_ok() && !hostport.ends_with(']'));
+        let (host, authority) = match port {
+            Some((host, _)) => (host, hostport.to_string()),
+            None => (
+                hostport,
+                format!("{hostport}:{}", if tls { 443 } else { 80 }),
+            ),
         };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{url}: no host"));
+        }
         Ok(BaseUrl {
             url: url.to_string(),
+            tls,
+            host: host.to_string(),
             authority,
             prefix: prefix.to_string(),
         })
@@ -84,17 +102,20 @@ impl BaseUrl {
     /// True when `leader` (an `X-Marathon-Leader` value: a URL or `host:port`) names this
     /// instance.
     fn is(&self, leader: &str) -> bool {
-        let leader = leader
-            .trim_end_matches('/')
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
-        let ours = self.url.trim_start_matches("http://");
-        leader == ours || leader == self.authority
+        let leader = without_scheme(leader.trim_end_matches('/'));
+        leader == without_scheme(&self.url) || leader == self.authority
     }
 }
 
-/// Talks to one Marathon cluster through any of its instances.
-#[derive(Debug)]
+fn without_scheme(url: &str) -> &str {
+    url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url)
+}
+
+/// Talks to one Marathon cluster through any of its instances. A clone shares the TLS
+/// setup (the roots are loaded once) and starts with the same preference.
+#[derive(Debug, Clone)]
 pub struct Client {
     urls: Vec<BaseUrl>,
     /// Index of the instance tried first: the last one that answered, moved to the leader
@@ -102,6 +123,23 @@ pub struct Client {
     preferred: usize,
     auth: Option<HeaderValue>,
     timeout: Duration,
+    /// Set when some URL is https.
+    tls: Option<Tls>,
+}
+
+/// The TLS connector, and what it trusts in words for errors.
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    /// What the certificate must chain to, for the error hint: the ca_file, or a system root.
+    trusts: String,
+}
+
+// By hand: tokio-rustls has no `Debug` for the connector.
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("trusts", &self.trusts).finish()
+    }
 }
 
 /// A successful answer and which instance gave it.
@@ -111,10 +149,12 @@ pub struct Answer {
 }
 
 impl Client {
-    /// `auth` is `(user, password)` for HTTP basic auth.
+    /// `auth` is `(user, password)` for HTTP basic auth; `ca_file` a PEM bundle whose
+    /// certificates are the only roots trusted for https URLs (system roots when `None`).
     pub fn new(
         urls: &[String],
         auth: Option<(String, String)>,
+        ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Client, String> {
         let urls = urls
@@ -124,6 +164,20 @@ impl Client {
         if urls.is_empty() {
             return Err("no Marathon URL configured".into());
         }
+        let tls = if urls.iter().any(|u| u.tls) {
+            Some(Tls {
+                connector: TlsConnector::from(Arc::new(tls_config(ca_file)?)),
+                trusts: match ca_file {
+                    Some(file) => format!("a CA in ca_file {}", file.display()),
+                    None => "a system root (or set ca_file)".to_string(),
+                },
+            })
+        } else {
+            if let Some(file) = ca_file {
+                warn!(ca_file = %file.display(), "[marathon] ca_file is set but no Marathon URL is https://; it is unused");
+            }
+            None
+        };
         let auth = auth.map(|(user, password)| {
             let token = base64(format!("{user}:{password}").as_bytes());
             HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header")
@@ -133,6 +187,7 @@ impl Client {
             preferred: 0,
             auth,
             timeout,
+            tls,
         })
     }
 
@@ -270,6 +325,44 @@ impl Client {
             .map_err(|_| fail(format!("no connection within {:?}", self.timeout)))?
             .map_err(|e| fail(format!("connect: {e}")))?;
         let _ = stream.set_nodelay(true);
+        if !base.tls {
+            return self.request(stream, base, path, accept).await;
+        }
+        // Only a redirect can lead here without TLS set up: every configured URL is http.
+        let tls = self.tls.as_ref().ok_or_else(|| {
+            fail(
+                "an https URL, but no configured Marathon URL is https, so TLS is not set up"
+                    .into(),
+            )
+        })?;
+        let name = ServerName::try_from(base.host.clone()).map_err(|e| {
+            fail(format!(
+                "{:?} is not a valid TLS server name: {e}",
+                base.host
+            ))
+        })?;
+        let stream = tokio::time::timeout(self.timeout, tls.connector.connect(name, stream))
+            .await
+            .map_err(|_| fail(format!("no TLS handshake within {:?}", self.timeout)))?
+            .map_err(|e| fail(tls_failure(&e, &tls.trusts)))?;
+        self.request(stream, base, path, accept).await
+    }
+
+    /// One GET over an open connection (plain or TLS).
+    async fn request<S>(
+        &self,
+        stream: S,
+        base: &BaseUrl,
+        path: &str,
+        accept: &'static str,
+    ) -> Result<Response<Incoming>, FetchError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let fail = |reason: String| FetchError::Request {
+            url: base.url.clone(),
+            reason,
+        };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| fail(format!("handshake: {e}")))?;
@@ -312,14 +405,98 @@ fn check_status(url: &str, response: Response<Incoming>) -> Result<Response<Inco
     })
 }
 
-/// Where a `Location` points: an absolute http URL, or a path on the same instance.
+/// Why a TLS handshake failed, with a hint when the certificate is the problem.
+fn tls_failure(e: &std::io::Error, trusts: &str) -> String {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    let hint = if certificate {
+        format!(" (the certificate must name the URL's host and chain to {trusts})")
+    } else {
+        String::new()
+    };
+    format!("TLS handshake: {e}{hint}")
+}
+
+/// The rustls client setup for https URLs: trusting `ca_file` alone when given, else the
+/// system's roots.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let roots = match ca_file {
+        Some(file) => roots_from_pem(file)?,
+        None => system_roots()?,
+    };
+    // The provider is named, not taken from the process default, so that no other crate's
+    // choice of default can change (or panic) what this client uses.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Every certificate of a PEM bundle, as trust roots; at least one is required.
+fn roots_from_pem(file: &Path) -> Result<RootCertStore, String> {
+    let name = file.display();
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read ca_file {name}: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert =
+            cert.map_err(|e| format!("ca_file {name}: certificate {} unreadable: {e}", i + 1))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ca_file {name}: certificate {} unusable: {e}", i + 1))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "ca_file {name} holds no certificate (expected PEM blocks \
+             -----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    debug!(ca_file = %name, certificates = roots.len(), "loaded the Marathon CA bundle");
+    Ok(roots)
+}
+
+/// The operating system's trust roots (as `rustls-native-certs` finds them, honouring
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+fn system_roots() -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+        return Err(format!(
+            "https Marathon URLs: no system root certificate could be loaded ({}); \
+             set [marathon] ca_file to the CA that signed Marathon's certificate",
+            if errors.is_empty() {
+                "none found".to_string()
+            } else {
+                errors.join("; ")
+            }
+        ));
+    }
+    for e in &found.errors {
+        warn!(error = %e, "some system root certificates could not be loaded");
+    }
+    info!(
+        roots = added,
+        ignored, "loaded the system root certificates for https Marathon URLs"
+    );
+    Ok(roots)
+}
+
+/// Where a `Location` points: an absolute http(s) URL, or a path on the same instance.
 fn redirect_target(base: &BaseUrl, location: &str) -> Option<(BaseUrl, String)> {
     if location.starts_with('/') {
         return Some((base.clone(), location.to_string()));
     }
-    let rest = location.strip_prefix("http://")?;
+    let (scheme, rest) = location.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
     let split = rest.find('/').unwrap_or(rest.len());
-    let target = BaseUrl::parse(&format!("http://{}", &rest[..split])).ok()?;
+    let target = BaseUrl::parse(&format!("{scheme}://{}", &rest[..split])).ok()?;
     let path = if split == rest.len() {
         "/"
     } else {
@@ -380,10 +557,93 @@ mod tests {
         assert_eq!(plain.authority, "marathon:80");
         let prefixed = BaseUrl::parse("http://lb:80/marathon").unwrap();
         assert_eq!(prefixed.prefix, "/marathon");
-        assert!(BaseUrl::parse("https://m1:8443")
-            .unwrap_err()
-            .contains("TLS"));
         assert!(BaseUrl::parse("ftp://x").is_err());
+        assert!(BaseUrl::parse("https://").is_err());
+    }
+
+    #[test]
+    fn https_urls_parse_with_their_host_for_the_certificate() {
+        let u = BaseUrl::parse("https://m1.example").unwrap();
+        assert!(u.tls);
+        assert_eq!(
+            (u.host.as_str(), u.authority.as_str()),
+            ("m1.example", "m1.example:443")
+        );
+        assert!(u.is("https://m1.example"));
+        assert!(u.is("m1.example:443"));
+        let ip = BaseUrl::parse("https://127.0.0.1:8443/marathon").unwrap();
+        assert_eq!(
+            (ip.host.as_str(), ip.prefix.as_str()),
+            ("127.0.0.1", "/marathon")
+        );
+        assert!(matches!(
+            ServerName::try_from(ip.host.clone()),
+            Ok(ServerName::IpAddress(_))
+        ));
+        let v6 = BaseUrl::parse("https://[::1]:8443").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.authority.as_str()),
+            ("::1", "[::1]:8443")
+        );
+        let v6 = BaseUrl::parse("https://[::1]").unwrap();
+        assert_eq!(v6.authority, "[::1]:443");
+        assert!(!BaseUrl::parse("http://m1").unwrap().tls);
+    }
+
+    /// A self-signed CA certificate in PEM.
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_ca_file_with_certificates_becomes_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, format!("{}\n{}", ca_pem(), ca_pem())).unwrap();
+        assert_eq!(roots_from_pem(&file).unwrap().len(), 2);
+        tls_config(Some(&file)).unwrap();
+        let client = Client::new(
+            &["https://127.0.0.1:8443".into()],
+            None,
+            Some(&file),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(client.tls.is_some());
+    }
+
+    #[test]
+    fn an_empty_or_missing_ca_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = roots_from_pem(&empty).unwrap_err();
+        assert!(e.contains(&empty.display().to_string()), "{e}");
+        assert!(e.contains("no certificate"), "{e}");
+
+        let missing = dir.path().join("missing.pem");
+        let e = Client::new(
+            &["https://m1:8443".into()],
+            None,
+            Some(&missing),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        assert!(e.contains("cannot read ca_file"), "{e}");
+
+        // Over http alone the file is not read (only a warning says it is unused).
+        let client = Client::new(
+            &["http://m1:8080".into()],
+            None,
+            Some(&missing),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(client.tls.is_none());
     }
 
     #[test]
@@ -399,5 +659,8 @@ mod tests {
             ("127.0.0.1:1", "/v2/events")
         );
         assert!(redirect_target(&base, "gopher://x").is_none());
+        let (t, _) = redirect_target(&base, "https://m2:8443/v2/events").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.authority, "m2:8443");
     }
 }

@@ -107,17 +107,17 @@ async fn follow(
 ) {
     let metrics = &shared.metrics;
     let setup = read_credentials(&cfg)
-        .and_then(|auth| Client::new(&cfg.urls, auth.clone(), REQUEST_TIMEOUT).map(|c| (c, auth)));
-    let (client, auth) = match setup {
-        Ok(ok) => ok,
+        .and_then(|auth| Client::new(&cfg.urls, auth, cfg.ca_file.as_deref(), REQUEST_TIMEOUT));
+    let client = match setup {
+        Ok(client) => client,
         Err(e) => {
             warn!("[marathon] {e}; not following Marathon until the config changes");
             shared.set_source_error(SOURCE, Some(e));
             return std::future::pending().await;
         }
     };
-    let stream_client =
-        Client::new(&cfg.urls, auth, REQUEST_TIMEOUT).expect("the same URLs parsed just now");
+    // The stream gets its own preference; the clone shares the TLS setup.
+    let stream_client = client.clone();
     let (effects_tx, mut effects) = mpsc::channel(1024);
     let stream = tokio::spawn(stream_events(
         stream_client,

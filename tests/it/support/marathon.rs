@@ -1,7 +1,8 @@
 //! A fake Marathon on 127.0.0.1:0 for integration tests: `/v2/apps`, `/v2/events` (SSE),
 //! `/v2/leader` and `/ping` in the real JSON shapes and with the real leader headers, plus
 //! the failure modes a client must survive (standby, redirect, basic auth, down, stalled
-//! or closed streams, bad bodies).
+//! or closed streams, bad bodies). `start_tls` serves the same over https with a CA and
+//! certificate made at test time.
 //!
 //! Tests mutate the state behind a `std::sync::Mutex`; every request reads it. The fake
 //! keeps no history of events: a frame reaches only the streams open when it is pushed, so
@@ -23,9 +24,11 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 /// The app and task `version` the builders write.
 pub const VERSION: &str = "2024-05-01T10:00:00.000Z";
@@ -48,7 +51,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the keep-alive task when its interval changes.
     keepalive_changed: Notify,
-    /// `http://127.0.0.1:PORT`, what `X-Marathon-Leader` says when we lead.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), what `X-Marathon-Leader` says when
+    /// we lead.
     url: String,
     /// `127.0.0.1:PORT`, what `X-Marathon-Via` and `/v2/leader` say.
     host_port: String,
@@ -100,17 +104,30 @@ struct Stream {
 impl FakeMarathon {
     /// Binds 127.0.0.1:0 and serves with an empty app list, as the leader.
     pub async fn start() -> FakeMarathon {
+        FakeMarathon::serve(None).await
+    }
+
+    /// As `start`, over https: a CA made now signs a certificate for `127.0.0.1` and
+    /// `localhost`. Returns the CA certificate in PEM, for the client's `ca_file`.
+    pub async fn start_tls() -> (FakeMarathon, String) {
+        let (ca_pem, server) = test_pki();
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        (FakeMarathon::serve(Some(acceptor)).await, ca_pem)
+    }
+
+    async fn serve(tls: Option<TlsAcceptor>) -> FakeMarathon {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake marathon");
         let addr = listener.local_addr().expect("addr");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             keepalive_changed: Notify::new(),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             host_port: addr.to_string(),
         });
-        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        let accept = tokio::spawn(accept_loop(listener, tls, shared.clone()));
         let keepalive = tokio::spawn(keepalive_loop(shared.clone()));
         FakeMarathon {
             addr,
@@ -120,7 +137,7 @@ impl FakeMarathon {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` from `start_tls`.
     pub fn url(&self) -> String {
         self.shared.url.clone()
     }
@@ -295,7 +312,7 @@ impl Shared {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -305,7 +322,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     drop(stream);
                     continue;
                 }
-                conns.spawn(serve(stream, peer, shared.clone()));
+                let shared = shared.clone();
+                match tls.clone() {
+                    None => conns.spawn(serve(stream, peer, shared)),
+                    // The handshake runs in the connection's task, so a client that fails
+                    // it (e.g. distrusting the certificate) holds up no one else.
+                    Some(acceptor) => conns.spawn(async move {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream, peer, shared).await;
+                        }
+                    }),
+                };
             }
             // Reap finished connections so the set does not grow over a long test.
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -313,7 +340,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req| {
         let resp = handle(&shared, peer, req);
         async move { Ok::<_, Infallible>(resp) }
@@ -862,6 +892,50 @@ pub fn fixture_addresses(rel: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     walk(&v, &mut out);
     out
+}
+
+// === TLS ===
+
+/// A new CA and the rustls server setup for a certificate it signed, valid for `127.0.0.1`
+/// and `localhost`. Returns the CA certificate in PEM.
+fn test_pki() -> (String, rustls::ServerConfig) {
+    let (ca_pem, issuer) = new_ca("fake Marathon CA");
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("server params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fake Marathon");
+    let cert = params.signed_by(&key, &issuer).expect("sign server cert");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .expect("server TLS config");
+    (ca_pem, config)
+}
+
+/// A CA that signed nothing the fake serves: the wrong `ca_file` for a test.
+pub fn unrelated_ca_pem() -> String {
+    new_ca("some other CA").0
+}
+
+fn new_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let pem = params.self_signed(&key).expect("self-sign CA").pem();
+    (pem, rcgen::Issuer::new(params, key))
 }
 
 // === basic auth ===
