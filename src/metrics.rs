@@ -178,6 +178,26 @@ impl Metrics {
         metrics
     }
 
+    /// Counts a good read of a discovery source and stamps its time.
+    pub fn discovery_ok(&self, source: &str) {
+        self.discovery_syncs
+            .with_label_values(&[source, "ok"])
+            .inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.discovery_last_sync
+            .with_label_values(&[source])
+            .set(now);
+    }
+
+    /// Counts a failed read of a discovery source.
+    pub fn discovery_error(&self, source: &str) {
+        self.discovery_syncs
+            .with_label_values(&[source, "error"])
+            .inc();
+    }
+
     /// The handles one route needs on the request path, fetched once per table build.
     pub fn route_stats(&self, route: &str) -> RouteStats {
         RouteStats {

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -183,17 +182,7 @@ async fn read_and_publish(
 ) {
     match load(path).await {
         Ok(snapshot) => {
-            metrics
-                .discovery_syncs
-                .with_label_values(&[SOURCE, "ok"])
-                .inc();
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            metrics
-                .discovery_last_sync
-                .with_label_values(&[SOURCE])
-                .set(now);
+            metrics.discovery_ok(SOURCE);
             for p in &snapshot.problems {
                 warn!(file = %path.display(), "{p}");
             }
@@ -204,10 +193,7 @@ async fn read_and_publish(
             }
         }
         Err(e) => {
-            metrics
-                .discovery_syncs
-                .with_label_values(&[SOURCE, "error"])
-                .inc();
+            metrics.discovery_error(SOURCE);
             warn!(file = %path.display(), error = %e, "catalog file refused; keeping the last good catalog");
         }
     }

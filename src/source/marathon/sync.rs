@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -187,10 +187,7 @@ async fn read_once(
     let decoded = match fetched {
         Ok(apps) => apps,
         Err(e) => {
-            metrics
-                .discovery_syncs
-                .with_label_values(&[SOURCE, "error"])
-                .inc();
+            metrics.discovery_error(SOURCE);
             state.failures += 1;
             let delay = backoff(state.failures);
             warn!(error = %e, retry_in = ?delay, "Marathon read failed; keeping the last good apps");
@@ -200,17 +197,7 @@ async fn read_once(
     };
     state.failures = 0;
     shared.set_source_error(SOURCE, None);
-    metrics
-        .discovery_syncs
-        .with_label_values(&[SOURCE, "ok"])
-        .inc();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    metrics
-        .discovery_last_sync
-        .with_label_values(&[SOURCE])
-        .set(now);
+    metrics.discovery_ok(SOURCE);
     let (mut raw, problems) = apps::to_raw_apps(&decoded, &mut state.health, options);
     crate::source::resolve_hosts(&mut raw).await;
     if let Some(old) = &state.published {
