@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .init();
     match cli.command {
         Some(Command::Check) => check(&cli.config),
@@ -109,17 +109,31 @@ fn run(path: &Path) -> ExitCode {
         handle_signals: true,
     };
     match Server::start(config, options) {
-        Ok(server) => {
-            if server.wait() {
-                ExitCode::SUCCESS
-            } else {
-                // The drain deadline passed; still a requested, orderly exit.
-                ExitCode::SUCCESS
-            }
-        }
+        // A passed drain deadline is still a requested, orderly exit; a crash is not.
+        Ok(server) => match server.join() {
+            Ok(_drained) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(70),
+        },
         Err(e) => {
             eprintln!("drover: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// stderr that never reports a failed write. With stderr gone (a log pipe whose reader
+/// exited), tracing-subscriber would report the failure on stderr itself, which panics;
+/// Drover must keep serving and keep honouring signals instead, losing only the log lines.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

@@ -160,7 +160,12 @@ impl Server {
     /// Blocks until the server has stopped; true if every in-flight request and connection
     /// finished before the drain deadline.
     pub fn wait(self) -> bool {
-        self.control.join().unwrap_or(false)
+        self.join().unwrap_or(false)
+    }
+
+    /// As `wait`, but tells a crash (a panic on the control thread) apart: `Err` then.
+    pub fn join(self) -> std::thread::Result<bool> {
+        self.control.join()
     }
 }
 
