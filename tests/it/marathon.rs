@@ -107,7 +107,9 @@ async fn tasks_added_killed_and_health_flipped_apply_within_a_second() {
     assert!(took < Duration::from_secs(1), "killed after {took:?}");
     fake.set_apps(web(&[FakeTask::new(&tb, b.addr)]));
 
-    // Health flipped: the app has a check and the task turns unhealthy.
+    // Health flipped: the app has a check and a new task (ids are never reused) turns
+    // unhealthy.
+    let tc = marathon::task_id("/web", 3);
     let checked = |alive: bool| {
         marathon::apps_json(&[marathon::with_health_check(
             marathon::app(
@@ -116,7 +118,7 @@ async fn tasks_added_killed_and_health_flipped_apply_within_a_second() {
                 10001,
                 &[
                     FakeTask::new(&tb, b.addr).alive(true),
-                    FakeTask::new(&ta, a.addr).alive(alive),
+                    FakeTask::new(&tc, a.addr).alive(alive),
                 ],
             ),
             "TCP",
@@ -124,10 +126,10 @@ async fn tasks_added_killed_and_health_flipped_apply_within_a_second() {
         )])
     };
     fake.set_apps(checked(true));
-    fake.push(marathon::health_status_changed("/web", &ta, true));
+    fake.push(marathon::health_status_changed("/web", &tc, true));
     pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
     fake.set_apps(checked(false));
-    fake.push(marathon::health_status_changed("/web", &ta, false));
+    fake.push(marathon::health_status_changed("/web", &tc, false));
     let took = pool_becomes(&drover, "web_10001", &[b.addr]).await;
     assert!(took < Duration::from_secs(1), "health flip after {took:?}");
     let text = drover.server().shared().metrics.render();
@@ -491,4 +493,58 @@ async fn basic_auth_over_https_reads_the_password_file() {
     drover.ready().await;
     pool_becomes(&drover, "web_10001", &[a.addr]).await;
     assert_eq!(get(drover.http(), "web.example.com", "/").await.body, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_task_stays_out_even_if_a_read_still_lists_it() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let fake = FakeMarathon::start().await;
+    let (ta, tb) = (marathon::task_id("/web", 1), marathon::task_id("/web", 2));
+    fake.set_apps(web(&[
+        FakeTask::new(&ta, a.addr),
+        FakeTask::new(&tb, b.addr),
+    ]));
+    let drover = drover_on(&[fake.url()], "");
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
+    eventually("the event stream", || {
+        let n = fake.subscriptions();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    // Marathon's task list lags its kill event: the snapshot still has the task.
+    let reads = fake.apps_queries().len();
+    fake.push(marathon::status_update(
+        "/web",
+        &ta,
+        "TASK_KILLED",
+        "127.0.0.1",
+        a.addr.port(),
+    ));
+    pool_becomes(&drover, "web_10001", &[b.addr]).await;
+    eventually("the re-read after the kill", || {
+        let n = fake.apps_queries().len();
+        async move { (n > reads).then_some(()) }
+    })
+    .await;
+    let version = drover.version();
+    fake.push(marathon::api_post(&marathon::app(
+        "/other",
+        &[],
+        10009,
+        &[],
+    )));
+    let reads = fake.apps_queries().len();
+    eventually("one more read", || {
+        let n = fake.apps_queries().len();
+        async move { (n > reads).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        pool(&drover, "web_10001"),
+        [b.addr],
+        "the killed task did not come back"
+    );
+    assert!(drover.version() >= version);
 }

@@ -7,7 +7,7 @@
 //! without kill events to explain it, is held until the next read confirms it (a Marathon
 //! in the middle of a leader election answers with few or no tasks).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +28,11 @@ use crate::Shared;
 /// The label value of `source` in discovery metrics.
 pub const SOURCE: &str = "marathon";
 
-/// Events within this window cause one re-read.
+/// At most one re-read per this window: an isolated event is read at once, a burst
+/// coalesces into one more read at the end of the window.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long a killed task stays filtered out of reads (Marathon's list can lag its events).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 /// A held (implausible) snapshot is re-read this soon to confirm or refute it.
 const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 /// Per-request timeout towards Marathon.
@@ -96,8 +99,23 @@ struct State {
     /// Tasks removed by kill events since the last publish: a re-read without them is
     /// explained.
     killed: HashSet<String>,
+    /// Every task a kill event removed, with when: task ids are never reused, so a read
+    /// that still lists one (Marathon's task list can lag its own events) must not bring it
+    /// back. Forgotten after `TOMBSTONE_TTL`.
+    tombstones: HashMap<String, Instant>,
+    /// When the last snapshot read started, for the debounce.
+    last_read: Option<Instant>,
     health: HealthMemory,
     failures: u32,
+}
+
+impl State {
+    /// When a read asked for now may start: at once for an isolated event, else one
+    /// `DEBOUNCE` after the previous read, so a burst of events costs one more read.
+    fn read_slot(&self) -> Instant {
+        let now = Instant::now();
+        self.last_read.map_or(now, |last| now.max(last + DEBOUNCE))
+    }
 }
 
 async fn follow(
@@ -133,6 +151,8 @@ async fn follow(
         published: None,
         held: false,
         killed: HashSet::new(),
+        tombstones: HashMap::new(),
+        last_read: None,
         health: HealthMemory::default(),
         failures: 0,
     };
@@ -147,6 +167,7 @@ async fn follow(
         };
         tokio::select! {
             _ = read_due => {
+                state.last_read = Some(Instant::now());
                 next_read = read_once(&mut client, &mut state, &options, tx, shared).await;
             }
             _ = tokio::time::sleep_until(resync_at) => {
@@ -157,11 +178,11 @@ async fn follow(
                 None => return,
                 Some(Effect::Ignore) => {}
                 Some(Effect::Refetch) => {
-                    next_read.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                    next_read.get_or_insert(state.read_slot());
                 }
                 Some(Effect::KillTask { app_id, task_id }) => {
                     kill(&mut state, &app_id, &task_id, tx);
-                    next_read.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                    next_read.get_or_insert(state.read_slot());
                 }
             }
         }
@@ -200,6 +221,15 @@ async fn read_once(
     metrics.discovery_ok(SOURCE);
     let (mut raw, problems) = apps::to_raw_apps(&decoded, &mut state.health, options);
     crate::source::resolve_hosts(&mut raw).await;
+    let now = Instant::now();
+    state
+        .tombstones
+        .retain(|_, killed_at| now.duration_since(*killed_at) < TOMBSTONE_TTL);
+    if !state.tombstones.is_empty() {
+        for app in &mut raw {
+            app.tasks.retain(|t| !state.tombstones.contains_key(&t.id));
+        }
+    }
     if let Some(old) = &state.published {
         if let Err(why) = plausible(old, &raw, &state.killed) {
             if !state.held {
@@ -236,6 +266,7 @@ fn publish(
 /// A kill event: the task leaves its pool now, before the re-read.
 fn kill(state: &mut State, app_id: &str, task_id: &str, tx: &watch::Sender<Option<Arc<Snapshot>>>) {
     state.killed.insert(task_id.to_string());
+    state.tombstones.insert(task_id.to_string(), Instant::now());
     let Some(mut apps) = state.published.clone() else {
         return;
     };
@@ -437,6 +468,34 @@ mod tests {
         assert!(plausible(&[app("/a", 1)], &[app("/a", 0), app("/b", 1)], &none).is_ok());
         let killed: HashSet<String> = ["/a.0", "/a.1", "/a.2"].map(String::from).into();
         assert!(plausible(&[app("/a", 4)], &[app("/a", 1)], &killed).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn isolated_events_read_at_once_and_bursts_coalesce() {
+        let mut state = State {
+            published: None,
+            held: false,
+            killed: HashSet::new(),
+            tombstones: HashMap::new(),
+            last_read: None,
+            health: HealthMemory::default(),
+            failures: 0,
+        };
+        let start = Instant::now();
+        assert_eq!(state.read_slot(), start, "nothing read yet: read now");
+        state.last_read = Some(start);
+        tokio::time::advance(Duration::from_millis(30)).await;
+        assert_eq!(
+            state.read_slot(),
+            start + DEBOUNCE,
+            "inside the window: wait for its end"
+        );
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(
+            state.read_slot(),
+            Instant::now(),
+            "after the window: read now"
+        );
     }
 
     #[test]
