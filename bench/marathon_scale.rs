@@ -266,7 +266,14 @@ fn main() {
     let mut total_fresh = Vec::new();
     let mut total_rebuild = Vec::new();
     let mut drops = Vec::new();
+    let mut parse_only = Vec::new();
     for run in 0..RUNS {
+        // serde_json's parse of the same body, keeping nothing: the floor under decode.
+        let t = Instant::now();
+        serde_json::from_slice::<serde::de::IgnoredAny>(body.as_bytes())
+            .expect("the synthetic body parses");
+        parse_only.push(t.elapsed());
+
         let version = 2 + 2 * run as u64;
         let p = env.pass(
             body.as_bytes(),
@@ -316,6 +323,10 @@ fn main() {
     println!("| step (median of {RUNS}) | ms |");
     println!("| --- | ---: |");
     let rows = [
+        (
+            "(serde_json parse alone, IgnoredAny: the floor under decode)",
+            median(parse_only),
+        ),
         ("apps::decode", median(decode)),
         ("apps::to_raw_apps", median(convert)),
         ("catalog::build_selected", median(build)),
