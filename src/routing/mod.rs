@@ -155,12 +155,13 @@ impl RouteTable {
     }
 
     /// Every backend in the table, by address (for state reuse across builds).
-    fn backends(&self) -> HashMap<SocketAddr, Arc<Backend>> {
-        self.routes
-            .iter()
-            .flat_map(|r| r.pool.backends())
-            .map(|b| (b.addr, b.clone()))
-            .collect()
+    fn backends(&self) -> HashMap<SocketAddr, &Arc<Backend>> {
+        let n = self.routes.iter().map(|r| r.pool.backends().len()).sum();
+        let mut map = HashMap::with_capacity(n);
+        for b in self.routes.iter().flat_map(|r| r.pool.backends()) {
+            map.insert(b.addr, b);
+        }
+        map
     }
 }
 
@@ -210,7 +211,7 @@ pub fn compile(
             .map(|addr| {
                 old_backends
                     .get(addr)
-                    .cloned()
+                    .map(|b| Arc::clone(b))
                     .unwrap_or_else(|| Arc::new(Backend::new(*addr)))
             })
             .collect();
