@@ -49,6 +49,24 @@ async fn pool_becomes(drover: &Drover, name: &str, want: &[SocketAddr]) -> Durat
     start.elapsed()
 }
 
+/// Waits until `fake` has served `n` event streams.
+async fn subscribed(fake: &FakeMarathon, n: usize) {
+    eventually(&format!("{n} event stream(s)"), || {
+        let now = fake.subscriptions();
+        async move { (now >= n).then_some(()) }
+    })
+    .await
+}
+
+/// Waits until `fake` has answered more than `reads` `/v2/apps` requests.
+async fn read_after(fake: &FakeMarathon, reads: usize) {
+    eventually(&format!("/v2/apps read number {}", reads + 1), || {
+        let now = fake.apps_queries().len();
+        async move { (now > reads).then_some(()) }
+    })
+    .await
+}
+
 fn web(tasks: &[FakeTask]) -> serde_json::Value {
     marathon::apps_json(&[marathon::app(
         "/web",
@@ -74,11 +92,7 @@ async fn tasks_added_killed_and_health_flipped_apply_within_a_second() {
         .apps_queries()
         .iter()
         .any(|q| q.contains("embed=apps.tasks")));
-    eventually("the event stream", || {
-        let n = fake.subscriptions();
-        async move { (n >= 1).then_some(()) }
-    })
-    .await;
+    subscribed(&fake, 1).await;
 
     // Added: the snapshot grows and a status update announces it.
     fake.set_apps(web(&[
@@ -154,11 +168,7 @@ async fn an_empty_snapshot_does_not_empty_the_pools() {
     let drover = drover_on(&[fake.url()], "");
     drover.ready().await;
     pool_becomes(&drover, "web_10001", &[a.addr]).await;
-    eventually("the event stream", || {
-        let n = fake.subscriptions();
-        async move { (n >= 1).then_some(()) }
-    })
-    .await;
+    subscribed(&fake, 1).await;
 
     // Marathon mid-failover: one read answers with no apps at all.
     let reads = fake.apps_queries().len();
@@ -169,19 +179,11 @@ async fn an_empty_snapshot_does_not_empty_the_pools() {
         10009,
         &[],
     )));
-    eventually("the empty read", || {
-        let n = fake.apps_queries().len();
-        async move { (n > reads).then_some(()) }
-    })
-    .await;
+    read_after(&fake, reads).await;
     // Then it recovers before the confirming read.
     fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
     let confirm = fake.apps_queries().len();
-    eventually("the confirming read", || {
-        let n = fake.apps_queries().len();
-        async move { (n > confirm).then_some(()) }
-    })
-    .await;
+    read_after(&fake, confirm).await;
     assert_eq!(
         pool(&drover, "web_10001"),
         [a.addr],
@@ -219,18 +221,10 @@ async fn a_stalled_stream_is_reopened_and_routes_converge() {
     let drover = drover_on(&[fake.url()], "");
     drover.ready().await;
     pool_becomes(&drover, "web_10001", &[a.addr]).await;
-    eventually("the event stream", || {
-        let n = fake.subscriptions();
-        async move { (n >= 1).then_some(()) }
-    })
-    .await;
+    subscribed(&fake, 1).await;
 
     // Every stream (re)connect is followed by a re-read; let the first one pass.
-    eventually("the re-read after the stream opened", || {
-        let n = fake.apps_queries().len();
-        async move { (n >= 2).then_some(()) }
-    })
-    .await;
+    read_after(&fake, 1).await;
 
     // The stream goes silent; a change happens that no event announces.
     fake.stall_stream();
@@ -238,11 +232,7 @@ async fn a_stalled_stream_is_reopened_and_routes_converge() {
     fake.set_apps(web(&[FakeTask::new(&tb, b.addr)]));
     fake.resume_streams();
     // The idle timeout (700 ms) reopens the stream, and the reconnect re-reads.
-    eventually("the stream to be reopened", || {
-        let n = fake.subscriptions();
-        async move { (n >= 2).then_some(()) }
-    })
-    .await;
+    subscribed(&fake, 2).await;
     pool_becomes(&drover, "web_10001", &[b.addr]).await;
 }
 
@@ -271,11 +261,7 @@ async fn a_standbys_redirect_of_the_event_stream_is_followed() {
     standby.redirect_events_to(Some(leader.url()));
     let drover = drover_on(&[standby.url()], "");
     drover.ready().await;
-    eventually("the stream to reach the leader", || {
-        let n = leader.subscriptions();
-        async move { (n >= 1).then_some(()) }
-    })
-    .await;
+    subscribed(&leader, 1).await;
     let filters = leader.event_filters();
     assert!(
         filters[0].iter().any(|f| f == "status_update_event"),
@@ -413,11 +399,7 @@ async fn an_https_marathon_is_followed_with_its_ca_file() {
     assert_eq!(get(drover.http(), "web.example.com", "/").await.body, "a");
 
     // The event stream runs over TLS too: an event moves the routes.
-    eventually("the event stream", || {
-        let n = fake.subscriptions();
-        async move { (n >= 1).then_some(()) }
-    })
-    .await;
+    subscribed(&fake, 1).await;
     fake.set_apps(web(&[
         FakeTask::new(&ta, a.addr),
         FakeTask::new(&tb, b.addr),
@@ -508,11 +490,7 @@ async fn a_killed_task_stays_out_even_if_a_read_still_lists_it() {
     let drover = drover_on(&[fake.url()], "");
     drover.ready().await;
     pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
-    eventually("the event stream", || {
-        let n = fake.subscriptions();
-        async move { (n >= 1).then_some(()) }
-    })
-    .await;
+    subscribed(&fake, 1).await;
     // Marathon's task list lags its kill event: the snapshot still has the task.
     let reads = fake.apps_queries().len();
     fake.push(marathon::status_update(
@@ -523,11 +501,7 @@ async fn a_killed_task_stays_out_even_if_a_read_still_lists_it() {
         a.addr.port(),
     ));
     pool_becomes(&drover, "web_10001", &[b.addr]).await;
-    eventually("the re-read after the kill", || {
-        let n = fake.apps_queries().len();
-        async move { (n > reads).then_some(()) }
-    })
-    .await;
+    read_after(&fake, reads).await;
     let version = drover.version();
     fake.push(marathon::api_post(&marathon::app(
         "/other",
@@ -536,11 +510,7 @@ async fn a_killed_task_stays_out_even_if_a_read_still_lists_it() {
         &[],
     )));
     let reads = fake.apps_queries().len();
-    eventually("one more read", || {
-        let n = fake.apps_queries().len();
-        async move { (n > reads).then_some(()) }
-    })
-    .await;
+    read_after(&fake, reads).await;
     assert_eq!(
         pool(&drover, "web_10001"),
         [b.addr],
