@@ -68,6 +68,10 @@ pub struct RawMarathon {
     /// Longest silence on the event stream before it is reopened.
     pub idle_timeout: Option<String>,
     pub strict: Option<bool>,
+    /// marathon-lb `--health-check`: honour Marathon health check results.
+    pub health_check: Option<bool>,
+    /// marathon-lb `--min/max-serv-port-ip-per-task`, as `"FIRST-LAST"`.
+    pub ip_per_task_ports: Option<String>,
     pub user: Option<String>,
     pub password_file: Option<String>,
     pub ca_file: Option<String>,

@@ -122,6 +122,10 @@ pub struct MarathonConfig {
     /// Longest silence on the event stream (not even a keep-alive) before it is reopened.
     pub idle_timeout: Duration,
     pub strict: bool,
+    /// Apps with Marathon health checks route only to tasks with a passing result.
+    pub health_check: bool,
+    /// Where service ports of IP-per-task apps without one are auto-assigned from.
+    pub ip_per_task_ports: PortRange,
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
@@ -625,6 +629,14 @@ impl Checker<'_> {
                 Duration::from_secs(60),
             ),
             strict: r.strict.unwrap_or(false),
+            health_check: r.health_check.unwrap_or(true),
+            ip_per_task_ports: match r.ip_per_task_ports.as_deref() {
+                None => DEFAULT_IP_PER_TASK_PORTS,
+                Some(raw) => parse_port_range(raw).unwrap_or_else(|msg| {
+                    self.problem("marathon.ip_per_task_ports", &format!("{raw:?}"), msg);
+                    DEFAULT_IP_PER_TASK_PORTS
+                }),
+            },
             user: r.user,
             password_file: r.password_file.map(|p| self.path(&p)),
             ca_file: r.ca_file.map(|p| {
@@ -847,6 +859,12 @@ fn bad_key<T: DeserializeOwned>(value: &toml::Value, message: &str) -> Option<(S
     let shown = table.get(&key).map(|v| v.to_string()).unwrap_or_default();
     Some((key, shown))
 }
+
+/// marathon-lb's defaults for `--min/max-serv-port-ip-per-task`.
+const DEFAULT_IP_PER_TASK_PORTS: PortRange = PortRange {
+    first: 10050,
+    last: 10100,
+};
 
 /// `"10000-20000"` or a single `"10001"`.
 fn parse_port_range(raw: &str) -> Result<PortRange, &'static str> {

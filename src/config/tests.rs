@@ -160,6 +160,11 @@ fn every_section_and_key_parses_to_its_typed_value() {
             resync: secs(300),
             idle_timeout: secs(60),
             strict: true,
+            health_check: true,
+            ip_per_task_ports: PortRange {
+                first: 10050,
+                last: 10100
+            },
             user: Some("drover".into()),
             password_file: Some(PathBuf::from("/etc/drover/marathon.pass")),
             ca_file: Some(PathBuf::from("/pki/ca.pem")),
@@ -654,6 +659,25 @@ fn marathon_over_http_is_available() {
     let m = c.marathon.expect("marathon");
     assert_eq!(m.idle_timeout, Duration::from_secs(60));
     assert!(m.strict);
+    assert!(
+        m.health_check,
+        "marathon-lb's --health-check is the default"
+    );
+
+    let c = parse_ok(
+        "[marathon]\nurls = [\"http://m\"]\nhealth_check = false\nip_per_task_ports = \"20000-20010\"\n",
+    );
+    let m = c.marathon.expect("marathon");
+    assert!(!m.health_check);
+    assert_eq!(
+        m.ip_per_task_ports,
+        PortRange {
+            first: 20000,
+            last: 20010
+        }
+    );
+    let problems = parse_err("[marathon]\nurls = [\"http://m\"]\nip_per_task_ports = \"x\"\n");
+    assert_eq!(problems[0].path, "marathon.ip_per_task_ports");
 }
 
 #[test]

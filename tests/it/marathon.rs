@@ -518,3 +518,31 @@ async fn a_killed_task_stays_out_even_if_a_read_still_lists_it() {
     );
     assert!(drover.version() >= version);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_false_routes_to_tasks_whatever_their_results() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let fake = FakeMarathon::start().await;
+    fake.set_apps(marathon::apps_json(&[marathon::with_health_check(
+        marathon::app(
+            "/web",
+            &[("HAPROXY_0_VHOST", "web.example.com")],
+            10001,
+            &[
+                FakeTask::new(&marathon::task_id("/web", 1), a.addr).alive(true),
+                FakeTask::new(&marathon::task_id("/web", 2), b.addr).alive(false),
+            ],
+        ),
+        "TCP",
+        "",
+    )]));
+    // marathon-lb without --health-check: results do not filter tasks.
+    let drover = drover_on(&[fake.url()], "health_check = false\n");
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
+    // And with the default, the failing task is left out.
+    let checked = drover_on(&[fake.url()], "");
+    checked.ready().await;
+    pool_becomes(&checked, "web_10001", &[a.addr]).await;
+}

@@ -146,7 +146,11 @@ async fn follow(
     let _stream_guard = AbortOnDrop(stream);
 
     let mut client = client;
-    let options = ConvertOptions::default();
+    let options = ConvertOptions {
+        health_check: cfg.health_check,
+        min_ip_per_task_port: cfg.ip_per_task_ports.first,
+        max_ip_per_task_port: cfg.ip_per_task_ports.last,
+    };
     let mut state = State {
         published: None,
         held: false,
