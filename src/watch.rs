@@ -7,19 +7,33 @@ use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tracing::warn;
 
 /// How long a file must stay quiet before a burst of events counts as one change.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// A running watch on one file; `changed` resolves once per settled burst of changes.
 pub struct FileWatch {
-    _watcher: RecommendedWatcher,
+    _watcher: Option<RecommendedWatcher>,
     events: mpsc::UnboundedReceiver<()>,
 }
 
 // === impl FileWatch ===
 
 impl FileWatch {
+    /// Starts watching `path` (`what` names it in logs). When its directory cannot be
+    /// watched that is logged and `changed` never fires: SIGHUP still re-reads.
+    pub fn start(path: &Path, what: &str) -> FileWatch {
+        FileWatch::new(path).unwrap_or_else(|e| {
+            warn!(file = %path.display(), error = %e, "cannot watch the {what}; changes need SIGHUP");
+            let (_closed, events) = mpsc::unbounded_channel();
+            FileWatch {
+                _watcher: None,
+                events,
+            }
+        })
+    }
+
     /// Starts watching `path`. Fails if its directory cannot be watched.
     pub fn new(path: &Path) -> notify::Result<FileWatch> {
         let dir = match path.parent() {
@@ -44,7 +58,7 @@ impl FileWatch {
             })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         Ok(FileWatch {
-            _watcher: watcher,
+            _watcher: Some(watcher),
             events,
         })
     }

@@ -21,22 +21,10 @@ pub async fn run(
     mut reread: watch::Receiver<()>,
     shutdown: Shutdown,
 ) {
-    let mut watch = match FileWatch::new(&path) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            warn!(file = %path.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
-            None
-        }
-    };
+    let mut watch = FileWatch::start(&path, "config file");
     loop {
-        let changed = async {
-            match watch.as_mut() {
-                Some(w) => w.changed().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = changed => {}
+            _ = watch.changed() => {}
             r = reread.changed() => if r.is_err() { return },
             _ = shutdown.triggered() => return,
         }

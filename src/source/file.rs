@@ -141,23 +141,11 @@ pub async fn run(
                 _ = shutdown.triggered() => return,
             }
         };
-        let mut watch = match FileWatch::new(&path) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                warn!(file = %path.display(), error = %e, "cannot watch the catalog file; changes need SIGHUP");
-                None
-            }
-        };
+        let mut watch = FileWatch::start(&path, "catalog file");
         read_and_publish(&path, &tx, &metrics).await;
         loop {
-            let changed = async {
-                match watch.as_mut() {
-                    Some(w) => w.changed().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                _ = changed => read_and_publish(&path, &tx, &metrics).await,
+                _ = watch.changed() => read_and_publish(&path, &tx, &metrics).await,
                 r = reread.changed() => {
                     if r.is_err() { return }
                     read_and_publish(&path, &tx, &metrics).await

@@ -90,7 +90,8 @@ async fn wait_for_change(
     }
 }
 
-/// What the sync loop remembers between reads.
+/// What the sync loop remembers between reads; it starts empty.
+#[derive(Default)]
 struct State {
     /// The apps last published.
     published: Option<Vec<RawApp>>,
@@ -151,15 +152,7 @@ async fn follow(
         min_ip_per_task_port: cfg.ip_per_task_ports.first,
         max_ip_per_task_port: cfg.ip_per_task_ports.last,
     };
-    let mut state = State {
-        published: None,
-        held: false,
-        killed: HashSet::new(),
-        tombstones: HashMap::new(),
-        last_read: None,
-        health: HealthMemory::default(),
-        failures: 0,
-    };
+    let mut state = State::default();
     let mut next_read = Some(Instant::now());
     let mut resync_at = Instant::now() + cfg.resync;
     loop {
@@ -476,15 +469,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn isolated_events_read_at_once_and_bursts_coalesce() {
-        let mut state = State {
-            published: None,
-            held: false,
-            killed: HashSet::new(),
-            tombstones: HashMap::new(),
-            last_read: None,
-            health: HealthMemory::default(),
-            failures: 0,
-        };
+        let mut state = State::default();
         let start = Instant::now();
         assert_eq!(state.read_slot(), start, "nothing read yet: read now");
         state.last_read = Some(start);
