@@ -161,7 +161,7 @@ fn pool(n: usize, balance: Balance) -> Pool {
             Arc::new(Backend::new(addr))
         })
         .collect();
-    Pool::new(backends, balance)
+    Pool::new(backends, balance, None)
 }
 
 fn bench_pick(c: &mut Criterion) {

@@ -21,9 +21,11 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::catalog::{Balance, Mode};
+use crate::catalog::{ActiveCheck, Balance, CheckKind, Mode};
+use crate::config::LeaderCheck;
+use crate::health::monitor::{HealthStatus, TargetStatus};
 use crate::routing::pool::Backend;
-use crate::routing::{Claim, Route, RouteTable};
+use crate::routing::{Claim, Route, RouteKind, RouteTable};
 use crate::shutdown::Shutdown;
 use crate::Shared;
 
@@ -179,6 +181,37 @@ pub struct RoutesDump {
     pub tcp_listeners: Vec<ListenerDump>,
     /// The last error of each discovery source that is failing now, by source.
     pub source_errors: std::collections::BTreeMap<String, String>,
+    /// Every master alias with its leader and each master's last leader probe.
+    pub aliases: Vec<AliasDump>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AliasDump {
+    pub host: String,
+    pub route: String,
+    /// The alias's TCP listener, if it has a port.
+    pub listen: Option<String>,
+    pub check: String,
+    pub interval_ms: u64,
+    /// The master requests go to; null = none proven (the alias answers 503).
+    pub leader: Option<String>,
+    /// Unix time of the last leader change (or of the start of watching).
+    pub leader_since: Option<f64>,
+    /// Masters all claiming leadership at once, when more than one does.
+    pub conflict: Option<Vec<String>>,
+    pub masters: Vec<ProbeDump>,
+}
+
+/// One target's state from its active probes.
+#[derive(Debug, Serialize)]
+pub struct ProbeDump {
+    pub addr: String,
+    /// "unknown" (not probed enough yet), "up" or "down".
+    pub state: &'static str,
+    /// The last probe's verdict, e.g. "master/elected = 1", "HTTP 307", "connect refused".
+    pub last_probe: Option<String>,
+    pub last_probe_ok: Option<bool>,
+    pub last_probe_ms: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -221,16 +254,26 @@ pub struct RouteDump {
     /// `[tcp] ports`, no `[tcp]` section, or refused in a port conflict).
     pub listen: Option<String>,
     pub backends: Vec<BackendDump>,
+    /// The route's active health check, e.g. "http GET /health every 10s", if any.
+    pub check: Option<String>,
+    /// More than half of the pool fails its check, so it routes to all of it.
+    pub routing_to_all: bool,
+    /// Each checked backend's probe state.
+    pub probes: Vec<ProbeDump>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct BackendDump {
     pub addr: String,
     pub in_flight: usize,
-    /// Consecutive failed connects.
+    /// Consecutive failed exchanges (connect errors, timeouts, 5xx answers).
     pub failures: u32,
-    /// "up", or "failing" after a failed connect not yet followed by a good one.
+    /// "up"; "failing" after failed exchanges not yet followed by a good one; "ejected"
+    /// (passive ejection); "down" (fails its active check); for an alias's masters
+    /// "leader" or "standby".
     pub state: &'static str,
+    /// How much longer an ejected backend stays out.
+    pub ejected_for_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -275,6 +318,10 @@ pub fn routes_dump(shared: &Shared) -> RoutesDump {
             .collect()
     };
     let mut dump = table_dump(&table);
+    {
+        let status = shared.health.lock().unwrap_or_else(|p| p.into_inner());
+        add_health(&mut dump, &table, &status);
+    }
     dump.ready = shared.is_ready();
     dump.tcp_listeners = tcp_listeners;
     dump.source_errors = shared
@@ -328,9 +375,15 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
             mode: mode_str(r.mode),
             vhosts: r.vhosts.iter().map(|h| h.to_string()).collect(),
             path: r.path.clone(),
-            balance: balance_str(r.pool.balance()),
+            balance: r.pool.balance().map_or("leader", balance_str),
             listen: r.listen.map(|a| a.to_string()),
             backends: backends(r),
+            check: match &r.kind {
+                RouteKind::Service { check: Some(c) } => Some(check_str(c)),
+                _ => None,
+            },
+            routing_to_all: false,
+            probes: Vec::new(),
         })
         .collect();
     let conflicts = table
@@ -365,20 +418,130 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
         problems,
         tcp_listeners: Vec::new(),
         source_errors: Default::default(),
+        aliases: Vec::new(),
+    }
+}
+
+/// Adds what the health monitor knows: alias leaders and probe states.
+fn add_health(dump: &mut RoutesDump, table: &RouteTable, status: &HealthStatus) {
+    for r in table.aliases() {
+        let RouteKind::Alias { check, interval } = &r.kind else {
+            continue;
+        };
+        let s = status.aliases.get(&r.name);
+        dump.aliases.push(AliasDump {
+            host: r.vhosts.first().map(|h| h.to_string()).unwrap_or_default(),
+            route: r.name.clone(),
+            listen: r.listen.map(|a| a.to_string()),
+            check: leader_check_str(check),
+            interval_ms: interval.as_millis() as u64,
+            leader: r.pool.current_leader().map(|b| b.addr.to_string()),
+            leader_since: s.and_then(|s| {
+                s.since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs_f64())
+            }),
+            conflict: s
+                .and_then(|s| s.conflict.as_ref())
+                .map(|c| c.iter().map(|a| a.to_string()).collect()),
+            masters: match s {
+                Some(s) => s.backends.iter().map(probe_dump).collect(),
+                None => r
+                    .pool
+                    .backends()
+                    .iter()
+                    .map(|b| ProbeDump {
+                        addr: b.addr.to_string(),
+                        state: "unknown",
+                        last_probe: None,
+                        last_probe_ok: None,
+                        last_probe_ms: None,
+                    })
+                    .collect(),
+            },
+        });
+    }
+    for route in &mut dump.routes {
+        if let Some(c) = status.checks.get(&route.name) {
+            route.routing_to_all = c.routing_to_all;
+            route.probes = c.backends.iter().map(probe_dump).collect();
+        }
+    }
+}
+
+fn probe_dump(t: &TargetStatus) -> ProbeDump {
+    ProbeDump {
+        addr: t.addr.to_string(),
+        state: t.state.as_str(),
+        last_probe: t.last.as_ref().map(|l| l.detail.clone()),
+        last_probe_ok: t.last.as_ref().map(|l| l.ok),
+        last_probe_ms: t.last.as_ref().map(|l| l.took.as_secs_f64() * 1000.0),
+    }
+}
+
+fn check_str(c: &ActiveCheck) -> String {
+    let what = match &c.kind {
+        CheckKind::Http { path } => format!("http GET {path}"),
+        CheckKind::Tcp => "tcp connect".to_string(),
+    };
+    format!(
+        "{what} every {}, timeout {}, fall {}, rise {}",
+        humantime::format_duration(c.interval),
+        humantime::format_duration(c.timeout),
+        c.fall,
+        c.rise
+    )
+}
+
+fn leader_check_str(c: &LeaderCheck) -> String {
+    match c {
+        LeaderCheck::Mesos => "mesos (GET /metrics/snapshot, master/elected = 1)".to_string(),
+        LeaderCheck::Marathon => "marathon (GET /ping, 200 without X-Marathon-Via)".to_string(),
+        LeaderCheck::Http {
+            path,
+            expect_status,
+            expect_body,
+        } => match expect_body {
+            Some(body) => format!("GET {path} answers {expect_status} with {body:?}"),
+            None => format!("GET {path} answers {expect_status}"),
+        },
     }
 }
 
 fn backends(route: &Route) -> Vec<BackendDump> {
-    route.pool.backends().iter().map(|b| backend(b)).collect()
+    route
+        .pool
+        .backends()
+        .iter()
+        .map(|b| backend(route, b))
+        .collect()
 }
 
-fn backend(b: &Backend) -> BackendDump {
+fn backend(route: &Route, b: &Backend) -> BackendDump {
     let failures = b.failures();
+    let ejected_for = b.ejected_for();
+    let state = if route.pool.is_leader_pool() {
+        if b.is_leader() {
+            "leader"
+        } else {
+            "standby"
+        }
+    } else if ejected_for.is_some() {
+        "ejected"
+    } else if b.is_check_down() {
+        "down"
+    } else if failures > 0 {
+        "failing"
+    } else {
+        "up"
+    };
     BackendDump {
         addr: b.addr.to_string(),
         in_flight: b.in_flight(),
         failures,
-        state: if failures > 0 { "failing" } else { "up" },
+        state,
+        ejected_for_ms: ejected_for.map(|d| d.as_millis() as u64),
     }
 }
 

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use crate::config::Groups;
 use crate::routing::host::HostName;
@@ -31,6 +32,35 @@ pub struct RawApp {
     /// The scheduler health-checks the app over plain HTTP (Marathon `protocol: "HTTP"`,
     /// exactly). marathon-lb then defaults every port of the app to http mode.
     pub http_health_check: bool,
+    /// Checks Drover runs itself against the app's tasks, by service-port index.
+    pub checks: Vec<PortCheck>,
+}
+
+/// An active health check of one service port's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCheck {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Failures in a row that take a backend out.
+    pub fall: u32,
+    /// Passes in a row that bring it back.
+    pub rise: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `GET path` must answer 200-399.
+    Http { path: String },
+    /// A TCP connect must succeed.
+    Tcp,
+}
+
+/// An [`ActiveCheck`] for the service port at `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortCheck {
+    pub index: usize,
+    pub check: ActiveCheck,
 }
 
 /// One task (running instance) of an app.
@@ -89,6 +119,8 @@ pub struct Service {
     /// `HAPROXY_{n}_STICKY`: a client keeps its backend (marathon-lb: a cookie).
     /// Parsed now; applied with sticky sessions.
     pub sticky: bool,
+    /// Drover's own health check of the backends, if the app has one for this port.
+    pub check: Option<ActiveCheck>,
 }
 
 /// Something wrong with one app; the app's other services are unaffected unless it says so.
@@ -296,6 +328,11 @@ fn app_services(
             weight,
             redirect_to_https,
             sticky,
+            check: app
+                .checks
+                .iter()
+                .find(|c| c.index == index)
+                .map(|c| c.check.clone()),
         });
     }
     Ok(services)

@@ -60,6 +60,11 @@ pub struct Shared {
     /// The last error of each discovery source, by source name; cleared by a good read.
     /// Shown by `admin` so an operator sees why a source is not updating.
     pub source_errors: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
+    /// What the health monitor knows: each alias's leader, each checked backend's state and
+    /// last probe. Written by `health::monitor`, shown by `admin`.
+    pub health: std::sync::Mutex<health::monitor::HealthStatus>,
+    /// Backends the data plane ejected, by route name, for the monitor to watch come back.
+    ejected: std::sync::Mutex<Vec<(String, std::sync::Arc<routing::pool::Backend>)>>,
     /// Set once the first route table has been stored.
     ready: AtomicBool,
 }
@@ -67,6 +72,25 @@ pub struct Shared {
 // === impl Shared ===
 
 impl Shared {
+    /// Records an ejection for the health monitor.
+    pub fn note_ejected(&self, route: &str, backend: &std::sync::Arc<routing::pool::Backend>) {
+        let mut list = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
+        if !list
+            .iter()
+            .any(|(r, b)| r == route && std::sync::Arc::ptr_eq(b, backend))
+        {
+            list.push((route.to_string(), backend.clone()));
+        }
+    }
+
+    /// Takes the backends whose ejection has ended, leaving the others.
+    pub fn take_returned(&self) -> Vec<(String, std::sync::Arc<routing::pool::Backend>)> {
+        let mut list = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
+        let (back, out): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, b)| !b.is_ejected());
+        *list = out;
+        back
+    }
+
     pub fn new(metrics: metrics::Metrics) -> Shared {
         Shared {
             table: ArcSwap::from_pointee(routing::RouteTable::default()),
@@ -74,6 +98,8 @@ impl Shared {
             metrics,
             tcp_listeners: Default::default(),
             source_errors: Default::default(),
+            health: Default::default(),
+            ejected: Default::default(),
             ready: AtomicBool::new(false),
         }
     }

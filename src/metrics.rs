@@ -1,6 +1,8 @@
 //! Every Prometheus metric Drover exports, named in one place and registered on a registry
 //! passed in (no globals, so tests can run several instances in one process). Labels are per
-//! route, port or source, never per task or client.
+//! route, port or source, never per client; per backend only where the issue asks for it
+//! (`drover_alias_leader`, `drover_backend_up`), and then only for aliases' masters and for
+//! backends that are health-checked or were ejected.
 
 use std::sync::OnceLock;
 
@@ -24,6 +26,12 @@ pub const ROUTE_CONFLICTS: &str = "drover_route_conflicts";
 pub const APP_PROBLEMS: &str = "drover_app_problems";
 pub const TCP_LISTENERS: &str = "drover_tcp_listeners";
 pub const BUILD_INFO: &str = "drover_build_info";
+pub const ALIAS_LEADER: &str = "drover_alias_leader";
+pub const LEADER_CHANGES: &str = "drover_leader_changes_total";
+pub const LEADER_CONFLICTS: &str = "drover_leader_conflicts_total";
+pub const BACKEND_UP: &str = "drover_backend_up";
+pub const BACKEND_EJECTIONS: &str = "drover_backend_ejections_total";
+pub const HEALTH_PROBES: &str = "drover_health_probes_total";
 
 /// The route label for requests that matched no route (unknown Host).
 pub const UNROUTED: &str = "unrouted";
@@ -47,6 +55,12 @@ pub struct Metrics {
     pub app_problems: IntGauge,
     pub tcp_listeners: IntGaugeVec,
     pub build_info: IntGaugeVec,
+    pub alias_leader: IntGaugeVec,
+    pub leader_changes: IntCounterVec,
+    pub leader_conflicts: IntCounterVec,
+    pub backend_up: IntGaugeVec,
+    pub backend_ejections: IntCounterVec,
+    pub health_probes: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -168,6 +182,36 @@ impl Metrics {
                 BUILD_INFO,
                 "Always 1; the version as a label.",
                 &["version"],
+            ),
+            alias_leader: gauge(
+                ALIAS_LEADER,
+                "1 for the master an alias routes to (its proven leader), 0 for the others.",
+                &["alias", "backend"],
+            ),
+            leader_changes: counter(
+                LEADER_CHANGES,
+                "Changes of an alias's leader, including to and from having none.",
+                &["alias"],
+            ),
+            leader_conflicts: counter(
+                LEADER_CONFLICTS,
+                "Times two or more masters of an alias claimed leadership at once.",
+                &["alias"],
+            ),
+            backend_up: gauge(
+                BACKEND_UP,
+                "1 while a checked, alias or once-ejected backend may get traffic, else 0.",
+                &["route", "backend"],
+            ),
+            backend_ejections: counter(
+                BACKEND_EJECTIONS,
+                "Backends taken out of a pool after failures in a row, by route.",
+                &["route"],
+            ),
+            health_probes: counter(
+                HEALTH_PROBES,
+                "Active health probes run, by kind (leader, app) and result (pass, fail).",
+                &["kind", "result"],
             ),
             registry,
         };

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::proxy::http::RouteBy;
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
-use crate::{admin, control, proxy, source, Shared};
+use crate::{admin, control, health, proxy, source, Shared};
 
 /// Why Drover could not start.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +270,10 @@ async fn control_plane(
     tokio::spawn(
         control::run(shared.clone(), inputs, tables_tx, shutdown.clone())
             .instrument(tracing::info_span!("control")),
+    );
+    tokio::spawn(
+        health::monitor::run(shared.clone(), tables_rx.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("health")),
     );
     tokio::spawn(
         proxy::listeners::Listeners::new(workers, shared.clone(), shutdown.clone())

@@ -70,6 +70,7 @@ pub struct RawMarathon {
     pub strict: Option<bool>,
     /// marathon-lb `--health-check`: honour Marathon health check results.
     pub health_check: Option<bool>,
+    pub active_checks: Option<bool>,
     /// marathon-lb `--min/max-serv-port-ip-per-task`, as `"FIRST-LAST"`.
     pub ip_per_task_ports: Option<String>,
     pub user: Option<String>,
@@ -102,7 +103,16 @@ pub struct RawRuntime {
     pub drain_timeout: Option<String>,
 }
 
-/// One `[[alias]]` (arrives with the leader-alias issue).
+/// `[ejection]`: passive ejection of failing backends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEjection {
+    pub after: Option<i64>,
+    pub base: Option<String>,
+    pub max: Option<String>,
+}
+
+/// One `[[alias]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlias {

@@ -73,6 +73,7 @@ pub struct Config {
     pub mesos: Option<MesosConfig>,
     pub catalog: Option<CatalogConfig>,
     pub runtime: RuntimeConfig,
+    pub ejection: EjectionConfig,
     pub aliases: Vec<AliasConfig>,
 }
 
@@ -124,6 +125,9 @@ pub struct MarathonConfig {
     pub strict: bool,
     /// Apps with Marathon health checks route only to tasks with a passing result.
     pub health_check: bool,
+    /// Drover probes tasks itself with the apps' HTTP/TCP health checks (marathon-lb's
+    /// HAProxy checks).
+    pub active_checks: bool,
     /// Where service ports of IP-per-task apps without one are auto-assigned from.
     pub ip_per_task_ports: PortRange,
     pub user: Option<String>,
@@ -150,6 +154,27 @@ pub struct RuntimeConfig {
     pub workers: usize,
     /// How long in-flight requests and connections may run after a shutdown signal.
     pub drain_timeout: Duration,
+}
+
+/// Passive ejection: a backend whose exchanges fail `after` times in a row (connect errors,
+/// timeouts, 5xx answers) leaves its pool for `base`, doubling per ejection in a row up to
+/// `max`; never more than half of a pool at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EjectionConfig {
+    /// 0 turns passive ejection off.
+    pub after: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for EjectionConfig {
+    fn default() -> EjectionConfig {
+        EjectionConfig {
+            after: 5,
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -257,9 +282,9 @@ impl Config {
                 return Err(c.problems);
             }
         };
-        const SECTIONS: [&str; 10] = [
+        const SECTIONS: [&str; 11] = [
             "http", "https", "tcp", "dns", "admin", "marathon", "mesos", "catalog", "runtime",
-            "alias",
+            "ejection", "alias",
         ];
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
@@ -294,6 +319,10 @@ impl Config {
             .section::<RawRuntime>(&mut table, "runtime")
             .unwrap_or_default();
         let runtime = c.runtime(runtime);
+        let ejection = c
+            .section::<RawEjection>(&mut table, "ejection")
+            .unwrap_or_default();
+        let ejection = c.ejection(ejection);
         let aliases = c.aliases(table.remove("alias"));
         if c.problems.is_empty() {
             Ok(Config {
@@ -306,6 +335,7 @@ impl Config {
                 mesos,
                 catalog,
                 runtime,
+                ejection,
                 aliases,
             })
         } else {
@@ -335,9 +365,6 @@ impl Config {
         }
         if self.mesos.is_some() {
             say("mesos", "Mesos discovery");
-        }
-        if !self.aliases.is_empty() {
-            say("alias", "leader-aware master aliases");
         }
         out
     }
@@ -630,6 +657,7 @@ impl Checker<'_> {
             ),
             strict: r.strict.unwrap_or(false),
             health_check: r.health_check.unwrap_or(true),
+            active_checks: r.active_checks.unwrap_or(true),
             ip_per_task_ports: match r.ip_per_task_ports.as_deref() {
                 None => DEFAULT_IP_PER_TASK_PORTS,
                 Some(raw) => parse_port_range(raw).unwrap_or_else(|msg| {
@@ -725,10 +753,58 @@ impl Checker<'_> {
         for (i, item) in items.into_iter().enumerate() {
             let path = format!("alias[{i}]");
             if let Some(r) = self.decode::<RawAlias>(item, &path) {
-                out.push(self.alias(&path, r));
+                let alias = self.alias(&path, r);
+                // One host (or port) leads to one set of masters; a second would be a guess.
+                if let Some(j) = out.iter().position(|a: &AliasConfig| a.host == alias.host) {
+                    self.problem(
+                        &format!("{path}.host"),
+                        &format!("{:?}", alias.host.as_str()),
+                        format!("alias[{j}] has the same host"),
+                    );
+                }
+                if let Some(j) = out
+                    .iter()
+                    .position(|a| a.port.is_some() && a.port == alias.port)
+                {
+                    self.problem(
+                        &format!("{path}.port"),
+                        &alias.port.unwrap_or(0).to_string(),
+                        format!("alias[{j}] has the same port"),
+                    );
+                }
+                out.push(alias);
             }
         }
         out
+    }
+
+    fn ejection(&mut self, r: RawEjection) -> EjectionConfig {
+        let d = EjectionConfig::default();
+        let after = match r.after {
+            None => d.after,
+            Some(n) if (0..=1000).contains(&n) => n as u32,
+            Some(n) => {
+                self.problem(
+                    "ejection.after",
+                    &n.to_string(),
+                    "must be between 0 (off) and 1000 failures in a row",
+                );
+                d.after
+            }
+        };
+        let base = self.duration("ejection.base", r.base.as_deref(), d.base);
+        let max = self.duration("ejection.max", r.max.as_deref(), d.max);
+        if max < base {
+            self.problem(
+                "ejection.max",
+                &humantime::format_duration(max).to_string(),
+                format!(
+                    "must not be shorter than ejection.base ({})",
+                    humantime::format_duration(base)
+                ),
+            );
+        }
+        EjectionConfig { after, base, max }
     }
 
     fn alias(&mut self, path: &str, r: RawAlias) -> AliasConfig {

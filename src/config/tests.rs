@@ -161,6 +161,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             idle_timeout: secs(60),
             strict: true,
             health_check: true,
+            active_checks: true,
             ip_per_task_ports: PortRange {
                 first: 10050,
                 last: 10100
@@ -627,7 +628,7 @@ fn unavailable_lists_each_later_feature() {
     let c = parse_ok(EVERYTHING);
     let mut got: Vec<String> = c.unavailable().into_iter().map(|p| p.path).collect();
     got.sort_unstable();
-    assert_eq!(got, ["alias", "dns", "https", "mesos"]);
+    assert_eq!(got, ["dns", "https", "mesos"]);
     for p in c.unavailable() {
         assert!(p.message.contains("not available yet"), "{p}");
     }
@@ -637,10 +638,6 @@ fn unavailable_lists_each_later_feature() {
         ("[https]\ncerts = \"c\"", "https"),
         ("[dns]", "dns"),
         ("[mesos]\nmasters = [\"http://m\"]", "mesos"),
-        (
-            "[[alias]]\nhost = \"a\"\nbackends = [\"10.0.0.1:1\"]\ncheck = \"mesos\"",
-            "alias",
-        ),
     ] {
         let got: Vec<String> = parse_ok(text)
             .unavailable()
@@ -834,7 +831,7 @@ fn later_features_uses_every_later_section() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut got: Vec<String> = config.unavailable().into_iter().map(|p| p.path).collect();
     got.sort_unstable();
-    assert_eq!(got, ["alias", "dns", "https", "mesos"]);
+    assert_eq!(got, ["dns", "https", "mesos"]);
 }
 
 /// `example.toml` sets every key of the sections available now, so it documents them all.
@@ -864,4 +861,37 @@ fn example_sets_every_available_section() {
     for port in [http.listen.port(), tcp.ports.first] {
         assert!(port >= 1024, "port {port} needs root");
     }
+}
+
+#[test]
+fn ejection_defaults_and_bounds() {
+    let c = parse_ok("");
+    assert_eq!(c.ejection, EjectionConfig::default());
+    assert_eq!(c.ejection.after, 5);
+    let c = parse_ok("[ejection]\nafter = 0\nbase = \"1s\"\nmax = \"1m\"\n");
+    assert_eq!(c.ejection.after, 0, "0 turns it off");
+    assert_eq!(c.ejection.max, secs(60));
+    let problems = parse_err("[ejection]\nafter = -1\nbase = \"1m\"\nmax = \"10s\"\n");
+    assert_eq!(paths(&problems), ["ejection.after", "ejection.max"]);
+}
+
+#[test]
+fn two_aliases_cannot_share_a_host_or_port() {
+    let alias = |host: &str, port: u16| {
+        format!(
+            "[[alias]]\nhost = \"{host}\"\nport = {port}\nbackends = [\"127.0.0.1:5050\"]\ncheck = \"mesos\"\n"
+        )
+    };
+    let text = [
+        alias("mesos.example.com", 15050),
+        alias("MESOS.example.com", 15051),
+        alias("marathon.example.com", 15050),
+    ]
+    .concat();
+    let problems = parse_err(&text);
+    assert_eq!(paths(&problems), ["alias[1].host", "alias[2].port"]);
+    assert!(problems[0].message.contains("alias[0]"), "{problems:?}");
+    let ok = parse_ok(&[alias("a.example.com", 1), alias("b.example.com", 2)].concat());
+    assert_eq!(ok.aliases.len(), 2);
+    assert!(ok.unavailable().is_empty(), "aliases are served now");
 }

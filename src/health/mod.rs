@@ -7,6 +7,7 @@
 //! row pass (STYLE habit 11: fail closed).
 
 pub mod leader;
+pub mod monitor;
 pub mod probe;
 
 use tokio::time::Instant;

@@ -48,6 +48,8 @@ pub enum Probe {
     /// `GET /metrics/snapshot` answers 200 with a JSON object whose `"master/elected"` is 1:
     /// the Mesos leader.
     MesosElected,
+    /// `GET path` answers 200-399 (Marathon's rule for its HTTP health checks).
+    HttpAlive { path: String },
 }
 
 /// The outcome of one probe.
@@ -144,6 +146,15 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
                     }
                 }
                 Ok(format!("HTTP {status}"))
+            })
+            .await
+        }
+        Probe::HttpAlive { path } => {
+            get(stream, path, host_header, |response| async move {
+                match response.status().as_u16() {
+                    status @ 200..=399 => Ok(format!("HTTP {status}")),
+                    status => Err(format!("HTTP {status}")),
+                }
             })
             .await
         }
@@ -395,6 +406,25 @@ mod tests {
         assert!(!r.ok && r.detail.contains("no numeric"), "{r:?}");
         let r = run(garbage, &probe, "m3", T).await;
         assert!(!r.ok && r.detail.contains("not JSON"), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn app_check_passes_on_200_to_399() {
+        let probe = Probe::HttpAlive {
+            path: "/health".into(),
+        };
+        for (status, ok) in [
+            (200, true),
+            (302, true),
+            (399, true),
+            (404, false),
+            (503, false),
+        ] {
+            let (addr, _) = serve("/health", answer(status, "")).await;
+            let r = run(addr, &probe, "app", T).await;
+            assert_eq!(r.ok, ok, "{status}: {r:?}");
+            assert_eq!(r.detail, format!("HTTP {status}"));
+        }
     }
 
     #[tokio::test]

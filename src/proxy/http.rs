@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::note_failure;
 use crate::routing::pool::{Backend, InFlight};
 use crate::routing::{HttpSettings, Route};
 use crate::shutdown::Shutdown;
@@ -334,6 +335,8 @@ enum ProxyError {
     NoRoute,
     #[error("no backend is available for this route")]
     NoBackends,
+    #[error("no elected leader for {0}: none of its masters proves leadership right now")]
+    NoLeader(String),
     #[error("could not connect to any backend")]
     Connect,
     #[error("the backend did not answer in time")]
@@ -347,7 +350,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoBackends => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackends | ProxyError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -483,23 +486,33 @@ async fn forward(
     settings: &HttpSettings,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let pool = &route.pool;
-    let first = pool.pick(conn.client.ip()).ok_or(ProxyError::NoBackends)?;
+    let first = pool
+        .pick(conn.client.ip())
+        .ok_or_else(|| match pool.is_leader_pool() {
+            true => ProxyError::NoLeader(route.vhosts.iter().map(|h| h.to_string()).collect()),
+            false => ProxyError::NoBackends,
+        })?;
     prepare_upstream_request(&mut req, conn);
     let attempts = if is_idempotent(req.method()) {
-        pool.backends().len()
+        pool.max_attempts()
     } else {
         1
     };
     for attempt in 0..attempts {
-        let backend = pool.nth_after(first, attempt);
+        let Some(backend) = pool.attempt(first, attempt) else {
+            continue;
+        };
         let in_flight = backend.start();
         let mut sender = match checkout(backend, settings.connect_timeout).await {
             Some(s) => s,
-            None => continue,
+            None => {
+                note_failure(&conn.shared, route, backend);
+                continue;
+            }
         };
         let sent =
             tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
-        return match sent {
+        let result = match sent {
             Err(_elapsed) => Err(ProxyError::Timeout),
             Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, sender, in_flight)),
             Ok(Err(mut e)) => match e.take_message() {
@@ -507,20 +520,31 @@ async fn forward(
                 // on a fresh connection whatever the method.
                 Some(unsent) => {
                     req = unsent;
-                    let mut fresh = connect(backend, settings.connect_timeout)
+                    match connect(backend, settings.connect_timeout).await {
+                        None => Err(ProxyError::Connect),
+                        Some(mut fresh) => match tokio::time::timeout(
+                            settings.response_timeout,
+                            fresh.send_request(req),
+                        )
                         .await
-                        .ok_or(ProxyError::Connect)?;
-                    match tokio::time::timeout(settings.response_timeout, fresh.send_request(req))
-                        .await
-                    {
-                        Err(_elapsed) => Err(ProxyError::Timeout),
-                        Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, fresh, in_flight)),
-                        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+                        {
+                            Err(_elapsed) => Err(ProxyError::Timeout),
+                            Ok(Ok(resp)) => {
+                                Ok(upstream_response(resp, backend.addr, fresh, in_flight))
+                            }
+                            Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+                        },
                     }
                 }
                 None => Err(ProxyError::Upstream(e.into_error())),
             },
         };
+        // The exchange's outcome feeds passive ejection: 5xx answers count like failures.
+        match &result {
+            Ok(resp) if !resp.status().is_server_error() => backend.succeeded(),
+            _ => note_failure(&conn.shared, route, backend),
+        }
+        return result;
     }
     Err(ProxyError::Connect)
 }
@@ -700,12 +724,10 @@ async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendReques
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            backend.connect_failed();
             debug!(backend = %backend.addr, error = %e, "connect failed");
             return None;
         }
         Err(_) => {
-            backend.connect_failed();
             debug!(backend = %backend.addr, "connect timed out");
             return None;
         }
@@ -717,7 +739,6 @@ async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendReques
         .await;
     match handshake {
         Ok((sender, connection)) => {
-            backend.connect_succeeded();
             let addr = backend.addr;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -727,7 +748,6 @@ async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendReques
             Some(sender)
         }
         Err(e) => {
-            backend.connect_failed();
             debug!(backend = %backend.addr, error = %e, "handshake failed");
             None
         }

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
+use super::note_failure;
 use crate::routing::pool::InFlight;
 use crate::routing::Route;
 use crate::shutdown::Shutdown;
@@ -150,8 +151,10 @@ async fn connect(
     timeout: Duration,
     shared: &Shared,
 ) -> Option<(TcpStream, InFlight)> {
-    for attempt in 0..route.pool.backends().len() {
-        let backend = route.pool.nth_after(first, attempt);
+    for attempt in 0..route.pool.max_attempts() {
+        let Some(backend) = route.pool.attempt(first, attempt) else {
+            continue;
+        };
         // Count the attempt as in flight so leastconn sees connects still pending.
         let in_flight = backend.start();
         let result = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
@@ -163,11 +166,11 @@ async fn connect(
         };
         match result {
             Ok(stream) => {
-                backend.connect_succeeded();
+                backend.succeeded();
                 return Some((stream, in_flight));
             }
             Err(e) => {
-                backend.connect_failed();
+                note_failure(shared, route, backend);
                 shared
                     .metrics
                     .upstream_errors

@@ -7,22 +7,23 @@
 //! Conflicts (two services claiming one listening port, or one vhost+path) are settled by
 //! one rule and always reported: the service that held the claim in the previous table keeps
 //! it; on a fresh start the first in (app id, port index) order does. The others keep their
-//! remaining routes and are listed in `conflicts`.
+//! remaining routes and are listed in `conflicts`. A master alias (`[[alias]]`, operator
+//! config) always keeps its host, on every path, and its port.
 
 pub mod host;
 pub mod pool;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::{AppProblem, Catalog, Mode, Service};
-use crate::config::Config;
+use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
+use crate::config::{AliasConfig, Config, LeaderCheck};
 use crate::metrics::{Metrics, RouteStats};
 use host::{lookup_key, HostName};
-use pool::{Backend, Pool};
+use pool::{Backend, EjectPolicy, Pool};
 
 /// Settings of the HTTP router that may change on a config reload.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,11 +40,25 @@ pub struct TcpSettings {
     pub connect_timeout: Duration,
 }
 
-/// One service's route: its pool and what it answers for.
+/// What a route fronts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteKind {
+    /// An app's service port; `check` is Drover's own health check of its backends.
+    Service { check: Option<ActiveCheck> },
+    /// A master alias: its pool routes only to the proven leader.
+    Alias {
+        check: LeaderCheck,
+        interval: Duration,
+    },
+}
+
+/// One service's (or alias's) route: its pool and what it answers for.
 #[derive(Debug)]
 pub struct Route {
-    /// marathon-lb backend name, e.g. `shop_api_10002`; the route label in metrics.
+    /// marathon-lb backend name, e.g. `shop_api_10002` (`alias:mesos.example.com` for an
+    /// alias); the route label in metrics.
     pub name: String,
+    pub kind: RouteKind,
     pub app_id: String,
     pub index: usize,
     pub mode: Mode,
@@ -154,15 +169,46 @@ impl RouteTable {
         v
     }
 
-    /// Every backend in the table, by address (for state reuse across builds).
-    fn backends(&self) -> HashMap<SocketAddr, &Arc<Backend>> {
-        let n = self.routes.iter().map(|r| r.pool.backends().len()).sum();
-        let mut map = HashMap::with_capacity(n);
-        for b in self.routes.iter().flat_map(|r| r.pool.backends()) {
-            map.insert(b.addr, b);
-        }
-        map
+    /// Every route by name (for state reuse across builds).
+    fn routes_by_name(&self) -> HashMap<&str, &Route> {
+        self.routes
+            .iter()
+            .map(|r| (r.name.as_str(), &**r))
+            .collect()
     }
+
+    /// The alias routes, in config order.
+    pub fn aliases(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes
+            .iter()
+            .filter(|r| matches!(r.kind, RouteKind::Alias { .. }))
+    }
+}
+
+/// The route name of an alias.
+pub fn alias_route_name(host: &HostName) -> String {
+    format!("alias:{host}")
+}
+
+/// The backends for `addrs`, reusing `old`'s state object for every address it had, so
+/// in-flight counts, failure streaks, ejections, check verdicts and leadership carry over.
+fn reuse_backends(old: Option<&Route>, addrs: &[SocketAddr]) -> Vec<Arc<Backend>> {
+    let old = old.map_or(&[][..], |r| r.pool.backends());
+    // Small pools (the common case) search linearly; big ones get a map.
+    let map: Option<HashMap<SocketAddr, &Arc<Backend>>> =
+        (old.len() > 16).then(|| old.iter().map(|b| (b.addr, b)).collect());
+    addrs
+        .iter()
+        .map(|addr| {
+            let found = match &map {
+                Some(m) => m.get(addr).copied(),
+                None => old.iter().find(|b| b.addr == *addr),
+            };
+            found
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Backend::new(*addr)))
+        })
+        .collect()
 }
 
 /// Builds the route table for `catalog` under `config`. Backends whose address is in
@@ -175,8 +221,41 @@ pub fn compile(
     previous: &RouteTable,
     metrics: &Metrics,
 ) -> RouteTable {
-    let old_backends = previous.backends();
+    let old_routes = previous.routes_by_name();
+    let eject = (config.ejection.after > 0).then_some(EjectPolicy {
+        after: config.ejection.after,
+        base: config.ejection.base,
+        max: config.ejection.max,
+    });
     let mut conflicts = Vec::new();
+    let mut routes = Vec::with_capacity(catalog.services.len() + config.aliases.len());
+    let mut tcp = BTreeMap::new();
+    let mut vhosts: HashMap<HostName, Vec<PathRoute>> = HashMap::new();
+
+    // Aliases first: operator config outranks discovered apps.
+    for alias in &config.aliases {
+        let route = alias_route(alias, config, &old_routes, metrics);
+        if let Some(addr) = route.listen {
+            tcp.insert(addr.port(), route.clone());
+        }
+        vhosts
+            .entry(alias.host.clone())
+            .or_default()
+            .push(PathRoute {
+                prefix: String::new(),
+                route: route.clone(),
+            });
+        routes.push(route);
+    }
+    let alias_port = |port: u16| tcp.get(&port).map(|r: &Arc<Route>| r.name.clone());
+    let alias_host = |host: &HostName| {
+        config
+            .aliases
+            .iter()
+            .find(|a| a.host == *host)
+            .map(|a| alias_route_name(&a.host))
+    };
+
     let listen_addr = |s: &Service| -> Option<SocketAddr> {
         let tcp = config.tcp.as_ref()?;
         tcp.ports
@@ -191,6 +270,14 @@ pub fn compile(
     }
     let mut port_holder: HashMap<u16, &str> = HashMap::new();
     for (port, claimants) in &port_claims {
+        if let Some(alias) = alias_port(*port) {
+            conflicts.push(Conflict {
+                claim: Claim::Port(*port),
+                kept: alias,
+                refused: claimants.iter().map(|s| s.name.clone()).collect(),
+            });
+            continue;
+        }
         let incumbent = previous.lookup_tcp(*port).map(|r| r.name.as_str());
         let kept = settle(claimants, incumbent);
         if claimants.len() > 1 {
@@ -199,24 +286,16 @@ pub fn compile(
         port_holder.insert(*port, &claimants[kept].name);
     }
 
-    let mut routes = Vec::with_capacity(catalog.services.len());
-    let mut tcp = BTreeMap::new();
     let mut app_ids = HashMap::new();
     let mut vhost_claims: BTreeMap<VhostKey, Vec<(&Service, Arc<Route>)>> = BTreeMap::new();
     for s in &catalog.services {
         let listen = listen_addr(s).filter(|_| port_holder.get(&s.port) == Some(&&*s.name));
-        let backends = s
-            .backends
-            .iter()
-            .map(|addr| {
-                old_backends
-                    .get(addr)
-                    .map(|b| Arc::clone(b))
-                    .unwrap_or_else(|| Arc::new(Backend::new(*addr)))
-            })
-            .collect();
+        let backends = reuse_backends(old_routes.get(s.name.as_str()).copied(), &s.backends);
         let route = Arc::new(Route {
             name: s.name.clone(),
+            kind: RouteKind::Service {
+                check: s.check.clone(),
+            },
             app_id: s.app_id.clone(),
             index: s.index,
             mode: s.mode,
@@ -224,7 +303,7 @@ pub fn compile(
             vhosts: s.vhosts.clone(),
             path: s.path.clone(),
             listen,
-            pool: Pool::new(backends, s.balance),
+            pool: Pool::new(backends, s.balance, eject),
             stats: metrics.route_stats(&s.name),
         });
         if listen.is_some() {
@@ -245,14 +324,21 @@ pub fn compile(
         routes.push(route);
     }
 
-    let mut vhosts: HashMap<HostName, Vec<PathRoute>> = HashMap::new();
     for ((host, path), claimants) in vhost_claims {
+        let services: Vec<&Service> = claimants.iter().map(|(s, _)| *s).collect();
+        if let Some(alias) = alias_host(&host) {
+            conflicts.push(Conflict {
+                claim: Claim::Vhost { host, path },
+                kept: alias,
+                refused: services.iter().map(|s| s.name.clone()).collect(),
+            });
+            continue;
+        }
         let incumbent = previous
             .vhosts
             .get(&host)
             .and_then(|paths| paths.iter().find(|p| p.prefix == path))
             .map(|p| p.route.name.as_str());
-        let services: Vec<&Service> = claimants.iter().map(|(s, _)| *s).collect();
         let kept = settle(&services, incumbent);
         if claimants.len() > 1 {
             let claim = Claim::Vhost {
@@ -289,6 +375,53 @@ pub fn compile(
             connect_timeout: t.connect_timeout,
         }),
     }
+}
+
+/// The route of one master alias: every master in its pool, routed to only when proven
+/// leader.
+fn alias_route(
+    alias: &AliasConfig,
+    config: &Config,
+    old_routes: &HashMap<&str, &Route>,
+    metrics: &Metrics,
+) -> Arc<Route> {
+    let name = alias_route_name(&alias.host);
+    let kind = RouteKind::Alias {
+        check: alias.check.clone(),
+        interval: alias.interval,
+    };
+    let mut masters: Vec<SocketAddr> = Vec::with_capacity(alias.backends.len());
+    for addr in &alias.backends {
+        if !masters.contains(addr) {
+            masters.push(*addr);
+        }
+    }
+    // A changed check or master list must prove its leader afresh: no state carries over.
+    let old = old_routes.get(name.as_str()).copied().filter(|r| {
+        r.kind == kind
+            && r.pool
+                .backends()
+                .iter()
+                .map(|b| b.addr)
+                .eq(masters.iter().copied())
+    });
+    let bind = config
+        .tcp
+        .as_ref()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |t| t.bind);
+    Arc::new(Route {
+        kind,
+        app_id: String::new(),
+        index: 0,
+        mode: Mode::Http,
+        port: alias.port.unwrap_or(0),
+        vhosts: vec![alias.host.clone()],
+        path: None,
+        listen: alias.port.map(|p| SocketAddr::new(bind, p)),
+        pool: Pool::leader(reuse_backends(old, &masters)),
+        stats: metrics.route_stats(&name),
+        name,
+    })
 }
 
 /// A vhost and path prefix ("" for none): what one HTTP route claims.

@@ -1,23 +1,67 @@
 //! `Pool`: the immutable list of backends of one route, and how a request picks one.
 //! A pool is built once per table change; picking is a few atomic operations, no lock and
 //! no allocation. `Backend` carries the state that must outlive a rebuild (in-flight count,
-//! consecutive failures), so `routing::compile` reuses the same `Arc<Backend>` per address.
+//! failures, ejection, health-check verdict, leadership), so `routing::compile` reuses the
+//! same `Arc<Backend>` per (route, address).
+//!
+//! Health reaches the data path only through those atomics:
+//! - *passive ejection*: consecutive failed exchanges (connect errors, timeouts, 5xx) eject
+//!   a backend for a backoff that doubles with each ejection in a row, never more than half
+//!   of a pool at once;
+//! - *active checks* (`health::monitor`) set `check_down`; the monitor leaves it clear when
+//!   more than half of a pool fails, so the pool routes to all rather than to a few;
+//! - a *leader* pool (a master alias) routes only to the backend whose `leader` flag the
+//!   monitor set, and never tries another.
 
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::catalog::Balance;
+
+/// Passive ejection settings (`[ejection]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectPolicy {
+    /// Consecutive failed exchanges that eject a backend.
+    pub after: u32,
+    /// The first ejection's length; each ejection in a row doubles it.
+    pub base: Duration,
+    /// The longest ejection; a backend not ejected for this long starts again at `base`.
+    pub max: Duration,
+}
+
+/// What one failed exchange did to its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Counted; below the threshold, already ejected, or ejection is off.
+    Counted,
+    /// Out of rotation for this long.
+    Ejected(Duration),
+    /// Over the threshold, but half of the pool is already ejected: it stays in. Reported
+    /// once per failure streak.
+    Capped,
+}
 
 /// One backend address and its live state.
 #[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
     in_flight: AtomicUsize,
-    /// Consecutive failed connects; reset by a successful one.
+    /// Consecutive failed exchanges; reset by a good one.
     failures: AtomicU32,
+    /// [`now_ms`] until which the backend is out of rotation; 0 = in rotation.
+    ejected_until: AtomicU64,
+    /// Ejections in a row, for the doubling backoff.
+    ejections: AtomicU32,
+    /// When the latest ejection ended (or ends); 0 = never ejected.
+    last_ejection_end: AtomicU64,
+    /// The backend's active health check proved it down.
+    check_down: AtomicBool,
+    /// In a leader pool: this backend is the proven leader.
+    leader: AtomicBool,
 }
 
 // === impl Backend ===
@@ -28,6 +72,11 @@ impl Backend {
             addr,
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            last_ejection_end: AtomicU64::new(0),
+            check_down: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
         }
     }
 
@@ -36,6 +85,7 @@ impl Backend {
         self.in_flight.load(Relaxed)
     }
 
+    /// Consecutive failed exchanges.
     pub fn failures(&self) -> u32 {
         self.failures.load(Relaxed)
     }
@@ -46,15 +96,64 @@ impl Backend {
         InFlight(self.clone())
     }
 
-    pub fn connect_failed(&self) {
-        self.failures.fetch_add(1, Relaxed);
-    }
-
-    pub fn connect_succeeded(&self) {
+    /// A good exchange (a connection for TCP, a non-5xx answer for HTTP) ends a streak.
+    pub fn succeeded(&self) {
         if self.failures.load(Relaxed) != 0 {
             self.failures.store(0, Relaxed);
         }
     }
+
+    /// How long the backend stays ejected from now; `None` when in rotation. An ejection
+    /// that has run out is cleared here.
+    pub fn ejected_for(&self) -> Option<Duration> {
+        let until = self.ejected_until.load(Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let now = now_ms();
+        if now >= until {
+            // Back in rotation (a race with another clear is harmless).
+            let _ = self
+                .ejected_until
+                .compare_exchange(until, 0, Relaxed, Relaxed);
+            return None;
+        }
+        Some(Duration::from_millis(until - now))
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_for().is_some()
+    }
+
+    /// Set by the health monitor from the backend's active check.
+    pub fn set_check_down(&self, down: bool) {
+        self.check_down.store(down, Relaxed);
+    }
+
+    pub fn is_check_down(&self) -> bool {
+        self.check_down.load(Relaxed)
+    }
+
+    /// Set by the health monitor on a leader pool's backends.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.store(leader, Relaxed);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Relaxed)
+    }
+
+    /// Whether new requests may go here: not ejected, not failing its active check.
+    pub fn is_available(&self) -> bool {
+        !self.check_down.load(Relaxed) && !self.is_ejected()
+    }
+}
+
+/// Milliseconds on a process-wide monotonic clock, never 0.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    start.elapsed().as_millis() as u64 + 1
 }
 
 /// Counts one request or connection as in flight on a backend until dropped.
@@ -73,21 +172,42 @@ impl Drop for InFlight {
     }
 }
 
-/// The backends of one route and its balance algorithm.
+/// How a pool chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Balance(Balance),
+    /// Only the backend flagged leader; nobody when none is.
+    Leader,
+}
+
+/// The backends of one route and how it picks among them.
 #[derive(Debug)]
 pub struct Pool {
     backends: Box<[Arc<Backend>]>,
-    balance: Balance,
+    choice: Choice,
+    eject: Option<EjectPolicy>,
     cursor: AtomicUsize,
 }
 
 // === impl Pool ===
 
 impl Pool {
-    pub fn new(backends: Vec<Arc<Backend>>, balance: Balance) -> Pool {
+    /// A service pool balanced by `balance`, with passive ejection when `eject` is set.
+    pub fn new(backends: Vec<Arc<Backend>>, balance: Balance, eject: Option<EjectPolicy>) -> Pool {
         Pool {
             backends: backends.into_boxed_slice(),
-            balance,
+            choice: Choice::Balance(balance),
+            eject,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// A master alias's pool: routes only to the backend flagged leader.
+    pub fn leader(backends: Vec<Arc<Backend>>) -> Pool {
+        Pool {
+            backends: backends.into_boxed_slice(),
+            choice: Choice::Leader,
+            eject: None,
             cursor: AtomicUsize::new(0),
         }
     }
@@ -96,26 +216,48 @@ impl Pool {
         &self.backends
     }
 
-    pub fn balance(&self) -> Balance {
-        self.balance
+    /// The balance algorithm; `None` for a leader pool.
+    pub fn balance(&self) -> Option<Balance> {
+        match self.choice {
+            Choice::Balance(b) => Some(b),
+            Choice::Leader => None,
+        }
+    }
+
+    pub fn is_leader_pool(&self) -> bool {
+        self.choice == Choice::Leader
     }
 
     pub fn is_empty(&self) -> bool {
         self.backends.is_empty()
     }
 
-    /// The index of the backend for a new request from `client`; `None` for an empty pool.
-    /// A retry takes the next index, `(first + attempt) % len`, so it reaches another
-    /// backend.
+    /// The leader of a leader pool, if one is proven.
+    pub fn current_leader(&self) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| b.is_leader())
+    }
+
+    /// How many backends one request may try: all of a service pool, only the leader of a
+    /// leader pool.
+    pub fn max_attempts(&self) -> usize {
+        match self.choice {
+            Choice::Balance(_) => self.backends.len(),
+            Choice::Leader => 1,
+        }
+    }
+
+    /// The index of the backend for a new request from `client`; `None` for an empty pool,
+    /// or a leader pool without a leader. Skips unavailable backends; when none is available
+    /// it routes by the balance anyway (better a slim chance than none).
     pub fn pick(&self, client: IpAddr) -> Option<usize> {
         let n = self.backends.len();
-        if n == 0 {
-            return None;
-        }
-        if n == 1 {
-            return Some(0);
-        }
-        Some(match self.balance {
+        let balance = match self.choice {
+            Choice::Leader => return self.backends.iter().position(|b| b.is_leader()),
+            Choice::Balance(_) if n == 0 => return None,
+            Choice::Balance(_) if n == 1 => return Some(0),
+            Choice::Balance(b) => b,
+        };
+        let first = match balance {
             Balance::RoundRobin => self.cursor.fetch_add(1, Relaxed) % n,
             Balance::Random => random_below(n),
             Balance::Source => {
@@ -125,19 +267,68 @@ impl Pool {
             }
             Balance::LeastConn => {
                 // Start the scan at a rotating offset so ties spread instead of all
-                // landing on the first backend.
+                // landing on the first backend; unavailable backends only as a last resort.
                 let start = self.cursor.fetch_add(1, Relaxed) % n;
-                (0..n)
+                return (0..n)
                     .map(|i| (start + i) % n)
-                    .min_by_key(|&i| self.backends[i].in_flight())
-                    .unwrap_or(start)
+                    .min_by_key(|&i| {
+                        let b = &self.backends[i];
+                        (!b.is_available(), b.in_flight())
+                    })
+                    .or(Some(start));
             }
-        })
+        };
+        if self.backends[first].is_available() {
+            return Some(first);
+        }
+        (1..n)
+            .map(|i| (first + i) % n)
+            .find(|&i| self.backends[i].is_available())
+            .or(Some(first))
     }
 
-    /// The backend `attempt` places after `first`, wrapping around.
-    pub fn nth_after(&self, first: usize, attempt: usize) -> &Arc<Backend> {
-        &self.backends[(first + attempt) % self.backends.len()]
+    /// The backend for retry `attempt` (0 = the pick) after `first`, wrapping around;
+    /// `None` when that one is unavailable and should be skipped.
+    pub fn attempt(&self, first: usize, attempt: usize) -> Option<&Arc<Backend>> {
+        let b = &self.backends[(first + attempt) % self.backends.len()];
+        (attempt == 0 || b.is_available()).then_some(b)
+    }
+
+    /// Counts a failed exchange with `backend` and ejects it when the streak reaches the
+    /// policy's threshold, unless half of the pool is out already.
+    pub fn failed(&self, backend: &Backend) -> Failure {
+        let streak = backend.failures.fetch_add(1, Relaxed).saturating_add(1);
+        let Some(policy) = self.eject else {
+            return Failure::Counted;
+        };
+        if streak < policy.after.max(1) || backend.is_ejected() {
+            return Failure::Counted;
+        }
+        let out = self.backends.iter().filter(|b| b.is_ejected()).count();
+        if (out + 1) * 2 > self.backends.len() {
+            return if streak == policy.after.max(1) {
+                Failure::Capped
+            } else {
+                Failure::Counted
+            };
+        }
+        let now = now_ms();
+        // A backend that stayed in for `max` since its last ejection starts again at `base`.
+        let last_end = backend.last_ejection_end.load(Relaxed);
+        let mut in_a_row = backend.ejections.load(Relaxed);
+        if last_end != 0 && now.saturating_sub(last_end) > policy.max.as_millis() as u64 {
+            in_a_row = 0;
+        }
+        let length = policy
+            .base
+            .saturating_mul(1u32 << in_a_row.min(16))
+            .min(policy.max);
+        backend.ejections.store(in_a_row.saturating_add(1), Relaxed);
+        let until = now + length.as_millis() as u64;
+        backend.ejected_until.store(until, Relaxed);
+        backend.last_ejection_end.store(until, Relaxed);
+        backend.failures.store(0, Relaxed);
+        Failure::Ejected(length)
     }
 }
 
@@ -169,7 +360,17 @@ mod tests {
                 ))))
             })
             .collect();
-        Pool::new(backends, balance)
+        Pool::new(backends, balance, None)
+    }
+
+    fn ejecting(n: usize, after: u32, base_ms: u64) -> Pool {
+        let mut p = pool(n, Balance::RoundRobin);
+        p.eject = Some(EjectPolicy {
+            after,
+            base: Duration::from_millis(base_ms),
+            max: Duration::from_millis(base_ms * 4),
+        });
+        p
     }
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -212,7 +413,8 @@ mod tests {
     fn empty_pool_picks_nothing_and_retries_wrap() {
         assert_eq!(pool(0, Balance::RoundRobin).pick(CLIENT), None);
         let p = pool(3, Balance::RoundRobin);
-        assert_eq!(p.nth_after(2, 1).addr.port(), 1000);
+        assert_eq!(p.attempt(2, 1).unwrap().addr.port(), 1000);
+        assert_eq!(p.max_attempts(), 3);
     }
 
     #[test]
@@ -223,5 +425,105 @@ mod tests {
         assert_eq!(b.in_flight(), 1);
         drop(g);
         assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn ejection_after_a_streak_and_only_for_a_while() {
+        let p = ejecting(4, 3, 60_000);
+        let b = p.backends()[1].clone();
+        assert_eq!(p.failed(&b), Failure::Counted);
+        b.succeeded();
+        assert_eq!(
+            p.failed(&b),
+            Failure::Counted,
+            "a good exchange restarts the streak"
+        );
+        assert_eq!(p.failed(&b), Failure::Counted);
+        let Failure::Ejected(d) = p.failed(&b) else {
+            panic!("third failure in a row ejects")
+        };
+        assert_eq!(d, Duration::from_secs(60));
+        assert!(b.is_ejected() && !b.is_available());
+        // Picks and retries go around it.
+        for _ in 0..8 {
+            assert_ne!(p.pick(CLIENT), Some(1));
+        }
+        assert!(p.attempt(0, 1).is_none());
+        assert_eq!(p.failed(&b), Failure::Counted, "already out");
+    }
+
+    #[test]
+    fn ejection_ends_and_doubles_when_it_comes_again() {
+        let p = ejecting(2, 1, 30);
+        let b = p.backends()[0].clone();
+        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(30)));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.is_available(), "back in rotation after the backoff");
+        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(60)));
+        std::thread::sleep(Duration::from_millis(70));
+        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(120)));
+        std::thread::sleep(Duration::from_millis(130));
+        assert_eq!(
+            p.failed(&b),
+            Failure::Ejected(Duration::from_millis(120)),
+            "capped at max"
+        );
+        // Long good behaviour (more than max after the last ejection) restarts at base.
+        std::thread::sleep(Duration::from_millis(130 + 130));
+        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(30)));
+    }
+
+    #[test]
+    fn never_more_than_half_of_a_pool_is_ejected() {
+        let p = ejecting(5, 1, 60_000);
+        let b = p.backends();
+        assert!(matches!(p.failed(&b[0]), Failure::Ejected(_)));
+        assert!(matches!(p.failed(&b[1]), Failure::Ejected(_)));
+        assert_eq!(
+            p.failed(&b[2]),
+            Failure::Capped,
+            "a third of five would be over half"
+        );
+        assert_eq!(
+            p.failed(&b[2]),
+            Failure::Counted,
+            "reported once per streak"
+        );
+        assert!(b[2].is_available());
+        let one = ejecting(1, 1, 60_000);
+        assert_eq!(one.failed(&one.backends()[0]), Failure::Capped);
+        assert!(one.backends()[0].is_available());
+    }
+
+    #[test]
+    fn check_down_backends_are_skipped_unless_all_are() {
+        let p = pool(3, Balance::RoundRobin);
+        p.backends()[0].set_check_down(true);
+        for _ in 0..6 {
+            assert_ne!(p.pick(CLIENT), Some(0));
+        }
+        let lc = pool(3, Balance::LeastConn);
+        lc.backends()[2].set_check_down(true);
+        for _ in 0..6 {
+            assert_ne!(lc.pick(CLIENT), Some(2));
+        }
+        for b in p.backends() {
+            b.set_check_down(true);
+        }
+        assert!(p.pick(CLIENT).is_some(), "none available: route anyway");
+    }
+
+    #[test]
+    fn leader_pool_routes_only_to_the_leader() {
+        let backends: Vec<_> = pool(3, Balance::RoundRobin).backends().to_vec();
+        let p = Pool::leader(backends);
+        assert_eq!(p.pick(CLIENT), None, "no leader yet");
+        p.backends()[2].set_leader(true);
+        for _ in 0..5 {
+            assert_eq!(p.pick(CLIENT), Some(2));
+        }
+        assert_eq!(p.max_attempts(), 1, "a follower is never a retry target");
+        assert_eq!(p.current_leader().unwrap().addr.port(), 1002);
+        assert_eq!(p.failed(&p.backends()[2]), Failure::Counted, "no ejection");
     }
 }

@@ -592,7 +592,7 @@ fn backends_keep_their_state_across_compiles() {
         .unwrap()
         .clone();
     let guard = busy.start();
-    busy.connect_failed();
+    route(&first, "web_10001").pool.failed(&busy);
 
     // 31002 goes, 31003 comes; another app shares 31001's address.
     let v2 = [
@@ -614,7 +614,11 @@ fn backends_keep_their_state_across_compiles() {
     assert_eq!(kept.in_flight(), 1, "in-flight count survives the rebuild");
     assert_eq!(kept.failures(), 1);
     let other = &route(&second, "other_10002").pool.backends()[0];
-    assert!(Arc::ptr_eq(other, &busy), "shared across routes by address");
+    assert!(
+        !Arc::ptr_eq(other, &busy),
+        "state is per route: another route's failures or ejection are not this one's"
+    );
+    assert_eq!(other.failures(), 0);
     let fresh = web
         .iter()
         .find(|b| b.addr == sock("127.0.0.1:31003"))
@@ -680,7 +684,7 @@ fn routes_follow_catalog_order_and_carry_the_service() {
     );
     assert_eq!(r.path.as_deref(), Some("/v1"));
     assert_eq!(r.vhosts, [HostName::parse("api.example.com").unwrap()]);
-    assert_eq!(r.pool.balance(), crate::catalog::Balance::LeastConn);
+    assert_eq!(r.pool.balance(), Some(crate::catalog::Balance::LeastConn));
     let r = route(&t, "shop_api_10003");
     assert_eq!((r.index, r.mode), (1, Mode::Tcp));
     assert_eq!(r.pool.backends()[0].addr, sock("127.0.0.1:31003"));

@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::catalog::{AppProblem, RawApp, RawTask};
+use crate::catalog::{ActiveCheck, AppProblem, CheckKind, PortCheck, RawApp, RawTask};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -32,6 +33,25 @@ struct FileApp {
     ports: Vec<u16>,
     #[serde(default)]
     tasks: Vec<FileTask>,
+    #[serde(default)]
+    health_checks: Vec<FileCheck>,
+}
+
+/// An active health check of one service port, e.g.
+/// `{ port_index = 0, protocol = "http", path = "/health", interval = "5s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheck {
+    port_index: Option<usize>,
+    /// `http` (GET `path`, 200-399 passes) or `tcp` (a connect passes).
+    protocol: Option<String>,
+    path: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    /// Failures in a row that take a backend out.
+    fall: Option<u32>,
+    /// Passes in a row that bring it back.
+    rise: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +104,21 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
             });
             continue;
         }
+        let checks = match app
+            .health_checks
+            .iter()
+            .map(file_check)
+            .collect::<Result<Vec<_>, String>>()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                snapshot.problems.push(AppProblem {
+                    app_id: app.id,
+                    message: format!("app[{i}]: health_checks: {e}; app dropped"),
+                });
+                continue;
+            }
+        };
         let tasks = app
             .tasks
             .into_iter()
@@ -100,10 +135,42 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
             labels: app.labels,
             ports: app.ports,
             tasks,
+            checks,
             ..RawApp::default()
         });
     }
     Ok(snapshot)
+}
+
+fn file_check(c: &FileCheck) -> Result<PortCheck, String> {
+    let duration = |key: &str, raw: &Option<String>, default: u64| match raw {
+        None => Ok(Duration::from_secs(default)),
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(format!("{key} = {text:?} is not a duration like \"5s\"")),
+        },
+    };
+    let kind = match c.protocol.as_deref().unwrap_or("http") {
+        "http" | "HTTP" => {
+            let path = c.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') {
+                return Err(format!("path = {path:?} must start with /"));
+            }
+            CheckKind::Http { path }
+        }
+        "tcp" | "TCP" => CheckKind::Tcp,
+        other => return Err(format!("protocol = {other:?} (expected http or tcp)")),
+    };
+    Ok(PortCheck {
+        index: c.port_index.unwrap_or(0),
+        check: ActiveCheck {
+            kind,
+            interval: duration("interval", &c.interval, 10)?,
+            timeout: duration("timeout", &c.timeout, 5)?,
+            fall: c.fall.unwrap_or(3).max(1),
+            rise: c.rise.unwrap_or(2).max(1),
+        },
+    })
 }
 
 /// Reads and parses the file, then resolves task host names to IP addresses (a name that
@@ -207,6 +274,46 @@ mod tests {
         assert_eq!(s.apps[0].tasks[0].state, "TASK_RUNNING");
         assert_eq!(s.apps[0].tasks[0].id, "/web.0");
         assert!(s.problems.is_empty());
+    }
+
+    #[test]
+    fn health_checks_parse_with_defaults_and_bad_ones_drop_the_app() {
+        let s = parse(
+            r#"
+            [[app]]
+            id = "/web"
+            ports = [10001, 10002]
+            health_checks = [
+              { path = "/health", interval = "2s", fall = 1 },
+              { port_index = 1, protocol = "tcp" },
+            ]
+            [[app]]
+            id = "/bad"
+            health_checks = [ { protocol = "udp" } ]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.apps.len(), 1);
+        let checks = &s.apps[0].checks;
+        assert_eq!(
+            checks[0],
+            PortCheck {
+                index: 0,
+                check: ActiveCheck {
+                    kind: CheckKind::Http {
+                        path: "/health".into()
+                    },
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_secs(5),
+                    fall: 1,
+                    rise: 2,
+                },
+            }
+        );
+        assert_eq!(checks[1].index, 1);
+        assert_eq!(checks[1].check.kind, CheckKind::Tcp);
+        assert_eq!(s.problems.len(), 1);
+        assert!(s.problems[0].message.contains("udp"), "{}", s.problems[0]);
     }
 
     #[test]

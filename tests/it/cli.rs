@@ -190,7 +190,7 @@ fn check_says_later_features_are_not_available_yet() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("not available yet"), "{stderr}");
-    for section in ["https", "dns", "mesos", "alias"] {
+    for section in ["https", "dns", "mesos"] {
         assert!(
             stderr.contains(&format!("  - {section}: ")),
             "{section} not listed in:\n{stderr}"

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod alias;
 mod cli;
 mod fake_marathon;
 mod http;

@@ -13,8 +13,9 @@
 
 use serde::{Deserialize, Deserializer};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
 
-use crate::catalog::{AppProblem, RawApp, RawTask};
+use crate::catalog::{ActiveCheck, AppProblem, CheckKind, PortCheck, RawApp, RawTask};
 
 // === Marathon JSON ===
 
@@ -301,6 +302,9 @@ pub fn decode(body: &[u8]) -> Result<Vec<MarathonApp>, DecodeError> {
 pub struct ConvertOptions {
     /// marathon-lb `--health-check`: apps with Marathon health checks need a passing result.
     pub health_check: bool,
+    /// Drover probes the tasks itself with the app's HTTP/TCP `healthChecks`, as marathon-lb's
+    /// HAProxy does (`check inter ... fall ...`).
+    pub active_checks: bool,
     /// `--min-serv-port-ip-per-task` / `--max-serv-port-ip-per-task`: the range service
     /// ports are auto-assigned from for IP-per-task apps that have none.
     pub min_ip_per_task_port: u16,
@@ -311,6 +315,7 @@ impl Default for ConvertOptions {
     fn default() -> Self {
         ConvertOptions {
             health_check: true,
+            active_checks: true,
             min_ip_per_task_port: 10050,
             max_ip_per_task_port: 10100,
         }
@@ -492,6 +497,11 @@ fn convert_app(
                 .health_checks
                 .iter()
                 .any(|h| h.protocol.as_deref() == Some("HTTP")),
+            checks: if opts.active_checks {
+                active_checks(&app.health_checks)
+            } else {
+                Vec::new()
+            },
         },
         all_task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
         instances: app.instances.unwrap_or(0),
@@ -790,11 +800,51 @@ fn merge(prev: Converted, cur: Converted) -> Converted {
             ports: old.raw.ports,
             tasks,
             http_health_check: old.raw.http_health_check,
+            checks: old.raw.checks,
         },
         all_task_ids,
         instances: old.instances,
         last_scaling_at: old.last_scaling_at,
     }
+}
+
+/// The checks Drover runs itself, mapped from Marathon `healthChecks` as marathon-lb maps
+/// them to HAProxy: the first HTTP (or MESOS_HTTP) or TCP (or MESOS_TCP) check of each port
+/// index, probed every `intervalSeconds` with `timeoutSeconds`, failing after
+/// `maxConsecutiveFailures + 1` misses, passing again after 2 (HAProxy's `rise`). Marathon's
+/// defaults fill gaps (HTTP, `/`, port index 0, 60 s, 20 s, 3). HTTPS and COMMAND checks
+/// cannot be repeated from here and are left to Marathon's own results.
+fn active_checks(checks: &[HealthCheck]) -> Vec<PortCheck> {
+    let mut out: Vec<PortCheck> = Vec::new();
+    for c in checks {
+        let kind = match c.protocol.as_deref().unwrap_or("HTTP") {
+            "HTTP" | "MESOS_HTTP" => CheckKind::Http {
+                path: c
+                    .path
+                    .clone()
+                    .filter(|p| p.starts_with('/'))
+                    .unwrap_or_else(|| "/".to_string()),
+            },
+            "TCP" | "MESOS_TCP" => CheckKind::Tcp,
+            _ => continue,
+        };
+        let index = c.port_index.unwrap_or(0) as usize;
+        if out.iter().any(|p| p.index == index) {
+            continue;
+        }
+        let fails = c.max_consecutive_failures.unwrap_or(3);
+        out.push(PortCheck {
+            index,
+            check: ActiveCheck {
+                kind,
+                interval: Duration::from_secs(c.interval_seconds.unwrap_or(60).max(1)),
+                timeout: Duration::from_secs(c.timeout_seconds.unwrap_or(20).max(1)),
+                fall: u32::try_from(fails.saturating_add(1)).unwrap_or(u32::MAX),
+                rise: 2,
+            },
+        });
+    }
+    out
 }
 
 /// marathon-lb's templates (without `HAPROXY_`); as `HAPROXY_{T}` or `HAPROXY_{n}_{T}` on an

@@ -233,7 +233,7 @@ fn vhost_routing_external() {
         Some("multi_10006")
     );
     let redis = t.lookup_tcp(6379).unwrap();
-    assert_eq!(redis.pool.balance(), Balance::LeastConn);
+    assert_eq!(redis.pool.balance(), Some(Balance::LeastConn));
     assert!(t.lookup_tcp(10007).is_none() && t.lookup_tcp(10008).is_none());
 }
 
@@ -863,4 +863,44 @@ fn sha1_matches_the_standard() {
     assert_eq!(hex(sha1(b"")), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
     let long = vec![b'a'; 1_000];
     assert_eq!(hex(sha1(&long)), "291e9a6c66994949b57ba5e650361e98fc36b1ba");
+}
+
+#[test]
+fn health_checks_become_active_checks_like_marathon_lb() {
+    let b = build("own/apps_task_states.json", &DEFAULT);
+    let check = |app: &str| {
+        b.catalog
+            .services
+            .iter()
+            .find(|s| s.app_id == app)
+            .unwrap_or_else(|| panic!("{app} has a service"))
+            .check
+            .clone()
+    };
+    // MESOS_HTTP probes like HTTP; fall = maxConsecutiveFailures + 1 (marathon-lb).
+    assert_eq!(
+        check("/stateful"),
+        Some(catalog::ActiveCheck {
+            kind: catalog::CheckKind::Http {
+                path: "/ready".into()
+            },
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            fall: 4,
+            rise: 2,
+        })
+    );
+    let tcp = check("/tcpcheck").expect("TCP check");
+    assert_eq!(tcp.kind, catalog::CheckKind::Tcp);
+    assert_eq!((tcp.interval, tcp.fall), (Duration::from_secs(7), 6));
+    assert_eq!(check("/nohc"), None);
+
+    // Switched off, nothing is probed.
+    let apps = decode(&fixture("own/apps_task_states.json")).unwrap();
+    let opts = ConvertOptions {
+        active_checks: false,
+        ..ConvertOptions::default()
+    };
+    let (raw, _) = to_raw_apps(&apps, &mut HealthMemory::new(), &opts);
+    assert!(raw.iter().all(|a| a.checks.is_empty()));
 }

@@ -149,6 +149,7 @@ async fn follow(
     let mut client = client;
     let options = ConvertOptions {
         health_check: cfg.health_check,
+        active_checks: cfg.active_checks,
         min_ip_per_task_port: cfg.ip_per_task_ports.first,
         max_ip_per_task_port: cfg.ip_per_task_ports.last,
     };

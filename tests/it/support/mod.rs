@@ -5,12 +5,13 @@
 #![allow(dead_code)]
 
 pub mod marathon;
+pub mod masters;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,6 +196,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
     pub hits: Arc<AtomicUsize>,
+    /// The status every answer carries (200 unless a test sets another).
+    status: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -203,19 +206,30 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
+        Backend::serve(name, listener)
+    }
+
+    /// A backend on a given address (e.g. one that was down and comes back).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend again");
+        Backend::serve(name, listener)
+    }
+
+    fn serve(name: &str, listener: TcpListener) -> Backend {
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let (n, h) = (name.to_string(), hits.clone());
+        let status = Arc::new(AtomicU16::new(200));
+        let (n, h, st) = (name.to_string(), hits.clone(), status.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (n, h) = (n.clone(), h.clone());
+                let (n, h, st) = (n.clone(), h.clone(), st.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         h.fetch_add(1, Ordering::Relaxed);
-                        answer(n.clone(), req)
+                        answer(n.clone(), st.load(Ordering::Relaxed), req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -227,12 +241,18 @@ impl Backend {
             addr,
             name: name.to_string(),
             hits,
+            status,
             task,
         }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Makes every later answer carry `code` (e.g. 500 to fail, 200 to recover).
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::Relaxed);
     }
 }
 
@@ -244,7 +264,11 @@ impl Drop for Backend {
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
-async fn answer(name: String, req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+async fn answer(
+    name: String,
+    status: u16,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
     let mut builder = Response::builder().header("x-backend", &name);
     for (k, v) in req.headers() {
         builder = builder.header(format!("x-req-{}", k.as_str()), v);
@@ -261,7 +285,8 @@ async fn answer(name: String, req: Request<Incoming>) -> Result<Response<BoxBody
     } else {
         full(name.clone())
     };
-    Ok(builder.status(StatusCode::OK).body(body).expect("response"))
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    Ok(builder.status(status).body(body).expect("response"))
 }
 
 fn full(s: String) -> BoxBody {

@@ -1,0 +1,589 @@
+//! The health monitor: runs every active probe the route table asks for and turns results
+//! into the flags the data plane reads (`Backend::set_leader`, `Backend::set_check_down`),
+//! into metrics, logs and the status `/debug/routes` shows.
+//!
+//! - Each target (one backend of one alias or checked route) has its own probe task, so a
+//!   target that hangs delays nobody else; results come back on one channel to this task,
+//!   which owns every [`LeaderTracker`] and [`Health`].
+//! - An alias's leader flag moves old-off-then-new-on, so no instant has two leaders. A
+//!   changed master list or check starts from "no leader" (fail closed).
+//! - A checked route never loses more than half of its pool to its check: when more than
+//!   half fail, the check flags are cleared and the pool routes to all, logged as such.
+//! - Backends the data plane ejected are watched here too, to log and meter their return.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::leader::{LeaderTracker, LEADER_FALL, LEADER_RISE};
+use super::probe::{self, Probe, ProbeResult};
+use super::{Health, State};
+use crate::catalog::{ActiveCheck, CheckKind};
+use crate::routing::pool::Backend;
+use crate::routing::{Route, RouteKind, RouteTable};
+use crate::shutdown::Shutdown;
+use crate::Shared;
+
+/// How often ejected backends are looked at to see whether they are back.
+const EJECTION_SWEEP: Duration = Duration::from_secs(1);
+
+/// How often the status for `/debug/routes` is refreshed when something changed.
+const STATUS_REFRESH: Duration = Duration::from_millis(200);
+
+/// The shortest probe interval honoured (a typo of "1ms" must not flood a master).
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What the monitor knows, for `/debug/routes`.
+#[derive(Debug, Clone, Default)]
+pub struct HealthStatus {
+    /// By alias route name.
+    pub aliases: BTreeMap<String, AliasStatus>,
+    /// By route name: the state of each checked backend.
+    pub checks: BTreeMap<String, CheckStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AliasStatus {
+    pub leader: Option<SocketAddr>,
+    /// When the leader last changed (or the alias started being watched).
+    pub since: std::time::SystemTime,
+    /// Masters all claiming leadership right now, when more than one does.
+    pub conflict: Option<Vec<SocketAddr>>,
+    pub backends: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckStatus {
+    /// More than half of the pool fails its check, so the check is ignored.
+    pub routing_to_all: bool,
+    pub backends: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub addr: SocketAddr,
+    pub state: State,
+    pub last: Option<ProbeResult>,
+}
+
+/// One target's identity: route name and backend address.
+type Key = (String, SocketAddr);
+
+/// A probe result, tagged with the generation of the watch that asked for it.
+struct Outcome {
+    key: Key,
+    generation: u64,
+    result: ProbeResult,
+}
+
+/// What a route's probes check; a change restarts them.
+#[derive(Debug, Clone, PartialEq)]
+struct Spec {
+    probe: Probe,
+    interval: Duration,
+    timeout: Duration,
+}
+
+/// A watched alias.
+struct AliasWatch {
+    spec: Spec,
+    generation: u64,
+    route: Arc<Route>,
+    tracker: LeaderTracker,
+    since: std::time::SystemTime,
+    probes: CancellationToken,
+}
+
+/// A watched health-checked service route.
+struct CheckWatch {
+    spec: Spec,
+    check: ActiveCheck,
+    generation: u64,
+    route: Arc<Route>,
+    health: HashMap<SocketAddr, Health>,
+    /// A probe task per backend address.
+    probes: HashMap<SocketAddr, CancellationToken>,
+    routing_to_all: bool,
+}
+
+/// Runs until shutdown, following every table published on `tables`.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut tables: watch::Receiver<Arc<RouteTable>>,
+    shutdown: Shutdown,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut monitor = Monitor {
+        shared,
+        tx,
+        stop: shutdown.child_token(),
+        next_generation: 0,
+        dirty: true,
+        aliases: HashMap::new(),
+        checks: HashMap::new(),
+    };
+    let mut sweep = tokio::time::interval(EJECTION_SWEEP);
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval(STATUS_REFRESH);
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let table = tables.borrow_and_update().clone();
+        monitor.follow(&table);
+        loop {
+            tokio::select! {
+                changed = tables.changed() => {
+                    if changed.is_err() {
+                        monitor.stop.cancel();
+                        return;
+                    }
+                    break;
+                }
+                Some(outcome) = rx.recv() => monitor.observe(outcome),
+                _ = sweep.tick() => monitor.sweep_ejected(),
+                _ = refresh.tick(), if monitor.dirty => monitor.publish_status(),
+                _ = shutdown.triggered() => {
+                    monitor.stop.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Monitor {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Outcome>,
+    /// Parent of every probe task's token.
+    stop: CancellationToken,
+    next_generation: u64,
+    /// The status changed since it was last published.
+    dirty: bool,
+    aliases: HashMap<String, AliasWatch>,
+    checks: HashMap<String, CheckWatch>,
+}
+
+impl Monitor {
+    /// Brings the watched set in line with `table`: new routes get probes, changed ones start
+    /// over, removed ones stop; kept ones re-apply their flags to the table's backends.
+    fn follow(&mut self, table: &RouteTable) {
+        let mut seen_aliases = Vec::new();
+        let mut seen_checks = Vec::new();
+        for route in &table.routes {
+            match &route.kind {
+                RouteKind::Alias { check, interval } => {
+                    let interval = (*interval).max(MIN_INTERVAL);
+                    let spec = Spec {
+                        probe: probe::leader_probe(check),
+                        interval,
+                        timeout: interval,
+                    };
+                    self.follow_alias(route, spec);
+                    seen_aliases.push(route.name.clone());
+                }
+                RouteKind::Service { check: Some(check) } => {
+                    let interval = check.interval.max(MIN_INTERVAL);
+                    let spec = Spec {
+                        probe: match &check.kind {
+                            CheckKind::Http { path } => Probe::HttpAlive { path: path.clone() },
+                            CheckKind::Tcp => Probe::Tcp,
+                        },
+                        interval,
+                        timeout: check.timeout.min(interval).max(MIN_INTERVAL),
+                    };
+                    self.follow_check(route, check, spec);
+                    seen_checks.push(route.name.clone());
+                }
+                RouteKind::Service { check: None } => {}
+            }
+        }
+        let gone: Vec<String> = self
+            .aliases
+            .keys()
+            .filter(|n| !seen_aliases.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(w) = self.aliases.remove(&name) {
+                w.probes.cancel();
+                self.forget_metrics(&w.route);
+                info!(alias = %name, "alias removed; its probes stop");
+            }
+        }
+        let gone: Vec<String> = self
+            .checks
+            .keys()
+            .filter(|n| !seen_checks.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(w) = self.checks.remove(&name) {
+                for token in w.probes.values() {
+                    token.cancel();
+                }
+                self.forget_metrics(&w.route);
+            }
+        }
+        self.publish_status();
+    }
+
+    fn follow_alias(&mut self, route: &Arc<Route>, spec: Spec) {
+        let masters: Vec<SocketAddr> = route.pool.backends().iter().map(|b| b.addr).collect();
+        if let Some(w) = self.aliases.get_mut(&route.name) {
+            let same_masters = w
+                .route
+                .pool
+                .backends()
+                .iter()
+                .map(|b| b.addr)
+                .eq(masters.iter().copied());
+            if w.spec == spec && same_masters {
+                w.route = route.clone();
+                apply_leader(&w.route, w.tracker.leader());
+                return;
+            }
+            w.probes.cancel();
+            info!(alias = %route.name, "alias changed; its leader must be proven again");
+        }
+        let generation = self.generation();
+        let probes = self.stop.child_token();
+        for backend in route.pool.backends() {
+            self.spawn_probe(
+                (route.name.clone(), backend.addr),
+                generation,
+                &spec,
+                &probes,
+            );
+        }
+        apply_leader(route, None);
+        self.forget_metrics(route);
+        for backend in route.pool.backends() {
+            self.set_alias_gauge(route, backend, false);
+        }
+        self.aliases.insert(
+            route.name.clone(),
+            AliasWatch {
+                spec,
+                generation,
+                route: route.clone(),
+                tracker: LeaderTracker::new(&masters, LEADER_RISE, LEADER_FALL, Instant::now()),
+                since: std::time::SystemTime::now(),
+                probes,
+            },
+        );
+    }
+
+    fn follow_check(&mut self, route: &Arc<Route>, check: &ActiveCheck, spec: Spec) {
+        let restart = self
+            .checks
+            .get(&route.name)
+            .is_none_or(|w| w.spec != spec || w.check != *check);
+        if restart {
+            if let Some(old) = self.checks.remove(&route.name) {
+                for token in old.probes.values() {
+                    token.cancel();
+                }
+            }
+            let generation = self.generation();
+            self.checks.insert(
+                route.name.clone(),
+                CheckWatch {
+                    spec: spec.clone(),
+                    check: check.clone(),
+                    generation,
+                    route: route.clone(),
+                    health: HashMap::new(),
+                    probes: HashMap::new(),
+                    routing_to_all: false,
+                },
+            );
+        }
+        let Some(mut w) = self.checks.remove(&route.name) else {
+            return;
+        };
+        w.route = route.clone();
+        let now = Instant::now();
+        let addrs: Vec<SocketAddr> = route.pool.backends().iter().map(|b| b.addr).collect();
+        for addr in &addrs {
+            if !w.probes.contains_key(addr) {
+                let token = self.stop.child_token();
+                self.spawn_probe((route.name.clone(), *addr), w.generation, &spec, &token);
+                w.probes.insert(*addr, token);
+                w.health
+                    .insert(*addr, Health::new(check.rise, check.fall, now));
+            }
+        }
+        w.probes.retain(|addr, token| {
+            let keep = addrs.contains(addr);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        w.health.retain(|addr, _| addrs.contains(addr));
+        self.apply_checks(&mut w);
+        self.checks.insert(route.name.clone(), w);
+    }
+
+    fn generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    fn spawn_probe(&self, key: Key, generation: u64, spec: &Spec, token: &CancellationToken) {
+        let tx = self.tx.clone();
+        let spec = spec.clone();
+        let token = token.clone();
+        let metrics = self.shared.metrics.clone();
+        let kind = if matches!(spec.probe, Probe::HttpAlive { .. } | Probe::Tcp) {
+            "app"
+        } else {
+            "leader"
+        };
+        tokio::spawn(async move {
+            let host = key.1.to_string();
+            let mut tick = tokio::time::interval(spec.interval);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let result = tokio::select! {
+                    _ = token.cancelled() => return,
+                    r = probe::run(key.1, &spec.probe, &host, spec.timeout) => r,
+                };
+                let verdict = if result.ok { "pass" } else { "fail" };
+                metrics
+                    .health_probes
+                    .with_label_values(&[kind, verdict])
+                    .inc();
+                let outcome = Outcome {
+                    key: key.clone(),
+                    generation,
+                    result,
+                };
+                if tx.send(outcome).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Counts one probe result.
+    fn observe(&mut self, outcome: Outcome) {
+        let (route_name, addr) = &outcome.key;
+        let now = Instant::now();
+        if let Some(w) = self.aliases.get_mut(route_name) {
+            if w.generation != outcome.generation {
+                return;
+            }
+            let change = w.tracker.observe(*addr, &outcome.result, now);
+            let host = alias_host(&w.route).to_string();
+            if w.tracker.conflict_began() {
+                let claimants: Vec<String> = w
+                    .tracker
+                    .conflict()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+                warn!(alias = %host, claimants = ?claimants, kept = ?w.tracker.leader(),
+                    "more than one master claims leadership; the incumbent keeps the role");
+                self.shared
+                    .metrics
+                    .leader_conflicts
+                    .with_label_values(&[&host])
+                    .inc();
+            }
+            if let Some(change) = change {
+                apply_leader(&w.route, change.to);
+                w.since = std::time::SystemTime::now();
+                match change.to {
+                    Some(to) => info!(alias = %host, from = ?change.from, %to,
+                        "alias leader changed"),
+                    None => warn!(alias = %host, from = ?change.from,
+                        last_probe = %outcome.result.detail,
+                        "alias has no elected leader; answering 503"),
+                }
+                self.shared
+                    .metrics
+                    .leader_changes
+                    .with_label_values(&[&host])
+                    .inc();
+                let route = w.route.clone();
+                for backend in route.pool.backends() {
+                    self.set_alias_gauge(&route, backend, Some(backend.addr) == change.to);
+                }
+            }
+            self.dirty = true;
+            return;
+        }
+        let Some(mut w) = self.checks.remove(route_name) else {
+            return;
+        };
+        if w.generation == outcome.generation {
+            if let Some(h) = w.health.get_mut(addr) {
+                if let Some(t) = h.record(&outcome.result, now) {
+                    let level_down = t.to == State::Down;
+                    if level_down {
+                        warn!(route = %route_name, backend = %addr, probe = %outcome.result.detail,
+                            "backend fails its health check");
+                    } else {
+                        info!(route = %route_name, backend = %addr, from = %t.from, to = %t.to,
+                            "backend health changed");
+                    }
+                    self.apply_checks(&mut w);
+                }
+            }
+        }
+        self.checks.insert(route_name.clone(), w);
+        self.dirty = true;
+    }
+
+    /// Sets each checked backend's flag from its health, unless more than half of the pool
+    /// is down: then nobody is flagged and the pool routes to all.
+    fn apply_checks(&self, w: &mut CheckWatch) {
+        let backends = w.route.pool.backends();
+        let down = backends
+            .iter()
+            .filter(|b| {
+                w.health
+                    .get(&b.addr)
+                    .is_some_and(|h| h.state() == State::Down)
+            })
+            .count();
+        let to_all = down * 2 > backends.len();
+        if to_all != w.routing_to_all {
+            if to_all {
+                warn!(route = %w.route.name, down, of = backends.len(),
+                    "more than half of the pool fails its health check; routing to all of it");
+            } else {
+                info!(route = %w.route.name, down, of = backends.len(),
+                    "enough of the pool passes its health check again; failing backends are skipped");
+            }
+            w.routing_to_all = to_all;
+        }
+        for b in backends {
+            let is_down = w
+                .health
+                .get(&b.addr)
+                .is_some_and(|h| h.state() == State::Down);
+            b.set_check_down(is_down && !to_all);
+            self.shared
+                .metrics
+                .backend_up
+                .with_label_values(&[&w.route.name, &b.addr.to_string()])
+                .set(i64::from(b.is_available()));
+        }
+    }
+
+    /// Logs and meters backends whose passive ejection has ended.
+    fn sweep_ejected(&self) {
+        for (route, backend) in self.shared.take_returned() {
+            info!(route = %route, backend = %backend.addr, "ejected backend back in rotation");
+            self.shared
+                .metrics
+                .backend_up
+                .with_label_values(&[&route, &backend.addr.to_string()])
+                .set(i64::from(backend.is_available()));
+        }
+    }
+
+    fn set_alias_gauge(&self, route: &Route, backend: &Backend, leader: bool) {
+        let m = &self.shared.metrics;
+        let addr = backend.addr.to_string();
+        let host = alias_host(route);
+        m.alias_leader
+            .with_label_values(&[host, &addr])
+            .set(i64::from(leader));
+        m.backend_up
+            .with_label_values(&[&route.name, &addr])
+            .set(i64::from(leader));
+    }
+
+    /// Drops every per-backend series of a route (it left, or starts over).
+    fn forget_metrics(&self, route: &Route) {
+        let m = &self.shared.metrics;
+        let host = alias_host(route);
+        for b in route.pool.backends() {
+            let addr = b.addr.to_string();
+            let _ = m.backend_up.remove_label_values(&[&route.name, &addr]);
+            if route.pool.is_leader_pool() {
+                let _ = m.alias_leader.remove_label_values(&[host, &addr]);
+            }
+        }
+    }
+
+    /// Replaces the status `/debug/routes` shows.
+    fn publish_status(&mut self) {
+        self.dirty = false;
+        let mut status = HealthStatus::default();
+        for (name, w) in &self.aliases {
+            status.aliases.insert(
+                name.clone(),
+                AliasStatus {
+                    leader: w.tracker.leader(),
+                    since: w.since,
+                    conflict: w.tracker.conflict().map(<[SocketAddr]>::to_vec),
+                    backends: w
+                        .tracker
+                        .backends()
+                        .map(|(addr, h)| TargetStatus {
+                            addr,
+                            state: h.state(),
+                            last: h.last().cloned(),
+                        })
+                        .collect(),
+                },
+            );
+        }
+        for (name, w) in &self.checks {
+            let mut backends: Vec<TargetStatus> = w
+                .health
+                .iter()
+                .map(|(addr, h)| TargetStatus {
+                    addr: *addr,
+                    state: h.state(),
+                    last: h.last().cloned(),
+                })
+                .collect();
+            backends.sort_by_key(|t| t.addr);
+            status.checks.insert(
+                name.clone(),
+                CheckStatus {
+                    routing_to_all: w.routing_to_all,
+                    backends,
+                },
+            );
+        }
+        *self.shared.health.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+}
+
+/// The `alias` label: the alias's host name.
+fn alias_host(route: &Route) -> &str {
+    route.vhosts.first().map_or("", |h| h.as_str())
+}
+
+/// Moves an alias's leader flag: everyone else off first, then the leader on.
+fn apply_leader(route: &Route, leader: Option<SocketAddr>) {
+    for b in route.pool.backends() {
+        if Some(b.addr) != leader {
+            b.set_leader(false);
+        }
+    }
+    if let Some(b) = route
+        .pool
+        .backends()
+        .iter()
+        .find(|b| Some(b.addr) == leader)
+    {
+        b.set_leader(true);
+    }
+}
