@@ -318,10 +318,12 @@ impl Monitor {
                     .insert(*addr, Health::new(check.rise, check.fall, now));
             }
         }
+        let backend_up = &self.shared.metrics.backend_up;
         w.probes.retain(|addr, token| {
             let keep = addrs.contains(addr);
             if !keep {
                 token.cancel();
+                let _ = backend_up.remove_label_values(&[&route.name, &addr.to_string()]);
             }
             keep
         });
@@ -485,12 +487,25 @@ impl Monitor {
 
     /// Logs and meters backends whose passive ejection has ended.
     fn sweep_ejected(&self) {
-        for (route, backend) in self.shared.take_returned() {
+        let returned = self.shared.take_returned();
+        if returned.is_empty() {
+            return;
+        }
+        let table = self.shared.table.load();
+        for (route, backend) in returned {
+            let labels = [route.as_str(), &backend.addr.to_string()];
+            let still_there = table.routes.iter().any(|r| {
+                r.name == route && r.pool.backends().iter().any(|b| Arc::ptr_eq(b, &backend))
+            });
+            if !still_there {
+                let _ = self.shared.metrics.backend_up.remove_label_values(&labels);
+                continue;
+            }
             info!(route = %route, backend = %backend.addr, "ejected backend back in rotation");
             self.shared
                 .metrics
                 .backend_up
-                .with_label_values(&[&route, &backend.addr.to_string()])
+                .with_label_values(&labels)
                 .set(i64::from(backend.is_available()));
         }
     }

@@ -689,3 +689,107 @@ fn routes_follow_catalog_order_and_carry_the_service() {
     assert_eq!((r.index, r.mode), (1, Mode::Tcp));
     assert_eq!(r.pool.backends()[0].addr, sock("127.0.0.1:31003"));
 }
+
+const ALIAS: &str = "[[alias]]\nhost = \"mesos.example.com\"\nport = 15050\n\
+    backends = [\"127.0.0.1:5050\", \"127.0.0.2:5050\", \"127.0.0.1:5050\"]\ncheck = \"mesos\"\n";
+
+#[test]
+fn an_alias_owns_its_host_on_every_path_and_its_port() {
+    let apps = [
+        app(
+            "/squatter",
+            &[
+                ("HAPROXY_0_VHOST", "mesos.example.com"),
+                ("HAPROXY_0_PATH", "/api"),
+            ],
+            &[15050],
+            &[&[31001]],
+        ),
+        app(
+            "/web",
+            &[("HAPROXY_0_VHOST", "web.example.com")],
+            &[10001],
+            &[&[31002]],
+        ),
+    ];
+    let wide = TCP.replace("10000-10100", "10000-20000");
+    let t = table(&apps, &format!("{wide}\n{ALIAS}"));
+    let alias = route(&t, "alias:mesos.example.com");
+    assert!(alias.pool.is_leader_pool());
+    let masters: Vec<String> = alias
+        .pool
+        .backends()
+        .iter()
+        .map(|b| b.addr.to_string())
+        .collect();
+    assert_eq!(
+        masters,
+        ["127.0.0.1:5050", "127.0.0.2:5050"],
+        "duplicates kept once"
+    );
+    assert_eq!(
+        http(&t, "mesos.example.com", "/api/x").as_deref(),
+        Some("alias:mesos.example.com")
+    );
+    assert_eq!(
+        http(&t, "MESOS.example.com:80", "/").as_deref(),
+        Some("alias:mesos.example.com")
+    );
+    assert_eq!(tcp(&t, 15050).as_deref(), Some("alias:mesos.example.com"));
+    assert_eq!(alias.listen, Some("127.0.0.1:15050".parse().unwrap()));
+    assert_eq!(
+        http(&t, "web.example.com", "/").as_deref(),
+        Some("web_10001")
+    );
+    let refused: Vec<(String, String)> = t
+        .conflicts
+        .iter()
+        .map(|c| (c.kept.clone(), c.refused.join(",")))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (
+                "alias:mesos.example.com".to_string(),
+                "squatter_15050".to_string()
+            ),
+            (
+                "alias:mesos.example.com".to_string(),
+                "squatter_15050".to_string()
+            ),
+        ],
+        "{:?}",
+        t.conflicts
+    );
+}
+
+#[test]
+fn an_unchanged_alias_keeps_its_leader_and_a_changed_one_starts_over() {
+    let cfg = format!("{TCP}\n{ALIAS}");
+    let first = table(&[], &cfg);
+    // Outside [tcp].ports (10000-10100), still listened on: it is operator config.
+    assert_eq!(
+        tcp(&first, 15050).as_deref(),
+        Some("alias:mesos.example.com")
+    );
+    let leader = route(&first, "alias:mesos.example.com").pool.backends()[1].clone();
+    leader.set_leader(true);
+
+    let second = compile_with(&[], &cfg, &first);
+    let kept = &route(&second, "alias:mesos.example.com").pool.backends()[1];
+    assert!(Arc::ptr_eq(kept, &leader) && kept.is_leader());
+
+    let moved = cfg.replace("127.0.0.2:5050", "127.0.0.3:5050");
+    let third = compile_with(&[], &moved, &second);
+    let pool = &route(&third, "alias:mesos.example.com").pool;
+    assert!(
+        pool.current_leader().is_none(),
+        "new masters must prove a leader"
+    );
+    let other_check = cfg.replace("check = \"mesos\"", "check = \"marathon\"");
+    let fourth = compile_with(&[], &other_check, &second);
+    assert!(route(&fourth, "alias:mesos.example.com")
+        .pool
+        .current_leader()
+        .is_none());
+}

@@ -7,6 +7,7 @@ mod admin;
 mod alias;
 mod cli;
 mod fake_marathon;
+mod health;
 mod http;
 mod marathon;
 mod reload;
