@@ -32,6 +32,7 @@ pub mod admin;
 pub mod catalog;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

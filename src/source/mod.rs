@@ -5,6 +5,7 @@ use crate::catalog::{AppProblem, RawApp};
 
 pub mod file;
 pub mod marathon;
+pub mod mesos;
 
 /// What one good read of a source gave.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
