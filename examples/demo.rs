@@ -1,8 +1,8 @@
 //! Drover on an embedded default, no cluster needed.
 //!
-//! Starts six small HTTP backends on 127.0.0.1 and a simulated Marathon beside them, writes a
-//! config and a catalog file into a temporary directory, runs Drover on them in this process,
-//! and prints `curl` lines to try.
+//! Starts six small HTTP backends on 127.0.0.1, a simulated Marathon and three simulated
+//! masters beside them, writes a config and a catalog file into a temporary directory, runs
+//! Drover on them in this process, and prints `curl` lines to try.
 //!
 //! - The catalog file holds `/shop/web` and `/shop/api` (backends `blue-1`, `blue-2`,
 //!   `green-1`). Edit the printed file while it runs and the routes change within a moment.
@@ -11,6 +11,15 @@
 //!   Every few seconds its "scheduler" starts or kills a task (backends `blog-1`..`blog-3`,
 //!   between 1 and 3 running), prints `[marathon] ...`, and pushes the matching
 //!   `status_update_event`; Drover's `route table stored` log line follows.
+//! - Three simulated masters (`master 1`..`master 3`) stand in for a Mesos/Marathon/Chronos
+//!   control plane; leadership moves to the next one every 10 s (`[masters] ...` lines).
+//!   The leader answers `GET /metrics/snapshot` with `"master/elected": 1.0` (0.0 elsewhere),
+//!   every master answers `GET /ping` with 200 `pong` as Marathon does (a standby adds
+//!   `X-Marathon-Via`), `GET /scheduler/jobs` is 200 on the leader and a 307 to it elsewhere
+//!   (a redirecting Chronos), and every other path is a one-line page naming the master.
+//!   Three master aliases front them: `mesos.localhost` (check `mesos`, also on a TCP port),
+//!   `marathon.localhost` (check `marathon`) and `chronos.localhost` (a custom check).
+//!   Drover's `alias leader changed` lines follow each move within a probe interval.
 //!
 //! Ctrl-C drains and exits.
 //!
@@ -18,13 +27,15 @@
 //! cargo run --release --example demo
 //! ```
 //!
-//! Ports: the HTTP router on 127.0.0.1:8080, admin on 127.0.0.1:9090 and a TCP service port
-//! on 127.0.0.1:10001 when free (otherwise any free port, as printed); the simulated Marathon
-//! and the backends on free loopback ports.
+//! Ports: the HTTP router on 127.0.0.1:8080, admin on 127.0.0.1:9090, a TCP service port
+//! on 127.0.0.1:10001 and the `mesos.localhost` alias port on 127.0.0.1:15050 when free
+//! (otherwise any free port, as printed); the simulated Marathon, the masters and the
+//! backends on free loopback ports.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,6 +59,9 @@ const BLOG_VHOST: &str = "blog.localhost";
 const SCALE_EVERY: Duration = Duration::from_secs(4);
 /// The app `version` (a real Marathon changes it only on a config change, not on scaling).
 const VERSION: &str = "2024-05-01T10:00:00.000Z";
+/// How many simulated masters, and how often leadership moves to the next one.
+const MASTERS: usize = 3;
+const LEAD_EVERY: Duration = Duration::from_secs(10);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -67,14 +81,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         blog.push(backends_rt.block_on(backend(name))?);
     }
     let marathon = backends_rt.block_on(SimMarathon::start(blog))?;
-    // The scheduler, the simulated Marathon and the backends run on their own thread for as
-    // long as the demo does (the thread ends with the process).
+    let masters = backends_rt.block_on(SimMasters::start(MASTERS))?;
+    // The scheduler, the simulated Marathon, the masters and the backends run on their own
+    // thread for as long as the demo does (the thread ends with the process).
     backends_rt.spawn(marathon.clone().scheduler());
+    backends_rt.spawn(masters.clone().elections());
     std::thread::spawn(move || backends_rt.block_on(std::future::pending::<()>()));
 
     let http = port_or_any(8080);
     let admin = port_or_any(9090);
     let tcp = port_or_any(10001);
+    let mesos_port = port_or_any(15050);
+    let masters_list = masters.backends_toml();
     let dir = std::env::temp_dir().join(format!("drover-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("drover.toml");
@@ -88,7 +106,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
              [catalog]\nfile = \"services.toml\"\n\n\
              [marathon]\nurls = [\"{}\"]\ngroups = [\"external\"]\n\n\
-             [runtime]\nworkers = 1\ndrain_timeout = \"5s\"\n",
+             [runtime]\nworkers = 1\ndrain_timeout = \"5s\"\n\n\
+             # Master aliases: each reaches only the master its check proves leader.\n\
+             [[alias]]\nhost = \"mesos.localhost\"\nport = {mesos_port}\n\
+             backends = {masters_list}\ncheck = \"mesos\"\ninterval = \"1s\"\n\n\
+             [[alias]]\nhost = \"marathon.localhost\"\nbackends = {masters_list}\n\
+             check = \"marathon\"\n\n\
+             [[alias]]\nhost = \"chronos.localhost\"\nbackends = {masters_list}\n\
+             check = {{ path = \"/scheduler/jobs\", expect_status = 200 }}\n\
+             interval = \"2s\"\n",
             marathon.url
         ),
     )?;
@@ -132,12 +158,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          \n{}s (between 1 and 3 running; watch for `[marathon]` lines). Watch the answers follow:\
          \n\n  watch -n1 \"curl -s -H 'Host: blog.localhost' http://127.0.0.1:{http}/\"\
          \n  curl http://127.0.0.1:{admin}/debug/routes                     # /blog's backends now\
+         \n\nThree simulated masters at {} hand leadership to the next one every\
+         \n{}s (watch for `[masters]` lines); the aliases follow within a probe interval:\
+         \n\n  curl -H 'Host: mesos.localhost' http://127.0.0.1:{http}/       # the Mesos leader (check mesos, 1s)\
+         \n  curl -H 'Host: marathon.localhost' http://127.0.0.1:{http}/    # the Marathon leader (check marathon)\
+         \n  curl -H 'Host: chronos.localhost' http://127.0.0.1:{http}/     # custom check: 200 on /scheduler/jobs\
+         \n  curl http://127.0.0.1:{mesos_port}/                                # mesos.localhost's TCP port\
+         \n  watch -n1 \"curl -s -H 'Host: mesos.localhost' http://127.0.0.1:{http}/\"\
+         \n  curl http://127.0.0.1:{admin}/debug/routes                     # \"aliases\": leader and probes\
+         \n  curl -s http://127.0.0.1:{admin}/metrics | grep -E 'drover_(alias_leader|leader_)'\
          \n\nCtrl-C stops.\n",
         config_path.display(),
         catalog_path.display(),
         catalog_path.display(),
         marathon.url,
         SCALE_EVERY.as_secs(),
+        masters.list(),
+        LEAD_EVERY.as_secs(),
     );
     server.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -180,6 +217,133 @@ async fn backend(name: &'static str) -> std::io::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+// === the simulated masters ===
+
+/// Three masters behind one "who leads" cell that `elections` moves on every `LEAD_EVERY`.
+/// Each master answers the leader checks the way the real ones do, so the three aliases of
+/// the demo config (mesos, marathon, custom) can all point at the same three addresses.
+struct SimMasters {
+    addrs: Vec<SocketAddr>,
+    /// Index of the leader.
+    leader: AtomicUsize,
+}
+
+impl SimMasters {
+    /// Binds `n` free loopback ports and serves them; master 1 leads at first.
+    async fn start(n: usize) -> std::io::Result<Arc<SimMasters>> {
+        let mut listeners = Vec::with_capacity(n);
+        for _ in 0..n {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await?);
+        }
+        let addrs = listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let sim = Arc::new(SimMasters {
+            addrs,
+            leader: AtomicUsize::new(0),
+        });
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let sim = sim.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let resp = sim.handle(index, &req);
+                            async move { Ok::<_, Infallible>(resp) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+        }
+        Ok(sim)
+    }
+
+    /// `["127.0.0.1:a", "127.0.0.1:b", ...]`, for an alias's `backends`.
+    fn backends_toml(&self) -> String {
+        let quoted: Vec<String> = self.addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    /// `127.0.0.1:a, 127.0.0.1:b, ...`, for the banner.
+    fn list(&self) -> String {
+        let addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
+        addrs.join(", ")
+    }
+
+    /// Every `LEAD_EVERY`: leadership moves to the next master, as after a failover.
+    async fn elections(self: Arc<Self>) {
+        let n = self.addrs.len();
+        loop {
+            tokio::time::sleep(LEAD_EVERY).await;
+            let from = self.leader.load(Ordering::SeqCst);
+            let to = (from + 1) % n;
+            self.leader.store(to, Ordering::SeqCst);
+            println!(
+                "[masters] leadership moves: master {} ({}) -> master {} ({})",
+                from + 1,
+                self.addrs[from],
+                to + 1,
+                self.addrs[to]
+            );
+        }
+    }
+
+    fn handle(&self, index: usize, req: &Request<Incoming>) -> Response<RespBody> {
+        let leader = self.leader.load(Ordering::SeqCst);
+        let leads = leader == index;
+        let text = |body: String| Full::new(Bytes::from(body)).boxed();
+        let resp = match req.uri().path() {
+            // Mesos: the `mesos` check reads `master/elected`.
+            "/metrics/snapshot" => {
+                let elected = if leads { "1.0" } else { "0.0" };
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(text(format!(
+                        "{{\"master/elected\": {elected}, \"master/uptime_secs\": 100.0}}"
+                    )))
+            }
+            // Marathon: 200 everywhere; a standby proxies to the leader and says so.
+            "/ping" => {
+                let mut b = Response::builder().header("content-type", "text/plain");
+                if !leads {
+                    b = b.header("x-marathon-via", format!("1.1 {}", self.addrs[index]));
+                }
+                b.body(text("pong\n".to_string()))
+            }
+            // A Chronos that redirects: 200 on the leader, a 307 to it elsewhere (probes
+            // never follow redirects, so only the leader passes the custom check).
+            "/scheduler/jobs" if !leads => Response::builder()
+                .status(StatusCode::TEMPORARY_REDIRECT)
+                .header(
+                    "location",
+                    format!("http://{}/scheduler/jobs", self.addrs[leader]),
+                )
+                .body(text(String::new())),
+            "/scheduler/jobs" => Response::builder()
+                .header("content-type", "application/json")
+                .body(text("[]\n".to_string())),
+            path => Response::builder()
+                .header("content-type", "text/plain")
+                .body(text(format!(
+                    "master {} of {} ({}): {} {path}\n",
+                    index + 1,
+                    self.addrs.len(),
+                    if leads { "leader" } else { "standby" },
+                    req.method(),
+                ))),
+        };
+        resp.expect("static response parts")
+    }
 }
 
 // === the simulated Marathon ===

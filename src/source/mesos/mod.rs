@@ -3,5 +3,7 @@
 //! meaning.
 //!
 //! - `state`: the serde types, `decode`, and the pid and port-range parsers.
+//! - `poll`: reads the leader's state every `[mesos] poll` and publishes it.
 
+pub mod poll;
 pub mod state;

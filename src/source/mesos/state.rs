@@ -25,6 +25,9 @@ use serde_json::value::RawValue;
 pub struct MesosState {
     /// Pid of the elected master, e.g. `master@10.0.0.1:5050`; never empty after `decode`.
     pub leader: String,
+    /// Pid of the master that answered; equal to `leader` when it leads. Empty when the
+    /// state does not say (then `source::mesos::poll` compares addresses instead).
+    pub pid: String,
     /// Host name of the master that answered.
     pub hostname: String,
     pub frameworks: Vec<Framework>,
@@ -211,6 +214,8 @@ struct RawState<'a> {
     #[serde(default, deserialize_with = "nullable")]
     leader: String,
     #[serde(default, deserialize_with = "nullable")]
+    pid: String,
+    #[serde(default, deserialize_with = "nullable")]
     hostname: String,
     #[serde(default, borrow, deserialize_with = "nullable_raw")]
     frameworks: Vec<&'a RawValue>,
@@ -284,6 +289,7 @@ pub fn decode(body: &[u8]) -> Result<MesosState, StateError> {
 
     Ok(MesosState {
         leader: raw.leader.trim().to_string(),
+        pid: raw.pid.trim().to_string(),
         hostname: raw.hostname,
         frameworks,
         agents,
