@@ -29,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::dns::name::{domain_fragment, hash5, label, LabelRules};
 use crate::source::mesos::state::{
-    parse_port_ranges, split_host_port, MesosState, Pid, Status, Task,
+    parse_port_ranges, split_host_port, DiscoveryPort, MesosState, Pid, Status, Task,
 };
 
 /// Where a task's IP addresses are read from (`[dns] ip_sources`, in priority order).
@@ -306,7 +306,7 @@ struct TaskNames<'t> {
     /// Resource (host) ports.
     ports: Vec<u16>,
     /// Discovery ports, `None` for a task without a discovery name.
-    discovery: Option<&'t [crate::source::mesos::state::DiscoveryPort]>,
+    discovery: Option<&'t [DiscoveryPort]>,
 }
 
 // === impl Generator ===
@@ -338,7 +338,7 @@ impl Generator<'_> {
         }
         // Masters are matched to the leader by their exact `host:port` text.
         let leader_address = leader.trim().split_once('@').map_or("", |(_, a)| a);
-        let tail = self.tail.clone();
+        let tail = &self.tail;
         let master = format!("master{tail}");
         for &ip in &leader_ips {
             self.sets.add_ip(&format!("leader{tail}"), ip);
@@ -517,7 +517,7 @@ impl Generator<'_> {
             // `.fw.domain` is no name; Mesos-DNS would publish it anyway.
             return;
         }
-        let tail = self.tail.clone();
+        let tail = &self.tail;
         let fw = t.framework;
         let short = format!("{task_label}.{fw}");
         let canonical = format!("{task_label}-{}.{fw}", t.suffix);
