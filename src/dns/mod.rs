@@ -1,6 +1,22 @@
 //! The Mesos-DNS-compatible zone: the names Mesos-DNS gives a cluster's tasks, frameworks,
 //! agents and masters, compiled into an immutable `Zone` that answers lookups. Pure: no
-//! sockets, no clocks, no name resolution (the caller passes in what it resolved).
+//! sockets, no clocks, no name resolution (the caller resolves what
+//! `records::hosts_to_resolve` lists and passes the answers in). Encoding answers and the
+//! UDP/TCP server are left to the DNS handler.
 //!
 //! - `name`: the label sanitizer (RFC 1123 / RFC 952 rules) and `hash5`.
+//! - `records`: Mesos state + Marathon-only apps + options -> record sets per name.
+//! - `zone`: record sets -> `Zone` (apex, additional records, empty non-terminals) and
+//!   `Zone::lookup`.
+//! - `api`: the bodies of the Mesos-DNS HTTP lookups (`/v1/hosts`, `/v1/services`).
+
+pub mod api;
 pub mod name;
+pub mod records;
+pub mod zone;
+
+pub use records::{IpSource, MarathonOnlyApp, MarathonOnlyTask, RecordOptions};
+pub use zone::{Lookup, QueryType, Record, RecordData, RecordType, Zone, ZoneInput, ZoneOptions};
+
+#[cfg(test)]
+mod tests;
