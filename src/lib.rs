@@ -52,6 +52,9 @@ pub use server::Server;
 pub struct Shared {
     /// The current route table; replaced whole by `control`, the only writer.
     pub table: ArcSwap<routing::RouteTable>,
+    /// The current DNS zone (`None` until the first one is compiled); replaced whole by
+    /// `control`, read by `dns::server` once per query.
+    pub zone: arc_swap::ArcSwapOption<dns::zone::Zone>,
     pub metrics: metrics::Metrics,
     /// Metric handles for requests that match no route (unknown Host, refused requests).
     pub unrouted: metrics::RouteStats,
@@ -95,6 +98,7 @@ impl Shared {
     pub fn new(metrics: metrics::Metrics) -> Shared {
         Shared {
             table: ArcSwap::from_pointee(routing::RouteTable::default()),
+            zone: arc_swap::ArcSwapOption::empty(),
             unrouted: metrics.route_stats(metrics::UNROUTED),
             metrics,
             tcp_listeners: Default::default(),

@@ -32,6 +32,8 @@ pub const LEADER_CONFLICTS: &str = "drover_leader_conflicts_total";
 pub const BACKEND_UP: &str = "drover_backend_up";
 pub const BACKEND_EJECTIONS: &str = "drover_backend_ejections_total";
 pub const HEALTH_PROBES: &str = "drover_health_probes_total";
+pub const DNS_QUERIES: &str = "drover_dns_queries_total";
+pub const DNS_ZONE_RECORDS: &str = "drover_dns_zone_records";
 
 /// The route label for requests that matched no route (unknown Host).
 pub const UNROUTED: &str = "unrouted";
@@ -61,6 +63,8 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     pub backend_ejections: IntCounterVec,
     pub health_probes: IntCounterVec,
+    pub dns_queries: IntCounterVec,
+    pub dns_zone_records: IntGauge,
 }
 
 // === impl Metrics ===
@@ -212,6 +216,16 @@ impl Metrics {
                 HEALTH_PROBES,
                 "Active health probes run, by kind (leader, app) and result (pass, fail).",
                 &["kind", "result"],
+            ),
+            dns_queries: counter(
+                DNS_QUERIES,
+                "DNS queries answered, by query type, response code and transport (udp, tcp).",
+                &["qtype", "rcode", "transport"],
+            ),
+            dns_zone_records: reg(
+                &registry,
+                IntGauge::new(DNS_ZONE_RECORDS, "Records in the DNS zone in use.")
+                    .expect("valid metric"),
             ),
             registry,
         };
