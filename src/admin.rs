@@ -41,7 +41,8 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON: &str = "application/json";
 
-const ENDPOINTS: &str = "endpoints: /healthz /readyz /metrics /debug/routes\n";
+const ENDPOINTS: &str =
+    "endpoints: /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n";
 
 /// Accepts admin connections until shutdown; one task per connection. Connections are not
 /// tracked by the drain: an admin client (a scraper with keep-alive) must not hold up the
@@ -126,10 +127,128 @@ pub fn respond<B>(shared: &Shared, shutdown: &Shutdown, req: &Request<B>) -> Res
                 }
             }
         }
+        "/v1/version" => json(StatusCode::OK, &mesos_dns::version()),
+        "/v1/config" => match shared.config.load_full() {
+            Some(config) => json(StatusCode::OK, &mesos_dns::config(&config)),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no config loaded yet\n".into(),
+            ),
+        },
+        path if path.starts_with("/v1/hosts/") || path.starts_with("/v1/services/") => {
+            let Some(zone) = shared.zone.load_full() else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no DNS zone yet: [dns] is off, or its sources have not been read\n".into(),
+                );
+            };
+            match mesos_dns::lookup(&zone, path) {
+                Some(answer) => answer,
+                None => text(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "not implemented: /v1/hosts/{host} and /v1/services/{service} only\n".into(),
+                ),
+            }
+        }
         other => text(
             StatusCode::NOT_FOUND,
             format!("not found: {}\n{ENDPOINTS}", other.escape_debug()),
         ),
+    }
+}
+
+/// Encodes `value` as a JSON answer.
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            self::body(status, JSON, body.into())
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}\n"),
+        ),
+    }
+}
+
+/// The Mesos-DNS HTTP API (`/v1/...`), same paths and JSON shapes, so its users' tools work.
+mod mesos_dns {
+    use hyper::{Response, StatusCode};
+    use serde::Serialize;
+    use serde_json::{json, Value};
+
+    use super::{json, Bytes, Full};
+    use crate::config::Config;
+    use crate::control::zone_options;
+    use crate::dns::{api, Zone};
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Version {
+        service: &'static str,
+        #[serde(rename = "URL")]
+        url: &'static str,
+        version: &'static str,
+        implementation: &'static str,
+    }
+
+    /// The API it answers is Mesos-DNS's; the version and implementation are Drover's.
+    pub fn version() -> Version {
+        Version {
+            service: "Mesos-DNS",
+            url: "https://github.com/mesosphere/mesos-dns",
+            version: env!("CARGO_PKG_VERSION"),
+            implementation: "drover",
+        }
+    }
+
+    /// The running DNS configuration under Mesos-DNS's field names. Nothing secret is in it:
+    /// Drover keeps no Mesos credentials, and the Marathon password (a file path in the
+    /// config) is never shown.
+    pub fn config(config: &Config) -> Value {
+        let Some(dns) = &config.dns else {
+            return json!({ "DnsOn": false, "HttpOn": true });
+        };
+        let options = zone_options(config, dns);
+        let forward: Vec<String> = dns.forward.iter().map(|a| a.ip().to_string()).collect();
+        json!({
+            "RefreshSeconds": config.mesos.as_ref().map_or(0, |m| m.poll.as_secs()),
+            "TTL": options.ttl,
+            "Port": dns.listen.port(),
+            "Listener": dns.listen.ip().to_string(),
+            "Domain": options.records.domain,
+            "Masters": options.records.masters,
+            "Resolvers": forward,
+            "RecurseOn": !dns.forward.is_empty(),
+            "ExternalOn": !dns.forward.is_empty(),
+            "DnsOn": true,
+            "HttpOn": true,
+            "HttpPort": config.admin.as_ref().map_or(0, |a| a.listen.port()),
+            "SOAMname": options.soa.mname,
+            "SOARname": options.soa.rname,
+            "SOARefresh": options.soa.refresh,
+            "SOARetry": options.soa.retry,
+            "SOAExpire": options.soa.expire,
+            "SOAMinttl": options.soa.minimum,
+            "IPSources": dns.ip_sources,
+            "EnforceRFC952": dns.labels == "rfc952",
+            "SRVRecordDefaultWeight": options.srv_weight,
+        })
+    }
+
+    /// `/v1/hosts/{host}` and `/v1/services/{service}`; `None` for other `/v1/` paths.
+    pub fn lookup(zone: &Zone, path: &str) -> Option<Response<Full<Bytes>>> {
+        if let Some(host) = path.strip_prefix("/v1/hosts/") {
+            if host.contains('/') {
+                return None;
+            }
+            return Some(json(StatusCode::OK, &api::hosts(zone, host)));
+        }
+        let service = path.strip_prefix("/v1/services/")?;
+        if service.contains('/') {
+            return None;
+        }
+        Some(json(StatusCode::OK, &api::services(zone, service)))
     }
 }
 

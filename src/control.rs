@@ -1,7 +1,8 @@
 //! The one writer. Whenever the config or a source changes, `control` rebuilds the catalog,
 //! compiles a new route table against the previous one (so backend state carries over),
 //! stores it with one `ArcSwap` store, updates the table metrics and tells the listener
-//! reconciler. Nothing else ever writes the table.
+//! reconciler; with `[dns]` it also compiles the DNS zone (from the Mesos leader's state and
+//! the Marathon-only apps) and stores it the same way. Nothing else writes either.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,10 +10,15 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::catalog;
-use crate::config::{Config, Groups};
+use crate::catalog::{self, RawApp};
+use crate::config::{Config, DnsConfig, Groups};
+use crate::dns::records::{self, HostRecord, ResolvedHosts};
+use crate::dns::{name::LabelRules, IpSource, MarathonOnlyApp, MarathonOnlyTask, Zone};
+use crate::dns::{ZoneInput, ZoneOptions};
 use crate::routing::{self, RouteTable};
 use crate::shutdown::Shutdown;
+use crate::source::mesos::poll::MesosSnapshot;
+use crate::source::mesos::state::MesosState;
 use crate::source::Snapshot;
 use crate::Shared;
 
@@ -22,6 +28,7 @@ pub struct Inputs {
     pub config: watch::Receiver<Arc<Config>>,
     pub file: watch::Receiver<Option<Arc<Snapshot>>>,
     pub marathon: watch::Receiver<Option<Arc<Snapshot>>>,
+    pub mesos: watch::Receiver<Option<Arc<MesosSnapshot>>>,
 }
 
 /// Rebuilds on every input change until shutdown; publishes each stored table on `tables`.
@@ -32,10 +39,17 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let mut version = 0;
+    // The SOA serial: starts at the Unix time and counts zone builds, so it also grows
+    // across restarts (for secondaries that compare serials).
+    let mut zone_version: u32 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32);
     loop {
         let cfg = inputs.config.borrow_and_update().clone();
+        shared.config.store(Some(cfg.clone()));
         let file = inputs.file.borrow_and_update().clone();
         let marathon = inputs.marathon.borrow_and_update().clone();
+        let mesos = inputs.mesos.borrow_and_update().clone();
         // Before every configured source has been read once there is nothing true to
         // route; the table stays unset so /readyz keeps saying "not yet".
         let marathon = match (&cfg.marathon, marathon) {
@@ -43,7 +57,7 @@ pub async fn run(
             (Some(_), Some(m)) => Some(Some(m)),
             (Some(_), None) => None,
         };
-        if let (Some(file), Some(marathon)) = (file, marathon) {
+        if let (Some(file), Some(marathon)) = (file, marathon.clone()) {
             version += 1;
             let sources = Sources {
                 file: &file,
@@ -51,10 +65,24 @@ pub async fn run(
             };
             tables.send_replace(rebuild(&shared, &cfg, sources, version));
         }
+        if let Some(dns) = &cfg.dns {
+            // The zone waits only for the sources it is built from.
+            let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
+            if let (true, Some(marathon)) = (mesos_ready, marathon) {
+                zone_version += 1;
+                let state = mesos.as_ref().map(|m| &m.state);
+                let zone = compile_zone(&cfg, dns, state, marathon.as_deref(), zone_version).await;
+                store_zone(&shared, zone, zone_version);
+            }
+        } else if shared.zone.load().is_some() {
+            shared.zone.store(None);
+            shared.metrics.dns_zone_records.set(0);
+        }
         tokio::select! {
             r = inputs.config.changed() => if r.is_err() { return },
             r = inputs.file.changed() => if r.is_err() { return },
             r = inputs.marathon.changed() => if r.is_err() { return },
+            r = inputs.mesos.changed() => if r.is_err() { return },
             _ = shutdown.triggered() => return,
         }
     }
@@ -154,4 +182,127 @@ fn update_metrics(shared: &Shared, previous: &RouteTable, table: &RouteTable) {
             .with_label_values(&[&r.name, "up"])
             .set(r.pool.backends().len() as i64);
     }
+}
+
+/// How long resolving the host names in a Mesos state may take before the zone is built
+/// without the ones still unresolved.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Compiles the zone from the Mesos leader's state and the apps only Marathon knows,
+/// resolving the host names the state uses instead of addresses first.
+pub async fn compile_zone(
+    config: &Config,
+    dns: &DnsConfig,
+    state: Option<&MesosState>,
+    marathon: Option<&Snapshot>,
+    serial: u32,
+) -> Zone {
+    let options = zone_options(config, dns);
+    let apps = marathon.map_or_else(Vec::new, |m| marathon_only_apps(&m.apps, state));
+    let mut resolved = ResolvedHosts::new();
+    for host in records::hosts_to_resolve(state, &options.records) {
+        let lookup = tokio::net::lookup_host((host.clone(), 0));
+        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(addrs)) => {
+                resolved.insert(host, addrs.map(|a| a.ip()).collect());
+            }
+            Ok(Err(e)) => {
+                warn!(%host, error = %e, "cannot resolve a host named in the Mesos state")
+            }
+            Err(_) => warn!(%host, "resolving a host named in the Mesos state timed out"),
+        }
+    }
+    let zone = Zone::compile(&ZoneInput {
+        state,
+        marathon_apps: &apps,
+        resolved: &resolved,
+        options: &options,
+        serial,
+    });
+    if !zone.dropped_names().is_empty() {
+        warn!(
+            count = zone.dropped_names().len(),
+            first = %zone.dropped_names()[0],
+            "names left out of the DNS zone (not valid on the wire)"
+        );
+    }
+    zone
+}
+
+fn store_zone(shared: &Shared, zone: Zone, serial: u32) {
+    info!(serial, records = zone.record_count(), "DNS zone stored");
+    shared
+        .metrics
+        .dns_zone_records
+        .set(zone.record_count() as i64);
+    shared.zone.store(Some(Arc::new(zone)));
+}
+
+/// The zone's settings from `[dns]` and `[mesos]`, with Mesos-DNS's defaults elsewhere.
+pub fn zone_options(config: &Config, dns: &DnsConfig) -> ZoneOptions {
+    let mut options = ZoneOptions::mesos_dns_defaults(dns.domain.as_str());
+    options.ttl = dns.ttl.as_secs().clamp(0, u32::MAX as u64) as u32;
+    options.soa.minimum = options.ttl;
+    options.records.ip_sources = dns
+        .ip_sources
+        .iter()
+        .filter_map(|s| IpSource::from_name(s))
+        .collect();
+    options.records.labels = LabelRules::from_name(&dns.labels).unwrap_or_default();
+    options.records.masters = config.mesos.as_ref().map_or_else(Vec::new, |m| {
+        m.masters
+            .iter()
+            .map(|u| {
+                u.trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect()
+    });
+    // The name server's own name answers with the address DNS listens on, when that is one
+    // address (not 0.0.0.0 / ::).
+    let ip = dns.listen.ip();
+    if !ip.is_unspecified() {
+        options.records.name_server = Some(HostRecord {
+            name: options.soa.mname.clone(),
+            ips: vec![ip],
+        });
+    }
+    options
+}
+
+/// The Marathon apps whose tasks the Mesos state does not list (all of them without
+/// `[mesos]`), in the shape Mesos-DNS names Marathon tasks by.
+fn marathon_only_apps(apps: &[RawApp], state: Option<&MesosState>) -> Vec<MarathonOnlyApp> {
+    let known: HashSet<&str> = state
+        .map(|s| {
+            s.frameworks
+                .iter()
+                .flat_map(|f| f.tasks.iter().map(|t| t.id.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    apps.iter()
+        .filter_map(|app| {
+            let tasks: Vec<MarathonOnlyTask> = app
+                .tasks
+                .iter()
+                .filter(|t| t.state == "TASK_RUNNING" && !known.contains(t.id.as_str()))
+                .filter_map(|t| {
+                    Some(MarathonOnlyTask {
+                        id: t.id.clone(),
+                        host: t.host.parse().ok()?,
+                        ip_addresses: Vec::new(),
+                        ports: t.ports.clone(),
+                        agent_id: None,
+                    })
+                })
+                .collect();
+            (!tasks.is_empty()).then(|| MarathonOnlyApp {
+                id: app.id.clone(),
+                tasks,
+            })
+        })
+        .collect()
 }

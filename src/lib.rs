@@ -55,6 +55,8 @@ pub struct Shared {
     /// The current DNS zone (`None` until the first one is compiled); replaced whole by
     /// `control`, read by `dns::server` once per query.
     pub zone: arc_swap::ArcSwapOption<dns::zone::Zone>,
+    /// The config in use, for admin answers that show it (`/v1/config`); set by `control`.
+    pub config: arc_swap::ArcSwapOption<config::Config>,
     pub metrics: metrics::Metrics,
     /// Metric handles for requests that match no route (unknown Host, refused requests).
     pub unrouted: metrics::RouteStats,
@@ -99,6 +101,7 @@ impl Shared {
         Shared {
             table: ArcSwap::from_pointee(routing::RouteTable::default()),
             zone: arc_swap::ArcSwapOption::empty(),
+            config: arc_swap::ArcSwapOption::empty(),
             unrouted: metrics.route_stats(metrics::UNROUTED),
             metrics,
             tcp_listeners: Default::default(),

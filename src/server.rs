@@ -228,6 +228,7 @@ async fn control_plane(
     let (reread_tx, reread_rx) = watch::channel(());
     let (file_tx, file_rx) = watch::channel(None);
     let (marathon_tx, marathon_rx) = watch::channel(None);
+    let (mesos_tx, mesos_rx) = watch::channel(None);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(RouteTable::default()));
     let metrics = shared.metrics.clone();
 
@@ -262,10 +263,20 @@ async fn control_plane(
         )
         .instrument(tracing::info_span!("source_marathon")),
     );
+    tokio::spawn(
+        source::mesos::poll::run(
+            config_rx.clone(),
+            mesos_tx,
+            shared.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("source_mesos")),
+    );
     let inputs = control::Inputs {
         config: config_rx.clone(),
         file: file_rx,
         marathon: marathon_rx,
+        mesos: mesos_rx,
     };
     tokio::spawn(
         control::run(shared.clone(), inputs, tables_tx, shutdown.clone())

@@ -360,12 +360,6 @@ impl Config {
         if self.https.is_some() {
             say("https", "TLS termination");
         }
-        if self.dns.is_some() {
-            say("dns", "the DNS server");
-        }
-        if self.mesos.is_some() {
-            say("mesos", "Mesos discovery");
-        }
         out
     }
 }
@@ -594,7 +588,7 @@ impl Checker<'_> {
                 addr
             })
             .collect();
-        const SOURCES: [&str; 5] = ["netinfo", "mesos", "docker", "host", "autoip"];
+        const SOURCES: [&str; 4] = ["netinfo", "mesos", "docker", "host"];
         let ip_sources = r
             .ip_sources
             .unwrap_or_else(|| vec!["netinfo".into(), "mesos".into(), "host".into()]);

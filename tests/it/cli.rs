@@ -190,7 +190,7 @@ fn check_says_later_features_are_not_available_yet() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("not available yet"), "{stderr}");
-    for section in ["https", "dns", "mesos"] {
+    for section in ["https"] {
         assert!(
             stderr.contains(&format!("  - {section}: ")),
             "{section} not listed in:\n{stderr}"
@@ -206,7 +206,7 @@ fn run_refuses_to_start_with_a_later_feature() {
     std::fs::write(
         &path,
         format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[dns]\nlisten = \"127.0.0.1:{}\"\n",
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[https]\nlisten = \"127.0.0.1:{}\"\ncerts = \"certs\"\n",
             free_port()
         ),
     )
@@ -219,13 +219,13 @@ fn run_refuses_to_start_with_a_later_feature() {
     );
     let status = child
         .exit_within(DEADLINE)
-        .expect("drover exits at once with [dns] configured");
+        .expect("drover exits at once with [https] configured");
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().expect("piped"), &mut stderr)
         .expect("read stderr");
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("not available yet"), "{stderr}");
-    assert!(stderr.contains("dns"), "{stderr}");
+    assert!(stderr.contains("https"), "{stderr}");
 }
 
 /// GET `path` on `addr` over a fresh connection; the status code, if anything answered.

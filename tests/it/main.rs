@@ -10,5 +10,6 @@ mod fake_marathon;
 mod health;
 mod http;
 mod marathon;
+mod mesos;
 mod reload;
 mod tcp;

@@ -70,7 +70,7 @@ async fn a_broken_config_is_refused_and_the_old_one_serves() {
     .await;
     drover.write(
         "drover.toml",
-        &(config_with_groups("[\"external\"]") + "\n[dns]\nlisten = \"127.0.0.1:0\"\n"),
+        &(config_with_groups("[\"external\"]") + "\n[https]\ncerts = \"certs\"\n"),
     );
     let e = errors.clone();
     eventually("the unavailable section to be refused", || {

@@ -6,6 +6,7 @@
 
 pub mod marathon;
 pub mod masters;
+pub mod mesos;
 
 use std::convert::Infallible;
 use std::future::Future;

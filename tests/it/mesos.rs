@@ -1,0 +1,93 @@
+//! Mesos discovery end to end: fake masters serving mesos-dns's state fixture, Drover
+//! polling the leader, and the Mesos-DNS HTTP API on the admin port answering from the
+//! zone it builds.
+
+use std::time::Duration;
+
+use crate::support::mesos::FakeMesos;
+use crate::support::{self, eventually, Drover};
+
+const POLL: Duration = Duration::from_millis(200);
+
+fn config(mesos: &FakeMesos) -> String {
+    format!(
+        "[mesos]\nmasters = {}\npoll = \"{}ms\"\n\n[dns]\nlisten = \"127.0.0.1:0\"\ndomain = \"mesos\"\n",
+        mesos.masters_toml(),
+        POLL.as_millis()
+    )
+}
+
+async fn api(d: &Drover, path: &str) -> serde_json::Value {
+    let a = support::get(d.admin(), "admin", path).await;
+    assert_eq!(a.status, 200, "{path}: {}", a.body);
+    serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", a.body))
+}
+
+/// The addresses `/v1/hosts/{name}` gives, sorted.
+async fn hosts(d: &Drover, name: &str) -> Vec<String> {
+    let body = api(d, &format!("/v1/hosts/{name}")).await;
+    let mut ips: Vec<String> = body
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap_or("").to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
+#[tokio::test]
+async fn the_leaders_state_becomes_names_and_follows_a_leadership_move() {
+    let mesos = FakeMesos::start(3, Some(1)).await;
+    let d = Drover::start(&config(&mesos), "");
+    d.ready().await;
+    eventually("leader.mesos names master 1", || async {
+        (hosts(&d, "leader.mesos").await == ["127.0.0.2"]).then_some(())
+    })
+    .await;
+    // Names from the fixture's tasks (config R rows, where sources agree).
+    assert_eq!(hosts(&d, "chronos.marathon.mesos.").await, ["1.2.3.11"]);
+    assert_eq!(
+        hosts(&d, "masters.mesos").await,
+        [""],
+        "an unknown name is one empty entry"
+    );
+    let masters = hosts(&d, "master.mesos").await;
+    assert!(masters.contains(&"127.0.0.2".to_string()), "{masters:?}");
+    let srv = api(&d, "/v1/services/_leader._tcp.mesos.").await;
+    assert_eq!(srv[0]["host"], "leader.mesos.");
+    assert_eq!(srv[0]["port"], mesos.addrs[1].port().to_string());
+
+    // The leader moves; followers answer 307 naming it. One poll later the name follows.
+    mesos.set_leader(Some(2));
+    let reads_before = mesos.reads(2);
+    eventually("leader.mesos names master 2", || async {
+        (hosts(&d, "leader.mesos").await == ["127.0.0.3"]).then_some(())
+    })
+    .await;
+    assert!(mesos.reads(2) > reads_before);
+
+    // No leader at all: the last good records stay.
+    mesos.set_leader(None);
+    tokio::time::sleep(POLL * 3).await;
+    assert_eq!(hosts(&d, "leader.mesos").await, ["127.0.0.3"]);
+    let routes = support::get(d.admin(), "admin", "/debug/routes").await.body;
+    assert!(routes.contains("no leader is elected"), "{routes}");
+}
+
+#[tokio::test]
+async fn version_and_config_speak_mesos_dns() {
+    let mesos = FakeMesos::start(1, Some(0)).await;
+    let d = Drover::start(&config(&mesos), "");
+    d.ready().await;
+    let v = api(&d, "/v1/version").await;
+    assert_eq!(v["Service"], "Mesos-DNS");
+    assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));
+    let c = api(&d, "/v1/config").await;
+    assert_eq!(c["Domain"], "mesos");
+    assert_eq!(c["DnsOn"], true);
+    assert_eq!(c["RecurseOn"], false, "no forward: not an open resolver");
+    assert_eq!(c["Masters"][0], mesos.addrs[0].to_string());
+    let a = support::get(d.admin(), "admin", "/v1/hosts/x/ports").await;
+    assert_eq!(a.status, 501);
+}
