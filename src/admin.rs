@@ -679,6 +679,7 @@ pub fn balance_str(balance: Balance) -> &'static str {
         Balance::LeastConn => "leastconn",
         Balance::Random => "random",
         Balance::Source => "source",
+        Balance::P2c => "p2c",
     }
 }
 

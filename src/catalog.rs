@@ -90,6 +90,9 @@ pub enum Balance {
     Random,
     /// Hash of the client IP: a client keeps its backend while the pool is unchanged.
     Source,
+    /// Power of two choices: of two random backends, the one with the lower outstanding
+    /// requests x recent latency (EWMA). Not a marathon-lb value; Drover's own.
+    P2c,
 }
 
 /// One service port of one app: the unit that gets a pool.
@@ -290,12 +293,13 @@ fn app_services(
                 "leastconn" => Balance::LeastConn,
                 "random" => Balance::Random,
                 "source" => Balance::Source,
+                "p2c" => Balance::P2c,
                 _ => {
                     return Err(labels.bad(
                         index,
                         "BALANCE",
                         raw,
-                        "expected roundrobin, leastconn, random or source",
+                        "expected roundrobin, leastconn, random, source or p2c",
                     ))
                 }
             },

@@ -510,6 +510,8 @@ async fn forward(
                 continue;
             }
         };
+        // Latency feeds p2c only; other pools skip the clock read.
+        let sent_at = pool.tracks_latency().then(Instant::now);
         let sent =
             tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
         let result = match sent {
@@ -543,6 +545,9 @@ async fn forward(
         match &result {
             Ok(resp) if !resp.status().is_server_error() => backend.succeeded(),
             _ => note_failure(&conn.shared, route, backend),
+        }
+        if let Some(at) = sent_at {
+            backend.observe_latency(at.elapsed());
         }
         return result;
     }

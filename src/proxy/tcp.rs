@@ -157,6 +157,7 @@ async fn connect(
         };
         // Count the attempt as in flight so leastconn sees connects still pending.
         let in_flight = backend.start();
+        let started = route.pool.tracks_latency().then(std::time::Instant::now);
         let result = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(
@@ -167,6 +168,9 @@ async fn connect(
         match result {
             Ok(stream) => {
                 backend.succeeded();
+                if let Some(at) = started {
+                    backend.observe_latency(at.elapsed());
+                }
                 return Some((stream, in_flight));
             }
             Err(e) => {

@@ -62,6 +62,8 @@ pub struct Backend {
     check_down: AtomicBool,
     /// In a leader pool: this backend is the proven leader.
     leader: AtomicBool,
+    /// Recent latency (microseconds, exponentially weighted) for `p2c`; 0 = none seen yet.
+    latency_us: AtomicU64,
 }
 
 // === impl Backend ===
@@ -77,7 +79,33 @@ impl Backend {
             last_ejection_end: AtomicU64::new(0),
             check_down: AtomicBool::new(false),
             leader: AtomicBool::new(false),
+            latency_us: AtomicU64::new(0),
         }
+    }
+
+    /// Folds one latency sample (time to the response head, or to connect) into the
+    /// average `p2c` compares. Racy on purpose: a lost update only loses one sample.
+    pub fn observe_latency(&self, took: Duration) {
+        let sample = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.latency_us.load(Relaxed);
+        let new = if old == 0 {
+            sample.max(1)
+        } else {
+            // alpha = 1/4: recent enough to follow a slow-down within a few requests.
+            (old * 3 + sample) / 4
+        };
+        self.latency_us.store(new.max(1), Relaxed);
+    }
+
+    /// The weighted recent latency, in microseconds (0 before the first sample).
+    pub fn latency_us(&self) -> u64 {
+        self.latency_us.load(Relaxed)
+    }
+
+    /// What `p2c` minimises: outstanding requests (this one included) times latency. A
+    /// backend with no sample yet counts as fast, so a new one is tried soon.
+    fn p2c_cost(&self) -> u64 {
+        (self.in_flight() as u64 + 1).saturating_mul(self.latency_us().max(1))
     }
 
     /// Requests or connections now being served by this backend.
@@ -224,6 +252,11 @@ impl Pool {
         }
     }
 
+    /// Whether exchanges should report their latency (`p2c` pools).
+    pub fn tracks_latency(&self) -> bool {
+        self.choice == Choice::Balance(Balance::P2c)
+    }
+
     pub fn is_leader_pool(&self) -> bool {
         self.choice == Choice::Leader
     }
@@ -264,6 +297,21 @@ impl Pool {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 client.hash(&mut h);
                 (h.finish() % n as u64) as usize
+            }
+            Balance::P2c => {
+                let a = random_below(n);
+                let b = (a + 1 + random_below(n - 1)) % n;
+                let (x, y) = (&self.backends[a], &self.backends[b]);
+                return Some(match (x.is_available(), y.is_available()) {
+                    (true, false) => a,
+                    (false, true) => b,
+                    (false, false) => (0..n)
+                        .map(|i| (a + i) % n)
+                        .find(|&i| self.backends[i].is_available())
+                        .unwrap_or(a),
+                    (true, true) if y.p2c_cost() < x.p2c_cost() => b,
+                    (true, true) => a,
+                });
             }
             Balance::LeastConn => {
                 // Start the scan at a rotating offset so ties spread instead of all
@@ -400,6 +448,38 @@ mod tests {
             seen[p.pick(CLIENT).unwrap()] += 1;
         }
         assert!(seen.iter().all(|&c| c > 0), "{seen:?}");
+    }
+
+    #[test]
+    fn p2c_prefers_the_fast_and_idle_and_never_picks_one_twice() {
+        let p = pool(3, Balance::P2c);
+        let b = p.backends();
+        b[0].observe_latency(Duration::from_millis(50));
+        b[1].observe_latency(Duration::from_millis(1));
+        b[2].observe_latency(Duration::from_millis(50));
+        let mut seen = [0; 3];
+        for _ in 0..300 {
+            seen[p.pick(CLIENT).unwrap()] += 1;
+        }
+        // b1 wins every pair it is in (two of three pairs): about 200 of 300.
+        assert!(seen[1] > 150, "{seen:?}");
+        assert!(seen[0] + seen[2] > 0, "the pair without b1 still picks one");
+
+        // Busy makes it costly: 60 outstanding x 1 ms is worse than 1 x 50 ms.
+        let _busy: Vec<_> = (0..60).map(|_| b[1].start()).collect();
+        let mut seen = [0; 3];
+        for _ in 0..300 {
+            seen[p.pick(CLIENT).unwrap()] += 1;
+        }
+        assert!(seen[1] < 30, "{seen:?}");
+
+        // The average follows a slow-down.
+        let c = Backend::new(SocketAddr::from(([127, 0, 0, 1], 1))); 
+        c.observe_latency(Duration::from_micros(100));
+        for _ in 0..10 {
+            c.observe_latency(Duration::from_micros(10_000));
+        }
+        assert!(c.latency_us() > 9_000, "{}", c.latency_us());
     }
 
     #[test]

@@ -210,3 +210,20 @@ async fn when_most_of_a_pool_fails_its_check_it_routes_to_all() {
     let seen = answers(&d, 9).await;
     assert_eq!(seen.len(), 3, "every backend gets traffic: {seen:?}");
 }
+
+#[tokio::test]
+async fn p2c_sends_most_requests_to_the_faster_backend() {
+    let (fast, slow) = (Backend::start("fast").await, Backend::start("slow").await);
+    slow.set_delay(30);
+    let mut catalog = app("/web", HOST, 10001, &[fast.addr, slow.addr]);
+    catalog = catalog.replace(
+        "labels = { HAPROXY_0_VHOST = \"web.test\" }",
+        "labels = { HAPROXY_0_VHOST = \"web.test\", HAPROXY_0_BALANCE = \"p2c\" }",
+    );
+    let d = Drover::start("", &catalog);
+    d.ready().await;
+    let seen = answers(&d, 40).await;
+    // Each backend is tried once or twice before its latency is known; then the pair
+    // (always both, with two backends) goes to the fast one.
+    assert!(seen.get("fast").copied().unwrap_or(0) >= 35, "{seen:?}");
+}

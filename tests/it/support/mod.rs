@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,6 +199,8 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     /// The status every answer carries (200 unless a test sets another).
     status: Arc<AtomicU16>,
+    /// Milliseconds every answer waits first (0 unless a test sets another).
+    delay: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -220,17 +222,30 @@ impl Backend {
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let status = Arc::new(AtomicU16::new(200));
-        let (n, h, st) = (name.to_string(), hits.clone(), status.clone());
+        let delay = Arc::new(AtomicU64::new(0));
+        let (n, h, st, de) = (
+            name.to_string(),
+            hits.clone(),
+            status.clone(),
+            delay.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (n, h, st) = (n.clone(), h.clone(), st.clone());
+                let (n, h, st, de) = (n.clone(), h.clone(), st.clone(), de.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         h.fetch_add(1, Ordering::Relaxed);
-                        answer(n.clone(), st.load(Ordering::Relaxed), req)
+                        let (n, status) = (n.clone(), st.load(Ordering::Relaxed));
+                        let wait = Duration::from_millis(de.load(Ordering::Relaxed));
+                        async move {
+                            if !wait.is_zero() {
+                                tokio::time::sleep(wait).await;
+                            }
+                            answer(n, status, req).await
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -243,12 +258,18 @@ impl Backend {
             name: name.to_string(),
             hits,
             status,
+            delay,
             task,
         }
     }
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Makes every later answer wait `ms` milliseconds first.
+    pub fn set_delay(&self, ms: u64) {
+        self.delay.store(ms, Ordering::Relaxed);
     }
 
     /// Makes every later answer carry `code` (e.g. 500 to fail, 200 to recover).
