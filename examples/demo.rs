@@ -158,8 +158,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          \n{}s (between 1 and 3 running; watch for `[marathon]` lines). Watch the answers follow:\
          \n\n  watch -n1 \"curl -s -H 'Host: blog.localhost' http://127.0.0.1:{http}/\"\
          \n  curl http://127.0.0.1:{admin}/debug/routes                     # /blog's backends now\
-         \n\nThree simulated masters at {} hand leadership to the next one every\
-         \n{}s (watch for `[masters]` lines); the aliases follow within a probe interval:\
+         \n\nThree simulated masters ({}) hand leadership to the next one\
+         \nevery {}s (watch for `[masters]` lines); the aliases follow within a probe interval:\
          \n\n  curl -H 'Host: mesos.localhost' http://127.0.0.1:{http}/       # the Mesos leader (check mesos, 1s)\
          \n  curl -H 'Host: marathon.localhost' http://127.0.0.1:{http}/    # the Marathon leader (check marathon)\
          \n  curl -H 'Host: chronos.localhost' http://127.0.0.1:{http}/     # custom check: 200 on /scheduler/jobs\
