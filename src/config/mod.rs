@@ -324,6 +324,19 @@ impl Config {
             .unwrap_or_default();
         let ejection = c.ejection(ejection);
         let aliases = c.aliases(table.remove("alias"));
+        if tcp.is_none() {
+            // The bind address of an alias's TCP listener is [tcp].bind; without it the
+            // alias would open a port on every interface nobody chose.
+            for (i, a) in aliases.iter().enumerate() {
+                if let Some(port) = a.port {
+                    c.problem(
+                        &format!("alias[{i}].port"),
+                        &port.to_string(),
+                        "needs a [tcp] section (its bind address is [tcp].bind)",
+                    );
+                }
+            }
+        }
         if c.problems.is_empty() {
             Ok(Config {
                 http,

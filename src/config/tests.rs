@@ -879,6 +879,7 @@ fn two_aliases_cannot_share_a_host_or_port() {
         )
     };
     let text = [
+        "[tcp]\n".to_string(),
         alias("mesos.example.com", 15050),
         alias("MESOS.example.com", 15051),
         alias("marathon.example.com", 15050),
@@ -887,7 +888,24 @@ fn two_aliases_cannot_share_a_host_or_port() {
     let problems = parse_err(&text);
     assert_eq!(paths(&problems), ["alias[1].host", "alias[2].port"]);
     assert!(problems[0].message.contains("alias[0]"), "{problems:?}");
-    let ok = parse_ok(&[alias("a.example.com", 1), alias("b.example.com", 2)].concat());
+    let ok = parse_ok(
+        &[
+            "[tcp]\n".to_string(),
+            alias("a.example.com", 1),
+            alias("b.example.com", 2),
+        ]
+        .concat(),
+    );
     assert_eq!(ok.aliases.len(), 2);
     assert!(ok.unavailable().is_empty(), "aliases are served now");
+}
+
+#[test]
+fn an_alias_port_needs_a_tcp_section() {
+    let alias = "[[alias]]\nhost = \"m.example.com\"\nport = 15050\nbackends = [\"127.0.0.1:5050\"]\ncheck = \"mesos\"\n";
+    let problems = parse_err(alias);
+    assert_eq!(paths(&problems), ["alias[0].port"]);
+    assert!(problems[0].message.contains("[tcp]"), "{problems:?}");
+    let ok = parse_ok(&format!("[tcp]\nbind = \"127.0.0.1\"\n{alias}"));
+    assert_eq!(ok.aliases[0].port, Some(15050));
 }

@@ -74,18 +74,35 @@ impl LeaderTracker {
         LeaderTracker::new(&alias.backends, LEADER_RISE, LEADER_FALL, now)
     }
 
-    /// Counts one probe result of `backend`; returns the change when the leader changes.
-    /// A result for an address that is not a backend is ignored.
+    /// Counts one probe result of `backend` and decides at once; returns the change when
+    /// the leader changes. A result for an address that is not a backend is ignored.
     pub fn observe(
         &mut self,
         backend: SocketAddr,
         result: &ProbeResult,
         now: Instant,
     ) -> Option<LeaderChange> {
-        self.conflict_began = false;
-        let (_, health) = self.backends.iter_mut().find(|(a, _)| *a == backend)?;
-        health.record(result, now);
+        if !self.record(backend, result, now) {
+            self.conflict_began = false;
+            return None;
+        }
+        self.decide(now)
+    }
 
+    /// Counts one probe result without deciding (a round's results are recorded one by one,
+    /// then [`LeaderTracker::decide`] runs once). False for an address that is not a backend.
+    pub fn record(&mut self, backend: SocketAddr, result: &ProbeResult, now: Instant) -> bool {
+        match self.backends.iter_mut().find(|(a, _)| *a == backend) {
+            Some((_, health)) => {
+                health.record(result, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies the rule to the recorded results; returns the change when the leader changes.
+    pub fn decide(&mut self, now: Instant) -> Option<LeaderChange> {
         let up: Vec<SocketAddr> = self
             .backends
             .iter()

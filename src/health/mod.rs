@@ -17,7 +17,9 @@ use probe::ProbeResult;
 /// What the probes say about one target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Not yet enough results either way; not routed to.
+    /// Not yet enough results either way. An alias never routes to an Unknown master; a
+    /// service pool does route to an Unknown backend (the scheduler already vouches for it,
+    /// and waiting for `rise` probes would starve every new task), but never to a Down one.
     Unknown,
     Up,
     Down,

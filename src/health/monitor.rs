@@ -75,10 +75,12 @@ pub struct TargetStatus {
 /// One target's identity: route name and backend address.
 type Key = (String, SocketAddr);
 
-/// A probe result, tagged with the generation of the watch that asked for it.
+/// A probe result, tagged with the generation of the watch that asked for it and the
+/// round (tick count) it belongs to.
 struct Outcome {
     key: Key,
     generation: u64,
+    round: u64,
     result: ProbeResult,
 }
 
@@ -90,7 +92,10 @@ struct Spec {
     timeout: Duration,
 }
 
-/// A watched alias.
+/// A watched alias. Its masters are probed in rounds (every master at the same tick); a
+/// round is decided once, when every master has answered or [`settle`] after the first
+/// answer, so a handover within one round is one clean change (no brief "no leader", no
+/// false conflict) and a hanging master delays the decision by at most the settle time.
 struct AliasWatch {
     spec: Spec,
     generation: u64,
@@ -98,6 +103,10 @@ struct AliasWatch {
     tracker: LeaderTracker,
     since: std::time::SystemTime,
     probes: CancellationToken,
+    /// The round being collected, its results so far, and when it is decided regardless.
+    round: u64,
+    pending: Vec<(SocketAddr, ProbeResult)>,
+    decide_at: Option<Instant>,
 }
 
 /// A watched health-checked service route.
@@ -147,6 +156,7 @@ pub async fn run(
                 Some(outcome) = rx.recv() => monitor.observe(outcome),
                 _ = sweep.tick() => monitor.sweep_ejected(),
                 _ = refresh.tick(), if monitor.dirty => monitor.publish_status(),
+                _ = sleep_until_opt(monitor.next_decision()) => monitor.decide_due(),
                 _ = shutdown.triggered() => {
                     monitor.stop.cancel();
                     return;
@@ -234,7 +244,8 @@ impl Monitor {
 
     fn follow_alias(&mut self, route: &Arc<Route>, spec: Spec) {
         let masters: Vec<SocketAddr> = route.pool.backends().iter().map(|b| b.addr).collect();
-        if let Some(w) = self.aliases.get_mut(&route.name) {
+        let start = Instant::now();
+        if let Some(mut w) = self.aliases.remove(&route.name) {
             let same_masters = w
                 .route
                 .pool
@@ -242,9 +253,24 @@ impl Monitor {
                 .iter()
                 .map(|b| b.addr)
                 .eq(masters.iter().copied());
-            if w.spec == spec && same_masters {
+            if same_masters && w.spec.probe == spec.probe {
                 w.route = route.clone();
                 apply_leader(&w.route, w.tracker.leader());
+                if w.spec != spec {
+                    // Only the timing changed: the leader stays, the probes restart.
+                    w.probes.cancel();
+                    w.generation = self.generation();
+                    w.probes = self.stop.child_token();
+                    w.round = 0;
+                    w.pending.clear();
+                    w.decide_at = None;
+                    for backend in route.pool.backends() {
+                        let key = (route.name.clone(), backend.addr);
+                        self.spawn_probe(key, w.generation, &spec, &w.probes, start);
+                    }
+                    w.spec = spec;
+                }
+                self.aliases.insert(route.name.clone(), w);
                 return;
             }
             w.probes.cancel();
@@ -253,12 +279,8 @@ impl Monitor {
         let generation = self.generation();
         let probes = self.stop.child_token();
         for backend in route.pool.backends() {
-            self.spawn_probe(
-                (route.name.clone(), backend.addr),
-                generation,
-                &spec,
-                &probes,
-            );
+            let key = (route.name.clone(), backend.addr);
+            self.spawn_probe(key, generation, &spec, &probes, start);
         }
         apply_leader(route, None);
         self.forget_metrics(route);
@@ -274,6 +296,9 @@ impl Monitor {
                 tracker: LeaderTracker::new(&masters, LEADER_RISE, LEADER_FALL, Instant::now()),
                 since: std::time::SystemTime::now(),
                 probes,
+                round: 0,
+                pending: Vec::new(),
+                decide_at: None,
             },
         );
     }
@@ -312,7 +337,8 @@ impl Monitor {
         for addr in &addrs {
             if !w.probes.contains_key(addr) {
                 let token = self.stop.child_token();
-                self.spawn_probe((route.name.clone(), *addr), w.generation, &spec, &token);
+                let key = (route.name.clone(), *addr);
+                self.spawn_probe(key, w.generation, &spec, &token, now);
                 w.probes.insert(*addr, token);
                 w.health
                     .insert(*addr, Health::new(check.rise, check.fall, now));
@@ -337,7 +363,15 @@ impl Monitor {
         self.next_generation
     }
 
-    fn spawn_probe(&self, key: Key, generation: u64, spec: &Spec, token: &CancellationToken) {
+    /// Starts the probe task of one target: a probe at `start` and every interval after.
+    fn spawn_probe(
+        &self,
+        key: Key,
+        generation: u64,
+        spec: &Spec,
+        token: &CancellationToken,
+        start: Instant,
+    ) {
         let tx = self.tx.clone();
         let spec = spec.clone();
         let token = token.clone();
@@ -349,13 +383,16 @@ impl Monitor {
         };
         tokio::spawn(async move {
             let host = key.1.to_string();
-            let mut tick = tokio::time::interval(spec.interval);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            // Every master of an alias shares `start`, so their rounds line up.
+            let mut tick = tokio::time::interval_at(start, spec.interval);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
             loop {
-                tokio::select! {
+                let round = tokio::select! {
                     _ = token.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+                    at = tick.tick() => {
+                        ((at - start).as_nanos() / spec.interval.as_nanos().max(1)) as u64
+                    }
+                };
                 let result = tokio::select! {
                     _ = token.cancelled() => return,
                     r = probe::run(key.1, &spec.probe, &host, spec.timeout) => r,
@@ -368,6 +405,7 @@ impl Monitor {
                 let outcome = Outcome {
                     key: key.clone(),
                     generation,
+                    round,
                     result,
                 };
                 if tx.send(outcome).is_err() {
@@ -385,43 +423,25 @@ impl Monitor {
             if w.generation != outcome.generation {
                 return;
             }
-            let change = w.tracker.observe(*addr, &outcome.result, now);
-            let host = alias_host(&w.route).to_string();
-            if w.tracker.conflict_began() {
-                let claimants: Vec<String> = w
-                    .tracker
-                    .conflict()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect();
-                warn!(alias = %host, claimants = ?claimants, kept = ?w.tracker.leader(),
-                    "more than one master claims leadership; the incumbent keeps the role");
-                self.shared
-                    .metrics
-                    .leader_conflicts
-                    .with_label_values(&[&host])
-                    .inc();
+            if outcome.round > w.round {
+                if !w.pending.is_empty() {
+                    self.decide(route_name);
+                }
+                let Some(w) = self.aliases.get_mut(route_name) else {
+                    return;
+                };
+                w.round = outcome.round;
             }
-            if let Some(change) = change {
-                apply_leader(&w.route, change.to);
-                w.since = std::time::SystemTime::now();
-                match change.to {
-                    Some(to) => info!(alias = %host, from = ?change.from, %to,
-                        "alias leader changed"),
-                    None => warn!(alias = %host, from = ?change.from,
-                        last_probe = %outcome.result.detail,
-                        "alias has no elected leader; answering 503"),
-                }
-                self.shared
-                    .metrics
-                    .leader_changes
-                    .with_label_values(&[&host])
-                    .inc();
-                let route = w.route.clone();
-                for backend in route.pool.backends() {
-                    self.set_alias_gauge(&route, backend, Some(backend.addr) == change.to);
-                }
+            let Some(w) = self.aliases.get_mut(route_name) else {
+                return;
+            };
+            // The latest word of each master counts (a late answer of an earlier round too).
+            w.pending.retain(|(a, _)| a != addr);
+            w.pending.push((*addr, outcome.result));
+            if w.pending.len() >= w.route.pool.backends().len() {
+                self.decide(route_name);
+            } else if w.decide_at.is_none() {
+                w.decide_at = Some(now + settle(w.spec.interval));
             }
             self.dirty = true;
             return;
@@ -445,6 +465,82 @@ impl Monitor {
             }
         }
         self.checks.insert(route_name.clone(), w);
+        self.dirty = true;
+    }
+
+    /// When the next alias round must be decided even if a master has not answered.
+    fn next_decision(&self) -> Option<Instant> {
+        self.aliases.values().filter_map(|w| w.decide_at).min()
+    }
+
+    /// Decides every alias round whose settle time has passed.
+    fn decide_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .aliases
+            .iter()
+            .filter(|(_, w)| w.decide_at.is_some_and(|at| at <= now))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in due {
+            self.decide(&name);
+        }
+    }
+
+    /// Records an alias's collected results, decides its leader once, and acts on a change.
+    fn decide(&mut self, route_name: &str) {
+        let now = Instant::now();
+        let Some(w) = self.aliases.get_mut(route_name) else {
+            return;
+        };
+        w.decide_at = None;
+        let results = std::mem::take(&mut w.pending);
+        for (addr, result) in &results {
+            w.tracker.record(*addr, result, now);
+        }
+        let change = w.tracker.decide(now);
+        let host = alias_host(&w.route).to_string();
+        if w.tracker.conflict_began() {
+            let claimants: Vec<String> = w
+                .tracker
+                .conflict()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            warn!(alias = %host, claimants = ?claimants, kept = ?w.tracker.leader(),
+                "more than one master claims leadership; the incumbent keeps the role");
+            self.shared
+                .metrics
+                .leader_conflicts
+                .with_label_values(&[&host])
+                .inc();
+        }
+        let Some(change) = change else {
+            return;
+        };
+        apply_leader(&w.route, change.to);
+        w.since = std::time::SystemTime::now();
+        match change.to {
+            Some(to) => info!(alias = %host, from = ?change.from, %to, "alias leader changed"),
+            None => {
+                let why: Vec<String> = results
+                    .iter()
+                    .map(|(a, r)| format!("{a}: {}", r.detail))
+                    .collect();
+                warn!(alias = %host, from = ?change.from, probes = ?why,
+                    "alias has no elected leader; answering 503")
+            }
+        }
+        self.shared
+            .metrics
+            .leader_changes
+            .with_label_values(&[&host])
+            .inc();
+        let route = w.route.clone();
+        for backend in route.pool.backends() {
+            self.set_alias_gauge(&route, backend, Some(backend.addr) == change.to);
+        }
         self.dirty = true;
     }
 
@@ -578,6 +674,20 @@ impl Monitor {
             );
         }
         *self.shared.health.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+}
+
+/// How long an alias round waits for its last answers after the first: long enough for
+/// masters on one network to answer, short against the interval.
+fn settle(interval: Duration) -> Duration {
+    (interval / 4).min(Duration::from_millis(250))
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

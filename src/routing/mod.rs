@@ -397,8 +397,11 @@ fn alias_route(
         }
     }
     // A changed check or master list must prove its leader afresh: no state carries over.
+    // (A changed interval keeps it: the masters and what proves leadership are the same.)
+    let same_check =
+        |k: &RouteKind| matches!(k, RouteKind::Alias { check, .. } if *check == alias.check);
     let old = old_routes.get(name.as_str()).copied().filter(|r| {
-        r.kind == kind
+        same_check(&r.kind)
             && r.pool
                 .backends()
                 .iter()
