@@ -33,6 +33,8 @@ pub const BACKEND_UP: &str = "drover_backend_up";
 pub const BACKEND_EJECTIONS: &str = "drover_backend_ejections_total";
 pub const HEALTH_PROBES: &str = "drover_health_probes_total";
 pub const DNS_QUERIES: &str = "drover_dns_queries_total";
+pub const HTTP_UPGRADES: &str = "drover_http_upgrades_total";
+pub const HTTP_TUNNELS_OPEN: &str = "drover_http_tunnels_open";
 pub const DNS_ZONE_RECORDS: &str = "drover_dns_zone_records";
 
 /// The route label for requests that matched no route (unknown Host).
@@ -64,6 +66,8 @@ pub struct Metrics {
     pub backend_ejections: IntCounterVec,
     pub health_probes: IntCounterVec,
     pub dns_queries: IntCounterVec,
+    pub http_upgrades: IntCounterVec,
+    pub http_tunnels_open: IntGauge,
     pub dns_zone_records: IntGauge,
 }
 
@@ -216,6 +220,19 @@ impl Metrics {
                 HEALTH_PROBES,
                 "Active health probes run, by kind (leader, app) and result (pass, fail).",
                 &["kind", "result"],
+            ),
+            http_upgrades: counter(
+                HTTP_UPGRADES,
+                "Requests switched to another protocol (WebSocket), by route.",
+                &["route"],
+            ),
+            http_tunnels_open: reg(
+                &registry,
+                IntGauge::new(
+                    HTTP_TUNNELS_OPEN,
+                    "Upgraded connections (WebSocket tunnels) open now.",
+                )
+                .expect("valid metric"),
             ),
             dns_queries: counter(
                 DNS_QUERIES,

@@ -11,8 +11,10 @@
 //! - `api`: the bodies of the Mesos-DNS HTTP lookups (`/v1/hosts`, `/v1/services`).
 
 pub mod api;
+mod forward;
 pub mod name;
 pub mod records;
+pub mod server;
 pub mod zone;
 
 pub use records::{IpSource, MarathonOnlyApp, MarathonOnlyTask, RecordOptions};

@@ -163,7 +163,13 @@ pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shut
             _ = shutdown.triggered() => return,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(shared.clone(), by, client, local_port));
+        let conn = Arc::new(Conn::new(
+            shared.clone(),
+            by,
+            client,
+            local_port,
+            shutdown.clone(),
+        ));
         let shutdown2 = shutdown.clone();
         tokio::spawn(shutdown.track(serve_connection(stream, conn, shutdown2)));
     }
@@ -182,10 +188,18 @@ struct Conn {
     /// `Transfer-Encoding` lines (hyper drops the former before we see the request).
     framing_conflict: Arc<AtomicBool>,
     clock: HeadClock,
+    /// For tunnels after an `Upgrade` (WebSocket), which outlive the request.
+    shutdown: Shutdown,
 }
 
 impl Conn {
-    fn new(shared: Arc<Shared>, by: RouteBy, client: SocketAddr, local_port: u16) -> Conn {
+    fn new(
+        shared: Arc<Shared>,
+        by: RouteBy,
+        client: SocketAddr,
+        local_port: u16,
+        shutdown: Shutdown,
+    ) -> Conn {
         let ip = client.ip().to_canonical();
         Conn {
             shared,
@@ -195,6 +209,7 @@ impl Conn {
             port: HeaderValue::from(local_port),
             framing_conflict: Arc::new(AtomicBool::new(false)),
             clock: HeadClock::new(),
+            shutdown,
         }
     }
 }
@@ -219,7 +234,10 @@ async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown
         .keep_alive(true)
         // One write per response instead of a vectored one: cheaper for small responses.
         .writev(false);
-    let http = builder.serve_connection(TokioIo::new(io), service);
+    // Upgrades (WebSocket) hand the socket to a tunnel task once the 101 is written.
+    let http = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     tokio::pin!(http);
     let header_timeout = settings.header_timeout;
     let watchdog = tokio::time::sleep(header_timeout);
@@ -485,13 +503,11 @@ async fn forward(
     route: &Arc<Route>,
     settings: &HttpSettings,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Some(protocol) = upgrade_protocol(req.headers()) {
+        return forward_upgrade(req, conn, route, settings, protocol).await;
+    }
     let pool = &route.pool;
-    let first = pool
-        .pick(conn.client.ip())
-        .ok_or_else(|| match pool.is_leader_pool() {
-            true => ProxyError::NoLeader(route.vhosts.iter().map(|h| h.to_string()).collect()),
-            false => ProxyError::NoBackends,
-        })?;
+    let first = pick(conn, route)?;
     prepare_upstream_request(&mut req, conn);
     let attempts = if is_idempotent(req.method()) {
         pool.max_attempts()
@@ -552,6 +568,131 @@ async fn forward(
         return result;
     }
     Err(ProxyError::Connect)
+}
+
+/// The first backend for a request: 503 when the pool is empty or an alias has no leader.
+fn pick(conn: &Conn, route: &Route) -> Result<usize, ProxyError> {
+    let pool = &route.pool;
+    pool.pick(conn.client.ip()).ok_or_else(|| {
+        if pool.is_leader_pool() {
+            ProxyError::NoLeader(route.vhosts.iter().map(|h| h.to_string()).collect())
+        } else {
+            ProxyError::NoBackends
+        }
+    })
+}
+
+/// The `Upgrade` value of a request that asks to switch protocols (`Connection: upgrade`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let asks = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    asks.then(|| upgrade.clone())
+}
+
+/// Forwards an `Upgrade` request (WebSocket and the like) on a fresh upstream connection.
+/// When the backend answers 101 the client gets the 101 and a tunnel task joins the two
+/// sockets: it holds no route table, so later table swaps never cut it; the drain waits
+/// for it. Any other answer is passed on as usual.
+async fn forward_upgrade(
+    mut req: Request<Incoming>,
+    conn: &Conn,
+    route: &Arc<Route>,
+    settings: &HttpSettings,
+    protocol: HeaderValue,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let pool = &route.pool;
+    let first = pick(conn, route)?;
+    let client_side = hyper::upgrade::on(&mut req);
+    prepare_upstream_request(&mut req, conn);
+    req.headers_mut().insert(header::UPGRADE, protocol);
+    req.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    // Only the connect is retried: the request itself is sent once.
+    let mut picked = None;
+    for attempt in 0..pool.max_attempts() {
+        let Some(backend) = pool.attempt(first, attempt) else {
+            continue;
+        };
+        match connect_with(backend, settings.connect_timeout, true).await {
+            Some(sender) => {
+                picked = Some((backend, sender));
+                break;
+            }
+            None => note_failure(&conn.shared, route, backend),
+        }
+    }
+    let (backend, mut sender) = picked.ok_or(ProxyError::Connect)?;
+    let in_flight = backend.start();
+    let sent = tokio::time::timeout(settings.response_timeout, sender.send_request(req)).await;
+    let mut resp = match sent {
+        Err(_elapsed) => {
+            note_failure(&conn.shared, route, backend);
+            return Err(ProxyError::Timeout);
+        }
+        Ok(Err(e)) => {
+            note_failure(&conn.shared, route, backend);
+            return Err(ProxyError::Upstream(e));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if resp.status().is_server_error() {
+            note_failure(&conn.shared, route, backend);
+        } else {
+            backend.succeeded();
+        }
+        return Ok(upstream_response(resp, backend.addr, sender, in_flight));
+    }
+    backend.succeeded();
+    let upstream_side = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        parts.headers.insert(header::UPGRADE, p);
+    }
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+
+    let metrics = conn.shared.metrics.clone();
+    metrics
+        .http_upgrades
+        .with_label_values(&[&route.name])
+        .inc();
+    let (route_name, client) = (route.name.clone(), conn.client);
+    let tunnel = async move {
+        let _in_flight = in_flight;
+        let (client_io, upstream_io) = match tokio::join!(client_side, upstream_side) {
+            (Ok(c), Ok(u)) => (c, u),
+            (c, u) => {
+                debug!(route = %route_name, %client, client_ok = c.is_ok(), backend_ok = u.is_ok(),
+                    "upgrade did not complete");
+                return;
+            }
+        };
+        metrics.http_tunnels_open.inc();
+        let copied = tokio::io::copy_bidirectional(
+            &mut TokioIo::new(client_io),
+            &mut TokioIo::new(upstream_io),
+        )
+        .await;
+        metrics.http_tunnels_open.dec();
+        match copied {
+            Ok((up, down)) => {
+                debug!(route = %route_name, %client, up, down, "tunnel closed")
+            }
+            Err(e) => debug!(route = %route_name, %client, error = %e, "tunnel ended"),
+        }
+    };
+    tokio::spawn(conn.shutdown.track(tunnel));
+    let empty: ProxyBody = Either::Right(Full::new(Bytes::new()));
+    Ok(Response::from_parts(parts, empty))
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -726,6 +867,15 @@ async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Option<SendReque
 
 /// Opens a new upstream connection; counts the outcome on the backend.
 async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendRequest<Incoming>> {
+    connect_with(backend, timeout, false).await
+}
+
+/// Opens a new upstream connection, able to be upgraded when `upgrades` is set.
+async fn connect_with(
+    backend: &Arc<Backend>,
+    timeout: Duration,
+    upgrades: bool,
+) -> Option<SendRequest<Incoming>> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -746,7 +896,12 @@ async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendReques
         Ok((sender, connection)) => {
             let addr = backend.addr;
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                let ended = if upgrades {
+                    connection.with_upgrades().await
+                } else {
+                    connection.await
+                };
+                if let Err(e) = ended {
                     debug!(backend = %addr, error = %e, "upstream connection ended with an error");
                 }
             });

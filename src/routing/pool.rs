@@ -474,7 +474,7 @@ mod tests {
         assert!(seen[1] < 30, "{seen:?}");
 
         // The average follows a slow-down.
-        let c = Backend::new(SocketAddr::from(([127, 0, 0, 1], 1))); 
+        let c = Backend::new(SocketAddr::from(([127, 0, 0, 1], 1)));
         c.observe_latency(Duration::from_micros(100));
         for _ in 0..10 {
             c.observe_latency(Duration::from_micros(10_000));

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod marathon;
 pub mod masters;
 pub mod mesos;

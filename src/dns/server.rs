@@ -1,0 +1,673 @@
+//! The DNS server: UDP and TCP on one address, on hickory-server's `Server`, answering from
+//! the compiled `Zone` in `Shared.zone` (one `load()` per query). Names outside the domain
+//! are refused, or passed to `forward` resolvers when there are some (`dns::forward`).
+//! What a name holds is `dns::zone`'s job; this module turns lookups into DNS messages.
+//!
+//! Answers, as EXPECTED.md §3 asks and the RFCs where it allows a choice:
+//! - QR=1, RA=0, RD copied, the question echoed as sent (hickory emits the question's raw
+//!   bytes), owners as the zone has them (lower case, `.*` removed);
+//! - AA=1 for everything the zone answers; answer order shuffled per response;
+//! - SRV (and NS, ANY) answers carry the zone's additional records;
+//! - NODATA and NXDOMAIN carry `Zone::soa` (owner: the apex, RFC 2308) in authority;
+//! - before the first zone, names in the domain get SERVFAIL (AA=0);
+//! - outside the domain: REFUSED (AA=0), or the upstream's answer when forwarding;
+//! - more or fewer than one question: FORMERR; an opcode other than QUERY: NOTIMP; a class
+//!   other than IN (or ANY): REFUSED. Packets hickory cannot parse get FORMERR from hickory
+//!   itself (a pointer loop, a short record) or no answer (a short header, a response).
+//!
+//! Over UDP the reply is limited to the client's EDNS payload size (at least 512, at most
+//! `DnsServerSettings::max_udp_payload`), 512 without EDNS; hickory's encoder stops at the
+//! limit and sets TC, so the client retries over TCP and gets everything.
+//!
+//! Every answered query counts in `drover_dns_queries_total{qtype,rcode,transport}`; the
+//! label values come from fixed lists, so the series stay few whatever clients send.
+//! Queries hickory answers or drops itself (unparseable packets) are not counted.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_proto::rr::{DNSClass, Name, RData, Record as WireRecord, RecordType as WireType};
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use prometheus::IntCounter;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::{debug, info, warn};
+
+use crate::config::DnsConfig;
+use crate::dns::forward::Forwarder;
+use crate::dns::zone::{Lookup, QueryType, Record, RecordData, Zone};
+use crate::shutdown::Shutdown;
+use crate::Shared;
+
+/// How the DNS server runs; everything but the sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsServerSettings {
+    /// The zone's domain (`mesos`; any case, trailing dot optional). Needed before the first
+    /// zone exists, to tell SERVFAIL (ours, not ready) from REFUSED (not ours).
+    pub domain: String,
+    /// Resolvers for names outside the domain, tried in order; empty: REFUSED.
+    pub forward: Vec<SocketAddr>,
+    /// How long one forwarding attempt (one resolver) may take.
+    pub forward_timeout: Duration,
+    /// A TCP connection with no complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// The largest UDP reply sent, whatever the client advertises (EDNS).
+    pub max_udp_payload: u16,
+}
+
+/// RFC 1035: the UDP limit without EDNS.
+const MIN_UDP_PAYLOAD: u16 = 512;
+
+// === impl DnsServerSettings ===
+
+impl DnsServerSettings {
+    /// Defaults: 2 s per forwarding attempt, TCP idle timeout 10 s, UDP replies up to 4096
+    /// bytes (above that, fragmentation loses more than a TCP retry costs).
+    pub fn new(domain: &str, forward: Vec<SocketAddr>) -> DnsServerSettings {
+        DnsServerSettings {
+            domain: domain.to_string(),
+            forward,
+            forward_timeout: Duration::from_secs(2),
+            tcp_idle_timeout: Duration::from_secs(10),
+            max_udp_payload: 4096,
+        }
+    }
+
+    /// From `[dns]`: its domain and `forward` list, the rest defaults.
+    pub fn from_config(config: &DnsConfig) -> DnsServerSettings {
+        DnsServerSettings::new(config.domain.as_str(), config.forward.clone())
+    }
+}
+
+/// Serves DNS on `udp` and `tcp` (normally bound to the same address) until `shutdown`
+/// fires. Runs on any tokio runtime; a current-thread one is the cheapest (DESIGN §6b).
+pub async fn serve(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    settings: DnsServerSettings,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    if let (Ok(u), Ok(t)) = (udp.local_addr(), tcp.local_addr()) {
+        info!(udp = %u, tcp = %t, domain = %settings.domain, forward = ?settings.forward, "DNS listening");
+    }
+    let tcp_idle_timeout = settings.tcp_idle_timeout;
+    let mut server = Server::new(DnsHandler::new(settings, shared));
+    server.register_socket(udp);
+    // Up to 32 replies queued per TCP connection (pipelined queries).
+    server.register_listener(tcp, tcp_idle_timeout, 32);
+    tokio::select! {
+        _ = shutdown.triggered() => {
+            if let Err(e) = server.shutdown_gracefully().await {
+                warn!(error = %e, "DNS server stopped with an error");
+            }
+        }
+        result = server.block_until_done() => {
+            if let Err(e) = result {
+                warn!(error = %e, "DNS server stopped with an error");
+            }
+        }
+    }
+    debug!("DNS server stopped");
+}
+
+/// hickory's request handler: one query in, one answer out.
+struct DnsHandler {
+    shared: Arc<Shared>,
+    /// `mesos.` and `.mesos.`, lower case.
+    apex: Box<str>,
+    dot_apex: Box<str>,
+    forwarder: Option<Forwarder>,
+    max_udp_payload: u16,
+    counters: QueryCounters,
+}
+
+// === impl DnsHandler ===
+
+impl DnsHandler {
+    fn new(settings: DnsServerSettings, shared: Arc<Shared>) -> DnsHandler {
+        let domain = settings.domain.trim_end_matches('.').to_ascii_lowercase();
+        DnsHandler {
+            counters: QueryCounters::new(shared.metrics.dns_queries.clone()),
+            shared,
+            apex: format!("{domain}.").into(),
+            dot_apex: format!(".{domain}.").into(),
+            forwarder: (!settings.forward.is_empty())
+                .then(|| Forwarder::new(settings.forward, settings.forward_timeout)),
+            max_udp_payload: settings.max_udp_payload.max(MIN_UDP_PAYLOAD),
+        }
+    }
+
+    fn in_domain(&self, key: &str) -> bool {
+        key.eq_ignore_ascii_case(&self.apex)
+            || (key.len() > self.dot_apex.len()
+                && key.as_bytes()[key.len() - self.dot_apex.len()..]
+                    .eq_ignore_ascii_case(self.dot_apex.as_bytes()))
+    }
+
+    /// The answer the zone gives, as wire records, or why there is none. Holds the zone
+    /// guard only while reading it; the wire records come from this thread's `WireCache`.
+    fn answer_from_zone(&self, key: &str, qtype: QueryType) -> ZoneAnswer {
+        let guard = self.shared.zone.load();
+        let Some(zone) = guard.as_ref() else {
+            return if self.in_domain(key) {
+                ZoneAnswer::NotReady
+            } else {
+                ZoneAnswer::Outside
+            };
+        };
+        let lookup = zone.lookup(key, qtype);
+        if matches!(lookup, Lookup::OutsideZone) {
+            return ZoneAnswer::Outside;
+        }
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            cache.use_zone(zone);
+            match lookup {
+                Lookup::Found {
+                    answers,
+                    additional,
+                } => {
+                    let wire = cache.answer(answers, additional);
+                    let rotate = if wire.answers.len() > 1 {
+                        RNG.with(|rng| rng.borrow_mut().random_range(0..wire.answers.len()))
+                    } else {
+                        0
+                    };
+                    ZoneAnswer::Records { wire, rotate }
+                }
+                Lookup::NoData => ZoneAnswer::Negative {
+                    rcode: ResponseCode::NoError,
+                    soa: cache.soa(zone),
+                },
+                Lookup::NxDomain => ZoneAnswer::Negative {
+                    rcode: ResponseCode::NXDomain,
+                    soa: cache.soa(zone),
+                },
+                Lookup::OutsideZone => ZoneAnswer::Outside,
+            }
+        })
+    }
+
+    /// The EDNS of our reply: present when the query had one; its payload size is the
+    /// client's, within our bounds, and is also the limit the encoder cuts UDP replies at.
+    fn reply_edns(&self, request: &Request) -> Option<Edns> {
+        request.edns.as_ref().map(|query_edns| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(query_edns.max_payload().min(self.max_udp_payload));
+            edns
+        })
+    }
+
+    async fn send<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+        metadata: Metadata,
+        answers: (&[WireRecord], &[WireRecord]),
+        authority: &[WireRecord],
+        additional: &[WireRecord],
+    ) -> ResponseInfo {
+        let edns = self.reply_edns(request);
+        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
+        let answers = answers.0.iter().chain(answers.1);
+        let response = builder.build(metadata, answers, authority, [], additional);
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                debug!(error = %e, client = %request.src(), "cannot send a DNS reply");
+                failed(metadata)
+            }
+        }
+    }
+
+    async fn send_error<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response_handle: R,
+        rcode: ResponseCode,
+    ) -> ResponseInfo {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = rcode;
+        self.send(request, response_handle, metadata, (&[], &[]), &[], &[])
+            .await
+    }
+}
+
+/// What the zone said, in wire records.
+enum ZoneAnswer {
+    /// Answers sent starting at `rotate` (and wrapping around): a random rotation per
+    /// response spreads clients over the records without copying them.
+    Records {
+        wire: Arc<WireAnswer>,
+        rotate: usize,
+    },
+    Negative {
+        rcode: ResponseCode,
+        soa: Option<Arc<WireRecord>>,
+    },
+    /// In the domain, but no zone yet.
+    NotReady,
+    Outside,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let transport = Transport::of(request.protocol());
+        let queries = request.queries.queries();
+        let qtype_label = queries
+            .first()
+            .map_or(QtypeLabel::Other, |q| QtypeLabel::of(q.query_type()));
+
+        let early_error = if request.metadata.op_code != OpCode::Query {
+            Some(ResponseCode::NotImp)
+        } else if queries.len() != 1 {
+            Some(ResponseCode::FormErr)
+        } else if !matches!(queries[0].query_class(), DNSClass::IN | DNSClass::ANY) {
+            Some(ResponseCode::Refused)
+        } else {
+            None
+        };
+        if let Some(rcode) = early_error {
+            let info = self.send_error(request, response_handle, rcode).await;
+            self.counters
+                .count(qtype_label, info.response_code, transport);
+            return info;
+        }
+
+        let query = &queries[0];
+        let mut buf = [0u8; NAME_BUF];
+        let key = query_key(query.name(), &mut buf);
+        let qtype = QueryType::from_code(u16::from(query.query_type()));
+
+        let info = match self.answer_from_zone(key, qtype) {
+            ZoneAnswer::Records { wire, rotate } => {
+                let metadata = authoritative(request, ResponseCode::NoError);
+                let (tail, head) = wire.answers.split_at(rotate);
+                self.send(
+                    request,
+                    response_handle,
+                    metadata,
+                    (head, tail),
+                    &[],
+                    &wire.additional,
+                )
+                .await
+            }
+            ZoneAnswer::Negative { rcode, soa } => {
+                let metadata = authoritative(request, rcode);
+                let authority = soa.as_deref().map(std::slice::from_ref).unwrap_or_default();
+                self.send(
+                    request,
+                    response_handle,
+                    metadata,
+                    (&[], &[]),
+                    authority,
+                    &[],
+                )
+                .await
+            }
+            ZoneAnswer::NotReady => {
+                self.send_error(request, response_handle, ResponseCode::ServFail)
+                    .await
+            }
+            ZoneAnswer::Outside => match &self.forwarder {
+                None => {
+                    self.send_error(request, response_handle, ResponseCode::Refused)
+                        .await
+                }
+                Some(forwarder) => match forwarder.forward(request.as_slice(), transport).await {
+                    Some(reply) => {
+                        let mut metadata = reply.metadata;
+                        metadata.id = request.metadata.id;
+                        self.send(
+                            request,
+                            response_handle,
+                            metadata,
+                            (&reply.answers, &[]),
+                            &reply.authorities,
+                            &reply.additionals,
+                        )
+                        .await
+                    }
+                    None => {
+                        self.send_error(request, response_handle, ResponseCode::ServFail)
+                            .await
+                    }
+                },
+            },
+        };
+        self.counters
+            .count(qtype_label, info.response_code, transport);
+        info
+    }
+}
+
+/// NOERROR/NXDOMAIN metadata of an answer from the zone.
+fn authoritative(request: &Request, rcode: ResponseCode) -> Metadata {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.authoritative = true;
+    metadata.response_code = rcode;
+    metadata
+}
+
+/// What hickory reports when a reply could not be sent.
+fn failed(mut metadata: Metadata) -> ResponseInfo {
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(hickory_proto::op::Header {
+        metadata,
+        counts: Default::default(),
+    })
+}
+
+thread_local! {
+    /// Answer shuffling only needs to spread load, not to be unpredictable.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
+
+thread_local! {
+    static CACHE: RefCell<WireCache> = RefCell::new(WireCache::default());
+}
+
+/// The wire records of one answer.
+struct WireAnswer {
+    answers: Box<[WireRecord]>,
+    additional: Box<[WireRecord]>,
+}
+
+/// Answers already converted to wire records, for one zone: each (name, type) is
+/// converted on its first query and shared after that, so a query costs no name parsing
+/// and no record allocation. Per thread (no lock); emptied when the zone changes. Holds
+/// at most one entry per record set of the zone, and keeps the zone it is for alive
+/// until the next query sees a new one.
+#[derive(Default)]
+struct WireCache {
+    zone: Option<Arc<Zone>>,
+    /// By the address and length of the zone's answer slice: unique within a zone.
+    answers: HashMap<(usize, usize), Arc<WireAnswer>, BuildHasherDefault<AddressHasher>>,
+    soa: Option<Arc<WireRecord>>,
+}
+
+impl WireCache {
+    fn use_zone(&mut self, zone: &Arc<Zone>) {
+        if !self.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, zone)) {
+            self.answers.clear();
+            self.soa = None;
+            self.zone = Some(zone.clone());
+        }
+    }
+
+    fn answer(&mut self, answers: &[Record], additional: &[Record]) -> Arc<WireAnswer> {
+        let key = (answers.as_ptr() as usize, answers.len());
+        self.answers
+            .entry(key)
+            .or_insert_with(|| {
+                let owner = answers.first().and_then(|r| name(&r.name));
+                let answers = owner
+                    .map(|owner| {
+                        answers
+                            .iter()
+                            .filter_map(|r| to_wire(r, Some(&owner)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let additional = additional.iter().filter_map(|r| to_wire(r, None)).collect();
+                Arc::new(WireAnswer {
+                    answers,
+                    additional,
+                })
+            })
+            .clone()
+    }
+
+    fn soa(&mut self, zone: &Zone) -> Option<Arc<WireRecord>> {
+        if self.soa.is_none() {
+            self.soa = soa_of(zone).map(Arc::new);
+        }
+        self.soa.clone()
+    }
+}
+
+/// Hashes a (pointer, length) key with two multiplications; SipHash's flood resistance
+/// buys nothing for keys the zone makes.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+// === names and records on the wire ===
+
+/// A name on the wire is at most 255 bytes; as text with dots, at most 254.
+const NAME_BUF: usize = 256;
+
+/// The question name as `Zone::lookup` takes it: labels joined by `.`, a trailing dot.
+/// Built on the stack. A label holding a `.` or a byte that is not printable ASCII cannot
+/// be any zone name (their labels are host-name characters), so such bytes become `?`,
+/// which keeps the name in (or out of) the domain as it was but matches nothing.
+fn query_key<'b>(name: &Name, buf: &'b mut [u8; NAME_BUF]) -> &'b str {
+    let mut len = 0;
+    for label in name.iter() {
+        for &b in label {
+            if len == NAME_BUF - 1 {
+                break;
+            }
+            buf[len] = if b == b'.' || !b.is_ascii_graphic() {
+                b'?'
+            } else {
+                b
+            };
+            len += 1;
+        }
+        if len < NAME_BUF {
+            buf[len] = b'.';
+            len += 1;
+        }
+    }
+    if len == 0 {
+        buf[0] = b'.';
+        len = 1;
+    }
+    // Every byte is printable ASCII or `.`.
+    std::str::from_utf8(&buf[..len]).unwrap_or(".")
+}
+
+/// A zone name (lower case, trailing dot) as a wire name.
+fn name(text: &str) -> Option<Name> {
+    Name::from_ascii(text).ok()
+}
+
+/// A zone record as a wire record; `owner` saves parsing the owner again when the caller
+/// has it.
+fn to_wire(record: &Record, owner: Option<&Name>) -> Option<WireRecord> {
+    let owner = match owner {
+        Some(o) => o.clone(),
+        None => name(&record.name)?,
+    };
+    let data = match &record.data {
+        RecordData::A(ip) => RData::A(A(*ip)),
+        RecordData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+        RecordData::Ns(target) => RData::NS(NS(name(target)?)),
+        RecordData::Srv(srv) => RData::SRV(SRV::new(
+            srv.priority,
+            srv.weight,
+            srv.port,
+            name(&srv.target)?,
+        )),
+        RecordData::Soa(soa) => RData::SOA(SOA::new(
+            name(&soa.mname)?,
+            name(&soa.rname)?,
+            soa.serial,
+            soa.refresh as i32,
+            soa.retry as i32,
+            soa.expire as i32,
+            soa.minimum,
+        )),
+    };
+    Some(WireRecord::from_rdata(owner, record.ttl, data))
+}
+
+/// The SOA for the authority section of a negative answer.
+fn soa_of(zone: &Zone) -> Option<WireRecord> {
+    to_wire(zone.soa(), None)
+}
+
+// === metrics ===
+
+/// Transport label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn of(protocol: Protocol) -> Transport {
+        match protocol {
+            Protocol::Udp => Transport::Udp,
+            _ => Transport::Tcp,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// The `qtype` label values: the types clients ask a Mesos-DNS server for, then "other".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QtypeLabel {
+    A,
+    Aaaa,
+    Srv,
+    Soa,
+    Ns,
+    Any,
+    Ptr,
+    Txt,
+    Mx,
+    Other,
+}
+
+const QTYPES: usize = 10;
+
+impl QtypeLabel {
+    fn of(t: WireType) -> QtypeLabel {
+        match t {
+            WireType::A => QtypeLabel::A,
+            WireType::AAAA => QtypeLabel::Aaaa,
+            WireType::SRV => QtypeLabel::Srv,
+            WireType::SOA => QtypeLabel::Soa,
+            WireType::NS => QtypeLabel::Ns,
+            WireType::ANY => QtypeLabel::Any,
+            WireType::PTR => QtypeLabel::Ptr,
+            WireType::TXT => QtypeLabel::Txt,
+            WireType::MX => QtypeLabel::Mx,
+            _ => QtypeLabel::Other,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            QtypeLabel::A => "A",
+            QtypeLabel::Aaaa => "AAAA",
+            QtypeLabel::Srv => "SRV",
+            QtypeLabel::Soa => "SOA",
+            QtypeLabel::Ns => "NS",
+            QtypeLabel::Any => "ANY",
+            QtypeLabel::Ptr => "PTR",
+            QtypeLabel::Txt => "TXT",
+            QtypeLabel::Mx => "MX",
+            QtypeLabel::Other => "other",
+        }
+    }
+}
+
+/// The `rcode` label values.
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+];
+
+fn rcode_index(rcode: ResponseCode) -> usize {
+    match rcode {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        _ => 6,
+    }
+}
+
+/// The counter of each (qtype, rcode, transport), looked up once and kept: a query then
+/// costs one array index and one atomic add, not a label hash.
+struct QueryCounters {
+    vec: prometheus::IntCounterVec,
+    cells: [[[OnceLock<IntCounter>; 2]; RCODES.len()]; QTYPES],
+}
+
+impl QueryCounters {
+    fn new(vec: prometheus::IntCounterVec) -> QueryCounters {
+        QueryCounters {
+            vec,
+            cells: Default::default(),
+        }
+    }
+
+    fn count(&self, qtype: QtypeLabel, rcode: ResponseCode, transport: Transport) {
+        let r = rcode_index(rcode);
+        let t = transport as usize;
+        self.cells[qtype as usize][r][t]
+            .get_or_init(|| {
+                self.vec
+                    .with_label_values(&[qtype.label(), RCODES[r], transport.label()])
+            })
+            .inc();
+    }
+}
