@@ -70,8 +70,7 @@ pub async fn run(
             let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
             if let (true, Some(marathon)) = (mesos_ready, marathon) {
                 zone_version += 1;
-                let state = mesos.as_ref().map(|m| &m.state);
-                let zone = compile_zone(&cfg, dns, state, marathon.as_deref(), zone_version).await;
+                let zone = compile_zone(&cfg, dns, mesos.clone(), marathon, zone_version).await;
                 store_zone(&shared, zone, zone_version);
             }
         } else if shared.zone.load().is_some() {
@@ -189,16 +188,18 @@ fn update_metrics(shared: &Shared, previous: &RouteTable, table: &RouteTable) {
 const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Compiles the zone from the Mesos leader's state and the apps only Marathon knows,
-/// resolving the host names the state uses instead of addresses first.
+/// resolving the host names the state uses instead of addresses first. The compile runs on
+/// a blocking thread: a big cluster's zone takes long enough to stall the probes and admin
+/// answers this runtime also serves.
 pub async fn compile_zone(
     config: &Config,
     dns: &DnsConfig,
-    state: Option<&MesosState>,
-    marathon: Option<&Snapshot>,
+    mesos: Option<Arc<MesosSnapshot>>,
+    marathon: Option<Arc<Snapshot>>,
     serial: u32,
 ) -> Zone {
     let options = zone_options(config, dns);
-    let apps = marathon.map_or_else(Vec::new, |m| marathon_only_apps(&m.apps, state));
+    let state = mesos.as_ref().map(|m| &m.state);
     let mut resolved = ResolvedHosts::new();
     for host in records::hosts_to_resolve(state, &options.records) {
         let lookup = tokio::net::lookup_host((host.clone(), 0));
@@ -212,13 +213,23 @@ pub async fn compile_zone(
             Err(_) => warn!(%host, "resolving a host named in the Mesos state timed out"),
         }
     }
-    let zone = Zone::compile(&ZoneInput {
-        state,
-        marathon_apps: &apps,
-        resolved: &resolved,
-        options: &options,
-        serial,
-    });
+    let build = move || {
+        let state = mesos.as_ref().map(|m| &m.state);
+        let apps = marathon
+            .as_deref()
+            .map_or_else(Vec::new, |m| marathon_only_apps(&m.apps, state));
+        Zone::compile(&ZoneInput {
+            state,
+            marathon_apps: &apps,
+            resolved: &resolved,
+            options: &options,
+            serial,
+        })
+    };
+    let zone = match tokio::task::spawn_blocking(build).await {
+        Ok(zone) => zone,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     if !zone.dropped_names().is_empty() {
         warn!(
             count = zone.dropped_names().len(),

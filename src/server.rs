@@ -12,12 +12,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::{reload, Config};
+use crate::config::{reload, Config, DnsConfig};
+use crate::dns::server::DnsServerSettings;
 use crate::metrics::Metrics;
 use crate::proxy::http::RouteBy;
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
-use crate::{admin, control, health, proxy, source, Shared};
+use crate::{admin, control, dns, health, proxy, source, Shared};
 
 /// Why Drover could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,7 @@ pub struct Server {
     http_addr: Option<SocketAddr>,
     appid_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    dns_addr: Option<SocketAddr>,
     control: JoinHandle<bool>,
 }
 
@@ -81,10 +83,19 @@ impl Server {
             .as_ref()
             .map(|l| l.local_addr().expect("bound socket"));
 
+        let dns = config.dns.as_ref().map(bind_dns).transpose()?;
+        let dns_addr = dns
+            .as_ref()
+            .map(|(udp, _)| udp.local_addr().expect("bound socket"));
+
         let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
         let shutdown = Shutdown::new();
         let workers_stop = CancellationToken::new();
-        let (workers, worker_threads) = start_workers(config.runtime.workers, &workers_stop)?;
+        let (workers, mut worker_threads) = start_workers(config.runtime.workers, &workers_stop)?;
+        if let (Some((udp, tcp)), Some(dns_config)) = (dns, config.dns.as_ref()) {
+            let settings = DnsServerSettings::from_config(dns_config);
+            worker_threads.push(start_dns(udp, tcp, settings, &shared, &shutdown)?);
+        }
 
         for (listener, by) in [(http, RouteBy::Host), (appid, RouteBy::AppId)] {
             let Some(listener) = listener else { continue };
@@ -129,8 +140,14 @@ impl Server {
             http_addr,
             appid_addr,
             admin_addr,
+            dns_addr,
             control,
         })
+    }
+
+    /// The bound address of the DNS server (UDP and TCP), if configured.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr
     }
 
     /// The bound address of the HTTP router, if configured.
@@ -176,6 +193,61 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError>
         .set_nonblocking(true)
         .map_err(|source| StartError::Bind { what, addr, source })?;
     Ok(listener)
+}
+
+/// Binds the DNS sockets: UDP first, then TCP on the same address (so port 0 gives both
+/// one port).
+fn bind_dns(dns: &DnsConfig) -> Result<(std::net::UdpSocket, StdListener), StartError> {
+    let what = "dns.listen";
+    let fail = |addr, source| StartError::Bind { what, addr, source };
+    let udp = std::net::UdpSocket::bind(dns.listen).map_err(|e| fail(dns.listen, e))?;
+    let addr = udp.local_addr().map_err(|e| fail(dns.listen, e))?;
+    udp.set_nonblocking(true).map_err(|e| fail(addr, e))?;
+    let tcp = bind(what, addr)?;
+    Ok((udp, tcp))
+}
+
+/// Runs the DNS server on a thread of its own (a current-thread runtime, as DESIGN §6b
+/// measured cheapest), so neither it nor the control plane waits on the other.
+fn start_dns(
+    udp: std::net::UdpSocket,
+    tcp: StdListener,
+    settings: DnsServerSettings,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+) -> Result<JoinHandle<()>, StartError> {
+    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    let addr = udp.local_addr().map_err(StartError::Runtime)?;
+    std::thread::Builder::new()
+        .name("drover-dns".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "cannot start the DNS runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let sockets = (
+                    tokio::net::UdpSocket::from_std(udp),
+                    tokio::net::TcpListener::from_std(tcp),
+                );
+                match sockets {
+                    (Ok(udp), Ok(tcp)) => {
+                        info!(%addr, "DNS listening (UDP and TCP)");
+                        dns::server::serve(udp, tcp, settings, shared, shutdown).await;
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        error!(error = %e, "cannot register the DNS sockets")
+                    }
+                }
+            });
+        })
+        .map_err(StartError::Runtime)
 }
 
 /// Starts `n` data-plane threads, each driving its own current-thread runtime until `stop`.

@@ -91,3 +91,52 @@ async fn version_and_config_speak_mesos_dns() {
     let a = support::get(d.admin(), "admin", "/v1/hosts/x/ports").await;
     assert_eq!(a.status, 501);
 }
+
+/// The A addresses `name` has in Drover's DNS over UDP, sorted, and the rcode.
+async fn dns_a(d: &Drover, name: &str) -> (String, Vec<String>) {
+    use hickory_proto::rr::{RData, RecordType};
+    let addr = d.server().dns_addr().expect("[dns] is configured");
+    let q = crate::support::dns::query(name, RecordType::A, false, None);
+    let reply = crate::support::dns::udp(addr, &q).await;
+    let mut ips: Vec<String> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    (format!("{:?}", reply.metadata.response_code), ips)
+}
+
+#[tokio::test]
+async fn leader_dot_domain_over_dns_follows_a_leadership_move_within_a_poll() {
+    let mesos = FakeMesos::start(3, Some(0)).await;
+    let d = Drover::start(&config(&mesos), "");
+    d.ready().await;
+    eventually("leader.mesos. A 127.0.0.1 over UDP", || async {
+        (dns_a(&d, "leader.mesos.").await.1 == ["127.0.0.1"]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        dns_a(&d, "chronos.marathon.mesos.").await.1,
+        ["1.2.3.11"],
+        "task names from the leader's state"
+    );
+    let (rcode, _) = dns_a(&d, "missing.mesos.").await;
+    assert_eq!(rcode, "NXDomain");
+
+    mesos.set_leader(Some(2));
+    let moved = std::time::Instant::now();
+    eventually("leader.mesos. follows to master 2", || async {
+        (dns_a(&d, "leader.mesos.").await.1 == ["127.0.0.3"]).then_some(())
+    })
+    .await;
+    // One poll (200 ms) plus the zone build; generous for a loaded test machine.
+    assert!(
+        moved.elapsed() < POLL * 2 + Duration::from_secs(1),
+        "took {:?}",
+        moved.elapsed()
+    );
+}
