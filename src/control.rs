@@ -260,6 +260,7 @@ pub fn zone_options(config: &Config, dns: &DnsConfig) -> ZoneOptions {
         .filter_map(|s| IpSource::from_name(s))
         .collect();
     options.records.labels = LabelRules::from_name(&dns.labels).unwrap_or_default();
+    options.records.legacy_discovery_names = dns.legacy_names;
     options.records.masters = config.mesos.as_ref().map_or_else(Vec::new, |m| {
         m.masters
             .iter()

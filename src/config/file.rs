@@ -48,6 +48,7 @@ pub struct RawDns {
     pub forward: Vec<String>,
     pub ip_sources: Option<Vec<String>>,
     pub labels: Option<String>,
+    pub legacy_names: Option<bool>,
 }
 
 /// `[admin]`: metrics, health, readiness and the route dump.

@@ -108,6 +108,9 @@ pub struct DnsConfig {
     pub forward: Vec<SocketAddr>,
     pub ip_sources: Vec<String>,
     pub labels: String,
+    /// Also publish Mesos-DNS's legacy names built from unsanitized discovery names
+    /// (`liquor.store.marathon.mesos`); off by default.
+    pub legacy_names: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -629,6 +632,7 @@ impl Checker<'_> {
             forward,
             ip_sources,
             labels,
+            legacy_names: r.legacy_names.unwrap_or(false),
         }
     }
 

@@ -59,6 +59,7 @@ ttl = "30s"
 forward = ["9.9.9.9", "127.0.0.53:5353"]
 ip_sources = ["host", "docker"]
 labels = "rfc952"
+legacy_names = true
 
 [admin]
 listen = "127.0.0.1:9999"
@@ -144,6 +145,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             forward: vec![addr("9.9.9.9:53"), addr("127.0.0.53:5353")],
             ip_sources: vec!["host".into(), "docker".into()],
             labels: "rfc952".into(),
+            legacy_names: true,
         })
     );
     assert_eq!(
@@ -281,6 +283,7 @@ fn empty_sections_take_the_documented_defaults() {
             forward: vec![],
             ip_sources: vec!["netinfo".into(), "mesos".into(), "host".into()],
             labels: "rfc1123".into(),
+            legacy_names: false,
         })
     );
     assert_eq!(c.admin.unwrap().listen, addr("127.0.0.1:9090"));
