@@ -48,7 +48,14 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut problems: Vec<String> = config.unavailable().iter().map(|p| p.to_string()).collect();
+    let mut problems: Vec<String> = Vec::new();
+    if let Some(https) = &config.https {
+        // The certificates must load as they would at start.
+        let metrics = drover::metrics::Metrics::new(prometheus::Registry::new());
+        if let Err(e) = drover::proxy::tls::CertStore::load(&https.certs, &metrics) {
+            problems.push(format!("https.certs: {e}"));
+        }
+    }
     if let Some(catalog) = &config.catalog {
         match std::fs::read_to_string(&catalog.file)
             .map_err(|e| format!("cannot read: {e}"))
@@ -97,14 +104,6 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let unavailable = config.unavailable();
-    if !unavailable.is_empty() {
-        eprintln!("{}: cannot start", path.display());
-        for p in unavailable {
-            eprintln!("  - {p}");
-        }
-        return ExitCode::FAILURE;
-    }
     let options = Options {
         config_path: Some(path.to_path_buf()),
         handle_signals: true,

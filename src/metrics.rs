@@ -34,6 +34,8 @@ pub const BACKEND_EJECTIONS: &str = "drover_backend_ejections_total";
 pub const HEALTH_PROBES: &str = "drover_health_probes_total";
 pub const DNS_QUERIES: &str = "drover_dns_queries_total";
 pub const HTTP_UPGRADES: &str = "drover_http_upgrades_total";
+pub const TLS_CERT_NOT_AFTER: &str = "drover_tls_cert_not_after_timestamp_seconds";
+pub const TLS_RELOADS: &str = "drover_tls_reloads_total";
 pub const HTTP_TUNNELS_OPEN: &str = "drover_http_tunnels_open";
 pub const DNS_ZONE_RECORDS: &str = "drover_dns_zone_records";
 
@@ -67,6 +69,8 @@ pub struct Metrics {
     pub health_probes: IntCounterVec,
     pub dns_queries: IntCounterVec,
     pub http_upgrades: IntCounterVec,
+    pub tls_cert_not_after: prometheus::GaugeVec,
+    pub tls_reloads: IntCounterVec,
     pub http_tunnels_open: IntGauge,
     pub dns_zone_records: IntGauge,
 }
@@ -220,6 +224,22 @@ impl Metrics {
                 HEALTH_PROBES,
                 "Active health probes run, by kind (leader, app) and result (pass, fail).",
                 &["kind", "result"],
+            ),
+            tls_cert_not_after: reg(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        TLS_CERT_NOT_AFTER,
+                        "Unix time each loaded certificate expires, by file name.",
+                    ),
+                    &["cert"],
+                )
+                .expect("valid metric"),
+            ),
+            tls_reloads: counter(
+                TLS_RELOADS,
+                "Certificate directory loads (ok), and certificate files that failed (error).",
+                &["result"],
             ),
             http_upgrades: counter(
                 HTTP_UPGRADES,

@@ -16,6 +16,7 @@ use crate::config::{reload, Config, DnsConfig};
 use crate::dns::server::DnsServerSettings;
 use crate::metrics::Metrics;
 use crate::proxy::http::RouteBy;
+use crate::proxy::tls::CertStore;
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
 use crate::{admin, control, dns, health, proxy, source, Shared};
@@ -31,6 +32,8 @@ pub enum StartError {
     },
     #[error("cannot start a thread or runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("https.certs: {0}")]
+    Tls(String),
 }
 
 /// A running Drover.
@@ -41,6 +44,7 @@ pub struct Server {
     appid_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     dns_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     control: JoinHandle<bool>,
 }
 
@@ -83,12 +87,27 @@ impl Server {
             .as_ref()
             .map(|l| l.local_addr().expect("bound socket"));
 
+        let https = config
+            .https
+            .as_ref()
+            .map(|h| bind("https.listen", h.listen))
+            .transpose()?;
+        let https_addr = https
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound socket"));
         let dns = config.dns.as_ref().map(bind_dns).transpose()?;
         let dns_addr = dns
             .as_ref()
             .map(|(udp, _)| udp.local_addr().expect("bound socket"));
 
         let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
+        // Certificates load before anything starts: a bad directory is refused at start.
+        let certs = config
+            .https
+            .as_ref()
+            .map(|h| CertStore::load(&h.certs, &shared.metrics).map(Arc::new))
+            .transpose()
+            .map_err(StartError::Tls)?;
         let shutdown = Shutdown::new();
         let workers_stop = CancellationToken::new();
         let (workers, mut worker_threads) = start_workers(config.runtime.workers, &workers_stop)?;
@@ -113,6 +132,23 @@ impl Server {
             }
         }
 
+        if let (Some(listener), Some(store)) = (https, certs.as_ref()) {
+            let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config());
+            let addr = listener.local_addr().map_err(StartError::Runtime)?;
+            info!(%addr, workers = workers.len(), "HTTPS router listening");
+            for handle in &workers {
+                let listener = listener.try_clone().map_err(StartError::Runtime)?;
+                let (shared, shutdown, acceptor) =
+                    (shared.clone(), shutdown.clone(), acceptor.clone());
+                handle.spawn(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => proxy::http::serve_tls(l, acceptor, shared, shutdown).await,
+                        Err(e) => error!(error = %e, "cannot register an HTTPS listener"),
+                    }
+                });
+            }
+        }
+
         let control = {
             let shared = shared.clone();
             let shutdown = shutdown.clone();
@@ -124,7 +160,7 @@ impl Server {
                         .build()
                         .expect("control runtime");
                     let clean = rt.block_on(control_plane(
-                        config, options, shared, shutdown, workers, admin,
+                        config, options, shared, shutdown, workers, admin, certs,
                     ));
                     workers_stop.cancel();
                     for t in worker_threads {
@@ -141,8 +177,14 @@ impl Server {
             appid_addr,
             admin_addr,
             dns_addr,
+            https_addr,
             control,
         })
+    }
+
+    /// The bound address of the HTTPS router, if configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The bound address of the DNS server (UDP and TCP), if configured.
@@ -193,6 +235,32 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError>
         .set_nonblocking(true)
         .map_err(|source| StartError::Bind { what, addr, source })?;
     Ok(listener)
+}
+
+/// Reloads the certificates when their directory changes or on SIGHUP (`reread`); open
+/// connections keep the certificate they were made with.
+async fn watch_certs(
+    store: Arc<CertStore>,
+    shared: Arc<Shared>,
+    mut reread: watch::Receiver<()>,
+    shutdown: Shutdown,
+) {
+    let mut files = crate::watch::FileWatch::start_dir(store.dir(), "certificate directory");
+    loop {
+        tokio::select! {
+            _ = files.changed() => {}
+            r = reread.changed() => if r.is_err() { return },
+            _ = shutdown.triggered() => return,
+        }
+        if let Err(e) = store.reload(&shared.metrics) {
+            warn!(error = %e, "certificates not reloaded; the loaded ones stay");
+            shared
+                .metrics
+                .tls_reloads
+                .with_label_values(&["error"])
+                .inc();
+        }
+    }
 }
 
 /// Binds the DNS sockets: UDP first, then TCP on the same address (so port 0 gives both
@@ -295,9 +363,11 @@ async fn control_plane(
     shutdown: Shutdown,
     workers: Vec<Handle>,
     admin: Option<StdListener>,
+    certs: Option<Arc<CertStore>>,
 ) -> bool {
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let (reread_tx, reread_rx) = watch::channel(());
+    let certs_reread = reread_rx.clone();
     let (file_tx, file_rx) = watch::channel(None);
     let (marathon_tx, marathon_rx) = watch::channel(None);
     let (mesos_tx, mesos_rx) = watch::channel(None);
@@ -374,6 +444,12 @@ async fn control_plane(
             }
             Err(e) => error!(error = %e, "cannot register the admin listener"),
         }
+    }
+    if let Some(store) = certs {
+        tokio::spawn(
+            watch_certs(store, shared.clone(), certs_reread, shutdown.clone())
+                .instrument(tracing::info_span!("tls")),
+        );
     }
     if options.handle_signals {
         tokio::spawn(signals(shutdown.clone(), reread_tx));

@@ -34,6 +34,37 @@ impl FileWatch {
         })
     }
 
+    /// Starts watching every file in the directory `dir` (`what` names it in logs); as
+    /// `start`, a directory that cannot be watched is logged and only SIGHUP re-reads.
+    pub fn start_dir(dir: &Path, what: &str) -> FileWatch {
+        FileWatch::new_dir(dir).unwrap_or_else(|e| {
+            warn!(dir = %dir.display(), error = %e, "cannot watch the {what}; changes need SIGHUP");
+            let (_closed, events) = mpsc::unbounded_channel();
+            FileWatch {
+                _watcher: None,
+                events,
+            }
+        })
+    }
+
+    /// Starts watching every file in `dir`. Fails if it cannot be watched.
+    pub fn new_dir(dir: &Path) -> notify::Result<FileWatch> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(event) = res {
+                    if !event.kind.is_access() {
+                        let _ = tx.send(());
+                    }
+                }
+            })?;
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        Ok(FileWatch {
+            _watcher: Some(watcher),
+            events,
+        })
+    }
+
     /// Starts watching `path`. Fails if its directory cannot be watched.
     pub fn new(path: &Path) -> notify::Result<FileWatch> {
         let dir = match path.parent() {

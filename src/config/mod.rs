@@ -358,26 +358,6 @@ impl Config {
             Err(c.problems)
         }
     }
-
-    /// Sections that validate but whose features this build does not serve yet. Starting
-    /// with any of them is refused, so nothing configured is silently ignored.
-    pub fn unavailable(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut say = |path: &str, arrives: &str| {
-            out.push(Problem {
-                path: path.to_string(),
-                value: String::new(),
-                message: format!(
-                    "not available yet in drover {} (arrives with {arrives}); remove it to start",
-                    env!("CARGO_PKG_VERSION")
-                ),
-            })
-        };
-        if self.https.is_some() {
-            say("https", "TLS termination");
-        }
-        out
-    }
 }
 
 /// Collects problems while converting raw values; each conversion returns a usable value

@@ -34,17 +34,7 @@ pub async fn run(
 
 /// Re-reads the file once; publishes it if good, keeps the current config otherwise.
 pub fn reload(path: &std::path::Path, tx: &watch::Sender<Arc<Config>>, metrics: &Metrics) {
-    let result = Config::load(path).and_then(|c| {
-        let unavailable = c.unavailable();
-        if unavailable.is_empty() {
-            Ok(c)
-        } else {
-            Err(super::ConfigError {
-                file: path.to_path_buf(),
-                problems: unavailable,
-            })
-        }
-    });
+    let result = Config::load(path);
     match result {
         Ok(new) => {
             metrics.config_reloads.with_label_values(&["ok"]).inc();

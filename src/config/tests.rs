@@ -245,7 +245,6 @@ fn an_empty_file_turns_everything_off() {
             drain_timeout: secs(10),
         }
     );
-    assert!(c.unavailable().is_empty());
 }
 
 #[test]
@@ -627,31 +626,9 @@ fn invalid_toml_reports_its_line() {
 }
 
 #[test]
-fn unavailable_lists_each_later_feature() {
-    let c = parse_ok(EVERYTHING);
-    let mut got: Vec<String> = c.unavailable().into_iter().map(|p| p.path).collect();
-    got.sort_unstable();
-    assert_eq!(got, ["https"]);
-    for p in c.unavailable() {
-        assert!(p.message.contains("not available yet"), "{p}");
-    }
-    // Alone, it is found on its own; the sections served now are not listed.
-    let alone: Vec<String> = parse_ok("[https]\ncerts = \"c\"")
-        .unavailable()
-        .into_iter()
-        .map(|p| p.path)
-        .collect();
-    assert_eq!(alone, ["https"]);
-    assert!(parse_ok("[dns]\n[mesos]\nmasters = [\"http://m:5050\"]\n")
-        .unavailable()
-        .is_empty());
-}
-
-#[test]
 fn marathon_over_http_is_available() {
     let c =
         parse_ok("[marathon]\nurls = [\"http://m1:8080\", \"http://m2:8080\"]\nstrict = true\n");
-    assert!(c.unavailable().is_empty(), "{:?}", c.unavailable());
     let m = c.marathon.expect("marathon");
     assert_eq!(m.idle_timeout, Duration::from_secs(60));
     assert!(m.strict);
@@ -683,28 +660,17 @@ fn marathon_over_https_with_a_ca_file_is_available() {
         Path::new("/etc/drover"),
     )
     .unwrap();
-    assert_eq!(c.unavailable(), []);
     let m = c.marathon.expect("marathon");
     assert_eq!(m.ca_file, Some(PathBuf::from("/etc/drover/ca.pem")));
     // Whether the file exists is for the start to find: checking stays pure.
     assert!(
         parse_ok("[marathon]\nurls = [\"https://m\"]\nca_file = \"/nope.pem\"\n")
-            .unavailable()
-            .is_empty()
+            .marathon
+            .is_some()
     );
 
     let problems = parse_err("[marathon]\nurls = [\"https://m\"]\nca_file = \" \"\n");
     assert_eq!(paths(&problems), ["marathon.ca_file"]);
-}
-
-#[test]
-fn the_features_of_this_version_are_available() {
-    let c = parse_ok(
-        "[http]\nlisten = \"127.0.0.1:8080\"\n[tcp]\n[admin]\n\
-         [catalog]\nfile = \"services.toml\"\n[runtime]\nworkers = 1\n",
-    );
-    assert!(c.http.is_some() && c.tcp.is_some() && c.admin.is_some() && c.catalog.is_some());
-    assert_eq!(c.unavailable(), []);
 }
 
 #[test]
@@ -779,7 +745,7 @@ fn the_files_in_the_config_dir_are_valid() {
         .collect();
     for expected in [
         "example.toml",
-        "later-features.toml",
+        "everything.toml",
         "minimal.toml",
         "services.toml",
     ] {
@@ -807,12 +773,6 @@ fn the_files_in_the_config_dir_are_valid() {
             continue;
         }
         let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
-        let unavailable = config.unavailable();
-        if name.starts_with("later-") {
-            assert!(!unavailable.is_empty(), "{name} should use later features");
-        } else {
-            assert_eq!(unavailable, [], "{name} must run on this version");
-        }
         if let Some(catalog) = &config.catalog {
             assert!(
                 catalog.file.is_file(),
@@ -823,14 +783,14 @@ fn the_files_in_the_config_dir_are_valid() {
     }
 }
 
-/// `later-features.toml` uses every later section, so `unavailable()` names all of them.
+/// `everything.toml` sets every section, so each one's syntax is checked here.
 #[test]
-fn later_features_uses_every_later_section() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/later-features.toml");
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let mut got: Vec<String> = config.unavailable().into_iter().map(|p| p.path).collect();
-    got.sort_unstable();
-    assert_eq!(got, ["https"]);
+fn everything_sets_every_section() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/everything.toml");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.http.is_some() && c.https.is_some() && c.tcp.is_some() && c.dns.is_some());
+    assert!(c.admin.is_some() && c.marathon.is_some() && c.mesos.is_some());
+    assert!(c.catalog.is_some() && !c.aliases.is_empty());
 }
 
 /// `example.toml` sets every key of the sections available now, so it documents them all.
@@ -900,7 +860,6 @@ fn two_aliases_cannot_share_a_host_or_port() {
         .concat(),
     );
     assert_eq!(ok.aliases.len(), 2);
-    assert!(ok.unavailable().is_empty(), "aliases are served now");
 }
 
 #[test]

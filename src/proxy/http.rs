@@ -175,6 +175,117 @@ pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shut
     }
 }
 
+/// HTTP/2 limits for a public edge: enough streams and window for browsers, bounded so one
+/// client cannot hold much memory, and reset floods (CVE-2023-44487) cut short.
+const H2_MAX_STREAMS: u32 = 128;
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONNECTION_WINDOW: u32 = 4 << 20;
+const H2_MAX_PENDING_RESETS: usize = 32;
+const H2_MAX_ERROR_RESETS: usize = 256;
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The `[https]` listener: TLS (certificate by SNI from `tls`), then HTTP/1.1 or HTTP/2 as
+/// ALPN says, routed by Host exactly as on the plain router.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    let local_port = listener.local_addr().map_or(0, |a| a.port());
+    loop {
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.triggered() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn::new(
+            shared.clone(),
+            RouteBy::Host,
+            client,
+            local_port,
+            shutdown.clone(),
+        );
+        conn.proto = HeaderValue::from_static("https");
+        let conn = Arc::new(conn);
+        let (acceptor, shutdown2) = (acceptor.clone(), shutdown.clone());
+        tokio::spawn(shutdown.track(async move {
+            let handshake_timeout = conn
+                .shared
+                .table
+                .load()
+                .http
+                .as_ref()
+                .map_or(Duration::from_secs(10), |h| h.header_timeout);
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    debug!(%client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%client, "no TLS handshake within {handshake_timeout:?}; closing");
+                    return;
+                }
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                serve_h2(tls, conn, shutdown2).await;
+            } else {
+                serve_connection(tls, conn, shutdown2).await;
+            }
+        }));
+    }
+}
+
+/// Serves one HTTP/2 client connection until it ends or the drain closes it.
+async fn serve_h2<S>(stream: S, conn: Arc<Conn>, shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let max_header = conn
+        .shared
+        .table
+        .load()
+        .http
+        .as_ref()
+        .map_or(64 * 1024, |h| h.max_header_bytes);
+    let service_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req| handle(req, service_conn.clone()));
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(max_header as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_ERROR_RESETS)
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE);
+    let http = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(http);
+    let result = tokio::select! {
+        r = http.as_mut() => r,
+        _ = shutdown.triggered() => {
+            // GOAWAY: streams in progress finish, no new ones start.
+            http.as_mut().graceful_shutdown();
+            http.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(client = %conn.client, error = %e, "HTTP/2 client connection ended with an error");
+    }
+}
+
 /// What every request on one client connection shares.
 struct Conn {
     shared: Arc<Shared>,
@@ -190,6 +301,8 @@ struct Conn {
     clock: HeadClock,
     /// For tunnels after an `Upgrade` (WebSocket), which outlive the request.
     shutdown: Shutdown,
+    /// `X-Forwarded-Proto`: `https` on the TLS listener.
+    proto: HeaderValue,
 }
 
 impl Conn {
@@ -210,11 +323,15 @@ impl Conn {
             framing_conflict: Arc::new(AtomicBool::new(false)),
             clock: HeadClock::new(),
             shutdown,
+            proto: HeaderValue::from_static("http"),
         }
     }
 }
 
-async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown) {
+async fn serve_connection<S>(stream: S, conn: Arc<Conn>, shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = conn
         .shared
         .table
@@ -273,8 +390,8 @@ async fn serve_connection(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown
 /// The client socket, with a look at what is read: hyper resolves a head carrying both
 /// `Content-Length` and `Transfer-Encoding` by dropping the length (RFC 9112 §6.3), but we
 /// refuse such requests outright, so the raw lines must be seen before hyper parses them.
-struct FramingWatch {
-    inner: TcpStream,
+struct FramingWatch<S> {
+    inner: S,
     conflict: Arc<AtomicBool>,
 }
 
@@ -282,7 +399,7 @@ struct FramingWatch {
 /// and bulk body reads are not scanned whole.
 const FRAMING_SCAN_BYTES: usize = 16 * 1024;
 
-impl AsyncRead for FramingWatch {
+impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -298,7 +415,7 @@ impl AsyncRead for FramingWatch {
     }
 }
 
-impl AsyncWrite for FramingWatch {
+impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -733,6 +850,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Edits the client's request in place into the one the backend gets.
 fn prepare_upstream_request(req: &mut Request<Incoming>, conn: &Conn) {
+    // Upstreams speak HTTP/1.1 whatever the client spoke (an HTTP/2 request included).
+    *req.version_mut() = hyper::Version::HTTP_11;
     // Absolute-form targets become origin-form; the Host header says where it was going.
     if req.uri().authority().is_some() {
         if !req.headers().contains_key(header::HOST) {
@@ -763,7 +882,7 @@ fn prepare_upstream_request(req: &mut Request<Incoming>, conn: &Conn) {
         None => conn.xff.clone(),
     };
     headers.insert(XFF, xff);
-    headers.insert(XFP, HeaderValue::from_static("http"));
+    headers.insert(XFP, conn.proto.clone());
     headers.insert(XFPORT, conn.port.clone());
 }
 

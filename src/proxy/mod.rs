@@ -4,6 +4,7 @@
 pub mod http;
 pub mod listeners;
 pub mod tcp;
+pub mod tls;
 
 use std::sync::Arc;
 

@@ -185,19 +185,17 @@ fn check_reports_a_broken_catalog_file() {
 }
 
 #[test]
-fn check_says_later_features_are_not_available_yet() {
-    let out = check(&example("later-features.toml"));
+fn check_loads_the_certificates_as_a_start_would() {
+    // everything.toml names a certs directory that is not there.
+    let out = check(&example("everything.toml"));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("not available yet"), "{stderr}");
-    assert!(
-        stderr.contains("  - https: "),
-        "https not listed in:\n{stderr}"
-    );
+    assert!(stderr.contains("https.certs"), "{stderr}");
+    assert!(stderr.contains("cannot read"), "{stderr}");
 }
 
 #[test]
-fn run_refuses_to_start_with_a_later_feature() {
+fn run_refuses_to_start_without_its_certificates() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("drover.toml");
     let admin = free_port();
@@ -217,13 +215,16 @@ fn run_refuses_to_start_with_a_later_feature() {
     );
     let status = child
         .exit_within(DEADLINE)
-        .expect("drover exits at once with [https] configured");
+        .expect("drover exits at once without its certificates");
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().expect("piped"), &mut stderr)
         .expect("read stderr");
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("not available yet"), "{stderr}");
-    assert!(stderr.contains("https"), "{stderr}");
+    assert!(stderr.contains("https.certs"), "{stderr}");
+    assert!(
+        stderr.contains("no usable certificate") || stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }
 
 /// GET `path` on `addr` over a fresh connection; the status code, if anything answered.

@@ -14,4 +14,5 @@ mod marathon;
 mod mesos;
 mod reload;
 mod tcp;
+mod tls;
 mod websocket;

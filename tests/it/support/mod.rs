@@ -77,8 +77,20 @@ impl Drover {
 
     /// As `start`, with more `[http]` keys (e.g. `response_timeout = "300ms"`).
     pub fn start_with(http_keys: &str, extra: &str, catalog: &str) -> Drover {
+        Drover::start_prepared(http_keys, extra, catalog, |_| {})
+    }
+
+    /// As `start_with`, with `prepare` run on the temp dir first (e.g. to write
+    /// certificates the config names).
+    pub fn start_prepared(
+        http_keys: &str,
+        extra: &str,
+        catalog: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Drover {
         init_logs();
         let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
         std::fs::write(dir.path().join("catalog.toml"), catalog).expect("write catalog");
         let path = dir.path().join("drover.toml");
         std::fs::write(&path, config_text(http_keys, extra)).expect("write config");
