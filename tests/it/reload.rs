@@ -57,7 +57,7 @@ async fn a_broken_config_is_refused_and_the_old_one_serves() {
     let metrics = drover.server().shared().metrics.clone();
     let errors = move || metrics.config_reloads.with_label_values(&["error"]).get();
 
-    // A typo in a key, then a section that this version cannot serve yet.
+    // A typo in a key, then a value out of range.
     drover.write(
         "drover.toml",
         &config_with_groups("[\"external\"]").replace("[runtime]", "[runtime]\nworkerz = 1"),
@@ -70,10 +70,10 @@ async fn a_broken_config_is_refused_and_the_old_one_serves() {
     .await;
     drover.write(
         "drover.toml",
-        &(config_with_groups("[\"external\"]") + "\n[https]\ncerts = \"certs\"\n"),
+        &(config_with_groups("[\"external\"]") + "\n[ejection]\nafter = -3\n"),
     );
     let e = errors.clone();
-    eventually("the unavailable section to be refused", || {
+    eventually("the bad value to be refused", || {
         let n = e();
         async move { (n >= 2).then_some(()) }
     })
