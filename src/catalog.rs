@@ -8,9 +8,7 @@
 //! listens where; the catalog only describes.
 //!
 //! `build_selected` adds marathon-lb's `--strict-mode` (a port needs `HAPROXY_{n}_ENABLED`);
-//! `build` is the same without it. Labels whose behaviour comes later (`BACKEND_WEIGHT`,
-//! `REDIRECT_TO_HTTPS`, `STICKY`) are parsed and checked now, so a bad value is reported
-//! today and an app definition does not change meaning when the behaviour lands.
+//! `build` is the same without it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -117,13 +115,78 @@ pub struct Service {
     /// a `PATH` makes it 1 unless the label is set). See `Catalog::http_rule_order`.
     pub weight: i32,
     /// `HAPROXY_{n}_REDIRECT_TO_HTTPS`: plain-HTTP requests get a 301 to https.
-    /// Parsed now; applied with TLS.
     pub redirect_to_https: bool,
-    /// `HAPROXY_{n}_STICKY`: a client keeps its backend (marathon-lb: a cookie).
-    /// Parsed now; applied with sticky sessions.
+    /// `HAPROXY_{n}_STICKY`: a client keeps its backend (a cookie names it).
     pub sticky: bool,
+    /// `HAPROXY_{n}_USE_HSTS`: HTTPS answers carry `Strict-Transport-Security`.
+    pub hsts: bool,
+    /// `HAPROXY_{n}_AUTH` (`realm:user:hash`): HTTP basic auth in front of the service.
+    pub auth: Option<AuthLabel>,
+    /// `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL`: the source networks allowed (empty = all).
+    pub allowed: Vec<IpNet>,
+    /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`: a path prefix removed before forwarding.
+    pub proxypass_path: Option<String>,
     /// Drover's own health check of the backends, if the app has one for this port.
     pub check: Option<ActiveCheck>,
+}
+
+/// `HAPROXY_{n}_AUTH`: `realm:user:hash`, the hash a crypt(3) SHA-512 or SHA-256 string
+/// (`mkpasswd -m sha-512`), as marathon-lb passes to HAProxy's userlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthLabel {
+    pub realm: String,
+    pub user: String,
+    pub hash: String,
+}
+
+/// An IP network (`10.0.0.0/8`; a bare address is a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(text: &str) -> Result<IpNet, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("/{p} is not a prefix length (0-{max})"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in the network; IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Something wrong with one app; the app's other services are unaffected unless it says so.
@@ -317,6 +380,59 @@ fn app_services(
             .port_bool(index, "REDIRECT_TO_HTTPS")?
             .unwrap_or(false);
         let sticky = labels.port_bool(index, "STICKY")?.unwrap_or(false);
+        let hsts = labels.port_bool(index, "USE_HSTS")?.unwrap_or(false);
+        let auth = labels
+            .port(index, "AUTH")
+            .map(|raw| {
+                let mut parts = raw.trim().splitn(3, ':');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(realm), Some(user), Some(hash))
+                        if !user.is_empty() && (hash.starts_with("$6$") || hash.starts_with("$5$")) =>
+                    {
+                        Ok(AuthLabel {
+                            realm: realm.to_string(),
+                            user: user.to_string(),
+                            hash: hash.to_string(),
+                        })
+                    }
+                    _ => Err(labels.bad(
+                        index,
+                        "AUTH",
+                        "(not shown)",
+                        "expected realm:user:hash with a SHA-512 or SHA-256 crypt hash ($6$ or $5$, e.g. from mkpasswd -m sha-512)",
+                    )),
+                }
+            })
+            .transpose()?;
+        let allowed = labels
+            .port(index, "BACKEND_NETWORK_ALLOWED_ACL")
+            .map(|raw| {
+                raw.split([',', ' '])
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| {
+                        IpNet::parse(p)
+                            .map_err(|e| labels.bad(index, "BACKEND_NETWORK_ALLOWED_ACL", raw, e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let proxypass_path = labels
+            .port(index, "HTTP_BACKEND_PROXYPASS_PATH")
+            .map(|raw| {
+                let p = raw.trim().trim_end_matches('/');
+                if p.starts_with('/') && !p.contains(char::is_whitespace) {
+                    Ok(p.to_string())
+                } else {
+                    Err(labels.bad(
+                        index,
+                        "HTTP_BACKEND_PROXYPASS_PATH",
+                        raw,
+                        "must start with / and hold no spaces",
+                    ))
+                }
+            })
+            .transpose()?;
         let backends = backends(app, index, problems);
         services.push(Service {
             app_id: app.id.clone(),
@@ -332,6 +448,10 @@ fn app_services(
             weight,
             redirect_to_https,
             sticky,
+            hsts,
+            auth,
+            allowed,
+            proxypass_path,
             check: app
                 .checks
                 .iter()

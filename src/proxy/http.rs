@@ -472,6 +472,12 @@ enum ProxyError {
     NoBackends,
     #[error("no elected leader for {0}: none of its masters proves leadership right now")]
     NoLeader(String),
+    #[error("forbidden: this service does not take requests from your address")]
+    Forbidden,
+    #[error("authentication required")]
+    Unauthorized(HeaderValue),
+    #[error("moved to https")]
+    ToHttps(HeaderValue),
     #[error("could not connect to any backend")]
     Connect,
     #[error("the backend did not answer in time")]
@@ -486,6 +492,9 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoBackends | ProxyError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::ToHttps(_) => StatusCode::MOVED_PERMANENTLY,
             ProxyError::Connect | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -508,6 +517,17 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        match self {
+            ProxyError::Unauthorized(challenge) => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            ProxyError::ToHttps(location) => {
+                resp.headers_mut()
+                    .insert(header::LOCATION, location.clone());
+            }
+            _ => {}
+        }
         if matches!(self, ProxyError::BadRequest(_)) {
             // After a refused request the framing of what follows is unknowable.
             resp.headers_mut()
@@ -559,7 +579,11 @@ async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody
             return resp;
         }
     };
-    let resp = match forward(req, conn, &route, &settings).await {
+    let resp = match admit(&req, conn, &route) {
+        Err(e) => Err(e),
+        Ok(()) => forward(req, conn, &route, &settings).await,
+    };
+    let mut resp = match resp {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
@@ -573,9 +597,104 @@ async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody
             e.response()
         }
     };
+    if route.rules.hsts && conn.proto == "https" {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+    }
     route.stats.count(resp.status().as_u16());
     route.stats.duration.observe(start.elapsed().as_secs_f64());
     resp
+}
+
+/// marathon-lb's `Strict-Transport-Security` value: 180 days.
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=15552000");
+
+/// The route's gates before any backend is tried: the source ACL (403), the redirect of
+/// plain HTTP to https (301), basic auth (401).
+fn admit<B>(req: &Request<B>, conn: &Conn, route: &Route) -> Result<(), ProxyError> {
+    let rules = &route.rules;
+    if !rules.admits(conn.client.ip()) {
+        return Err(ProxyError::Forbidden);
+    }
+    if rules.redirect_to_https && conn.proto == "http" {
+        // The https URL names the host without the plain listener's port.
+        let host = without_port(request_host(req).unwrap_or(""));
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let location = HeaderValue::from_str(&format!("https://{host}{target}"))
+            .map_err(|_| ProxyError::BadRequest("a Host that cannot be redirected"))?;
+        return Err(ProxyError::ToHttps(location));
+    }
+    if let Some(auth) = &rules.auth {
+        if !auth.allows(req.headers().get(header::AUTHORIZATION)) {
+            return Err(ProxyError::Unauthorized(auth.challenge().clone()));
+        }
+    }
+    Ok(())
+}
+
+/// `host` without a `:port` (`[v6]:port` keeps its brackets).
+fn without_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// The sticky cookie's name, as marathon-lb's HAProxy config names it.
+const STICKY_COOKIE: &str = "mesosphere_server_id";
+
+/// A backend's cookie value: a stable hash of its address, so clients never see it.
+fn sticky_token(addr: SocketAddr) -> String {
+    // FNV-1a: stable across runs and versions (unlike the std hasher).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in addr.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The backend a sticky cookie names, when it is still in the pool and available.
+fn sticky_backend<B>(req: &Request<B>, route: &Route) -> Option<usize> {
+    let token = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == STICKY_COOKIE).then(|| value.trim().to_string())
+        })?;
+    route
+        .pool
+        .backends()
+        .iter()
+        .position(|b| b.is_available() && sticky_token(b.addr) == token)
+}
+
+/// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`: `/prefix/rest?q` goes to the backend as `/rest?q`.
+fn strip_proxypass<B>(req: &mut Request<B>, prefix: &str) {
+    let Some(pq) = req.uri().path_and_query() else {
+        return;
+    };
+    let Some(rest) = pq.as_str().strip_prefix(prefix) else {
+        return;
+    };
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return; // `/apples` does not start with the prefix `/app`.
+    }
+    let rewritten = if rest.starts_with('/') {
+        rest.to_string()
+    } else {
+        format!("/{rest}")
+    };
+    if let Ok(uri) = rewritten.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
 }
 
 /// Refuses requests whose body framing two parties could read differently. `raw_conflict`
@@ -605,7 +724,7 @@ fn check_framing(headers: &HeaderMap, raw_conflict: bool) -> Result<(), ProxyErr
 }
 
 /// The Host a request is for: the `Host` header, or the authority of an absolute-form URI.
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.headers().get(header::HOST) {
         Some(h) => h.to_str().ok().filter(|h| !h.is_empty()),
         None => req.uri().authority().map(|a| a.as_str()),
@@ -624,8 +743,15 @@ async fn forward(
         return forward_upgrade(req, conn, route, settings, protocol).await;
     }
     let pool = &route.pool;
-    let first = pick(conn, route)?;
+    let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));
+    let first = match sticky.flatten() {
+        Some(i) => i,
+        None => pick(conn, route)?,
+    };
     prepare_upstream_request(&mut req, conn);
+    if let Some(prefix) = &route.rules.proxypass_path {
+        strip_proxypass(&mut req, prefix);
+    }
     let attempts = if is_idempotent(req.method()) {
         pool.max_attempts()
     } else {
@@ -682,6 +808,21 @@ async fn forward(
         if let Some(at) = sent_at {
             backend.observe_latency(at.elapsed());
         }
+        // A client without a cookie for this backend (none, or one naming a backend that
+        // left) is given one.
+        let mut result = result;
+        if let (Some(named), Ok(resp)) = (sticky, result.as_mut()) {
+            let index = (first + attempt) % pool.backends().len();
+            if named != Some(index) {
+                let cookie = format!(
+                    "{STICKY_COOKIE}={}; Path=/; HttpOnly",
+                    sticky_token(backend.addr)
+                );
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    resp.headers_mut().append(header::SET_COOKIE, value);
+                }
+            }
+        }
         return result;
     }
     Err(ProxyError::Connect)
@@ -726,6 +867,9 @@ async fn forward_upgrade(
     let first = pick(conn, route)?;
     let client_side = hyper::upgrade::on(&mut req);
     prepare_upstream_request(&mut req, conn);
+    if let Some(prefix) = &route.rules.proxypass_path {
+        strip_proxypass(&mut req, prefix);
+    }
     req.headers_mut().insert(header::UPGRADE, protocol);
     req.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -1082,6 +1226,38 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn proxypass_strips_a_whole_prefix_only() {
+        let rewrite = |path: &str| {
+            let mut req = Request::get(path).body(()).unwrap();
+            strip_proxypass(&mut req, "/api");
+            req.uri().to_string()
+        };
+        assert_eq!(rewrite("/api/users?x=1"), "/users?x=1");
+        assert_eq!(rewrite("/api"), "/");
+        assert_eq!(rewrite("/api?x"), "/?x");
+        assert_eq!(rewrite("/apiary"), "/apiary");
+        assert_eq!(rewrite("/other"), "/other");
+    }
+
+    #[test]
+    fn redirects_drop_the_port_but_keep_ipv6_brackets() {
+        assert_eq!(without_port("web.test:8080"), "web.test");
+        assert_eq!(without_port("web.test"), "web.test");
+        assert_eq!(without_port("[::1]:8080"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn sticky_tokens_are_stable_and_distinct() {
+        let a: SocketAddr = "10.0.0.1:31000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:31000".parse().unwrap();
+        assert_eq!(sticky_token(a), sticky_token(a));
+        assert_ne!(sticky_token(a), sticky_token(b));
+        assert_eq!(sticky_token(a).len(), 16);
+        assert!(!sticky_token(a).contains("10.0.0.1"));
     }
 
     #[test]

@@ -91,6 +91,11 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
             .map_or(DEFAULT_CONNECT_TIMEOUT, |t| t.connect_timeout);
         (route.clone(), timeout)
     };
+    if !route.rules.admits(peer.ip()) {
+        // HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL: a TCP client from elsewhere is closed on.
+        debug!(port, %peer, route = %route.name, "source not allowed; closing");
+        return;
+    }
     let Some(first) = route.pool.pick(peer.ip()) else {
         // A port with no usable task closes at once, so the client sees it is down.
         debug!(port, %peer, route = %route.name, "no backend in the pool; closing");

@@ -10,6 +10,7 @@
 //! remaining routes and are listed in `conflicts`. A master alias (`[[alias]]`, operator
 //! config) always keeps its host, on every path, and its port.
 
+pub mod auth;
 pub mod host;
 pub mod pool;
 
@@ -19,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
+use crate::catalog::{ActiveCheck, AppProblem, Catalog, IpNet, Mode, Service};
 use crate::config::{AliasConfig, Config, LeaderCheck};
 use crate::metrics::{Metrics, RouteStats};
 use host::{lookup_key, HostName};
@@ -52,6 +53,40 @@ pub enum RouteKind {
     },
 }
 
+/// What the HTTP router does for a route besides forwarding (marathon-lb's labels).
+#[derive(Debug, Default)]
+pub struct HttpRules {
+    /// A plain-HTTP request gets a 301 to the same URL over https.
+    pub redirect_to_https: bool,
+    /// HTTPS answers carry `Strict-Transport-Security`.
+    pub hsts: bool,
+    /// A cookie keeps a client on its backend.
+    pub sticky: bool,
+    pub auth: Option<auth::BasicAuth>,
+    /// Source networks allowed; empty = everyone.
+    pub allowed: Vec<IpNet>,
+    /// Removed from the start of the path before forwarding.
+    pub proxypass_path: Option<String>,
+}
+
+impl HttpRules {
+    fn of(s: &Service) -> HttpRules {
+        HttpRules {
+            redirect_to_https: s.redirect_to_https,
+            hsts: s.hsts,
+            sticky: s.sticky,
+            auth: s.auth.as_ref().map(auth::BasicAuth::new),
+            allowed: s.allowed.clone(),
+            proxypass_path: s.proxypass_path.clone(),
+        }
+    }
+
+    /// Whether a client at `ip` may use the route.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(ip))
+    }
+}
+
 /// One service's (or alias's) route: its pool and what it answers for.
 #[derive(Debug)]
 pub struct Route {
@@ -69,6 +104,7 @@ pub struct Route {
     pub listen: Option<SocketAddr>,
     pub pool: Pool,
     pub stats: RouteStats,
+    pub rules: HttpRules,
 }
 
 /// A path prefix on a vhost; the empty prefix matches every path.
@@ -305,6 +341,7 @@ pub fn compile(
             listen,
             pool: Pool::new(backends, s.balance, eject),
             stats: metrics.route_stats(&s.name),
+            rules: HttpRules::of(s),
         });
         if listen.is_some() {
             tcp.insert(s.port, route.clone());
@@ -423,6 +460,7 @@ fn alias_route(
         listen: alias.port.map(|p| SocketAddr::new(bind, p)),
         pool: Pool::leader(reuse_backends(old, &masters)),
         stats: metrics.route_stats(&name),
+        rules: HttpRules::default(),
         name,
     })
 }

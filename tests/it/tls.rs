@@ -258,3 +258,37 @@ async fn a_certificate_swapped_while_a_connection_stays_open() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn hsts_is_sent_over_https_only() {
+    let ca = Ca::new();
+    let shop = Backend::start("shop").await;
+    let catalog = app("/shop", "shop.example.test", 10001, &[shop.addr]).replace(
+        "HAPROXY_0_VHOST = \"shop.example.test\"",
+        "HAPROXY_0_VHOST = \"shop.example.test\", HAPROXY_0_USE_HSTS = \"true\"",
+    );
+    let d = Drover::start_prepared("", &https_config(), &catalog, |dir| {
+        let certs = dir.join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        ca.write(&certs, "shop", &["shop.example.test"]);
+    });
+    d.ready().await;
+    let addr = d.server().https_addr().expect("https");
+    let (tls, _) = connect(&ca, addr, "shop.example.test", &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(get("shop.example.test"))
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.headers()
+            .get("strict-transport-security")
+            .map(|v| v.to_str().unwrap()),
+        Some("max-age=15552000")
+    );
+    let plain = support::get(d.http(), "shop.example.test", "/").await;
+    assert_eq!(plain.header("strict-transport-security"), None);
+}

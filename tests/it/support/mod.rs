@@ -304,7 +304,13 @@ async fn answer(
     status: u16,
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, Infallible> {
-    let mut builder = Response::builder().header("x-backend", &name);
+    let mut builder = Response::builder().header("x-backend", &name).header(
+        "x-path",
+        req.uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string(),
+    );
     for (k, v) in req.headers() {
         builder = builder.header(format!("x-req-{}", k.as_str()), v);
     }
