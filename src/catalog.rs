@@ -126,6 +126,9 @@ pub struct Service {
     pub allowed: Vec<IpNet>,
     /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`: a path prefix removed before forwarding.
     pub proxypass_path: Option<String>,
+    /// `HAPROXY_{n}_SSL_CERT`: a PEM (certificate chain and key) on the Drover host; the
+    /// service port's listener then terminates TLS with it.
+    pub ssl_cert: Option<std::path::PathBuf>,
     /// Drover's own health check of the backends, if the app has one for this port.
     pub check: Option<ActiveCheck>,
 }
@@ -417,6 +420,22 @@ fn app_services(
             })
             .transpose()?
             .unwrap_or_default();
+        let ssl_cert = labels
+            .port(index, "SSL_CERT")
+            .map(|raw| {
+                let p = std::path::PathBuf::from(raw.trim());
+                if p.is_absolute() {
+                    Ok(p)
+                } else {
+                    Err(labels.bad(
+                        index,
+                        "SSL_CERT",
+                        raw,
+                        "must be an absolute path to a PEM file",
+                    ))
+                }
+            })
+            .transpose()?;
         let proxypass_path = labels
             .port(index, "HTTP_BACKEND_PROXYPASS_PATH")
             .map(|raw| {
@@ -452,6 +471,7 @@ fn app_services(
             auth,
             allowed,
             proxypass_path,
+            ssl_cert,
             check: app
                 .checks
                 .iter()

@@ -96,6 +96,9 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         debug!(port, %peer, route = %route.name, "source not allowed; closing");
         return;
     }
+    if let Some(cert) = &route.rules.ssl_cert {
+        return proxy_tls(client, peer, port, cert, &route, connect_timeout, &shared).await;
+    }
     let Some(first) = route.pool.pick(peer.ip()) else {
         // A port with no usable task closes at once, so the client sees it is down.
         debug!(port, %peer, route = %route.name, "no backend in the pool; closing");
@@ -126,6 +129,85 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         // Resets and broken pipes are the peers' doing and routine; keep them out of warn.
         Err(e) => debug!(port, %peer, route = %route.name, error = %e, "connection ended"),
     }
+}
+
+/// How long a client on a TLS service port may take to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A service port with its own certificate (`HAPROXY_{n}_SSL_CERT`): TLS is terminated
+/// here, then the bytes go to a backend as on any service port.
+async fn proxy_tls(
+    client: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    cert: &std::path::Path,
+    route: &Route,
+    connect_timeout: Duration,
+    shared: &Shared,
+) {
+    let acceptor = match port_acceptor(cert) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(port, route = %route.name, error = %e, "service port certificate does not load; closing");
+            return;
+        }
+    };
+    let mut tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(client)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            debug!(port, %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(port, %peer, "no TLS handshake in time; closing");
+            return;
+        }
+    };
+    let Some(first) = route.pool.pick(peer.ip()) else {
+        debug!(port, %peer, route = %route.name, "no backend in the pool; closing");
+        return;
+    };
+    let Some((mut upstream, _in_flight)) = connect(route, first, connect_timeout, shared).await
+    else {
+        warn!(port, %peer, route = %route.name, "no backend reachable; closing");
+        return;
+    };
+    let _ = upstream.set_nodelay(true);
+    match tokio::io::copy_bidirectional(&mut tls, &mut upstream).await {
+        Ok((sent, received)) => {
+            debug!(port, %peer, route = %route.name, sent, received, "TLS connection done")
+        }
+        Err(e) => debug!(port, %peer, route = %route.name, error = %e, "TLS connection ended"),
+    }
+}
+
+/// The acceptor for a certificate file, loaded once per worker thread and again when the
+/// file changes (its modification time).
+fn port_acceptor(path: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::time::SystemTime;
+    thread_local! {
+        static CACHE: RefCell<HashMap<std::path::PathBuf, (SystemTime, tokio_rustls::TlsAcceptor)>> =
+            RefCell::new(HashMap::new());
+    }
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(hit) = CACHE.with(|c| {
+        c.borrow()
+            .get(path)
+            .filter(|(at, _)| *at == modified)
+            .map(|(_, a)| a.clone())
+    }) {
+        return Ok(hit);
+    }
+    let acceptor = crate::proxy::tls::acceptor_for_file(path)?;
+    CACHE.with(|c| {
+        c.borrow_mut()
+            .insert(path.to_path_buf(), (modified, acceptor.clone()))
+    });
+    Ok(acceptor)
 }
 
 /// Copies `from` to `to` until EOF, then shuts `to` down. The buffer starts small and

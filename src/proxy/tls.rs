@@ -220,6 +220,22 @@ impl CertStore {
     }
 }
 
+/// A TLS acceptor for one PEM file (chain, then key), for a service port's own TLS
+/// (`HAPROXY_{n}_SSL_CERT`). HTTP/1.1 only: what follows is proxied as bytes.
+pub fn acceptor_for_file(path: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let cert = load_one(&Source::Pem(path.to_path_buf()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            (*cert.key).clone(),
+        )));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Chooses the certificate for each handshake from the store's current set.
 #[derive(Debug)]
 struct SniResolver(Arc<CertStore>);

@@ -67,6 +67,8 @@ pub struct HttpRules {
     pub allowed: Vec<IpNet>,
     /// Removed from the start of the path before forwarding.
     pub proxypass_path: Option<String>,
+    /// The service port's listener terminates TLS with this PEM (`HAPROXY_{n}_SSL_CERT`).
+    pub ssl_cert: Option<std::path::PathBuf>,
 }
 
 impl HttpRules {
@@ -78,6 +80,7 @@ impl HttpRules {
             auth: s.auth.as_ref().map(auth::BasicAuth::new),
             allowed: s.allowed.clone(),
             proxypass_path: s.proxypass_path.clone(),
+            ssl_cert: s.ssl_cert.clone(),
         }
     }
 

@@ -292,3 +292,40 @@ async fn hsts_is_sent_over_https_only() {
     let plain = support::get(d.http(), "shop.example.test", "/").await;
     assert_eq!(plain.header("strict-transport-security"), None);
 }
+
+#[tokio::test]
+async fn a_service_port_with_its_own_certificate_terminates_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new();
+    let web = Backend::start("web").await;
+    let catalog_for = |pem: &Path| {
+        format!(
+            "[[app]]\nid = \"/secure\"\nlabels = {{ HAPROXY_0_SSL_CERT = {:?} }}\nports = [10007]\n\
+             tasks = [{{ host = \"127.0.0.1\", ports = [{}] }}]\n",
+            pem.display().to_string(),
+            web.addr.port()
+        )
+    };
+    let tcp = "[tcp]\nbind = \"127.0.0.1\"\nports = \"10007\"\n";
+    let certs_dir = tempfile::tempdir().unwrap();
+    ca.write(certs_dir.path(), "secure", &["secure.example.test"]);
+    let pem = certs_dir.path().join("secure.pem");
+    let d = Drover::start(tcp, &catalog_for(&pem));
+    d.ready().await;
+    let port: SocketAddr = "127.0.0.1:10007".parse().unwrap();
+    let answer = eventually("the TLS service port answers", || async {
+        let connector = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]));
+        let tcp = TcpStream::connect(port).await.ok()?;
+        let name = ServerName::try_from("secure.example.test".to_string()).unwrap();
+        let mut tls = connector.connect(name, tcp).await.ok()?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: secure.example.test\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        text.ends_with("web").then_some(text)
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
