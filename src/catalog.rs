@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::cidr::Cidr;
 use crate::config::Groups;
 use crate::routing::host::HostName;
 
@@ -123,7 +124,7 @@ pub struct Service {
     /// `HAPROXY_{n}_AUTH` (`realm:user:hash`): HTTP basic auth in front of the service.
     pub auth: Option<AuthLabel>,
     /// `HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL`: the source networks allowed (empty = all).
-    pub allowed: Vec<IpNet>,
+    pub allowed: Vec<Cidr>,
     /// `HAPROXY_{n}_HTTP_BACKEND_PROXYPASS_PATH`: a path prefix removed before forwarding.
     pub proxypass_path: Option<String>,
     /// `HAPROXY_{n}_SSL_CERT`: a PEM (certificate chain and key) on the Drover host; the
@@ -140,56 +141,6 @@ pub struct AuthLabel {
     pub realm: String,
     pub user: String,
     pub hash: String,
-}
-
-/// An IP network (`10.0.0.0/8`; a bare address is a single host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl IpNet {
-    pub fn parse(text: &str) -> Result<IpNet, String> {
-        let text = text.trim();
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("/{p} is not a prefix length (0-{max})"))?,
-        };
-        Ok(IpNet { addr, prefix })
-    }
-
-    /// Whether `ip` is in the network; IPv4-mapped IPv6 addresses count as IPv4.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
 }
 
 /// Something wrong with one app; the app's other services are unaffected unless it says so.
@@ -413,7 +364,8 @@ fn app_services(
                 raw.split([',', ' '])
                     .filter(|p| !p.trim().is_empty())
                     .map(|p| {
-                        IpNet::parse(p)
+                        p.trim()
+                            .parse::<Cidr>()
                             .map_err(|e| labels.bad(index, "BACKEND_NETWORK_ALLOWED_ACL", raw, e))
                     })
                     .collect::<Result<Vec<_>, _>>()

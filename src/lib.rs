@@ -30,6 +30,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod dns;

@@ -18,6 +18,9 @@ pub struct RawHttp {
     pub response_timeout: Option<String>,
     /// Largest request head we accept, in bytes.
     pub max_header_bytes: Option<i64>,
+    /// Peers (CIDRs) that must send a PROXY protocol header; empty = off.
+    #[serde(default)]
+    pub proxy_protocol: Vec<String>,
 }
 
 /// `[https]`: TLS termination (arrives with the TLS issue).
@@ -26,6 +29,8 @@ pub struct RawHttp {
 pub struct RawHttps {
     pub listen: Option<String>,
     pub certs: Option<String>,
+    #[serde(default)]
+    pub proxy_protocol: Vec<String>,
 }
 
 /// `[tcp]`: one listener per service port.
@@ -35,6 +40,10 @@ pub struct RawTcp {
     pub bind: Option<String>,
     pub ports: Option<String>,
     pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub proxy_protocol: Vec<String>,
+    /// `v1` or `v2`: announce each client to the backend with a PROXY header.
+    pub send_proxy_protocol: Option<String>,
 }
 
 /// `[dns]`: the authoritative DNS server (arrives with the DNS issue).

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use crate::cidr::Cidr;
 use crate::routing::host::HostName;
 use file::*;
 
@@ -85,12 +86,16 @@ pub struct HttpConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Load balancers in front whose connections start with a PROXY protocol header; a
+    /// listener with any requires the header from them and closes on everyone else.
+    pub proxy_protocol: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpsConfig {
     pub listen: SocketAddr,
     pub certs: PathBuf,
+    pub proxy_protocol: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +103,9 @@ pub struct TcpConfig {
     pub bind: IpAddr,
     pub ports: PortRange,
     pub connect_timeout: Duration,
+    pub proxy_protocol: Vec<Cidr>,
+    /// PROXY protocol version sent to backends before the client's bytes (1 or 2).
+    pub send_proxy_protocol: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -512,7 +520,21 @@ impl Checker<'_> {
                 Duration::from_secs(60),
             ),
             max_header_bytes,
+            proxy_protocol: self.cidrs("http.proxy_protocol", &r.proxy_protocol),
         }
+    }
+
+    fn cidrs(&mut self, path: &str, raw: &[String]) -> Vec<Cidr> {
+        raw.iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c.trim().parse::<Cidr>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.problem(&format!("{path}[{i}]"), &format!("{c:?}"), e.to_string());
+                    None
+                }
+            })
+            .collect()
     }
 
     fn https(&mut self, r: RawHttps) -> HttpsConfig {
@@ -526,6 +548,7 @@ impl Checker<'_> {
         HttpsConfig {
             listen: self.addr("https.listen", r.listen.as_deref(), "0.0.0.0:443"),
             certs,
+            proxy_protocol: self.cidrs("https.proxy_protocol", &r.proxy_protocol),
         }
     }
 
@@ -548,6 +571,19 @@ impl Checker<'_> {
                 default_ports
             }),
         };
+        let send_proxy_protocol = match r.send_proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(1),
+            Some("v2") => Some(2),
+            Some(other) => {
+                self.problem(
+                    "tcp.send_proxy_protocol",
+                    &format!("{other:?}"),
+                    "expected \"v1\" or \"v2\"",
+                );
+                None
+            }
+        };
         TcpConfig {
             bind,
             ports,
@@ -556,6 +592,8 @@ impl Checker<'_> {
                 r.connect_timeout.as_deref(),
                 Duration::from_secs(2),
             ),
+            proxy_protocol: self.cidrs("tcp.proxy_protocol", &r.proxy_protocol),
+            send_proxy_protocol,
         }
     }
 

@@ -116,6 +116,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             connect_timeout: Duration::from_millis(250),
             response_timeout: secs(120),
             max_header_bytes: 8192,
+            proxy_protocol: vec![],
         })
     );
     assert_eq!(
@@ -123,6 +124,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
         Some(HttpsConfig {
             listen: addr("0.0.0.0:8443"),
             certs: PathBuf::from("/etc/drover/certs"),
+            proxy_protocol: vec![],
         })
     );
     assert_eq!(
@@ -134,6 +136,8 @@ fn every_section_and_key_parses_to_its_typed_value() {
                 last: 10100
             },
             connect_timeout: secs(1),
+            proxy_protocol: vec![],
+            send_proxy_protocol: None,
         })
     );
     assert_eq!(
@@ -259,6 +263,7 @@ fn empty_sections_take_the_documented_defaults() {
             connect_timeout: secs(2),
             response_timeout: secs(60),
             max_header_bytes: 64 * 1024,
+            proxy_protocol: vec![],
         })
     );
     assert_eq!(c.https.unwrap().listen, addr("0.0.0.0:443"));
@@ -271,6 +276,8 @@ fn empty_sections_take_the_documented_defaults() {
                 last: 20000
             },
             connect_timeout: secs(2),
+            proxy_protocol: vec![],
+            send_proxy_protocol: None,
         })
     );
     assert_eq!(
@@ -870,4 +877,22 @@ fn an_alias_port_needs_a_tcp_section() {
     assert!(problems[0].message.contains("[tcp]"), "{problems:?}");
     let ok = parse_ok(&format!("[tcp]\nbind = \"127.0.0.1\"\n{alias}"));
     assert_eq!(ok.aliases[0].port, Some(15050));
+}
+
+#[test]
+fn proxy_protocol_sources_and_the_version_sent() {
+    let c = parse_ok(
+        "[http]\nproxy_protocol = [\"10.0.0.0/8\", \"192.168.1.7\"]\n[tcp]\nsend_proxy_protocol = \"v1\"\n",
+    );
+    let http = c.http.unwrap();
+    assert_eq!(http.proxy_protocol.len(), 2);
+    assert!(http.proxy_protocol[1].contains("192.168.1.7".parse().unwrap()));
+    assert_eq!(c.tcp.unwrap().send_proxy_protocol, Some(1));
+    let problems = parse_err(
+        "[http]\nproxy_protocol = [\"10.0.0.0/33\"]\n[tcp]\nsend_proxy_protocol = \"v3\"\n",
+    );
+    assert_eq!(
+        paths(&problems),
+        ["http.proxy_protocol[0]", "tcp.send_proxy_protocol"]
+    );
 }

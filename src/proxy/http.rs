@@ -130,6 +130,8 @@ fn default_settings() -> HttpSettings {
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(60),
         max_header_bytes: 64 * 1024,
+        proxy_protocol: Vec::new(),
+        https_proxy_protocol: Vec::new(),
     }
 }
 
@@ -163,15 +165,34 @@ pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shut
             _ = shutdown.triggered() => return,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(
-            shared.clone(),
-            by,
-            client,
-            local_port,
-            shutdown.clone(),
-        ));
-        let shutdown2 = shutdown.clone();
-        tokio::spawn(shutdown.track(serve_connection(stream, conn, shutdown2)));
+        let trusted = shared
+            .table
+            .load()
+            .http
+            .as_ref()
+            .map_or_else(Vec::new, |h| h.proxy_protocol.clone());
+        if trusted.is_empty() {
+            let conn = Arc::new(Conn::new(
+                shared.clone(),
+                by,
+                client,
+                local_port,
+                shutdown.clone(),
+            ));
+            let shutdown2 = shutdown.clone();
+            tokio::spawn(shutdown.track(serve_connection(stream, conn, shutdown2)));
+            continue;
+        }
+        // Behind a load balancer: the PROXY header names the client.
+        let (shared, shutdown2) = (shared.clone(), shutdown.clone());
+        tokio::spawn(shutdown.track(async move {
+            let mut stream = stream;
+            let Some(client) = super::proxied_client(&mut stream, client, &trusted).await else {
+                return;
+            };
+            let conn = Arc::new(Conn::new(shared, by, client, local_port, shutdown2.clone()));
+            serve_connection(stream, conn, shutdown2).await;
+        }));
     }
 }
 

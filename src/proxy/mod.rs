@@ -3,12 +3,19 @@
 
 pub mod http;
 pub mod listeners;
+pub mod proxy_protocol;
 pub mod tcp;
 pub mod tls;
 
 use std::sync::Arc;
 
-use tracing::warn;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use tracing::{debug, warn};
+
+use crate::cidr::{is_trusted, Cidr};
 
 use crate::routing::pool::{Backend, Failure};
 use crate::routing::Route;
@@ -33,6 +40,31 @@ pub fn note_failure(shared: &Shared, route: &Route, backend: &Arc<Backend>) {
         Failure::Capped => {
             warn!(route = %route.name, backend = %backend.addr,
                 "backend keeps failing but half of the pool is ejected already; it stays in rotation");
+        }
+    }
+}
+
+/// How long a load balancer may take to send its PROXY header (the spec suggests >= 3 s).
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// On a listener behind load balancers that speak the PROXY protocol: the client address the
+/// header names, or `None` to close the connection (a peer not in `trusted`, or a missing
+/// or malformed header). A header without addresses (`LOCAL`, `UNKNOWN`: health checks)
+/// leaves the peer's own address.
+pub async fn proxied_client<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    peer: SocketAddr,
+    trusted: &[Cidr],
+) -> Option<SocketAddr> {
+    if !is_trusted(trusted, peer.ip()) {
+        debug!(%peer, "PROXY protocol listener: peer not trusted; closing");
+        return None;
+    }
+    match proxy_protocol::read_header(stream, PROXY_HEADER_TIMEOUT).await {
+        Ok(header) => Some(header.source.unwrap_or(peer)),
+        Err(e) => {
+            debug!(%peer, error = %e, "no valid PROXY header; closing");
+            None
         }
     }
 }

@@ -76,20 +76,30 @@ pub async fn serve_port(
 
 /// Serves one accepted connection to its end.
 async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
-    // One load per connection; keep only the route and the timeout, drop the guard before
-    // any await.
-    let (route, connect_timeout) = {
+    // One load per connection; keep only what is needed, drop the guard before any await.
+    let (route, connect_timeout, trusted, send_proxy) = {
         let table = shared.table.load();
         let Some(route) = table.lookup_tcp(port) else {
             // The port was removed between accept and now: nothing to reach.
             debug!(port, %peer, "no route for this port; closing");
             return;
         };
-        let timeout = table
-            .tcp_settings
-            .as_ref()
-            .map_or(DEFAULT_CONNECT_TIMEOUT, |t| t.connect_timeout);
-        (route.clone(), timeout)
+        let settings = table.tcp_settings.as_ref();
+        (
+            route.clone(),
+            settings.map_or(DEFAULT_CONNECT_TIMEOUT, |t| t.connect_timeout),
+            settings.map_or_else(Vec::new, |t| t.proxy_protocol.clone()),
+            settings.and_then(|t| t.send_proxy_protocol),
+        )
+    };
+    let local = client.local_addr().unwrap_or(peer);
+    let peer = if trusted.is_empty() {
+        peer
+    } else {
+        match super::proxied_client(&mut client, peer, &trusted).await {
+            Some(p) => p,
+            None => return,
+        }
     };
     if !route.rules.admits(peer.ip()) {
         // HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL: a TCP client from elsewhere is closed on.
@@ -97,7 +107,12 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         return;
     }
     if let Some(cert) = &route.rules.ssl_cert {
-        return proxy_tls(client, peer, port, cert, &route, connect_timeout, &shared).await;
+        let upstream = Upstream {
+            connect_timeout,
+            send_proxy,
+            local,
+        };
+        return proxy_tls(client, peer, port, cert, &route, upstream, &shared).await;
     }
     let Some(first) = route.pool.pick(peer.ip()) else {
         // A port with no usable task closes at once, so the client sees it is down.
@@ -109,6 +124,15 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         warn!(port, %peer, route = %route.name, "no backend reachable; closing");
         return;
     };
+    let announce = Upstream {
+        connect_timeout,
+        send_proxy,
+        local,
+    };
+    if let Err(e) = announce.send(&mut upstream, peer).await {
+        debug!(port, %peer, error = %e, "cannot send the PROXY header; closing");
+        return;
+    }
     for (side, stream) in [("client", &client), ("backend", &upstream)] {
         if let Err(e) = stream.set_nodelay(true) {
             debug!(port, %peer, side, error = %e, "cannot set TCP_NODELAY");
@@ -131,6 +155,27 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
     }
 }
 
+/// How backends are reached: the connect timeout, and whether and how a backend is told
+/// who the client is (`[tcp] send_proxy_protocol`).
+#[derive(Clone, Copy)]
+struct Upstream {
+    connect_timeout: Duration,
+    send_proxy: Option<u8>,
+    /// The address the client connected to: the header's destination.
+    local: SocketAddr,
+}
+
+impl Upstream {
+    async fn send(&self, upstream: &mut TcpStream, client: SocketAddr) -> io::Result<()> {
+        let header = match self.send_proxy {
+            None => return Ok(()),
+            Some(1) => super::proxy_protocol::encode_v1(client, self.local),
+            Some(_) => super::proxy_protocol::encode_v2(client, self.local),
+        };
+        upstream.write_all(&header).await
+    }
+}
+
 /// How long a client on a TLS service port may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -142,7 +187,7 @@ async fn proxy_tls(
     port: u16,
     cert: &std::path::Path,
     route: &Route,
-    connect_timeout: Duration,
+    announce: Upstream,
     shared: &Shared,
 ) {
     let acceptor = match port_acceptor(cert) {
@@ -167,12 +212,17 @@ async fn proxy_tls(
         debug!(port, %peer, route = %route.name, "no backend in the pool; closing");
         return;
     };
-    let Some((mut upstream, _in_flight)) = connect(route, first, connect_timeout, shared).await
+    let Some((mut upstream, _in_flight)) =
+        connect(route, first, announce.connect_timeout, shared).await
     else {
         warn!(port, %peer, route = %route.name, "no backend reachable; closing");
         return;
     };
     let _ = upstream.set_nodelay(true);
+    if let Err(e) = announce.send(&mut upstream, peer).await {
+        debug!(port, %peer, error = %e, "cannot send the PROXY header; closing");
+        return;
+    }
     match tokio::io::copy_bidirectional(&mut tls, &mut upstream).await {
         Ok((sent, received)) => {
             debug!(port, %peer, route = %route.name, sent, received, "TLS connection done")

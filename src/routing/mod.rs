@@ -20,7 +20,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::catalog::{ActiveCheck, AppProblem, Catalog, IpNet, Mode, Service};
+use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
+use crate::cidr::Cidr;
 use crate::config::{AliasConfig, Config, LeaderCheck};
 use crate::metrics::{Metrics, RouteStats};
 use host::{lookup_key, HostName};
@@ -33,12 +34,18 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Peers that must open `[http]` connections with a PROXY header (empty = off).
+    pub proxy_protocol: Vec<Cidr>,
+    /// The same for `[https]`.
+    pub https_proxy_protocol: Vec<Cidr>,
 }
 
 /// Settings of the TCP proxy that may change on a config reload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpSettings {
     pub connect_timeout: Duration,
+    pub proxy_protocol: Vec<Cidr>,
+    pub send_proxy_protocol: Option<u8>,
 }
 
 /// What a route fronts.
@@ -64,7 +71,7 @@ pub struct HttpRules {
     pub sticky: bool,
     pub auth: Option<auth::BasicAuth>,
     /// Source networks allowed; empty = everyone.
-    pub allowed: Vec<IpNet>,
+    pub allowed: Vec<Cidr>,
     /// Removed from the start of the path before forwarding.
     pub proxypass_path: Option<String>,
     /// The service port's listener terminates TLS with this PEM (`HAPROXY_{n}_SSL_CERT`).
@@ -410,9 +417,16 @@ pub fn compile(
             connect_timeout: h.connect_timeout,
             response_timeout: h.response_timeout,
             max_header_bytes: h.max_header_bytes,
+            proxy_protocol: h.proxy_protocol.clone(),
+            https_proxy_protocol: config
+                .https
+                .as_ref()
+                .map_or_else(Vec::new, |s| s.proxy_protocol.clone()),
         }),
         tcp_settings: config.tcp.as_ref().map(|t| TcpSettings {
             connect_timeout: t.connect_timeout,
+            proxy_protocol: t.proxy_protocol.clone(),
+            send_proxy_protocol: t.send_proxy_protocol,
         }),
     }
 }

@@ -296,7 +296,9 @@ fn only_service_ports_inside_the_tcp_range_listen() {
     assert_eq!(
         t.tcp_settings,
         Some(TcpSettings {
-            connect_timeout: Duration::from_secs(2)
+            connect_timeout: Duration::from_secs(2),
+            proxy_protocol: vec![],
+            send_proxy_protocol: None,
         })
     );
 }
@@ -355,6 +357,8 @@ fn http_settings_and_version_come_from_the_inputs() {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(60),
             max_header_bytes: 4096,
+            proxy_protocol: vec![],
+            https_proxy_protocol: vec![],
         })
     );
     let t = compile(&catalog, &config(""), 1, &RouteTable::default(), &metrics());

@@ -13,6 +13,7 @@ mod http;
 mod labels;
 mod marathon;
 mod mesos;
+mod proxy_protocol;
 mod reload;
 mod tcp;
 mod tls;
