@@ -59,7 +59,7 @@ PIDS+=($!)
 cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4000
   tune.ssl.default-dh-param 2048
 defaults
   mode http

@@ -53,6 +53,7 @@ fn main() {
         };
         let fqdn = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
         let ip: Ipv4Addr = ip.parse().expect("ipv4");
+        let fqdn: std::sync::Arc<str> = fqdn.into();
         sets.names.insert(
             fqdn.clone(),
             NameRecords {
@@ -66,7 +67,7 @@ fn main() {
             .map(|port| (fqdn.clone(), port))
             .collect();
         sets.names.insert(
-            format!("_http._tcp.{fqdn}"),
+            format!("_http._tcp.{fqdn}").into(),
             NameRecords {
                 srv,
                 ..NameRecords::default()

@@ -268,11 +268,19 @@ async fn watch_certs(
 fn bind_dns(dns: &DnsConfig) -> Result<(std::net::UdpSocket, StdListener), StartError> {
     let what = "dns.listen";
     let fail = |addr, source| StartError::Bind { what, addr, source };
-    let udp = std::net::UdpSocket::bind(dns.listen).map_err(|e| fail(dns.listen, e))?;
-    let addr = udp.local_addr().map_err(|e| fail(dns.listen, e))?;
-    udp.set_nonblocking(true).map_err(|e| fail(addr, e))?;
-    let tcp = bind(what, addr)?;
-    Ok((udp, tcp))
+    // With port 0 the UDP port the system picks may be taken for TCP: pick again.
+    let tries = if dns.listen.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = std::net::UdpSocket::bind(dns.listen).map_err(|e| fail(dns.listen, e))?;
+        let addr = udp.local_addr().map_err(|e| fail(dns.listen, e))?;
+        udp.set_nonblocking(true).map_err(|e| fail(addr, e))?;
+        match bind(what, addr) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one try"))
 }
 
 /// Runs the DNS server on a thread of its own (a current-thread runtime, as DESIGN §6b

@@ -6,7 +6,91 @@
 //! That includes its refill after truncation: when the cut at the maximum length ends in
 //! `-`, those dashes are dropped and the label is topped up from the text after the cut.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+
 use sha1::{Digest, Sha1};
+
+/// A hash map keyed by zone names (or anything else small), hashed with `FastState`.
+pub type FastMap<K, V> = HashMap<K, V, FastState>;
+
+/// A multiply-fold hasher, seeded once per process: several times cheaper than SipHash on
+/// the short names a zone holds, which dominated compiling and looking up. The keys come
+/// from the cluster's own task and framework names; the random seed keeps collisions from
+/// being precomputable anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastState(u64);
+
+impl Default for FastState {
+    fn default() -> Self {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        FastState(*SEED.get_or_init(|| {
+            std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1
+        }))
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+/// `FastState`'s hasher.
+#[derive(Debug, Clone, Copy)]
+pub struct FastHasher(u64);
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The folded 128-bit product: every input bit reaches both halves of the result.
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let m = u128::from(a) * u128::from(b);
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0 ^ bytes.len() as u64;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let word = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = fold(h ^ word, MIX);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            h = fold(h ^ u64::from_le_bytes(last), MIX);
+        }
+        self.0 = h;
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = fold(self.0 ^ n, MIX);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // One more round so the last word's bits reach hashbrown's top-7 control bits.
+        fold(self.0, MIX ^ 0xff51_afd7_ed55_8ccd)
+    }
+}
 
 /// Which host-name rules labels are cut to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -26,8 +26,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
-use crate::dns::name::{domain_fragment, hash5, label, LabelRules};
+use crate::dns::name::{domain_fragment, hash5, label, FastMap, LabelRules};
 use crate::source::mesos::state::{
     parse_port_ranges, split_host_port, DiscoveryPort, MesosState, Pid, Status, Task,
 };
@@ -138,14 +139,14 @@ pub struct NameRecords {
     pub a: Vec<Ipv4Addr>,
     pub aaaa: Vec<Ipv6Addr>,
     /// Target name (FQDN, trailing dot) and port; priority and weight are the zone's.
-    pub srv: Vec<(String, u16)>,
+    pub srv: Vec<(Arc<str>, u16)>,
 }
 
 /// Every generated name (lower case, trailing dot) with its records; each set sorted and
-/// free of duplicates.
+/// free of duplicates. SRV targets share the text of the owner of the same name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordSets {
-    pub names: HashMap<String, NameRecords>,
+    pub names: FastMap<Arc<str>, NameRecords>,
 }
 
 // === impl RecordSets ===
@@ -157,22 +158,45 @@ impl RecordSets {
 
     /// `name` is lower case with a trailing dot (every name is built that way).
     fn add_ip(&mut self, name: &str, ip: IpAddr) {
+        self.add_ips(name, &[ip]);
+    }
+
+    /// Adds every address in `ips` to `name` (one map probe for all).
+    fn add_ips(&mut self, name: &str, ips: &[IpAddr]) {
+        if ips.is_empty() {
+            return;
+        }
         let entry = self.entry(name);
-        match canonical_ip(ip) {
-            IpAddr::V4(v4) => entry.a.push(v4),
-            IpAddr::V6(v6) => entry.aaaa.push(v6),
+        for &ip in ips {
+            match canonical_ip(ip) {
+                IpAddr::V4(v4) => entry.a.push(v4),
+                IpAddr::V6(v6) => entry.aaaa.push(v6),
+            }
         }
     }
 
-    fn add_srv(&mut self, name: &str, target: &str, port: u16) {
-        self.entry(name).srv.push((target.to_string(), port));
+    fn add_srv(&mut self, name: &str, target: &Arc<str>, port: u16) {
+        self.entry(name).srv.push((target.clone(), port));
+    }
+
+    fn add_srvs(&mut self, name: &str, target: &Arc<str>, ports: &[u16]) {
+        let srv = &mut self.entry(name).srv;
+        srv.extend(ports.iter().map(|&port| (target.clone(), port)));
     }
 
     fn entry(&mut self, name: &str) -> &mut NameRecords {
+        // Two probes for a new name, one for a known one; no allocation for a known one.
         if !self.names.contains_key(name) {
-            self.names.insert(name.to_string(), NameRecords::default());
+            self.names.insert(Arc::from(name), NameRecords::default());
         }
         self.names.get_mut(name).expect("just inserted")
+    }
+
+    /// `name` as an SRV target: the owner's text when the name has records, else new.
+    fn target(&self, name: &str) -> Arc<str> {
+        self.names
+            .get_key_value(name)
+            .map_or_else(|| Arc::from(name), |(k, _)| k.clone())
     }
 
     /// Sorts each set and removes duplicates (the same name and address added twice is
@@ -252,6 +276,7 @@ pub fn generate(
     let mut gen = Generator {
         sets: RecordSets::default(),
         tail: format!(".{domain}."),
+        buf: String::with_capacity(256),
         resolved,
         options,
     };
@@ -291,6 +316,8 @@ struct Generator<'a> {
     sets: RecordSets,
     /// `.{domain}.`, lower case.
     tail: String,
+    /// Scratch space for building names.
+    buf: String,
     resolved: &'a ResolvedHosts,
     options: &'a RecordOptions,
 }
@@ -344,7 +371,7 @@ impl Generator<'_> {
             self.sets.add_ip(&format!("leader{tail}"), ip);
             self.sets.add_ip(&master, ip);
         }
-        let leader_target = format!("leader{tail}");
+        let leader_target = self.sets.target(&format!("leader{tail}"));
         self.sets
             .add_srv(&format!("_leader._tcp{tail}"), &leader_target, pid.port);
         self.sets
@@ -410,8 +437,9 @@ impl Generator<'_> {
                 self.sets.add_ip(&name, ip);
             }
             if let Some(port) = port {
+                let target = self.sets.target(&name);
                 self.sets
-                    .add_srv(&format!("_framework._tcp.{name}"), &name, port);
+                    .add_srv(&format!("_framework._tcp.{name}"), &target, port);
             }
         }
     }
@@ -431,7 +459,8 @@ impl Generator<'_> {
                 for &ip in &ips {
                     self.sets.add_ip(&name, ip);
                 }
-                self.sets.add_srv(&srv, &name, pid.port);
+                let target = self.sets.target(&name);
+                self.sets.add_srv(&srv, &target, pid.port);
             }
             agents.insert(agent.id.as_str(), ips);
         }
@@ -511,64 +540,78 @@ impl Generator<'_> {
         }
     }
 
-    /// Every record of one task under one label.
+    /// Every record of one task under one label. Names are built in one reused buffer,
+    /// and each name is probed once for all its records.
     fn task(&mut self, task_label: &str, t: &TaskNames) {
         if task_label.is_empty() {
             // `.fw.domain` is no name; Mesos-DNS would publish it anyway.
             return;
         }
-        let tail = &self.tail;
+        let Generator {
+            sets,
+            tail,
+            buf,
+            options,
+            ..
+        } = self;
+        let tail = tail.as_str();
         let fw = t.framework;
-        let short = format!("{task_label}.{fw}");
-        let canonical = format!("{task_label}-{}.{fw}", t.suffix);
+        let suffix = t.suffix.as_str();
 
-        for &ip in &t.task_ips {
-            self.sets.add_ip(&format!("{short}{tail}"), ip);
-            self.sets.add_ip(&format!("{canonical}{tail}"), ip);
-        }
-        for &ip in t.agent_ips {
-            self.sets.add_ip(&format!("{short}.slave{tail}"), ip);
-            self.sets.add_ip(&format!("{canonical}.slave{tail}"), ip);
-        }
+        put(buf, &[task_label, ".", fw, tail]);
+        sets.add_ips(buf, &t.task_ips);
+        put(buf, &[task_label, "-", suffix, ".", fw, tail]);
+        sets.add_ips(buf, &t.task_ips);
+        let task_target = t.discovery.is_some().then(|| sets.target(buf));
+        put(buf, &[task_label, ".", fw, ".slave", tail]);
+        sets.add_ips(buf, t.agent_ips);
+        put(buf, &[task_label, "-", suffix, ".", fw, ".slave", tail]);
+        sets.add_ips(buf, t.agent_ips);
 
-        let agent_target = format!("{canonical}.slave{tail}");
-        for &port in &t.ports {
-            for protocol in ["tcp", "udp"] {
-                let service = format!("_{task_label}._{protocol}.{fw}");
-                self.sets
-                    .add_srv(&format!("{service}.slave{tail}"), &agent_target, port);
+        if !t.ports.is_empty() {
+            let agent_target = sets.target(buf);
+            for protocol in ["_tcp.", "_udp."] {
+                put(buf, &["_", task_label, ".", protocol, fw, ".slave", tail]);
+                sets.add_srvs(buf, &agent_target, &t.ports);
                 if t.discovery.is_none() {
-                    self.sets
-                        .add_srv(&format!("{service}{tail}"), &agent_target, port);
+                    put(buf, &["_", task_label, ".", protocol, fw, tail]);
+                    sets.add_srvs(buf, &agent_target, &t.ports);
                 }
             }
         }
 
-        let Some(discovery_ports) = t.discovery else {
+        let (Some(discovery_ports), Some(task_target)) = (t.discovery, task_target) else {
             return;
         };
-        let task_target = format!("{canonical}{tail}");
         for dp in discovery_ports {
             let Ok(port) = u16::try_from(dp.number) else {
                 continue;
             };
-            let protocol = self.label(&dp.protocol);
+            let protocol = label(&dp.protocol, options.labels);
             let protocols: &[&str] = if protocol.is_empty() {
                 &["tcp", "udp"]
             } else {
                 &[protocol.as_str()]
             };
-            let port_name = self.label(&dp.name);
+            let port_name = label(&dp.name, options.labels);
             for protocol in protocols {
-                let service = format!("_{task_label}._{protocol}.{fw}{tail}");
-                self.sets.add_srv(&service, &task_target, port);
+                let service = ["_", task_label, "._", protocol, ".", fw, tail];
+                put(buf, &service);
+                sets.add_srv(buf, &task_target, port);
                 if !port_name.is_empty() {
-                    self.sets
-                        .add_srv(&format!("_{port_name}.{service}"), &task_target, port);
+                    put(buf, &["_", &port_name, "."]);
+                    service.iter().for_each(|p| buf.push_str(p));
+                    sets.add_srv(buf, &task_target, port);
                 }
             }
         }
     }
+}
+
+/// `buf` := the concatenation of `parts`.
+fn put(buf: &mut String, parts: &[&str]) {
+    buf.clear();
+    parts.iter().for_each(|p| buf.push_str(p));
 }
 
 /// The last `-` field of an agent id, lower case: `...-5050-2410-S0` -> `s0`.

@@ -131,7 +131,7 @@ fn sets_of_generator(sets: &RecordSets) -> Sets {
         let mut put = |t: &'static str, v: String| {
             out.entry(t)
                 .or_default()
-                .entry(name.clone())
+                .entry(name.to_string())
                 .or_default()
                 .insert(v);
         };

@@ -11,10 +11,11 @@
 //! `Zone::soa`, whose owner is the apex.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use crate::dns::name::{FastMap, FastState};
 use crate::dns::records::{self, MarathonOnlyApp, RecordOptions, RecordSets, ResolvedHosts};
 use crate::source::mesos::state::MesosState;
 
@@ -99,7 +100,8 @@ pub enum RecordData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
     Ns(Arc<str>),
-    Soa(Soa),
+    /// Boxed: one per zone, and unboxed it would double every record's size.
+    Soa(Box<Soa>),
     Srv(Srv),
 }
 
@@ -201,55 +203,75 @@ impl RecordData {
     }
 }
 
-/// One name of the zone and its records.
+/// One name of the zone and its records: a view into the zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node<'z> {
+    name: &'z str,
+    data: &'z NodeData,
+    /// The zone's record arena.
+    arena: &'z [Record],
+}
+
+/// Where a node's records are in the zone's arena (one `Vec<Record>` for the whole zone:
+/// no allocation per name, and the records of a node are contiguous).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    name: Arc<str>,
-    /// Grouped by type in `RecordType` order.
-    records: Box<[Record]>,
-    /// Start and end in `records` of each type, by `RecordType::index`.
+struct NodeData {
+    /// Start and end of each type's records, by `RecordType::index`; the types follow
+    /// each other in `RecordType` order, so `spans[0].0..spans[4].1` is every record.
     spans: [(u32, u32); 5],
     /// What answers about this name carry in the additional section: one A and one AAAA
     /// of each SRV target, or the addresses of the NS target.
-    additional: Box<[Record]>,
+    additional: (u32, u32),
 }
 
-// === impl Node ===
+// === impl Node, NodeData ===
 
-impl Node {
-    fn new(name: Arc<str>, mut records: Vec<Record>, additional: Vec<Record>) -> Node {
+impl NodeData {
+    const EMPTY: NodeData = NodeData {
+        spans: [(0, 0); 5],
+        additional: (0, 0),
+    };
+
+    /// Appends `records` (in any order) and `additional` to the arena.
+    fn push(arena: &mut Vec<Record>, mut records: Vec<Record>, additional: Vec<Record>) -> Self {
         records.sort_by_key(|r| r.data.record_type().index());
+        let base = arena.len();
         let mut spans = [(0u32, 0u32); 5];
         for t in RecordType::ALL {
             let start = records.partition_point(|r| r.data.record_type().index() < t.index());
             let end = records.partition_point(|r| r.data.record_type().index() <= t.index());
-            spans[t.index()] = (start as u32, end as u32);
+            spans[t.index()] = ((base + start) as u32, (base + end) as u32);
         }
-        Node {
-            name,
-            records: records.into(),
+        arena.extend(records);
+        let add_start = arena.len() as u32;
+        arena.extend(additional);
+        NodeData {
             spans,
-            additional: additional.into(),
+            additional: (add_start, arena.len() as u32),
         }
     }
+}
 
+impl<'z> Node<'z> {
     /// Lower case, trailing dot.
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> &'z str {
+        self.name
     }
 
     /// Every record, grouped by type. Empty for an empty non-terminal.
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    pub fn records(&self) -> &'z [Record] {
+        let s = &self.data.spans;
+        &self.arena[s[0].0 as usize..s[4].1 as usize]
     }
 
-    pub fn of_type(&self, t: RecordType) -> &[Record] {
-        let (start, end) = self.spans[t.index()];
-        &self.records[start as usize..end as usize]
+    pub fn of_type(&self, t: RecordType) -> &'z [Record] {
+        let (start, end) = self.data.spans[t.index()];
+        &self.arena[start as usize..end as usize]
     }
 
-    pub fn additional(&self) -> &[Record] {
-        &self.additional
+    pub fn additional(&self) -> &'z [Record] {
+        let (start, end) = self.data.additional;
+        &self.arena[start as usize..end as usize]
     }
 }
 
@@ -276,7 +298,9 @@ pub struct Zone {
     apex: Arc<str>,
     /// `.mesos.`, for the in-zone test.
     dot_apex: Box<str>,
-    nodes: HashMap<Arc<str>, Node>,
+    nodes: FastMap<Arc<str>, NodeData>,
+    /// Every node's records and additional records.
+    arena: Vec<Record>,
     soa: Record,
     record_count: usize,
     dropped: Vec<String>,
@@ -309,56 +333,79 @@ impl Zone {
         let dot_apex: Box<str> = format!(".{apex}").into();
         let ttl = options.ttl;
         let in_zone = |name: &str| name == &*apex || name.ends_with(&*dot_apex);
+        let publishable = |name: &str| in_zone(name) && is_publishable(name);
 
-        let mut dropped = Vec::new();
-        let mut names: HashMap<&str, Arc<str>> = HashMap::with_capacity(sets.names.len() + 1);
-        for name in sets.names.keys() {
-            if in_zone(name) && is_publishable(name) {
-                names.insert(name.as_str(), Arc::from(name.as_str()));
-            } else {
-                dropped.push(name.clone());
-            }
-        }
+        let mut dropped: Vec<String> = sets
+            .names
+            .keys()
+            .filter(|name| !publishable(name))
+            .map(|name| name.to_string())
+            .collect();
         dropped.sort();
-        // Targets are owners elsewhere in the zone as a rule; share their text.
-        let intern = |names: &HashMap<&str, Arc<str>>, name: &str| {
-            names.get(name).cloned().unwrap_or_else(|| Arc::from(name))
+        // Whether an SRV target's addresses may go in the additional section: it is a name
+        // of the zone (has records) and is not dropped.
+        let target_sets = |target: &str| {
+            sets.names
+                .get(target)
+                .filter(|_| dropped.is_empty() || publishable(target))
         };
 
-        let mut nodes: HashMap<Arc<str>, Node> = HashMap::with_capacity(names.len() * 2);
+        let (mut total, mut srv_total) = (0, 0);
+        for r in sets.names.values() {
+            total += r.a.len() + r.aaaa.len() + r.srv.len();
+            srv_total += r.srv.len();
+        }
+        // Additional records: at most one A and one AAAA per SRV; typically one.
+        let mut arena: Vec<Record> = Vec::with_capacity(total + srv_total + 8);
+        let mut nodes: FastMap<Arc<str>, NodeData> = FastMap::with_capacity_and_hasher(
+            sets.names.len() + sets.names.len() / 4 + 16,
+            FastState::default(),
+        );
         let mut record_count = 0;
-        for (name, owner) in &names {
-            let sets_here = &sets.names[*name];
-            let mut here =
-                Vec::with_capacity(sets_here.a.len() + sets_here.aaaa.len() + sets_here.srv.len());
-            push_addresses(&mut here, owner, ttl, sets_here, usize::MAX);
-            let mut additional = Vec::new();
+        for (owner, sets_here) in &sets.names {
+            if (!dropped.is_empty() && !publishable(owner)) || *owner == apex {
+                continue;
+            }
+            // Straight into the arena: addresses, then SRV, is `RecordType` order.
+            let base = arena.len();
+            push_addresses(&mut arena, owner, ttl, sets_here, usize::MAX);
+            let a_end = base + sets_here.a.len();
+            let aaaa_end = arena.len();
+            arena.extend(sets_here.srv.iter().map(|(target, port)| Record {
+                name: owner.clone(),
+                ttl,
+                data: RecordData::Srv(Srv {
+                    priority: options.srv_priority,
+                    weight: options.srv_weight,
+                    port: *port,
+                    target: target.clone(),
+                }),
+            }));
+            let end = arena.len();
             let mut last_target: Option<&str> = None;
-            for (target, port) in &sets_here.srv {
-                let target_name = intern(&names, target);
-                here.push(Record {
-                    name: owner.clone(),
-                    ttl,
-                    data: RecordData::Srv(Srv {
-                        priority: options.srv_priority,
-                        weight: options.srv_weight,
-                        port: *port,
-                        target: target_name.clone(),
-                    }),
-                });
+            for (target, _) in &sets_here.srv {
                 // SRV sets are sorted by target: each target's addresses go in once.
-                if last_target == Some(target.as_str()) {
+                if last_target == Some(&**target) {
                     continue;
                 }
                 last_target = Some(target);
-                if let (Some(t), true) =
-                    (sets.names.get(target), names.contains_key(target.as_str()))
-                {
-                    push_addresses(&mut additional, &target_name, ttl, t, 1);
+                if let Some(t) = target_sets(target) {
+                    push_addresses(&mut arena, target, ttl, t, 1);
                 }
             }
-            record_count += here.len();
-            nodes.insert(owner.clone(), Node::new(owner.clone(), here, additional));
+            record_count += end - base;
+            let at = |i: usize| i as u32;
+            let data = NodeData {
+                spans: [
+                    (at(base), at(a_end)),
+                    (at(a_end), at(aaaa_end)),
+                    (at(aaaa_end), at(aaaa_end)),
+                    (at(aaaa_end), at(aaaa_end)),
+                    (at(aaaa_end), at(end)),
+                ],
+                additional: (at(end), at(arena.len())),
+            };
+            nodes.insert(owner.clone(), data);
         }
 
         // The apex: NS and SOA, beside anything generated there.
@@ -366,7 +413,7 @@ impl Zone {
         let soa = Record {
             name: apex.clone(),
             ttl,
-            data: RecordData::Soa(Soa {
+            data: RecordData::Soa(Box::new(Soa {
                 mname: mname.clone(),
                 rname: Arc::from(fqdn(&options.soa.rname)),
                 serial,
@@ -374,46 +421,63 @@ impl Zone {
                 retry: options.soa.retry,
                 expire: options.soa.expire,
                 minimum: options.soa.minimum,
-            }),
+            })),
         };
-        let mut apex_records = nodes
-            .remove(&*apex)
-            .map(|n| n.records.into_vec())
-            .unwrap_or_default();
+        let mut apex_records = Vec::new();
+        if let Some(generated) = sets.names.get(&*apex) {
+            push_addresses(&mut apex_records, &apex, ttl, generated, usize::MAX);
+            apex_records.extend(generated.srv.iter().map(|(target, port)| Record {
+                name: apex.clone(),
+                ttl,
+                data: RecordData::Srv(Srv {
+                    priority: options.srv_priority,
+                    weight: options.srv_weight,
+                    port: *port,
+                    target: target.clone(),
+                }),
+            }));
+        }
         apex_records.push(Record {
             name: apex.clone(),
             ttl,
             data: RecordData::Ns(mname.clone()),
         });
         apex_records.push(soa.clone());
-        record_count += 2;
+        record_count += apex_records.len();
         let mut glue = Vec::new();
-        if let (Some(t), Some(owner)) = (sets.names.get(&*mname), names.get(&*mname)) {
-            push_addresses(&mut glue, owner, ttl, t, usize::MAX);
+        if let Some((owner, t)) = sets.names.get_key_value(&*mname) {
+            if dropped.is_empty() || publishable(owner) {
+                push_addresses(&mut glue, owner, ttl, t, usize::MAX);
+            }
         }
-        nodes.insert(apex.clone(), Node::new(apex.clone(), apex_records, glue));
+        nodes.insert(apex.clone(), NodeData::push(&mut arena, apex_records, glue));
 
-        // Empty non-terminals: every name between an owner and the apex exists.
-        let owners: Vec<Arc<str>> = nodes.keys().cloned().collect();
-        for owner in owners {
-            let mut rest: &str = &owner;
+        // Empty non-terminals: every name between an owner and the apex exists. The
+        // parents are found first (borrowing the generated names), then inserted.
+        let mut empty: HashSet<&str, FastState> = HashSet::default();
+        // Only the published names' parents: a dropped name's exist only if some
+        // published name is below them.
+        let published = |n: &&Arc<str>| dropped.is_empty() || publishable(n);
+        for owner in sets.names.keys().filter(published) {
+            let mut rest: &str = owner;
             while let Some((_, parent)) = rest.split_once('.') {
-                if parent.len() <= apex.len() || nodes.contains_key(parent) {
+                if parent.len() <= apex.len() || nodes.contains_key(parent) || !empty.insert(parent)
+                {
                     break;
                 }
-                let parent_name: Arc<str> = Arc::from(parent);
-                nodes.insert(
-                    parent_name.clone(),
-                    Node::new(parent_name, Vec::new(), Vec::new()),
-                );
                 rest = parent;
             }
+        }
+        let empty: Vec<Arc<str>> = empty.into_iter().map(Arc::from).collect();
+        for parent in empty {
+            nodes.insert(parent, NodeData::EMPTY);
         }
 
         Zone {
             apex,
             dot_apex,
             nodes,
+            arena,
             soa,
             record_count,
             dropped,
@@ -428,7 +492,7 @@ impl Zone {
         if !(*key == *self.apex || key.ends_with(&*self.dot_apex)) {
             return Lookup::OutsideZone;
         }
-        let Some(node) = self.nodes.get(&*key) else {
+        let Some(node) = self.node_at(&key) else {
             return Lookup::NxDomain;
         };
         let (answers, additional) = match qtype {
@@ -457,9 +521,18 @@ impl Zone {
     }
 
     /// The node of a name (same normalisation as `lookup`), empty non-terminals included.
-    pub fn node(&self, name: &str) -> Option<&Node> {
+    pub fn node(&self, name: &str) -> Option<Node<'_>> {
         let mut buf = [0u8; KEY_BUF];
-        self.nodes.get(&*lookup_key(name, &mut buf))
+        self.node_at(&lookup_key(name, &mut buf))
+    }
+
+    /// The node of a lookup key.
+    fn node_at(&self, key: &str) -> Option<Node<'_>> {
+        self.nodes.get_key_value(key).map(|(name, data)| Node {
+            name,
+            data,
+            arena: &self.arena,
+        })
     }
 
     /// The SOA record (owner: the apex), for the authority section of negative answers.
@@ -473,13 +546,17 @@ impl Zone {
     }
 
     /// Every name with its records, empty non-terminals included; in no particular order.
-    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
+    pub fn nodes(&self) -> impl Iterator<Item = Node<'_>> {
+        self.nodes.iter().map(|(name, data)| Node {
+            name,
+            data,
+            arena: &self.arena,
+        })
     }
 
     /// Every record of the zone, SOA and NS included.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.nodes.values().flat_map(|n| n.records.iter())
+        self.nodes().flat_map(|n| n.records().iter())
     }
 
     /// How many records `records` yields.
