@@ -143,8 +143,8 @@ done | tee "$WORK/results.txt"
 echo
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 for test in handshake h2; do
-  rps=$(awk -v t="$test" '$1 == t {print $8}' "$WORK/results.txt" | median)
-  cpu=$(awk -v t="$test" '$1 == t {print $9}' "$WORK/results.txt" | median)
+  rps=$(awk -v t="$test" '$1 == t {print $7}' "$WORK/results.txt" | median)
+  cpu=$(awk -v t="$test" '$1 == t {print $8}' "$WORK/results.txt" | median)
   echo "$test: median drover/haproxy requests/s $rps, CPU per request $cpu ($ROUNDS rounds)"
 done
 echo "tls.sh: logs and configs in $WORK" >&2
