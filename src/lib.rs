@@ -1,32 +1,37 @@
 //! Drover fronts the services of a Mesos/Marathon-style cluster from one binary: an HTTP
-//! router by Host (and path), a TCP proxy on every service port, and an admin port with
-//! Prometheus metrics, health, readiness and a route dump.
+//! and HTTPS router by Host (and path), a TCP proxy on every service port, master aliases
+//! that reach only the elected leader, a Mesos-DNS compatible DNS server, and an admin port
+//! with Prometheus metrics, health, readiness and a route dump.
 //!
 //! # Layout
 //!
 //! ```text
-//! catalog file -> source::file -+ raw apps              config file -> config::reload
-//!                               v                                | Arc<Config> (watch)
-//!                   catalog::build(raw, groups) -> Catalog       |
-//!                               v                                v
+//! catalog file -> source::file ------+ raw apps         config file -> config::reload
+//! Marathon     -> source::marathon --+                            | Arc<Config> (watch)
+//! Mesos master -> source::mesos -----|--------------+             |
+//!                                    v              |             v
 //!            control: the one writer; recompiles when any input changes
-//!              '-- routing::compile -> ArcSwap<RouteTable> -> proxy::http (by Host)
-//!                                                          -> proxy::tcp (one per service port)
-//!                                                          -> proxy::listeners (which ports exist)
+//!              |-- catalog::build -> routing::compile -> ArcSwap<RouteTable>
+//!              |        -> proxy::http (by Host; TLS by SNI on [https]; HTTP/2)
+//!              |        -> proxy::tcp (one per service port) / proxy::listeners
+//!              '-- dns::records -> dns::zone -> ArcSwap<Zone> -> dns::server (UDP + TCP)
+//!  health::monitor: probes alias masters and checked backends, sets the pools' flags
 //!  metrics: every stage counts into Metrics; admin shows the same snapshots at /debug/routes
 //! ```
 //!
 //! - Upstream of `control`, values travel on `tokio::sync::watch`: the latest wins.
-//! - `catalog` and `routing` are pure: data in, data out.
+//! - `catalog`, `routing`, `dns::records` and `dns::zone` are pure: data in, data out.
 //! - The data plane does one lock-free `load()` of the route table per request or
 //!   connection and never waits on the control plane.
-//! - A bad config or catalog file never empties the table: the last good one stays.
+//! - A bad config, catalog file or scheduler answer never empties the table or the zone:
+//!   the last good one stays.
 //!
 //! # Threads
 //!
 //! The data plane runs on `runtime.workers` threads, each with its own single-threaded tokio
 //! runtime (no work stealing, per-thread upstream connection pools). The control plane
-//! (watchers, control, admin, listener reconciliation) runs on one more such thread.
+//! (watchers, sources, control, health probes, admin, listener reconciliation) runs on one
+//! more such thread; the DNS server on one of its own; zone compiles on a blocking thread.
 
 pub mod admin;
 pub mod catalog;
