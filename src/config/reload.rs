@@ -65,8 +65,46 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
         out.push("admin.listen");
     }
+    if old.http.as_ref().and_then(|h| h.appid_listen)
+        != new.http.as_ref().and_then(|h| h.appid_listen)
+    {
+        out.push("http.appid_listen");
+    }
+    let https = |c: &Config| c.https.as_ref().map(|h| (h.listen, h.certs.clone()));
+    if https(old) != https(new) {
+        out.push("[https] listen or certs");
+    }
+    if old.dns.as_ref().map(|d| (d.listen, d.forward.clone()))
+        != new.dns.as_ref().map(|d| (d.listen, d.forward.clone()))
+    {
+        out.push("[dns] listen or forward");
+    }
     if old.runtime.workers != new.runtime.workers {
         out.push("runtime.workers");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("/")).expect("config")
+    }
+
+    #[test]
+    fn listener_changes_are_named_as_needing_a_restart() {
+        let old = parse("[dns]\nlisten = \"127.0.0.1:53\"\n[https]\ncerts = \"/c\"\n");
+        let moved = parse("[dns]\nlisten = \"127.0.0.1:5353\"\n[https]\ncerts = \"/d\"\n");
+        assert_eq!(
+            needs_restart(&old, &moved),
+            ["[https] listen or certs", "[dns] listen or forward"]
+        );
+        assert!(needs_restart(&old, &old).is_empty());
+        // A zone setting applies at once.
+        let ttl =
+            parse("[dns]\nlisten = \"127.0.0.1:53\"\nttl = \"5s\"\n[https]\ncerts = \"/c\"\n");
+        assert!(needs_restart(&old, &ttl).is_empty());
+    }
 }
