@@ -151,20 +151,7 @@ pub enum RouteBy {
 /// and tracked so the drain waits for it.
 pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shutdown: Shutdown) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
-    loop {
-        let (stream, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.triggered() => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, client)) = accept(&listener, &shutdown).await {
         let trusted = shared
             .table
             .load()
@@ -214,30 +201,28 @@ pub async fn serve_tls(
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
-    loop {
-        let (stream, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(conn) => conn,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.triggered() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let mut conn = Conn::new(
-            shared.clone(),
-            RouteBy::Host,
-            client,
-            local_port,
-            shutdown.clone(),
-        );
-        conn.proto = HeaderValue::from_static("https");
-        let conn = Arc::new(conn);
-        let (acceptor, shutdown2) = (acceptor.clone(), shutdown.clone());
+    while let Some((stream, client)) = accept(&listener, &shutdown).await {
+        let trusted = shared
+            .table
+            .load()
+            .http
+            .as_ref()
+            .map_or_else(Vec::new, |h| h.https_proxy_protocol.clone());
+        let (acceptor, shutdown2, shared) = (acceptor.clone(), shutdown.clone(), shared.clone());
         tokio::spawn(shutdown.track(async move {
+            let mut stream = stream;
+            let client = if trusted.is_empty() {
+                client
+            } else {
+                // Behind a load balancer the PROXY header comes before the TLS handshake.
+                match super::proxied_client(&mut stream, client, &trusted).await {
+                    Some(c) => c,
+                    None => return,
+                }
+            };
+            let mut conn = Conn::new(shared, RouteBy::Host, client, local_port, shutdown2.clone());
+            conn.proto = HeaderValue::from_static("https");
+            let conn = Arc::new(conn);
             let handshake_timeout = conn
                 .shared
                 .table
@@ -263,6 +248,27 @@ pub async fn serve_tls(
                 serve_connection(tls, conn, shutdown2).await;
             }
         }));
+    }
+}
+
+/// The next client connection (with `TCP_NODELAY` set), or `None` at shutdown. A failed
+/// accept (usually out of file descriptors) is logged and retried after a pause instead of
+/// spinning.
+async fn accept(listener: &TcpListener, shutdown: &Shutdown) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, client)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, client));
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.triggered() => return None,
+        }
     }
 }
 

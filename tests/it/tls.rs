@@ -329,3 +329,52 @@ async fn a_service_port_with_its_own_certificate_terminates_tls() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn https_behind_a_load_balancer_reads_the_proxy_header_before_tls() {
+    use tokio::io::AsyncWriteExt;
+    let ca = Ca::new();
+    let shop = Backend::start("shop").await;
+    let config = "[https]\nlisten = \"127.0.0.1:0\"\ncerts = \"certs\"\nproxy_protocol = [\"127.0.0.0/8\"]\n";
+    let d = Drover::start_prepared(
+        "",
+        config,
+        &app("/shop", "shop.example.test", 10001, &[shop.addr]),
+        |dir| {
+            let certs = dir.join("certs");
+            std::fs::create_dir(&certs).unwrap();
+            ca.write(&certs, "shop", &["shop.example.test"]);
+        },
+    );
+    d.ready().await;
+    let addr = d.server().https_addr().expect("https");
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"PROXY TCP4 198.51.100.20 127.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]));
+    let name = ServerName::try_from("shop.example.test".to_string()).unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS after the header");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1");
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(get("shop.example.test"))
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.headers()
+            .get("x-req-x-forwarded-for")
+            .map(|v| v.to_str().unwrap()),
+        Some("198.51.100.20")
+    );
+    // Without the header the connection is closed before any TLS.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]));
+    let name = ServerName::try_from("shop.example.test".to_string()).unwrap();
+    assert!(connector.connect(name, tcp).await.is_err());
+}
