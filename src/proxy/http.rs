@@ -122,6 +122,16 @@ impl HeadClock {
     }
 }
 
+/// The router settings of the table in use.
+fn http_settings(shared: &Shared) -> HttpSettings {
+    shared
+        .table
+        .load()
+        .http
+        .clone()
+        .unwrap_or_else(default_settings)
+}
+
 /// Settings used when the table has no `[http]` settings (never in practice: the router
 /// only runs when `[http]` is configured).
 fn default_settings() -> HttpSettings {
@@ -152,12 +162,7 @@ pub enum RouteBy {
 pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shutdown: Shutdown) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client)) = accept(&listener, &shutdown).await {
-        let trusted = shared
-            .table
-            .load()
-            .http
-            .as_ref()
-            .map_or_else(Vec::new, |h| h.proxy_protocol.clone());
+        let trusted = http_settings(&shared).proxy_protocol;
         if trusted.is_empty() {
             let conn = Arc::new(Conn::new(
                 shared.clone(),
@@ -202,12 +207,7 @@ pub async fn serve_tls(
 ) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client)) = accept(&listener, &shutdown).await {
-        let trusted = shared
-            .table
-            .load()
-            .http
-            .as_ref()
-            .map_or_else(Vec::new, |h| h.https_proxy_protocol.clone());
+        let trusted = http_settings(&shared).https_proxy_protocol;
         let (acceptor, shutdown2, shared) = (acceptor.clone(), shutdown.clone(), shared.clone());
         tokio::spawn(shutdown.track(async move {
             let mut stream = stream;
@@ -223,13 +223,7 @@ pub async fn serve_tls(
             let mut conn = Conn::new(shared, RouteBy::Host, client, local_port, shutdown2.clone());
             conn.proto = HeaderValue::from_static("https");
             let conn = Arc::new(conn);
-            let handshake_timeout = conn
-                .shared
-                .table
-                .load()
-                .http
-                .as_ref()
-                .map_or(Duration::from_secs(10), |h| h.header_timeout);
+            let handshake_timeout = http_settings(&conn.shared).header_timeout;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -277,13 +271,7 @@ async fn serve_h2<S>(stream: S, conn: Arc<Conn>, shutdown: Shutdown)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let max_header = conn
-        .shared
-        .table
-        .load()
-        .http
-        .as_ref()
-        .map_or(64 * 1024, |h| h.max_header_bytes);
+    let max_header = http_settings(&conn.shared).max_header_bytes;
     let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| handle(req, service_conn.clone()));
     let mut builder =
@@ -359,13 +347,7 @@ async fn serve_connection<S>(stream: S, conn: Arc<Conn>, shutdown: Shutdown)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = conn
-        .shared
-        .table
-        .load()
-        .http
-        .clone()
-        .unwrap_or_else(default_settings);
+    let settings = http_settings(&conn.shared);
     let io = FramingWatch {
         inner: stream,
         conflict: conn.framing_conflict.clone(),

@@ -85,6 +85,22 @@ async fn connect(
     (tls, leaf)
 }
 
+/// An HTTP/1.1 client over an established TLS connection.
+async fn h1(tls: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
+/// Makes `dir/certs`, the directory `https_config` names.
+fn certs_dir(dir: &Path) -> std::path::PathBuf {
+    let certs = dir.join("certs");
+    std::fs::create_dir(&certs).expect("certs dir");
+    certs
+}
+
 fn https_config() -> String {
     "[https]\nlisten = \"127.0.0.1:0\"\ncerts = \"certs\"\n".to_string()
 }
@@ -113,8 +129,7 @@ async fn sni_picks_exact_wildcard_and_default_and_routing_is_by_host() {
     ]
     .concat();
     let d = Drover::start_prepared("", &https_config(), &catalog, |dir| {
-        let certs = dir.join("certs");
-        std::fs::create_dir(&certs).unwrap();
+        let certs = certs_dir(dir);
         ders.insert(
             "default",
             ca.write(&certs, "default", &["fallback.example.test"]),
@@ -134,10 +149,7 @@ async fn sni_picks_exact_wildcard_and_default_and_routing_is_by_host() {
 
     // A connection made for shop's name still routes each request by its Host (HTTP/1.1).
     let (tls, _) = connect(&ca, addr, "shop.example.test", &[b"http/1.1"]).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
+    let mut sender = h1(tls).await;
     let resp = sender
         .send_request(get("api.example.test"))
         .await
@@ -162,8 +174,7 @@ async fn http2_through_the_proxy_reaches_http11_backends() {
     ]
     .concat();
     let d = Drover::start_prepared("", &https_config(), &catalog, |dir| {
-        let certs = dir.join("certs");
-        std::fs::create_dir(&certs).unwrap();
+        let certs = certs_dir(dir);
         ca.write(&certs, "star", &["*.example.test"]);
     });
     d.ready().await;
@@ -212,8 +223,7 @@ async fn a_certificate_swapped_while_a_connection_stays_open() {
         &https_config(),
         &app("/shop", "shop.example.test", 10001, &[shop.addr]),
         |dir| {
-            let certs = dir.join("certs");
-            std::fs::create_dir(&certs).unwrap();
+            let certs = certs_dir(dir);
             first = ca.write(&certs, "shop", &["shop.example.test"]);
         },
     );
@@ -221,10 +231,7 @@ async fn a_certificate_swapped_while_a_connection_stays_open() {
     let addr = d.server().https_addr().expect("https");
     let (tls, leaf) = connect(&ca, addr, "shop.example.test", &[b"http/1.1"]).await;
     assert_eq!(leaf, first);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
+    let mut sender = h1(tls).await;
 
     let second = ca.write(&d.path("certs"), "shop", &["shop.example.test"]);
     assert_ne!(second, first);
@@ -268,17 +275,13 @@ async fn hsts_is_sent_over_https_only() {
         "HAPROXY_0_VHOST = \"shop.example.test\", HAPROXY_0_USE_HSTS = \"true\"",
     );
     let d = Drover::start_prepared("", &https_config(), &catalog, |dir| {
-        let certs = dir.join("certs");
-        std::fs::create_dir(&certs).unwrap();
+        let certs = certs_dir(dir);
         ca.write(&certs, "shop", &["shop.example.test"]);
     });
     d.ready().await;
     let addr = d.server().https_addr().expect("https");
     let (tls, _) = connect(&ca, addr, "shop.example.test", &[b"http/1.1"]).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
+    let mut sender = h1(tls).await;
     let resp = sender
         .send_request(get("shop.example.test"))
         .await
@@ -341,8 +344,7 @@ async fn https_behind_a_load_balancer_reads_the_proxy_header_before_tls() {
         config,
         &app("/shop", "shop.example.test", 10001, &[shop.addr]),
         |dir| {
-            let certs = dir.join("certs");
-            std::fs::create_dir(&certs).unwrap();
+            let certs = certs_dir(dir);
             ca.write(&certs, "shop", &["shop.example.test"]);
         },
     );
@@ -358,10 +360,7 @@ async fn https_behind_a_load_balancer_reads_the_proxy_header_before_tls() {
         .connect(name, tcp)
         .await
         .expect("TLS after the header");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1");
-    tokio::spawn(conn);
+    let mut sender = h1(tls).await;
     let resp = sender
         .send_request(get("shop.example.test"))
         .await
