@@ -533,11 +533,12 @@ impl DnsHandler {
         } else {
             None
         };
+        // Counted before the answer leaves, so whoever reads the metric after the answer
+        // arrives sees it.
+        let count = |rcode: ResponseCode| self.counters.count(qtype_label, rcode, transport);
         if let Some(rcode) = early_error {
-            let info = self.send_error(request, response_handle, rcode).await;
-            self.counters
-                .count(qtype_label, info.response_code, transport);
-            return info;
+            count(rcode);
+            return self.send_error(request, response_handle, rcode).await;
         }
 
         let query = &queries[0];
@@ -545,8 +546,9 @@ impl DnsHandler {
         let key = query_key(query.name(), &mut buf);
         let qtype = QueryType::from_code(u16::from(query.query_type()));
 
-        let info = match self.answer_from_zone(key, qtype) {
+        match self.answer_from_zone(key, qtype) {
             ZoneAnswer::Records { wire, rotate } => {
+                count(ResponseCode::NoError);
                 let metadata = authoritative(request, ResponseCode::NoError);
                 let (tail, head) = wire.answers.split_at(rotate);
                 self.send(
@@ -560,6 +562,7 @@ impl DnsHandler {
                 .await
             }
             ZoneAnswer::Negative { rcode, soa } => {
+                count(rcode);
                 let metadata = authoritative(request, rcode);
                 let authority = soa.as_deref().map(std::slice::from_ref).unwrap_or_default();
                 self.send(
@@ -573,16 +576,19 @@ impl DnsHandler {
                 .await
             }
             ZoneAnswer::NotReady => {
+                count(ResponseCode::ServFail);
                 self.send_error(request, response_handle, ResponseCode::ServFail)
                     .await
             }
             ZoneAnswer::Outside => match &self.forwarder {
                 None => {
+                    count(ResponseCode::Refused);
                     self.send_error(request, response_handle, ResponseCode::Refused)
                         .await
                 }
                 Some(forwarder) => match forwarder.forward(request.as_slice(), transport).await {
                     Some(reply) => {
+                        count(reply.metadata.response_code);
                         let mut metadata = reply.metadata;
                         metadata.id = request.metadata.id;
                         self.send(
@@ -596,15 +602,13 @@ impl DnsHandler {
                         .await
                     }
                     None => {
+                        count(ResponseCode::ServFail);
                         self.send_error(request, response_handle, ResponseCode::ServFail)
                             .await
                     }
                 },
             },
-        };
-        self.counters
-            .count(qtype_label, info.response_code, transport);
-        info
+        }
     }
 }
 
