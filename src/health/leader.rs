@@ -21,7 +21,6 @@ use tokio::time::Instant;
 
 use super::probe::ProbeResult;
 use super::Health;
-use crate::config::AliasConfig;
 
 /// Passing leader probes in a row before a master may lead.
 pub const LEADER_RISE: u32 = 1;
@@ -67,11 +66,6 @@ impl LeaderTracker {
             conflict_began: false,
             changed_at: now,
         }
-    }
-
-    /// A tracker for a configured alias with the leader thresholds.
-    pub fn for_alias(alias: &AliasConfig, now: Instant) -> LeaderTracker {
-        LeaderTracker::new(&alias.backends, LEADER_RISE, LEADER_FALL, now)
     }
 
     /// Counts one probe result of `backend` and decides at once; returns the change when

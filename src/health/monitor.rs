@@ -419,31 +419,8 @@ impl Monitor {
     fn observe(&mut self, outcome: Outcome) {
         let (route_name, addr) = &outcome.key;
         let now = Instant::now();
-        if let Some(w) = self.aliases.get_mut(route_name) {
-            if w.generation != outcome.generation {
-                return;
-            }
-            if outcome.round > w.round {
-                if !w.pending.is_empty() {
-                    self.decide(route_name);
-                }
-                let Some(w) = self.aliases.get_mut(route_name) else {
-                    return;
-                };
-                w.round = outcome.round;
-            }
-            let Some(w) = self.aliases.get_mut(route_name) else {
-                return;
-            };
-            // The latest word of each master counts (a late answer of an earlier round too).
-            w.pending.retain(|(a, _)| a != addr);
-            w.pending.push((*addr, outcome.result));
-            if w.pending.len() >= w.route.pool.backends().len() {
-                self.decide(route_name);
-            } else if w.decide_at.is_none() {
-                w.decide_at = Some(now + settle(w.spec.interval));
-            }
-            self.dirty = true;
+        if self.aliases.contains_key(route_name) {
+            self.observe_alias(outcome, now);
             return;
         }
         let Some(mut w) = self.checks.remove(route_name) else {
@@ -465,6 +442,34 @@ impl Monitor {
             }
         }
         self.checks.insert(route_name.clone(), w);
+        self.dirty = true;
+    }
+
+    /// Collects one leader-probe result into its alias's round; decides the round when every
+    /// master has answered, and a collected round when a result of a later one arrives.
+    fn observe_alias(&mut self, outcome: Outcome, now: Instant) {
+        let (route_name, addr) = outcome.key;
+        let Some(w) = self.aliases.get(&route_name) else {
+            return;
+        };
+        if w.generation != outcome.generation {
+            return;
+        }
+        if outcome.round > w.round && !w.pending.is_empty() {
+            self.decide(&route_name);
+        }
+        let Some(w) = self.aliases.get_mut(&route_name) else {
+            return;
+        };
+        w.round = w.round.max(outcome.round);
+        // The latest word of each master counts (a late answer of an earlier round too).
+        w.pending.retain(|(a, _)| *a != addr);
+        w.pending.push((addr, outcome.result));
+        if w.pending.len() >= w.route.pool.backends().len() {
+            self.decide(&route_name);
+        } else if w.decide_at.is_none() {
+            w.decide_at = Some(now + settle(w.spec.interval));
+        }
         self.dirty = true;
     }
 

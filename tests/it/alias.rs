@@ -22,14 +22,12 @@ fn alias(host: &str, masters: &FakeMasters, check: &str, extra: &str) -> String 
 }
 
 /// One request on the shared keep-alive client: (status, body).
-async fn ask(
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
-    drover: &Drover,
-    host: &str,
-) -> (u16, String) {
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+async fn ask(client: &Client, drover: &Drover, host: &str) -> (u16, String) {
     let req = Request::get(format!("http://{}/master/tasks", drover.http()))
         .header("host", host)
         .body(Full::default())
@@ -38,6 +36,15 @@ async fn ask(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Waits until requests for `host` are answered by master `i`.
+async fn answered_by(client: &Client, drover: &Drover, host: &str, i: usize) {
+    let want = format!("master-{i}");
+    eventually(&format!("{host} answered by master {i}"), || async {
+        (ask(client, drover, host).await.1 == want).then_some(())
+    })
+    .await;
 }
 
 async fn metrics(drover: &Drover) -> String {
@@ -50,10 +57,7 @@ async fn requests_follow_the_leader_within_one_interval() {
     let d = Drover::start(&alias("mesos.test", &masters, "\"mesos\"", ""), "");
     d.ready().await;
     let client = support::client();
-    eventually("master 0 is proven leader", || async {
-        (ask(&client, &d, "mesos.test").await.1 == "master-0").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "mesos.test", 0).await;
 
     for (round, to) in [1usize, 2, 0, 2].into_iter().enumerate() {
         masters.set_leader(Some(to));
@@ -114,10 +118,7 @@ async fn no_leader_answers_503_and_no_request_reaches_a_follower() {
 
     // A leader appears: it alone gets the traffic.
     masters.set_leader(Some(1));
-    eventually("master 1 leads", || async {
-        (ask(&client, &d, "mesos.test").await.1 == "master-1").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "mesos.test", 1).await;
     assert_eq!(masters.served(0) + masters.served(2), 0);
 }
 
@@ -128,10 +129,7 @@ async fn the_classic_elected_time_rule_does_not_follow_307s() {
     let d = Drover::start(&alias("mesos.test", &masters, check, ""), "");
     d.ready().await;
     let client = support::client();
-    eventually("master 2 leads", || async {
-        (ask(&client, &d, "mesos.test").await.1 == "master-2").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "mesos.test", 2).await;
     for _ in 0..20 {
         assert_eq!(ask(&client, &d, "mesos.test").await.1, "master-2");
     }
@@ -174,10 +172,7 @@ async fn a_marathon_standby_that_forwards_is_never_chosen() {
     let d = Drover::start(&alias("marathon.test", &masters, "\"marathon\"", ""), "");
     d.ready().await;
     let client = support::client();
-    eventually("marathon 1 leads", || async {
-        (ask(&client, &d, "marathon.test").await.1 == "master-1").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "marathon.test", 1).await;
     for _ in 0..50 {
         assert_eq!(ask(&client, &d, "marathon.test").await.1, "master-1");
     }
@@ -194,10 +189,7 @@ async fn a_second_claimant_does_not_displace_the_incumbent() {
     let d = Drover::start(&alias("mesos.test", &masters, "\"mesos\"", ""), "");
     d.ready().await;
     let client = support::client();
-    eventually("master 0 leads", || async {
-        (ask(&client, &d, "mesos.test").await.1 == "master-0").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "mesos.test", 0).await;
     masters.also_claim(2, true);
     eventually("the conflict is counted", || async {
         metrics(&d)
@@ -211,10 +203,7 @@ async fn a_second_claimant_does_not_displace_the_incumbent() {
     }
     // The incumbent stops claiming: the other claimant is now the only one.
     masters.set_leader(None);
-    eventually("master 2 takes over", || async {
-        (ask(&client, &d, "mesos.test").await.1 == "master-2").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "mesos.test", 2).await;
 }
 
 #[tokio::test]
@@ -224,16 +213,10 @@ async fn a_hanging_master_does_not_delay_the_others() {
     let d = Drover::start(&alias("mesos.test", &masters, "\"mesos\"", ""), "");
     d.ready().await;
     let client = support::client();
-    eventually("master 0 leads", || async {
-        (ask(&client, &d, "mesos.test").await.1 == "master-0").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "mesos.test", 0).await;
     let moved = Instant::now();
     masters.set_leader(Some(2));
-    eventually("master 2 leads", || async {
-        (ask(&client, &d, "mesos.test").await.1 == "master-2").then_some(())
-    })
-    .await;
+    answered_by(&client, &d, "mesos.test", 2).await;
     assert!(
         moved.elapsed() < INTERVAL + Duration::from_secs(1),
         "failover took {:?} with a hanging master",

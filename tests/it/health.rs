@@ -149,14 +149,20 @@ fn checked_app(backends: &[SocketAddr]) -> String {
     text
 }
 
-#[tokio::test]
-async fn an_active_check_takes_a_failing_backend_out_and_back() {
-    let b: Vec<Backend> = vec![
+/// Backends b0, b1, b2 and their addresses.
+async fn three_backends() -> (Vec<Backend>, Vec<SocketAddr>) {
+    let b = vec![
         Backend::start("b0").await,
         Backend::start("b1").await,
         Backend::start("b2").await,
     ];
-    let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr).collect();
+    let addrs = b.iter().map(|b| b.addr).collect();
+    (b, addrs)
+}
+
+#[tokio::test]
+async fn an_active_check_takes_a_failing_backend_out_and_back() {
+    let (b, addrs) = three_backends().await;
     // Ejection off, so only the active check acts.
     let d = Drover::start("[ejection]\nafter = 0\n", &checked_app(&addrs));
     d.ready().await;
@@ -183,12 +189,7 @@ async fn an_active_check_takes_a_failing_backend_out_and_back() {
 
 #[tokio::test]
 async fn when_most_of_a_pool_fails_its_check_it_routes_to_all() {
-    let b: Vec<Backend> = vec![
-        Backend::start("b0").await,
-        Backend::start("b1").await,
-        Backend::start("b2").await,
-    ];
-    let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr).collect();
+    let (b, addrs) = three_backends().await;
     let d = Drover::start("[ejection]\nafter = 0\n", &checked_app(&addrs));
     d.ready().await;
     b[0].set_status(503);
