@@ -13,7 +13,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use drover::dns::records::{NameRecords, RecordSets};
+use drover::dns::records::RecordSets;
 use drover::dns::server::{serve, DnsServerSettings};
 use drover::dns::zone::{Zone, ZoneOptions};
 use drover::metrics::Metrics;
@@ -53,30 +53,14 @@ fn main() {
         };
         let fqdn = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
         let ip: Ipv4Addr = ip.parse().expect("ipv4");
-        let fqdn: std::sync::Arc<str> = fqdn.into();
-        sets.names.insert(
-            fqdn.clone(),
-            NameRecords {
-                a: vec![ip],
-                ..NameRecords::default()
-            },
-        );
-        let srv = ports
-            .split(',')
-            .filter_map(|p| p.parse().ok())
-            .map(|port| (fqdn.clone(), port))
-            .collect();
-        sets.names.insert(
-            format!("_http._tcp.{fqdn}").into(),
-            NameRecords {
-                srv,
-                ..NameRecords::default()
-            },
-        );
+        sets.add_ip(&fqdn, ip.into());
+        let target = sets.target(&fqdn);
+        let ports: Vec<u16> = ports.split(',').filter_map(|p| p.parse().ok()).collect();
+        sets.add_srvs(&format!("_http._tcp.{fqdn}"), target, &ports);
     }
     let mut options = ZoneOptions::mesos_dns_defaults(&origin);
     options.soa.mname = format!("ns1.{origin}.");
-    let zone = Zone::from_record_sets(&sets, &options, 1);
+    let zone = Zone::from_record_sets(sets, &options, 1);
     eprintln!(
         "zone {origin}: {} records, compiled in {:?}",
         zone.record_count(),

@@ -61,14 +61,14 @@ pub fn services(zone: &Zone, service: &str) -> Vec<ServiceEntry> {
             let RecordData::Srv(srv) = &record.data else {
                 continue;
             };
-            let Some(target) = zone.node(&srv.target) else {
+            let Some(target) = zone.node_by_id(srv.target) else {
                 continue;
             };
             for family in [RecordType::A, RecordType::Aaaa] {
                 if let Some(ip) = target.of_type(family).first().and_then(address_of) {
                     entries.push(ServiceEntry {
                         service: service.to_string(),
-                        host: srv.target.to_string(),
+                        host: target.name().to_string(),
                         ip: ip.to_string(),
                         port: srv.port.to_string(),
                     });

@@ -4,6 +4,7 @@
 //! `records::hosts_to_resolve` lists and passes the answers in). Encoding answers and the
 //! UDP/TCP server are left to the DNS handler.
 //!
+//! - `intern`: names stored once and known by id after that.
 //! - `name`: the label sanitizer (RFC 1123 / RFC 952 rules) and `hash5`.
 //! - `records`: Mesos state + Marathon-only apps + options -> record sets per name.
 //! - `zone`: record sets -> `Zone` (apex, additional records, empty non-terminals) and
@@ -12,13 +13,16 @@
 
 pub mod api;
 mod forward;
+pub mod intern;
 pub mod name;
 pub mod records;
 pub mod server;
 pub mod zone;
 
 pub use records::{IpSource, MarathonOnlyApp, MarathonOnlyTask, RecordOptions};
-pub use zone::{Lookup, QueryType, Record, RecordData, RecordType, Zone, ZoneInput, ZoneOptions};
+pub use zone::{
+    Lookup, NameId, QueryType, Record, RecordData, RecordType, Zone, ZoneInput, ZoneOptions,
+};
 
 #[cfg(test)]
 mod tests;

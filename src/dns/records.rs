@@ -25,10 +25,11 @@
 //! resolves what `hosts_to_resolve` lists and passes the answers in.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::net::IpAddr;
 
-use crate::dns::name::{domain_fragment, hash5, label, FastMap, LabelRules};
+use crate::dns::intern::{NameId, NameTable};
+use crate::dns::name::{domain_fragment, hash5, label, LabelRules};
+use crate::dns::zone::{Record, RecordData, Srv};
 use crate::source::mesos::state::{
     parse_port_ranges, split_host_port, DiscoveryPort, MesosState, Pid, Status, Task,
 };
@@ -133,83 +134,62 @@ pub struct MarathonOnlyTask {
     pub agent_id: Option<String>,
 }
 
-/// The records of one name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NameRecords {
-    pub a: Vec<Ipv4Addr>,
-    pub aaaa: Vec<Ipv6Addr>,
-    /// Target name (FQDN, trailing dot) and port; priority and weight are the zone's.
-    pub srv: Vec<(Arc<str>, u16)>,
-}
-
-/// Every generated name (lower case, trailing dot) with its records; each set sorted and
-/// free of duplicates. SRV targets share the text of the owner of the same name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Every generated record: the names interned once, the records in the order they were
+/// generated. A name's records are not together and may repeat: `dns::zone` sorts them
+/// and removes duplicates.
+#[derive(Debug, Clone, Default)]
 pub struct RecordSets {
-    pub names: FastMap<Arc<str>, NameRecords>,
+    pub names: NameTable,
+    pub records: Vec<Record>,
 }
 
 // === impl RecordSets ===
 
 impl RecordSets {
-    pub fn get(&self, name: &str) -> Option<&NameRecords> {
-        self.names.get(name)
+    /// Room for about `names` names and `records` records.
+    pub fn with_capacity(names: usize, records: usize) -> RecordSets {
+        RecordSets {
+            names: NameTable::with_capacity(names, names * 40),
+            records: Vec::with_capacity(records),
+        }
     }
 
     /// `name` is lower case with a trailing dot (every name is built that way).
-    fn add_ip(&mut self, name: &str, ip: IpAddr) {
+    pub fn add_ip(&mut self, name: &str, ip: IpAddr) {
         self.add_ips(name, &[ip]);
     }
 
-    /// Adds every address in `ips` to `name` (one map probe for all).
-    fn add_ips(&mut self, name: &str, ips: &[IpAddr]) {
+    /// Adds every address in `ips` to `name` (one name lookup for all). No addresses
+    /// leave the name out.
+    pub fn add_ips(&mut self, name: &str, ips: &[IpAddr]) {
         if ips.is_empty() {
             return;
         }
-        let entry = self.entry(name);
-        for &ip in ips {
-            match canonical_ip(ip) {
-                IpAddr::V4(v4) => entry.a.push(v4),
-                IpAddr::V6(v6) => entry.aaaa.push(v6),
-            }
-        }
+        let owner = self.names.intern(name);
+        self.records.extend(ips.iter().map(|&ip| Record {
+            owner,
+            data: match canonical_ip(ip) {
+                IpAddr::V4(v4) => RecordData::A(v4),
+                IpAddr::V6(v6) => RecordData::Aaaa(v6),
+            },
+        }));
     }
 
-    fn add_srv(&mut self, name: &str, target: &Arc<str>, port: u16) {
-        self.entry(name).srv.push((target.clone(), port));
+    pub fn add_srv(&mut self, name: &str, target: NameId, port: u16) {
+        self.add_srvs(name, target, &[port]);
     }
 
-    fn add_srvs(&mut self, name: &str, target: &Arc<str>, ports: &[u16]) {
-        let srv = &mut self.entry(name).srv;
-        srv.extend(ports.iter().map(|&port| (target.clone(), port)));
+    pub fn add_srvs(&mut self, name: &str, target: NameId, ports: &[u16]) {
+        let owner = self.names.intern(name);
+        self.records.extend(ports.iter().map(|&port| Record {
+            owner,
+            data: RecordData::Srv(Srv { port, target }),
+        }));
     }
 
-    fn entry(&mut self, name: &str) -> &mut NameRecords {
-        // Two probes for a new name, one for a known one; no allocation for a known one.
-        if !self.names.contains_key(name) {
-            self.names.insert(Arc::from(name), NameRecords::default());
-        }
-        self.names.get_mut(name).expect("just inserted")
-    }
-
-    /// `name` as an SRV target: the owner's text when the name has records, else new.
-    fn target(&self, name: &str) -> Arc<str> {
-        self.names
-            .get_key_value(name)
-            .map_or_else(|| Arc::from(name), |(k, _)| k.clone())
-    }
-
-    /// Sorts each set and removes duplicates (the same name and address added twice is
-    /// one record).
-    fn finish(&mut self) {
-        for r in self.names.values_mut() {
-            r.a.sort_unstable();
-            r.a.dedup();
-            r.aaaa.sort_unstable();
-            r.aaaa.dedup();
-            r.srv.sort_unstable();
-            r.srv.dedup();
-        }
+    /// `name` as an SRV target.
+    pub fn target(&mut self, name: &str) -> NameId {
+        self.names.intern(name)
     }
 }
 
@@ -273,8 +253,11 @@ pub fn generate(
     options: &RecordOptions,
 ) -> RecordSets {
     let domain = options.domain.trim_end_matches('.').to_ascii_lowercase();
+    // A task has about 3 names of its own and 11 records (the benchmark's mix).
+    let tasks = state.map_or(0, |s| s.frameworks.iter().map(|f| f.tasks.len()).sum())
+        + marathon_apps.iter().map(|a| a.tasks.len()).sum::<usize>();
     let mut gen = Generator {
-        sets: RecordSets::default(),
+        sets: RecordSets::with_capacity(tasks * 3 + 64, tasks * 12 + 64),
         tail: format!(".{domain}."),
         buf: String::with_capacity(256),
         resolved,
@@ -301,7 +284,6 @@ pub fn generate(
     for app in marathon_apps {
         gen.marathon_app(app);
     }
-    gen.sets.finish();
     gen.sets
 }
 
@@ -373,9 +355,9 @@ impl Generator<'_> {
         }
         let leader_target = self.sets.target(&format!("leader{tail}"));
         self.sets
-            .add_srv(&format!("_leader._tcp{tail}"), &leader_target, pid.port);
+            .add_srv(&format!("_leader._tcp{tail}"), leader_target, pid.port);
         self.sets
-            .add_srv(&format!("_leader._udp{tail}"), &leader_target, pid.port);
+            .add_srv(&format!("_leader._udp{tail}"), leader_target, pid.port);
 
         let mut all_master_ips = leader_ips.clone();
         let mut index = 0;
@@ -439,7 +421,7 @@ impl Generator<'_> {
             if let Some(port) = port {
                 let target = self.sets.target(&name);
                 self.sets
-                    .add_srv(&format!("_framework._tcp.{name}"), &target, port);
+                    .add_srv(&format!("_framework._tcp.{name}"), target, port);
             }
         }
     }
@@ -460,7 +442,7 @@ impl Generator<'_> {
                     self.sets.add_ip(&name, ip);
                 }
                 let target = self.sets.target(&name);
-                self.sets.add_srv(&srv, &target, pid.port);
+                self.sets.add_srv(&srv, target, pid.port);
             }
             agents.insert(agent.id.as_str(), ips);
         }
@@ -572,10 +554,10 @@ impl Generator<'_> {
             let agent_target = sets.target(buf);
             for protocol in ["_tcp.", "_udp."] {
                 put(buf, &["_", task_label, ".", protocol, fw, ".slave", tail]);
-                sets.add_srvs(buf, &agent_target, &t.ports);
+                sets.add_srvs(buf, agent_target, &t.ports);
                 if t.discovery.is_none() {
                     put(buf, &["_", task_label, ".", protocol, fw, tail]);
-                    sets.add_srvs(buf, &agent_target, &t.ports);
+                    sets.add_srvs(buf, agent_target, &t.ports);
                 }
             }
         }
@@ -597,11 +579,11 @@ impl Generator<'_> {
             for protocol in protocols {
                 let service = ["_", task_label, "._", protocol, ".", fw, tail];
                 put(buf, &service);
-                sets.add_srv(buf, &task_target, port);
+                sets.add_srv(buf, task_target, port);
                 if !port_name.is_empty() {
                     put(buf, &["_", &port_name, "."]);
                     service.iter().for_each(|p| buf.push_str(p));
-                    sets.add_srv(buf, &task_target, port);
+                    sets.add_srv(buf, task_target, port);
                 }
             }
         }

@@ -305,7 +305,7 @@ impl DnsHandler {
                     answers,
                     additional,
                 } => {
-                    let wire = cache.answer(answers, additional);
+                    let wire = cache.answer(zone, answers, additional);
                     let rotate = if wire.answers.len() > 1 {
                         RNG.with(|rng| rng.borrow_mut().random_range(0..wire.answers.len()))
                     } else {
@@ -403,7 +403,7 @@ impl DnsHandler {
                     answers,
                     additional,
                 } => {
-                    let encoded = fast.answer(key, q.qtype, answers, additional)?;
+                    let encoded = fast.answer(zone, key, q.qtype, answers, additional)?;
                     let message = fast.pick(&encoded);
                     if message.len() + opt_len > usize::from(limit)
                         || message.get(12..q.question_end) != Some(question)
@@ -666,21 +666,30 @@ impl WireCache {
         }
     }
 
-    fn answer(&mut self, answers: &[Record], additional: &[Record]) -> Arc<WireAnswer> {
+    /// After `use_zone(zone)`, with `answers` and `additional` from that zone.
+    fn answer(
+        &mut self,
+        zone: &Zone,
+        answers: &[Record],
+        additional: &[Record],
+    ) -> Arc<WireAnswer> {
         let key = (answers.as_ptr() as usize, answers.len());
         self.answers
             .entry(key)
             .or_insert_with(|| {
-                let owner = answers.first().and_then(|r| name(&r.name));
+                let owner = answers.first().and_then(|r| name(zone.name(r.owner)));
                 let answers = owner
                     .map(|owner| {
                         answers
                             .iter()
-                            .filter_map(|r| to_wire(r, Some(&owner)))
+                            .filter_map(|r| to_wire(zone, r, Some(&owner)))
                             .collect()
                     })
                     .unwrap_or_default();
-                let additional = additional.iter().filter_map(|r| to_wire(r, None)).collect();
+                let additional = additional
+                    .iter()
+                    .filter_map(|r| to_wire(zone, r, None))
+                    .collect();
                 Arc::new(WireAnswer {
                     answers,
                     additional,
@@ -850,8 +859,10 @@ impl FastCache {
         &encoded[self.turn % encoded.len()]
     }
 
+    /// After `use_zone(zone)`, with `answers` and `additional` from that zone.
     fn answer(
         &mut self,
+        zone: &Zone,
         key: &str,
         qtype: u16,
         answers: &[Record],
@@ -860,7 +871,7 @@ impl FastCache {
         let id = (answers.as_ptr() as usize, answers.len(), qtype);
         self.answers
             .entry(id)
-            .or_insert_with(|| encode_answers(key, qtype, answers, additional))
+            .or_insert_with(|| encode_answers(zone, key, qtype, answers, additional))
             .clone()
     }
 
@@ -882,17 +893,21 @@ impl FastCache {
 /// The replies to `key`/`qtype`: AA, NOERROR, the question in lower case, the answers
 /// rotated (up to `ROTATIONS` orders) and the additional records.
 fn encode_answers(
+    zone: &Zone,
     key: &str,
     qtype: u16,
     answers: &[Record],
     additional: &[Record],
 ) -> Option<Encoded> {
-    let owner = answers.first().and_then(|r| name(&r.name))?;
+    let owner = answers.first().and_then(|r| name(zone.name(r.owner)))?;
     let answers: Vec<WireRecord> = answers
         .iter()
-        .filter_map(|r| to_wire(r, Some(&owner)))
+        .filter_map(|r| to_wire(zone, r, Some(&owner)))
         .collect();
-    let additional: Vec<WireRecord> = additional.iter().filter_map(|r| to_wire(r, None)).collect();
+    let additional: Vec<WireRecord> = additional
+        .iter()
+        .filter_map(|r| to_wire(zone, r, None))
+        .collect();
     let question = Query::query(name(key)?, WireType::from(qtype));
     let n = answers.len().max(1);
     let count = n.min(ROTATIONS);
@@ -950,25 +965,25 @@ fn name(text: &str) -> Option<Name> {
     Name::from_ascii(text).ok()
 }
 
-/// A zone record as a wire record; `owner` saves parsing the owner again when the caller
-/// has it.
-fn to_wire(record: &Record, owner: Option<&Name>) -> Option<WireRecord> {
+/// A record of `zone` as a wire record; `owner` saves parsing the owner again when the
+/// caller has it.
+fn to_wire(zone: &Zone, record: &Record, owner: Option<&Name>) -> Option<WireRecord> {
     let owner = match owner {
         Some(o) => o.clone(),
-        None => name(&record.name)?,
+        None => name(zone.name(record.owner))?,
     };
     let data = match &record.data {
         RecordData::A(ip) => RData::A(A(*ip)),
         RecordData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
-        RecordData::Ns(target) => RData::NS(NS(name(target)?)),
+        RecordData::Ns(target) => RData::NS(NS(name(zone.name(*target))?)),
         RecordData::Srv(srv) => RData::SRV(SRV::new(
-            srv.priority,
-            srv.weight,
+            zone.srv_priority(),
+            zone.srv_weight(),
             srv.port,
-            name(&srv.target)?,
+            name(zone.name(srv.target))?,
         )),
         RecordData::Soa(soa) => RData::SOA(SOA::new(
-            name(&soa.mname)?,
+            name(zone.name(soa.mname))?,
             name(&soa.rname)?,
             soa.serial,
             soa.refresh as i32,
@@ -977,12 +992,12 @@ fn to_wire(record: &Record, owner: Option<&Name>) -> Option<WireRecord> {
             soa.minimum,
         )),
     };
-    Some(WireRecord::from_rdata(owner, record.ttl, data))
+    Some(WireRecord::from_rdata(owner, zone.ttl(), data))
 }
 
 /// The SOA for the authority section of a negative answer.
 fn soa_of(zone: &Zone) -> Option<WireRecord> {
-    to_wire(zone.soa(), None)
+    to_wire(zone, zone.soa(), None)
 }
 
 // === metrics ===

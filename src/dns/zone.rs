@@ -11,11 +11,11 @@
 //! `Zone::soa`, whose owner is the apex.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::cmp::Ordering;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
-use crate::dns::name::{FastMap, FastState};
+pub use crate::dns::intern::NameId;
+use crate::dns::intern::NameTable;
 use crate::dns::records::{self, MarathonOnlyApp, RecordOptions, RecordSets, ResolvedHosts};
 use crate::source::mesos::state::MesosState;
 
@@ -87,11 +87,12 @@ impl ZoneOptions {
     }
 }
 
-/// One resource record; `name` is the owner, lower case with a trailing dot.
+/// One resource record. The owner (and an SRV or NS target) is a name of the zone's
+/// table: `Zone::name` gives its text. The TTL and the SRV priority and weight are the
+/// same for every record of a zone (`Zone::ttl`, `Zone::srv_priority`, `Zone::srv_weight`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub name: Arc<str>,
-    pub ttl: u32,
+    pub owner: NameId,
     pub data: RecordData,
 }
 
@@ -99,25 +100,24 @@ pub struct Record {
 pub enum RecordData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
-    Ns(Arc<str>),
+    Ns(NameId),
     /// Boxed: one per zone, and unboxed it would double every record's size.
     Soa(Box<Soa>),
     Srv(Srv),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Srv {
-    pub priority: u16,
-    pub weight: u16,
     pub port: u16,
-    /// Lower case with a trailing dot.
-    pub target: Arc<str>,
+    pub target: NameId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Soa {
-    pub mname: Arc<str>,
-    pub rname: Arc<str>,
+    /// Also the NS record's target.
+    pub mname: NameId,
+    /// A mailbox in name form, not a name of the zone.
+    pub rname: Box<str>,
     pub serial: u32,
     pub refresh: u32,
     pub retry: u32,
@@ -206,53 +206,62 @@ impl RecordData {
 /// One name of the zone and its records: a view into the zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Node<'z> {
+    id: NameId,
     name: &'z str,
     data: &'z NodeData,
     /// The zone's record arena.
     arena: &'z [Record],
 }
 
+/// What a name of the zone's table is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeState {
+    /// Only referred to (an SRV target without addresses, an SOA mname outside the zone):
+    /// not a name of the zone.
+    Absent,
+    Records,
+    /// No records of its own, names below it (`marathon.slave.mesos`).
+    EmptyNonTerminal,
+    /// Generated with records, but it cannot go on the wire.
+    Dropped,
+}
+
 /// Where a node's records are in the zone's arena (one `Vec<Record>` for the whole zone:
 /// no allocation per name, and the records of a node are contiguous).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NodeData {
-    /// Start and end of each type's records, by `RecordType::index`; the types follow
-    /// each other in `RecordType` order, so `spans[0].0..spans[4].1` is every record.
-    spans: [(u32, u32); 5],
+    /// The records of type `t` are `bounds[t.index()]..bounds[t.index() + 1]`: the types
+    /// follow each other in `RecordType` order.
+    bounds: [u32; 6],
     /// What answers about this name carry in the additional section: one A and one AAAA
     /// of each SRV target, or the addresses of the NS target.
     additional: (u32, u32),
+    state: NodeState,
 }
 
 // === impl Node, NodeData ===
 
 impl NodeData {
-    const EMPTY: NodeData = NodeData {
-        spans: [(0, 0); 5],
+    const ABSENT: NodeData = NodeData {
+        bounds: [0; 6],
         additional: (0, 0),
+        state: NodeState::Absent,
     };
 
-    /// Appends `records` (in any order) and `additional` to the arena.
-    fn push(arena: &mut Vec<Record>, mut records: Vec<Record>, additional: Vec<Record>) -> Self {
-        records.sort_by_key(|r| r.data.record_type().index());
-        let base = arena.len();
-        let mut spans = [(0u32, 0u32); 5];
-        for t in RecordType::ALL {
-            let start = records.partition_point(|r| r.data.record_type().index() < t.index());
-            let end = records.partition_point(|r| r.data.record_type().index() <= t.index());
-            spans[t.index()] = ((base + start) as u32, (base + end) as u32);
-        }
-        arena.extend(records);
-        let add_start = arena.len() as u32;
-        arena.extend(additional);
-        NodeData {
-            spans,
-            additional: (add_start, arena.len() as u32),
-        }
+    fn is_node(&self) -> bool {
+        matches!(self.state, NodeState::Records | NodeState::EmptyNonTerminal)
+    }
+
+    fn range(&self, t: RecordType) -> std::ops::Range<usize> {
+        self.bounds[t.index()] as usize..self.bounds[t.index() + 1] as usize
     }
 }
 
 impl<'z> Node<'z> {
+    pub fn id(&self) -> NameId {
+        self.id
+    }
+
     /// Lower case, trailing dot.
     pub fn name(&self) -> &'z str {
         self.name
@@ -260,13 +269,12 @@ impl<'z> Node<'z> {
 
     /// Every record, grouped by type. Empty for an empty non-terminal.
     pub fn records(&self) -> &'z [Record] {
-        let s = &self.data.spans;
-        &self.arena[s[0].0 as usize..s[4].1 as usize]
+        let b = &self.data.bounds;
+        &self.arena[b[0] as usize..b[5] as usize]
     }
 
     pub fn of_type(&self, t: RecordType) -> &'z [Record] {
-        let (start, end) = self.data.spans[t.index()];
-        &self.arena[start as usize..end as usize]
+        &self.arena[self.data.range(t)]
     }
 
     pub fn additional(&self) -> &'z [Record] {
@@ -278,7 +286,7 @@ impl<'z> Node<'z> {
 /// The outcome of a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'z> {
-    /// NOERROR with answers.
+    /// NOERROR with answers (all of one owner, the question's name).
     Found {
         answers: &'z [Record],
         additional: &'z [Record],
@@ -295,13 +303,20 @@ pub enum Lookup<'z> {
 #[derive(Debug, Clone)]
 pub struct Zone {
     /// `mesos.`
-    apex: Arc<str>,
+    apex: NameId,
     /// `.mesos.`, for the in-zone test.
     dot_apex: Box<str>,
-    nodes: FastMap<Arc<str>, NodeData>,
-    /// Every node's records and additional records.
+    /// Every name the records mention, empty non-terminals included.
+    names: NameTable,
+    /// By `NameId::index`.
+    nodes: Vec<NodeData>,
+    /// Every node's records, then every node's additional records.
     arena: Vec<Record>,
-    soa: Record,
+    /// Where the SOA record is in `arena`.
+    soa: usize,
+    ttl: u32,
+    srv_priority: u16,
+    srv_weight: u16,
     record_count: usize,
     dropped: Vec<String>,
 }
@@ -319,168 +334,163 @@ impl Zone {
             input.resolved,
             &input.options.records,
         );
-        Zone::from_record_sets(&sets, input.options, input.serial)
+        Zone::from_record_sets(sets, input.options, input.serial)
     }
 
-    /// Builds the zone from already generated record sets.
-    pub fn from_record_sets(sets: &RecordSets, options: &ZoneOptions, serial: u32) -> Zone {
+    /// Builds the zone from already generated record sets: the apex's NS and SOA are
+    /// added, each name's records sorted and freed of duplicates into one arena, the
+    /// additional records appended, and the empty non-terminals marked.
+    pub fn from_record_sets(sets: RecordSets, options: &ZoneOptions, serial: u32) -> Zone {
+        let RecordSets {
+            mut names,
+            mut records,
+        } = sets;
         let domain = options
             .records
             .domain
             .trim_end_matches('.')
             .to_ascii_lowercase();
-        let apex: Arc<str> = Arc::from(format!("{domain}."));
-        let dot_apex: Box<str> = format!(".{apex}").into();
-        let ttl = options.ttl;
-        let in_zone = |name: &str| name == &*apex || name.ends_with(&*dot_apex);
-        let publishable = |name: &str| in_zone(name) && is_publishable(name);
+        let apex_text = format!("{domain}.");
+        let dot_apex: Box<str> = format!(".{apex_text}").into();
+        let in_zone = |name: &str| name == apex_text || name.ends_with(&*dot_apex);
 
-        let mut dropped: Vec<String> = sets
-            .names
-            .keys()
-            .filter(|name| !publishable(name))
-            .map(|name| name.to_string())
-            .collect();
+        // Which generated names have records, and which of those cannot be published.
+        let generated = names.len();
+        let mut state = vec![NodeState::Absent; generated];
+        for r in &records {
+            state[r.owner.index()] = NodeState::Records;
+        }
+        let mut dropped = Vec::new();
+        for (id, name) in names.iter() {
+            if state[id.index()] == NodeState::Records && !(in_zone(name) && is_publishable(name)) {
+                state[id.index()] = NodeState::Dropped;
+                dropped.push(name.to_string());
+            }
+        }
         dropped.sort();
-        // Whether an SRV target's addresses may go in the additional section: it is a name
-        // of the zone (has records) and is not dropped.
-        let target_sets = |target: &str| {
-            sets.names
-                .get(target)
-                .filter(|_| dropped.is_empty() || publishable(target))
-        };
-
-        let (mut total, mut srv_total) = (0, 0);
-        for r in sets.names.values() {
-            total += r.a.len() + r.aaaa.len() + r.srv.len();
-            srv_total += r.srv.len();
-        }
-        // Additional records: at most one A and one AAAA per SRV; typically one.
-        let mut arena: Vec<Record> = Vec::with_capacity(total + srv_total + 8);
-        let mut nodes: FastMap<Arc<str>, NodeData> = FastMap::with_capacity_and_hasher(
-            sets.names.len() + sets.names.len() / 4 + 16,
-            FastState::default(),
-        );
-        let mut record_count = 0;
-        for (owner, sets_here) in &sets.names {
-            if (!dropped.is_empty() && !publishable(owner)) || *owner == apex {
-                continue;
-            }
-            // Straight into the arena: addresses, then SRV, is `RecordType` order.
-            let base = arena.len();
-            push_addresses(&mut arena, owner, ttl, sets_here, usize::MAX);
-            let a_end = base + sets_here.a.len();
-            let aaaa_end = arena.len();
-            arena.extend(sets_here.srv.iter().map(|(target, port)| Record {
-                name: owner.clone(),
-                ttl,
-                data: RecordData::Srv(Srv {
-                    priority: options.srv_priority,
-                    weight: options.srv_weight,
-                    port: *port,
-                    target: target.clone(),
-                }),
-            }));
-            let end = arena.len();
-            let mut last_target: Option<&str> = None;
-            for (target, _) in &sets_here.srv {
-                // SRV sets are sorted by target: each target's addresses go in once.
-                if last_target == Some(&**target) {
-                    continue;
-                }
-                last_target = Some(target);
-                if let Some(t) = target_sets(target) {
-                    push_addresses(&mut arena, target, ttl, t, 1);
-                }
-            }
-            record_count += end - base;
-            let at = |i: usize| i as u32;
-            let data = NodeData {
-                spans: [
-                    (at(base), at(a_end)),
-                    (at(a_end), at(aaaa_end)),
-                    (at(aaaa_end), at(aaaa_end)),
-                    (at(aaaa_end), at(aaaa_end)),
-                    (at(aaaa_end), at(end)),
-                ],
-                additional: (at(end), at(arena.len())),
-            };
-            nodes.insert(owner.clone(), data);
-        }
 
         // The apex: NS and SOA, beside anything generated there.
-        let mname = Arc::<str>::from(fqdn(&options.soa.mname));
-        let soa = Record {
-            name: apex.clone(),
-            ttl,
+        let apex = names.intern(&apex_text);
+        let mname = names.intern(&fqdn(&options.soa.mname));
+        records.push(Record {
+            owner: apex,
+            data: RecordData::Ns(mname),
+        });
+        records.push(Record {
+            owner: apex,
             data: RecordData::Soa(Box::new(Soa {
-                mname: mname.clone(),
-                rname: Arc::from(fqdn(&options.soa.rname)),
+                mname,
+                rname: fqdn(&options.soa.rname).into(),
                 serial,
                 refresh: options.soa.refresh,
                 retry: options.soa.retry,
                 expire: options.soa.expire,
                 minimum: options.soa.minimum,
             })),
-        };
-        let mut apex_records = Vec::new();
-        if let Some(generated) = sets.names.get(&*apex) {
-            push_addresses(&mut apex_records, &apex, ttl, generated, usize::MAX);
-            apex_records.extend(generated.srv.iter().map(|(target, port)| Record {
-                name: apex.clone(),
-                ttl,
-                data: RecordData::Srv(Srv {
-                    priority: options.srv_priority,
-                    weight: options.srv_weight,
-                    port: *port,
-                    target: target.clone(),
-                }),
-            }));
-        }
-        apex_records.push(Record {
-            name: apex.clone(),
-            ttl,
-            data: RecordData::Ns(mname.clone()),
         });
-        apex_records.push(soa.clone());
-        record_count += apex_records.len();
-        let mut glue = Vec::new();
-        if let Some((owner, t)) = sets.names.get_key_value(&*mname) {
-            if dropped.is_empty() || publishable(owner) {
-                push_addresses(&mut glue, owner, ttl, t, usize::MAX);
-            }
-        }
-        nodes.insert(apex.clone(), NodeData::push(&mut arena, apex_records, glue));
+        state.resize(names.len(), NodeState::Absent);
+        state[apex.index()] = NodeState::Records;
 
-        // Empty non-terminals: every name between an owner and the apex exists. The
-        // parents are found first (borrowing the generated names), then inserted.
-        let mut empty: HashSet<&str, FastState> = HashSet::default();
-        // Only the published names' parents: a dropped name's exist only if some
-        // published name is below them.
-        let published = |n: &&Arc<str>| dropped.is_empty() || publishable(n);
-        for owner in sets.names.keys().filter(published) {
-            let mut rest: &str = owner;
+        // Empty non-terminals: every name between a published one and the apex exists.
+        // A walk stops at the first parent that is already a node: its own walk (or an
+        // earlier one) goes on from there.
+        let mut owner = String::new();
+        for i in 0..generated {
+            if state[i] != NodeState::Records {
+                continue;
+            }
+            owner.clear();
+            owner.push_str(names.name(NameId::from_index(i)));
+            let mut rest = owner.as_str();
             while let Some((_, parent)) = rest.split_once('.') {
-                if parent.len() <= apex.len() || nodes.contains_key(parent) || !empty.insert(parent)
-                {
+                if parent.len() <= apex_text.len() {
                     break;
                 }
+                let id = names.intern(parent);
+                if id.index() == state.len() {
+                    state.push(NodeState::Absent);
+                }
+                if state[id.index()] != NodeState::Absent {
+                    break;
+                }
+                state[id.index()] = NodeState::EmptyNonTerminal;
                 rest = parent;
             }
         }
-        let empty: Vec<Arc<str>> = empty.into_iter().map(Arc::from).collect();
-        for parent in empty {
-            nodes.insert(parent, NodeData::EMPTY);
-        }
 
-        Zone {
+        let (arena, mut nodes) = sorted_arena(records, &names, state);
+        let mut zone = Zone {
             apex,
             dot_apex,
-            nodes,
+            names,
+            nodes: Vec::new(),
             arena,
-            soa,
-            record_count,
+            soa: 0,
+            ttl: options.ttl,
+            srv_priority: options.srv_priority,
+            srv_weight: options.srv_weight,
+            record_count: 0,
             dropped,
+        };
+        zone.soa = nodes[apex.index()].range(RecordType::Soa).start;
+        zone.record_count = nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Records)
+            .map(|n| (n.bounds[5] - n.bounds[0]) as usize)
+            .sum();
+        zone.add_additional(&mut nodes, apex, mname);
+        zone.nodes = nodes;
+        zone
+    }
+
+    /// Appends each node's additional records to the arena: one A and one AAAA of each
+    /// SRV target that is a published name, and all the addresses of the apex's NS target.
+    fn add_additional(&mut self, nodes: &mut [NodeData], apex: NameId, mname: NameId) {
+        let arena = &mut self.arena;
+        let published = |nodes: &[NodeData], id: NameId| {
+            nodes
+                .get(id.index())
+                .filter(|n| n.state == NodeState::Records)
+                .cloned()
+        };
+        for i in 0..nodes.len() {
+            if nodes[i].state != NodeState::Records {
+                continue;
+            }
+            let start = arena.len();
+            if i == apex.index() {
+                if let Some(glue) = published(nodes, mname) {
+                    for k in glue
+                        .range(RecordType::A)
+                        .chain(glue.range(RecordType::Aaaa))
+                    {
+                        let record = arena[k].clone();
+                        arena.push(record);
+                    }
+                }
+            } else {
+                let mut last_target = None;
+                for k in nodes[i].range(RecordType::Srv) {
+                    let RecordData::Srv(srv) = arena[k].data else {
+                        continue;
+                    };
+                    // SRV sets are sorted by target: each target's addresses go in once.
+                    if last_target == Some(srv.target) {
+                        continue;
+                    }
+                    last_target = Some(srv.target);
+                    let Some(target) = published(nodes, srv.target) else {
+                        continue;
+                    };
+                    for t in [RecordType::A, RecordType::Aaaa] {
+                        if let Some(k) = target.range(t).next() {
+                            let record = arena[k].clone();
+                            arena.push(record);
+                        }
+                    }
+                }
+            }
+            nodes[i].additional = (start as u32, arena.len() as u32);
         }
     }
 
@@ -489,7 +499,7 @@ impl Zone {
     pub fn lookup(&self, name: &str, qtype: QueryType) -> Lookup<'_> {
         let mut buf = [0u8; KEY_BUF];
         let key = lookup_key(name, &mut buf);
-        if !(*key == *self.apex || key.ends_with(&*self.dot_apex)) {
+        if !(*key == *self.apex() || key.ends_with(&*self.dot_apex)) {
             return Lookup::OutsideZone;
         }
         let Some(node) = self.node_at(&key) else {
@@ -528,30 +538,53 @@ impl Zone {
 
     /// The node of a lookup key.
     fn node_at(&self, key: &str) -> Option<Node<'_>> {
-        self.nodes.get_key_value(key).map(|(name, data)| Node {
-            name,
+        self.node_by_id(self.names.get(key)?)
+    }
+
+    /// The node of a record's owner or target, if that name is a node of the zone.
+    pub fn node_by_id(&self, id: NameId) -> Option<Node<'_>> {
+        let data = self.nodes.get(id.index()).filter(|n| n.is_node())?;
+        Some(Node {
+            id,
+            name: self.names.name(id),
             data,
             arena: &self.arena,
         })
+    }
+
+    /// The text of a record's owner or target: lower case, trailing dot.
+    pub fn name(&self, id: NameId) -> &str {
+        self.names.name(id)
     }
 
     /// The SOA record (owner: the apex), for the authority section of negative answers.
     pub fn soa(&self) -> &Record {
-        &self.soa
+        &self.arena[self.soa]
     }
 
     /// `mesos.`
     pub fn apex(&self) -> &str {
-        &self.apex
+        self.names.name(self.apex)
+    }
+
+    /// Seconds, for every record.
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// Every SRV record's priority.
+    pub fn srv_priority(&self) -> u16 {
+        self.srv_priority
+    }
+
+    /// Every SRV record's weight.
+    pub fn srv_weight(&self) -> u16 {
+        self.srv_weight
     }
 
     /// Every name with its records, empty non-terminals included; in no particular order.
     pub fn nodes(&self) -> impl Iterator<Item = Node<'_>> {
-        self.nodes.iter().map(|(name, data)| Node {
-            name,
-            data,
-            arena: &self.arena,
-        })
+        (0..self.nodes.len()).filter_map(|i| self.node_by_id(NameId::from_index(i)))
     }
 
     /// Every record of the zone, SOA and NS included.
@@ -570,25 +603,82 @@ impl Zone {
     }
 }
 
-/// Appends up to `per_family` A and as many AAAA records of `sets` under `owner`.
-fn push_addresses(
-    out: &mut Vec<Record>,
-    owner: &Arc<str>,
-    ttl: u32,
-    sets: &records::NameRecords,
-    per_family: usize,
-) {
-    let a = sets.a.iter().take(per_family).map(|&ip| RecordData::A(ip));
-    let aaaa = sets
-        .aaaa
-        .iter()
-        .take(per_family)
-        .map(|&ip| RecordData::Aaaa(ip));
-    out.extend(a.chain(aaaa).map(|data| Record {
-        name: owner.clone(),
-        ttl,
-        data,
-    }));
+/// `records` grouped by owner (a counting sort: one pass to count, one to place), each
+/// owner's records sorted by type and value with duplicates removed; the records of names
+/// that are not `Records` are left out. Returns the arena and each name's node data.
+fn sorted_arena(
+    records: Vec<Record>,
+    names: &NameTable,
+    state: Vec<NodeState>,
+) -> (Vec<Record>, Vec<NodeData>) {
+    let mut starts = vec![0u32; names.len() + 1];
+    let mut srv_count = 0;
+    for r in &records {
+        starts[r.owner.index() + 1] += 1;
+        srv_count += usize::from(matches!(r.data, RecordData::Srv(_)));
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let placeholder = Record {
+        owner: NameId::from_index(0),
+        data: RecordData::A(Ipv4Addr::UNSPECIFIED),
+    };
+    // Additional records: typically one per SRV target, appended later.
+    let mut arena = Vec::with_capacity(records.len() + srv_count);
+    arena.resize(records.len(), placeholder);
+    let mut next = starts.clone();
+    for r in records {
+        let at = &mut next[r.owner.index()];
+        arena[*at as usize] = r;
+        *at += 1;
+    }
+
+    let order = |a: &Record, b: &Record| {
+        let (ta, tb) = (a.data.record_type(), b.data.record_type());
+        ta.index()
+            .cmp(&tb.index())
+            .then_with(|| match (&a.data, &b.data) {
+                (RecordData::A(x), RecordData::A(y)) => x.cmp(y),
+                (RecordData::Aaaa(x), RecordData::Aaaa(y)) => x.cmp(y),
+                (RecordData::Srv(x), RecordData::Srv(y)) => names
+                    .name(x.target)
+                    .cmp(names.name(y.target))
+                    .then(x.port.cmp(&y.port)),
+                (RecordData::Ns(x), RecordData::Ns(y)) => names.name(*x).cmp(names.name(*y)),
+                _ => Ordering::Equal,
+            })
+    };
+    let mut nodes = Vec::with_capacity(names.len());
+    // Compacts in place: `kept` never passes the record being looked at.
+    let mut kept = 0;
+    for (i, node_state) in state.into_iter().enumerate() {
+        let begin = kept;
+        if node_state == NodeState::Records {
+            let (start, end) = (starts[i] as usize, starts[i + 1] as usize);
+            arena[start..end].sort_unstable_by(order);
+            for k in start..end {
+                if kept > begin && arena[kept - 1] == arena[k] {
+                    continue;
+                }
+                arena.swap(kept, k);
+                kept += 1;
+            }
+        }
+        let mut bounds = [begin as u32; 6];
+        for r in &arena[begin..kept] {
+            for b in &mut bounds[r.data.record_type().index() + 1..] {
+                *b += 1;
+            }
+        }
+        nodes.push(NodeData {
+            bounds,
+            state: node_state,
+            ..NodeData::ABSENT
+        });
+    }
+    arena.truncate(kept);
+    (arena, nodes)
 }
 
 /// Lower case with exactly one trailing dot.
