@@ -31,8 +31,9 @@ pub struct NameTable {
     text: String,
     /// Where each name ends in `text`; a name starts where the previous one ends.
     ends: Vec<u32>,
-    /// Ids, found by the hash of their name.
-    index: HashTable<u32>,
+    /// Each name's id and where it is in `text`, found by the hash of the name. The
+    /// position is kept here too, so a probe reads the text without a look in `ends`.
+    index: HashTable<Entry>,
     state: FastState,
 }
 
@@ -52,34 +53,37 @@ impl NameTable {
     /// write them lower case with a trailing dot.
     pub fn intern(&mut self, name: &str) -> NameId {
         let hash = self.state.hash_one(name);
-        let (text, ends) = (&self.text, &self.ends);
-        let found = self
-            .index
-            .find(hash, |&id| slice(text, ends, id as usize) == name);
-        if let Some(&id) = found {
-            return NameId(id);
+        let text = &self.text;
+        if let Some(entry) = self.index.find(hash, |e| e.text(text) == name) {
+            return NameId(entry.id);
         }
         let id = u32::try_from(self.ends.len()).expect("fewer than 2^32 names");
+        let start = self.text.len() as u32;
         self.text.push_str(name);
-        self.ends
-            .push(u32::try_from(self.text.len()).expect("names under 4 GiB"));
-        let (text, ends, state) = (&self.text, &self.ends, &self.state);
-        self.index.insert_unique(hash, id, |&id| {
-            state.hash_one(slice(text, ends, id as usize))
-        });
+        let end = u32::try_from(self.text.len()).expect("names under 4 GiB");
+        self.ends.push(end);
+        let (text, state) = (&self.text, &self.state);
+        self.index
+            .insert_unique(hash, Entry { id, start, end }, |e| {
+                state.hash_one(e.text(text))
+            });
         NameId(id)
     }
 
     /// The id of `name`, if it is in the table.
+    #[inline]
     pub fn get(&self, name: &str) -> Option<NameId> {
         let hash = self.state.hash_one(name);
         self.index
-            .find(hash, |&id| self.name(NameId(id)) == name)
-            .map(|&id| NameId(id))
+            .find(hash, |e| e.text(&self.text) == name)
+            .map(|e| NameId(e.id))
     }
 
+    #[inline]
     pub fn name(&self, id: NameId) -> &str {
-        slice(&self.text, &self.ends, id.index())
+        let i = id.index();
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
     }
 
     /// How many names there are; ids are `0..len`.
@@ -100,13 +104,19 @@ impl NameTable {
     }
 }
 
-fn slice<'t>(text: &'t str, ends: &[u32], index: usize) -> &'t str {
-    let start = if index == 0 {
-        0
-    } else {
-        ends[index - 1] as usize
-    };
-    &text[start..ends[index] as usize]
+/// One name in the index.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    id: u32,
+    start: u32,
+    end: u32,
+}
+
+impl Entry {
+    #[inline]
+    fn text(self, text: &str) -> &str {
+        &text[self.start as usize..self.end as usize]
+    }
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ impl RecordSets {
     /// Room for about `names` names and `records` records.
     pub fn with_capacity(names: usize, records: usize) -> RecordSets {
         RecordSets {
-            names: NameTable::with_capacity(names, names * 40),
+            names: NameTable::with_capacity(names, names * 64),
             records: Vec::with_capacity(records),
         }
     }
@@ -159,11 +159,11 @@ impl RecordSets {
         self.add_ips(name, &[ip]);
     }
 
-    /// Adds every address in `ips` to `name` (one name lookup for all). No addresses
-    /// leave the name out.
-    pub fn add_ips(&mut self, name: &str, ips: &[IpAddr]) {
+    /// Adds every address in `ips` to `name` (one name lookup for all) and returns the
+    /// name. No addresses leave the name out.
+    pub fn add_ips(&mut self, name: &str, ips: &[IpAddr]) -> Option<NameId> {
         if ips.is_empty() {
-            return;
+            return None;
         }
         let owner = self.names.intern(name);
         self.records.extend(ips.iter().map(|&ip| Record {
@@ -173,6 +173,7 @@ impl RecordSets {
                 IpAddr::V6(v6) => RecordData::Aaaa(v6),
             },
         }));
+        Some(owner)
     }
 
     pub fn add_srv(&mut self, name: &str, target: NameId, port: u16) {
@@ -253,11 +254,12 @@ pub fn generate(
     options: &RecordOptions,
 ) -> RecordSets {
     let domain = options.domain.trim_end_matches('.').to_ascii_lowercase();
-    // A task has about 3 names of its own and 11 records (the benchmark's mix).
+    // A task has about 3 names of its own and 12 records (the benchmark's mix): room
+    // for a little more saves copying the biggest buffers as they grow.
     let tasks = state.map_or(0, |s| s.frameworks.iter().map(|f| f.tasks.len()).sum())
         + marathon_apps.iter().map(|a| a.tasks.len()).sum::<usize>();
     let mut gen = Generator {
-        sets: RecordSets::with_capacity(tasks * 3 + 64, tasks * 12 + 64),
+        sets: RecordSets::with_capacity(tasks * 3 + 64, tasks * 14 + 64),
         tail: format!(".{domain}."),
         buf: String::with_capacity(256),
         resolved,
@@ -543,15 +545,18 @@ impl Generator<'_> {
         put(buf, &[task_label, ".", fw, tail]);
         sets.add_ips(buf, &t.task_ips);
         put(buf, &[task_label, "-", suffix, ".", fw, tail]);
-        sets.add_ips(buf, &t.task_ips);
-        let task_target = t.discovery.is_some().then(|| sets.target(buf));
+        let canonical = sets.add_ips(buf, &t.task_ips);
+        let task_target = t
+            .discovery
+            .is_some()
+            .then(|| canonical.unwrap_or_else(|| sets.target(buf)));
         put(buf, &[task_label, ".", fw, ".slave", tail]);
         sets.add_ips(buf, t.agent_ips);
         put(buf, &[task_label, "-", suffix, ".", fw, ".slave", tail]);
-        sets.add_ips(buf, t.agent_ips);
+        let canonical_slave = sets.add_ips(buf, t.agent_ips);
 
         if !t.ports.is_empty() {
-            let agent_target = sets.target(buf);
+            let agent_target = canonical_slave.unwrap_or_else(|| sets.target(buf));
             for protocol in ["_tcp.", "_udp."] {
                 put(buf, &["_", task_label, ".", protocol, fw, ".slave", tail]);
                 sets.add_srvs(buf, agent_target, &t.ports);

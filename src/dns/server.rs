@@ -982,15 +982,18 @@ fn to_wire(zone: &Zone, record: &Record, owner: Option<&Name>) -> Option<WireRec
             srv.port,
             name(zone.name(srv.target))?,
         )),
-        RecordData::Soa(soa) => RData::SOA(SOA::new(
-            name(zone.name(soa.mname))?,
-            name(&soa.rname)?,
-            soa.serial,
-            soa.refresh as i32,
-            soa.retry as i32,
-            soa.expire as i32,
-            soa.minimum,
-        )),
+        RecordData::Soa => {
+            let soa = zone.soa_fields();
+            RData::SOA(SOA::new(
+                name(zone.name(soa.mname))?,
+                name(&soa.rname)?,
+                soa.serial,
+                soa.refresh as i32,
+                soa.retry as i32,
+                soa.expire as i32,
+                soa.minimum,
+            ))
+        }
     };
     Some(WireRecord::from_rdata(owner, zone.ttl(), data))
 }
