@@ -140,6 +140,25 @@ impl LabelRules {
 /// assert_eq!(label("4abc123", LabelRules::Rfc1123), "4abc123");
 /// ```
 pub fn label(text: &str, rules: LabelRules) -> String {
+    // Most names are labels already (every task of an app repeats its name): those are
+    // copied as they are, which is what the full rules would make of them.
+    let bytes = text.as_bytes();
+    let is_label = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last))
+            if bytes.len() <= rules.max_len()
+                && !rules.bad_first(first)
+                && last != b'-'
+                && bytes.iter().all(is_label) =>
+        {
+            text.to_owned()
+        }
+        _ => sanitize(text, rules),
+    }
+}
+
+/// `label` for any text: map, trim the front, cut, refill.
+fn sanitize(text: &str, rules: LabelRules) -> String {
     let mapped: Vec<u8> = text
         .chars()
         .filter_map(|c| match c {
@@ -233,7 +252,41 @@ pub fn hash5(text: &str) -> String {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
     use LabelRules::{Rfc1123, Rfc952};
+
+    proptest! {
+        /// The copy-as-is path of `label` gives what the full rules give.
+        #[test]
+        fn label_shortcut_agrees_with_the_rules(text in "[a-z0-9._A-Z-]{0,70}|.{0,30}") {
+            for rules in [Rfc1123, Rfc952] {
+                prop_assert_eq!(label(&text, rules), sanitize(&text, rules));
+            }
+        }
+    }
+
+    #[test]
+    fn label_shortcut_edges() {
+        for text in [
+            "a",
+            "a-b",
+            "9abc",
+            "-a",
+            "a-",
+            "",
+            &"x".repeat(24),
+            &"x".repeat(25),
+            &"y".repeat(64),
+        ] {
+            for rules in [Rfc1123, Rfc952] {
+                assert_eq!(
+                    label(text, rules),
+                    sanitize(text, rules),
+                    "{text} {rules:?}"
+                );
+            }
+        }
+    }
 
     /// EXPECTED.md §5.3 (mesos-dns `labels_test.go`): input, RFC 952 result, RFC 1123
     /// result (`None` where the upstream table has no value for that rule set).

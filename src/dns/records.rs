@@ -467,7 +467,7 @@ impl Generator<'_> {
                 let discovery = task.discovery.as_ref().filter(|d| !d.name.is_empty());
                 let names = TaskNames {
                     framework: &framework,
-                    suffix: format!("{}-{}", hash5(&task.id), agent_tail(&task.slave_id)),
+                    suffix: canonical_suffix(&task.id, Some(&task.slave_id)),
                     task_ips: task_ips(task, agent_ips, &self.options.ip_sources),
                     agent_ips,
                     ports: parse_port_ranges(&task.resources.ports),
@@ -508,10 +508,7 @@ impl Generator<'_> {
                     break;
                 }
             }
-            let suffix = match &task.agent_id {
-                Some(agent) => format!("{}-{}", hash5(&task.id), agent_tail(agent)),
-                None => hash5(&task.id),
-            };
+            let suffix = canonical_suffix(&task.id, task.agent_id.as_deref());
             let names = TaskNames {
                 framework: &framework,
                 suffix,
@@ -601,13 +598,17 @@ fn put(buf: &mut String, parts: &[&str]) {
     parts.iter().for_each(|p| buf.push_str(p));
 }
 
-/// The last `-` field of an agent id, lower case: `...-5050-2410-S0` -> `s0`.
-pub fn agent_tail(agent_id: &str) -> String {
-    agent_id
-        .rsplit('-')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase()
+/// What follows the label in a canonical task name: `{hash5(task id)}-{agent tail}`, or
+/// the hash alone without an agent id. The agent tail is the last `-` field of the agent
+/// id, lower case: `...-5050-2410-S0` -> `s0`.
+fn canonical_suffix(task_id: &str, agent_id: Option<&str>) -> String {
+    let mut suffix = hash5(task_id);
+    if let Some(agent) = agent_id {
+        let tail = agent.rsplit('-').next().unwrap_or_default();
+        suffix.push('-');
+        suffix.extend(tail.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    suffix
 }
 
 /// A task's IP addresses: those of the first source in `sources` that yields any.

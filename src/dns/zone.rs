@@ -408,7 +408,8 @@ impl Zone {
             owner.clear();
             owner.push_str(names.name(NameId::from_index(i)));
             let mut rest = owner.as_str();
-            while let Some((_, parent)) = rest.split_once('.') {
+            while let Some(dot) = rest.bytes().position(|b| b == b'.') {
+                let parent = &rest[dot + 1..];
                 if parent.len() <= apex_text.len() {
                     break;
                 }
@@ -707,12 +708,27 @@ fn is_publishable(name: &str) -> bool {
     let Some(body) = name.strip_suffix('.') else {
         return false;
     };
-    body.len() <= 253
-        && body.split('.').all(|l| {
-            (1..=63).contains(&l.len())
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    if body.len() > 253 {
+        return false;
+    }
+    // One pass over the bytes (every generated name is checked, so no split).
+    let mut label_len = 0;
+    for b in body.bytes() {
+        if b == b'.' {
+            if label_len == 0 {
+                return false;
+            }
+            label_len = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            label_len += 1;
+            if label_len > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    label_len > 0
 }
 
 /// Room for any legal name (255 bytes on the wire) plus a trailing dot; longer questions
@@ -760,5 +776,42 @@ pub(crate) fn address_of(record: &Record) -> Option<IpAddr> {
         RecordData::A(ip) => Some(IpAddr::V4(ip)),
         RecordData::Aaaa(ip) => Some(IpAddr::V6(ip)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishable_names_are_host_name_labels_within_the_lengths() {
+        let label63 = "a".repeat(63);
+        let long = format!("{}.", vec!["b".repeat(49); 5].join("."));
+        assert_eq!(long.len() - 1, 249);
+        for ok in [
+            "a.",
+            "app-1.marathon.mesos.",
+            "_http._tcp.x.",
+            "A9.",
+            &format!("{label63}.m."),
+        ] {
+            assert!(is_publishable(ok), "{ok}");
+        }
+        assert!(is_publishable(&long));
+        let too_long = format!("abcde.{long}");
+        for bad in [
+            "",
+            ".",
+            "a",
+            "a..b.",
+            ".a.",
+            "a b.",
+            "a!.",
+            "é.",
+            &format!("{label63}a.m."),
+            &too_long,
+        ] {
+            assert!(!is_publishable(bad), "{bad}");
+        }
     }
 }
