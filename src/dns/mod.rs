@@ -6,7 +6,7 @@
 //!
 //! - `intern`: names stored once and known by id after that.
 //! - `name`: the label sanitizer (RFC 1123 / RFC 952 rules) and `hash5`.
-//! - `records`: Mesos state + Marathon-only apps + options -> record sets per name.
+//! - `records`: Mesos state + Marathon-only apps + options -> the records of every name.
 //! - `zone`: record sets -> `Zone` (apex, additional records, empty non-terminals) and
 //!   `Zone::lookup`.
 //! - `api`: the bodies of the Mesos-DNS HTTP lookups (`/v1/hosts`, `/v1/services`).

@@ -1,6 +1,7 @@
 //! Which names and addresses a cluster gets: the Mesos-DNS record generator. A decoded
-//! Mesos state, Marathon-only apps and the options go in; `RecordSets` (name -> A, AAAA
-//! and SRV sets) comes out. `dns::zone` turns that into something that answers queries.
+//! Mesos state, Marathon-only apps and the options go in; `RecordSets` (the names,
+//! interned, and their A, AAAA and SRV records) comes out. `dns::zone` turns that into
+//! something that answers queries.
 //!
 //! The names, for domain `mesos`, framework label `fw` and task label `app` (the sanitized
 //! discovery name if the task has one, else the sanitized task name):
