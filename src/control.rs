@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::catalog::{self, RawApp};
 use crate::config::{Config, DnsConfig, Groups};
@@ -218,18 +218,26 @@ pub async fn compile_zone(
         let apps = marathon
             .as_deref()
             .map_or_else(Vec::new, |m| marathon_only_apps(&m.apps, state));
-        Zone::compile(&ZoneInput {
+        let started = std::time::Instant::now();
+        let zone = Zone::compile(&ZoneInput {
             state,
             marathon_apps: &apps,
             resolved: &resolved,
             options: &options,
             serial,
-        })
+        });
+        (zone, started.elapsed())
     };
-    let zone = match tokio::task::spawn_blocking(build).await {
-        Ok(zone) => zone,
+    let (zone, took) = match tokio::task::spawn_blocking(build).await {
+        Ok(built) => built,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
+    info!(
+        serial,
+        records = zone.record_count(),
+        compile_ms = took.as_millis() as u64,
+        "DNS zone compiled"
+    );
     if !zone.dropped_names().is_empty() {
         warn!(
             count = zone.dropped_names().len(),
@@ -241,7 +249,7 @@ pub async fn compile_zone(
 }
 
 fn store_zone(shared: &Shared, zone: Zone, serial: u32) {
-    info!(serial, records = zone.record_count(), "DNS zone stored");
+    debug!(serial, "DNS zone stored");
     shared
         .metrics
         .dns_zone_records
