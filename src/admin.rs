@@ -106,11 +106,14 @@ pub fn respond<B>(shared: &Shared, shutdown: &Shutdown, req: &Request<B>) -> Res
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => readiness(shared, shutdown),
-        "/metrics" => body(
-            StatusCode::OK,
-            PROMETHEUS_TEXT,
-            shared.metrics.render().into(),
-        ),
+        "/metrics" => {
+            refresh_backend_gauges(shared);
+            body(
+                StatusCode::OK,
+                PROMETHEUS_TEXT,
+                shared.metrics.render().into(),
+            )
+        }
         "/debug/routes" => {
             let dump = routes_dump(shared);
             match serde_json::to_vec_pretty(&dump) {
@@ -638,29 +641,66 @@ fn backends(route: &Route) -> Vec<BackendDump> {
 }
 
 fn backend(route: &Route, b: &Backend) -> BackendDump {
-    let failures = b.failures();
     let ejected_for = b.ejected_for();
-    let state = if route.pool.is_leader_pool() {
+    BackendDump {
+        addr: b.addr.to_string(),
+        in_flight: b.in_flight(),
+        failures: b.failures(),
+        state: backend_state(route, b),
+        ejected_for_ms: ejected_for.map(|d| d.as_millis() as u64),
+    }
+}
+
+/// The states a service route's backends can be in, and an alias route's masters.
+const SERVICE_STATES: [&str; 4] = ["up", "failing", "ejected", "down"];
+const LEADER_STATES: [&str; 2] = ["leader", "standby"];
+
+/// What `/debug/routes` and `drover_backends{state}` call a backend right now: one of
+/// `SERVICE_STATES`, or of `LEADER_STATES` in an alias's pool.
+fn backend_state(route: &Route, b: &Backend) -> &'static str {
+    if route.pool.is_leader_pool() {
         if b.is_leader() {
             "leader"
         } else {
             "standby"
         }
-    } else if ejected_for.is_some() {
+    } else if b.ejected_for().is_some() {
         "ejected"
     } else if b.is_check_down() {
         "down"
-    } else if failures > 0 {
+    } else if b.failures() > 0 {
         "failing"
     } else {
         "up"
-    };
-    BackendDump {
-        addr: b.addr.to_string(),
-        in_flight: b.in_flight(),
-        failures,
-        state,
-        ejected_for_ms: ejected_for.map(|d| d.as_millis() as u64),
+    }
+}
+
+/// Sets `drover_backends{route,state}` from the table in use, just before a scrape: the
+/// states live in atomics the data plane and the health monitor flip, so a gauge set at
+/// table build would go stale. Every state of a route's kind is written, zero included,
+/// and routes that are gone disappear.
+fn refresh_backend_gauges(shared: &Shared) {
+    let table = shared.table.load();
+    let gauge = &shared.metrics.backends;
+    gauge.reset();
+    for route in &table.routes {
+        let states: &[&str] = if route.pool.is_leader_pool() {
+            &LEADER_STATES
+        } else {
+            &SERVICE_STATES
+        };
+        let mut counts = [0i64; SERVICE_STATES.len()];
+        for b in route.pool.backends() {
+            let state = backend_state(route, b);
+            if let Some(i) = states.iter().position(|s| *s == state) {
+                counts[i] += 1;
+            }
+        }
+        for (state, count) in states.iter().zip(counts) {
+            gauge
+                .with_label_values(&[route.name.as_str(), state])
+                .set(count);
+        }
     }
 }
 

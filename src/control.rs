@@ -127,7 +127,7 @@ pub fn rebuild(
     let previous = shared.table.load_full();
     let table = routing::compile(&catalog, config, version, &previous, &shared.metrics);
     report(&previous, &table);
-    update_metrics(shared, &previous, &table);
+    update_metrics(shared, &table);
     let stored = Arc::new(table);
     shared.table.store(stored.clone());
     shared.set_ready();
@@ -163,24 +163,11 @@ fn report(previous: &RouteTable, table: &RouteTable) {
     }
 }
 
-fn update_metrics(shared: &Shared, previous: &RouteTable, table: &RouteTable) {
+fn update_metrics(shared: &Shared, table: &RouteTable) {
     let m = &shared.metrics;
     m.route_table_version.set(table.version as i64);
     m.route_conflicts.set(table.conflicts.len() as i64);
     m.app_problems.set(table.problems.len() as i64);
-    let now: HashSet<&str> = table.routes.iter().map(|r| r.name.as_str()).collect();
-    for gone in previous
-        .routes
-        .iter()
-        .filter(|r| !now.contains(r.name.as_str()))
-    {
-        let _ = m.backends.remove_label_values(&[&gone.name, "up"]);
-    }
-    for r in &table.routes {
-        m.backends
-            .with_label_values(&[&r.name, "up"])
-            .set(r.pool.backends().len() as i64);
-    }
 }
 
 /// How long resolving the host names in a Mesos state may take before the zone is built

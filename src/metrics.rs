@@ -125,7 +125,7 @@ impl Metrics {
             ),
             backends: gauge(
                 BACKENDS,
-                "Backends in each route's pool, by state.",
+                "Backends in each route's pool, by state as of the scrape: up, failing, ejected, down; leader, standby for an alias's masters.",
                 &["route", "state"],
             ),
             upstream_errors: counter(

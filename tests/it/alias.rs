@@ -92,6 +92,10 @@ async fn requests_follow_the_leader_within_one_interval() {
         m.contains("drover_leader_changes_total{alias=\"mesos.test\"}"),
         "{m}"
     );
+    for (state, n) in [("leader", 1), ("standby", 2)] {
+        let line = format!("drover_backends{{route=\"alias:mesos.test\",state=\"{state}\"}} {n}");
+        assert!(m.contains(&line), "{line} not in metrics:\n{m}");
+    }
 }
 
 #[tokio::test]

@@ -79,6 +79,11 @@ async fn a_backend_answering_5xx_is_ejected_and_comes_back() {
         )),
         "{m}"
     );
+    // The pool's states as of the scrape: every state written, zero included.
+    for (state, n) in [("up", 1), ("ejected", 1), ("failing", 0), ("down", 0)] {
+        let line = format!("drover_backends{{route=\"{ROUTE}\",state=\"{state}\"}} {n}");
+        assert!(m.contains(&line), "{line}\n{m}");
+    }
 
     // Healthy again: after the backoff it is back in rotation.
     bad.set_status(200);
@@ -178,11 +183,18 @@ async fn an_active_check_takes_a_failing_backend_out_and_back() {
     );
     assert_eq!(seen.values().sum::<usize>(), 30);
 
+    let m = metrics(&d).await;
+    let line = format!("drover_backends{{route=\"{ROUTE}\",state=\"down\"}} 1");
+    assert!(m.contains(&line), "{line}\n{m}");
+
     b[1].set_status(200);
     eventually("b1 is back", || async {
         answers(&d, 6).await.contains_key("b1").then_some(())
     })
     .await;
+    let m = metrics(&d).await;
+    let line = format!("drover_backends{{route=\"{ROUTE}\",state=\"up\"}} 3");
+    assert!(m.contains(&line), "{line}\n{m}");
     let body = support::get(d.admin(), "admin", "/debug/routes").await.body;
     assert!(body.contains("http GET /health every 100ms"), "{body}");
 }
