@@ -273,7 +273,10 @@ where
 {
     let max_header = http_settings(&conn.shared).max_header_bytes;
     let service_conn = conn.clone();
-    let service = hyper::service::service_fn(move |req| handle(req, service_conn.clone()));
+    // Boxed: hyper spawns a task per stream, and moving the request future (several KiB)
+    // into it by value was a large part of the CPU an HTTP/2 request cost.
+    let service =
+        hyper::service::service_fn(move |req| Box::pin(handle(req, service_conn.clone())));
     let mut builder =
         hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
