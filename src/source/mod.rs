@@ -4,6 +4,7 @@
 use crate::catalog::{AppProblem, RawApp};
 
 pub mod file;
+pub mod https;
 pub mod marathon;
 pub mod mesos;
 

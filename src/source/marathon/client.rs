@@ -9,7 +9,6 @@
 //! one is configured, else to the system's roots. The TLS setup is made once per `Client`.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,13 +17,11 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
+
+use crate::source::https::{basic_auth, TlsClient};
 
 /// The largest apps snapshot accepted (a guard against a runaway or hostile answer).
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -124,22 +121,7 @@ pub struct Client {
     auth: Option<HeaderValue>,
     timeout: Duration,
     /// Set when some URL is https.
-    tls: Option<Tls>,
-}
-
-/// The TLS connector, and what it trusts in words for errors.
-#[derive(Clone)]
-struct Tls {
-    connector: TlsConnector,
-    /// What the certificate must chain to, for the error hint: the ca_file, or a system root.
-    trusts: String,
-}
-
-// By hand: tokio-rustls has no `Debug` for the connector.
-impl std::fmt::Debug for Tls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("trusts", &self.trusts).finish()
-    }
+    tls: Option<TlsClient>,
 }
 
 /// A successful answer and which instance gave it.
@@ -165,23 +147,14 @@ impl Client {
             return Err("no Marathon URL configured".into());
         }
         let tls = if urls.iter().any(|u| u.tls) {
-            Some(Tls {
-                connector: TlsConnector::from(Arc::new(tls_config(ca_file)?)),
-                trusts: match ca_file {
-                    Some(file) => format!("a CA in ca_file {}", file.display()),
-                    None => "a system root (or set ca_file)".to_string(),
-                },
-            })
+            Some(TlsClient::new(ca_file, "marathon")?)
         } else {
             if let Some(file) = ca_file {
                 warn!(ca_file = %file.display(), "[marathon] ca_file is set but no Marathon URL is https://; it is unused");
             }
             None
         };
-        let auth = auth.map(|(user, password)| {
-            let token = base64(format!("{user}:{password}").as_bytes());
-            HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header")
-        });
+        let auth = auth.map(|(user, password)| basic_auth(&user, &password));
         Ok(Client {
             urls,
             preferred: 0,
@@ -335,16 +308,10 @@ impl Client {
                     .into(),
             )
         })?;
-        let name = ServerName::try_from(base.host.clone()).map_err(|e| {
-            fail(format!(
-                "{:?} is not a valid TLS server name: {e}",
-                base.host
-            ))
-        })?;
-        let stream = tokio::time::timeout(self.timeout, tls.connector.connect(name, stream))
+        let stream = tls
+            .connect(&base.host, stream, self.timeout)
             .await
-            .map_err(|_| fail(format!("no TLS handshake within {:?}", self.timeout)))?
-            .map_err(|e| fail(tls_failure(&e, &tls.trusts)))?;
+            .map_err(fail)?;
         self.request(stream, base, path, accept).await
     }
 
@@ -405,87 +372,6 @@ fn check_status(url: &str, response: Response<Incoming>) -> Result<Response<Inco
     })
 }
 
-/// Why a TLS handshake failed, with a hint when the certificate is the problem.
-fn tls_failure(e: &std::io::Error, trusts: &str) -> String {
-    let certificate = e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-    let hint = if certificate {
-        format!(" (the certificate must name the URL's host and chain to {trusts})")
-    } else {
-        String::new()
-    };
-    format!("TLS handshake: {e}{hint}")
-}
-
-/// The rustls client setup for https URLs: trusting `ca_file` alone when given, else the
-/// system's roots.
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let roots = match ca_file {
-        Some(file) => roots_from_pem(file)?,
-        None => system_roots()?,
-    };
-    // The provider is named, not taken from the process default, so that no other crate's
-    // choice of default can change (or panic) what this client uses.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// Every certificate of a PEM bundle, as trust roots; at least one is required.
-fn roots_from_pem(file: &Path) -> Result<RootCertStore, String> {
-    let name = file.display();
-    let pem = std::fs::read(file).map_err(|e| format!("cannot read ca_file {name}: {e}"))?;
-    let mut roots = RootCertStore::empty();
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert =
-            cert.map_err(|e| format!("ca_file {name}: certificate {} unreadable: {e}", i + 1))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("ca_file {name}: certificate {} unusable: {e}", i + 1))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "ca_file {name} holds no certificate (expected PEM blocks \
-             -----BEGIN CERTIFICATE-----)"
-        ));
-    }
-    debug!(ca_file = %name, certificates = roots.len(), "loaded the Marathon CA bundle");
-    Ok(roots)
-}
-
-/// The operating system's trust roots (as `rustls-native-certs` finds them, honouring
-/// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
-fn system_roots() -> Result<RootCertStore, String> {
-    let found = rustls_native_certs::load_native_certs();
-    let mut roots = RootCertStore::empty();
-    let (added, ignored) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
-        return Err(format!(
-            "https Marathon URLs: no system root certificate could be loaded ({}); \
-             set [marathon] ca_file to the CA that signed Marathon's certificate",
-            if errors.is_empty() {
-                "none found".to_string()
-            } else {
-                errors.join("; ")
-            }
-        ));
-    }
-    for e in &found.errors {
-        warn!(error = %e, "some system root certificates could not be loaded");
-    }
-    info!(
-        roots = added,
-        ignored, "loaded the system root certificates for https Marathon URLs"
-    );
-    Ok(roots)
-}
-
 /// Where a `Location` points: an absolute http(s) URL, or a path on the same instance.
 fn redirect_target(base: &BaseUrl, location: &str) -> Option<(BaseUrl, String)> {
     if location.starts_with('/') {
@@ -505,46 +391,10 @@ fn redirect_target(base: &BaseUrl, location: &str) -> Option<(BaseUrl, String)> 
     Some((target, path.to_string()))
 }
 
-/// Standard base64 with padding (RFC 4648 §4), for the basic-auth header.
-fn base64(input: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), want);
-        }
-    }
+    use rustls_pki_types::ServerName;
 
     #[test]
     fn base_urls_parse_and_name_the_leader() {
@@ -603,8 +453,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ca.pem");
         std::fs::write(&file, format!("{}\n{}", ca_pem(), ca_pem())).unwrap();
-        assert_eq!(roots_from_pem(&file).unwrap().len(), 2);
-        tls_config(Some(&file)).unwrap();
         let client = Client::new(
             &["https://127.0.0.1:8443".into()],
             None,
@@ -616,14 +464,8 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_or_missing_ca_file_is_an_error_naming_it() {
+    fn a_missing_ca_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty.pem");
-        std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = roots_from_pem(&empty).unwrap_err();
-        assert!(e.contains(&empty.display().to_string()), "{e}");
-        assert!(e.contains("no certificate"), "{e}");
-
         let missing = dir.path().join("missing.pem");
         let e = Client::new(
             &["https://m1:8443".into()],

@@ -1,0 +1,233 @@
+//! HTTPS and basic auth for the sources that read HTTP APIs (Marathon, Mesos masters):
+//! the rustls client setup, trusting a configured `ca_file` alone or else the system's
+//! roots, and the handshake with an error that says what the certificate must satisfy.
+//! Sources connect themselves (a fresh connection per request) and hand the stream here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::HeaderValue;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tracing::{debug, info, warn};
+
+/// A TLS client setup, made once per source configuration (loading roots is slow).
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: TlsConnector,
+    /// What the certificate must chain to, in words for errors: the ca_file, or a system root.
+    trusts: String,
+}
+
+// By hand: tokio-rustls has no `Debug` for the connector.
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("trusts", &self.trusts)
+            .finish()
+    }
+}
+
+impl TlsClient {
+    /// Trusts the certificates of `ca_file` alone when given, else the system's roots;
+    /// `section` (`marathon`, `mesos`) names the config section in errors.
+    pub fn new(ca_file: Option<&Path>, section: &str) -> Result<TlsClient, String> {
+        Ok(TlsClient {
+            connector: TlsConnector::from(Arc::new(tls_config(ca_file, section)?)),
+            trusts: match ca_file {
+                Some(file) => format!("a CA in ca_file {}", file.display()),
+                None => format!("a system root (or set [{section}] ca_file)"),
+            },
+        })
+    }
+
+    /// The TLS handshake on `stream` for server `host` (a name or an IP address, which
+    /// the certificate must name), within `timeout`.
+    pub async fn connect(
+        &self,
+        host: &str,
+        stream: TcpStream,
+        timeout: Duration,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host:?} is not a valid TLS server name: {e}"))?;
+        tokio::time::timeout(timeout, self.connector.connect(name, stream))
+            .await
+            .map_err(|_| format!("no TLS handshake within {timeout:?}"))?
+            .map_err(|e| tls_failure(&e, &self.trusts))
+    }
+}
+
+/// The `Authorization` value of HTTP basic auth.
+pub fn basic_auth(user: &str, password: &str) -> HeaderValue {
+    let token = base64(format!("{user}:{password}").as_bytes());
+    let mut value =
+        HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header");
+    // Kept out of debug output and HPACK tables.
+    value.set_sensitive(true);
+    value
+}
+
+/// Why a TLS handshake failed, with a hint when the certificate is the problem.
+fn tls_failure(e: &std::io::Error, trusts: &str) -> String {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    let hint = if certificate {
+        format!(" (the certificate must name the URL's host and chain to {trusts})")
+    } else {
+        String::new()
+    };
+    format!("TLS handshake: {e}{hint}")
+}
+
+/// The rustls client setup for https URLs: trusting `ca_file` alone when given, else the
+/// system's roots.
+fn tls_config(ca_file: Option<&Path>, section: &str) -> Result<rustls::ClientConfig, String> {
+    let roots = match ca_file {
+        Some(file) => roots_from_pem(file)?,
+        None => system_roots(section)?,
+    };
+    // The provider is named, not taken from the process default, so that no other crate's
+    // choice of default can change (or panic) what this client uses.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Every certificate of a PEM bundle, as trust roots; at least one is required.
+fn roots_from_pem(file: &Path) -> Result<RootCertStore, String> {
+    let name = file.display();
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read ca_file {name}: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert =
+            cert.map_err(|e| format!("ca_file {name}: certificate {} unreadable: {e}", i + 1))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ca_file {name}: certificate {} unusable: {e}", i + 1))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "ca_file {name} holds no certificate (expected PEM blocks \
+             -----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    debug!(ca_file = %name, certificates = roots.len(), "loaded a CA bundle");
+    Ok(roots)
+}
+
+/// The operating system's trust roots (as `rustls-native-certs` finds them, honouring
+/// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
+fn system_roots(section: &str) -> Result<RootCertStore, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
+        return Err(format!(
+            "https URLs in [{section}]: no system root certificate could be loaded ({}); \
+             set [{section}] ca_file to the CA that signed the servers' certificates",
+            if errors.is_empty() {
+                "none found".to_string()
+            } else {
+                errors.join("; ")
+            }
+        ));
+    }
+    for e in &found.errors {
+        warn!(error = %e, "some system root certificates could not be loaded");
+    }
+    info!(
+        roots = added,
+        ignored, section, "loaded the system root certificates for https URLs"
+    );
+    Ok(roots)
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for the basic-auth header.
+fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+        assert_eq!(
+            basic_auth("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    /// A self-signed CA certificate in PEM.
+    fn ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_ca_file_with_certificates_becomes_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, format!("{}\n{}", ca_pem(), ca_pem())).unwrap();
+        assert_eq!(roots_from_pem(&file).unwrap().len(), 2);
+        let tls = TlsClient::new(Some(&file), "mesos").unwrap();
+        assert!(tls.trusts.contains("ca.pem"), "{tls:?}");
+    }
+
+    #[test]
+    fn an_empty_or_missing_ca_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = roots_from_pem(&empty).unwrap_err();
+        assert!(e.contains(&empty.display().to_string()), "{e}");
+        assert!(e.contains("no certificate"), "{e}");
+        let missing = dir.path().join("missing.pem");
+        let e = TlsClient::new(Some(&missing), "mesos").unwrap_err();
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        assert!(e.contains("cannot read ca_file"), "{e}");
+    }
+}
