@@ -206,14 +206,21 @@ mod mesos_dns {
     }
 
     /// The running DNS configuration under Mesos-DNS's field names. Nothing secret is in it:
-    /// Drover keeps no Mesos credentials, and the Marathon password (a file path in the
-    /// config) is never shown.
+    /// the Mesos secret (Mesos-DNS shows it here) and the Marathon password are files Drover
+    /// reads, and neither their contents nor their paths are shown.
     pub fn config(config: &Config) -> Value {
         let Some(dns) = &config.dns else {
             return json!({ "DnsOn": false, "HttpOn": true });
         };
         let options = zone_options(config, dns);
         let forward: Vec<String> = dns.forward.iter().map(|a| a.ip().to_string()).collect();
+        let mesos = config.mesos.as_ref();
+        let principal = mesos.and_then(|m| m.principal.clone());
+        let secret = if principal.is_some() {
+            "<redacted>"
+        } else {
+            ""
+        };
         json!({
             "RefreshSeconds": config.mesos.as_ref().map_or(0, |m| m.poll.as_secs()),
             "TTL": options.ttl,
@@ -236,6 +243,12 @@ mod mesos_dns {
             "IPSources": dns.ip_sources,
             "EnforceRFC952": dns.labels == "rfc952",
             "SRVRecordDefaultWeight": options.srv_weight,
+            "MesosHTTPSOn": mesos.is_some_and(|m| m.masters.iter().any(|u| u.starts_with("https://"))),
+            "CACertFile": mesos
+                .and_then(|m| m.ca_file.as_ref())
+                .map_or_else(String::new, |p| p.display().to_string()),
+            "MesosAuthentication": if principal.is_some() { "basic" } else { "" },
+            "MesosCredentials": { "principal": principal.unwrap_or_default(), "secret": secret },
         })
     }
 

@@ -95,6 +95,9 @@ pub struct RawMesos {
     #[serde(default)]
     pub masters: Vec<String>,
     pub poll: Option<String>,
+    pub principal: Option<String>,
+    pub secret_file: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 /// `[catalog]`: the static catalog file.

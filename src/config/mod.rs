@@ -150,6 +150,11 @@ pub struct MarathonConfig {
 pub struct MesosConfig {
     pub masters: Vec<String>,
     pub poll: Duration,
+    /// HTTP basic auth for masters started with `--authenticate_http_readonly`.
+    pub principal: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// The only CA trusted for https masters (system roots when `None`).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -721,9 +726,29 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, u)| self.url(&format!("mesos.masters[{i}]"), u))
             .collect();
+        if r.principal.is_some() != r.secret_file.is_some() {
+            self.problem(
+                "mesos.principal",
+                "",
+                "principal and secret_file go together: set both or neither",
+            );
+        }
+        for (key, value) in [
+            ("mesos.secret_file", &r.secret_file),
+            ("mesos.ca_file", &r.ca_file),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                self.problem(key, "\"\"", "empty: name a file, or remove the key");
+            }
+        }
         MesosConfig {
             masters,
             poll: self.duration("mesos.poll", r.poll.as_deref(), Duration::from_secs(5)),
+            principal: r.principal,
+            // Both files are read when the masters are first polled: a missing one is a
+            // source error there, shown in /debug/routes.
+            secret_file: r.secret_file.map(|p| self.path(&p)),
+            ca_file: r.ca_file.map(|p| self.path(&p)),
         }
     }
 

@@ -74,7 +74,10 @@ password_file = "marathon.pass"
 ca_file = "/pki/ca.pem"
 
 [mesos]
-masters = ["http://10.0.0.1:5050", "http://10.0.0.2:5050"]
+masters = ["http://10.0.0.1:5050", "https://10.0.0.2:5050"]
+principal = "dns"
+secret_file = "mesos.secret"
+ca_file = "/pki/mesos-ca.pem"
 poll = "2s"
 
 [catalog]
@@ -180,8 +183,14 @@ fn every_section_and_key_parses_to_its_typed_value() {
     assert_eq!(
         c.mesos,
         Some(MesosConfig {
-            masters: vec!["http://10.0.0.1:5050".into(), "http://10.0.0.2:5050".into()],
+            masters: vec![
+                "http://10.0.0.1:5050".into(),
+                "https://10.0.0.2:5050".into()
+            ],
             poll: secs(2),
+            principal: Some("dns".into()),
+            secret_file: Some(PathBuf::from("/etc/drover/mesos.secret")),
+            ca_file: Some(PathBuf::from("/pki/mesos-ca.pem")),
         })
     );
     assert_eq!(
@@ -404,6 +413,9 @@ const MISTAKES: &[(&str, &str, &str)] = &[
     ("[mesos]\nmasters = []", "mesos.masters", "[]"),
     ("[mesos]\nmasters = [\"ftp://m:5050\"]", "mesos.masters[0]", "\"ftp://m:5050\""),
     ("[mesos]\nmasters = [\"http://m\"]\npoll = \"0ms\"", "mesos.poll", "\"0ms\""),
+    ("[mesos]\nmasters = [\"http://m\"]\nprincipal = \"dns\"", "mesos.principal", ""),
+    ("[mesos]\nmasters = [\"http://m\"]\nsecret_file = \"s\"", "mesos.principal", ""),
+    ("[mesos]\nmasters = [\"http://m\"]\nca_file = \" \"", "mesos.ca_file", "\"\""),
     ("[catalog]\ngroups = [\"a\"]", "catalog.file", ""),
     ("[catalog]\nfile = \"\"", "catalog.file", ""),
     ("[catalog]\nfile = \"s.toml\"\ngroups = []", "catalog.groups", "[]"),

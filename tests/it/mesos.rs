@@ -140,3 +140,69 @@ async fn leader_dot_domain_over_dns_follows_a_leadership_move_within_a_poll() {
         moved.elapsed()
     );
 }
+
+/// Masters over https that ask for basic auth (Mesos `--authenticate_http_readonly`):
+/// read with `ca_file`, `principal` and `secret_file`, the follower's protocol-relative
+/// 307 followed over https too; `/v1/config` shows the principal, never the secret. A
+/// wrong secret is a source error that says what to set.
+#[tokio::test]
+async fn https_masters_with_basic_auth_are_read_and_the_secret_never_shown() {
+    let (mesos, ca) = FakeMesos::start_secure(2, Some(1), "dns", "s3cret-value").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let secret_file = dir.path().join("mesos.secret");
+    std::fs::write(&secret_file, "s3cret-value\n").unwrap();
+    // Only master 0 is listed: the state can only come through its 307 to master 1, which
+    // is protocol-relative and so must be followed over https.
+    let secure = |secret: &std::path::Path| {
+        config(&mesos)
+            .replace(
+                &mesos.masters_toml(),
+                &format!("[\"https://{}\"]", mesos.addrs[0]),
+            )
+            .replace(
+                "\n\n[dns]",
+                &format!(
+                    "\nprincipal = \"dns\"\nsecret_file = \"{}\"\nca_file = \"{}\"\n\n[dns]",
+                    secret.display(),
+                    ca_file.display()
+                ),
+            )
+    };
+    let d = Drover::start(&secure(&secret_file), "");
+    d.ready().await;
+    // The TLS handshakes make the first zone slower than over http: wait for it.
+    eventually("leader.mesos names master 1, read over https", || async {
+        let a = support::get(d.admin(), "admin", "/v1/hosts/leader.mesos").await;
+        (a.status == 200 && a.body.contains("\"127.0.0.2\"")).then_some(())
+    })
+    .await;
+    assert_eq!(hosts(&d, "leader.mesos").await, ["127.0.0.2"]);
+    assert!(
+        mesos.reads(1) > 0,
+        "master 1 is read only through the redirect"
+    );
+    let c = api(&d, "/v1/config").await;
+    assert_eq!(c["MesosHTTPSOn"], true);
+    assert_eq!(c["MesosAuthentication"], "basic");
+    assert_eq!(c["MesosCredentials"]["principal"], "dns");
+    assert_eq!(c["MesosCredentials"]["secret"], "<redacted>");
+    let raw = support::get(d.admin(), "admin", "/v1/config").await.body;
+    assert!(
+        !raw.contains("s3cret-value") && !raw.contains("mesos.secret"),
+        "{raw}"
+    );
+
+    let wrong = dir.path().join("wrong.secret");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let d = Drover::start(&secure(&wrong), "");
+    d.ready().await;
+    eventually("the 401 is a source error naming the settings", || async {
+        let routes = support::get(d.admin(), "admin", "/debug/routes").await.body;
+        routes.contains("principal and secret_file").then_some(())
+    })
+    .await;
+    let a = support::get(d.admin(), "admin", "/v1/hosts/leader.mesos").await;
+    assert_eq!(a.status, 503, "no state read, so no zone: {}", a.body);
+}

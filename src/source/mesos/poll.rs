@@ -11,6 +11,10 @@
 //! A failed round keeps the last good state (logged, counted, shown in `/debug/routes`). A
 //! state with less than half of the previous one's tasks is held for one poll and published
 //! only if the next read confirms it (DESIGN §7).
+//!
+//! `https://` masters are read over TLS (`source::https`; a redirect or a leader named in a
+//! state keeps the scheme of the master that named it), and with `principal` and
+//! `secret_file` every request carries HTTP basic auth (Mesos's `--authenticate_http_*`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +31,7 @@ use tracing::{debug, info, warn};
 use super::state::{self, split_host_port, MesosState, Pid};
 use crate::config::{Config, MesosConfig};
 use crate::shutdown::Shutdown;
+use crate::source::https::{basic_auth, TlsClient};
 use crate::Shared;
 
 /// The label value of `source` in discovery metrics.
@@ -46,10 +51,72 @@ pub struct MesosSnapshot {
     pub leader: String,
 }
 
-/// A master to read from: `host:port` (the configured URL without `http://`).
+/// A master to read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Master {
+    /// `host:port` to connect to; also how masters are told apart.
     authority: String,
+    /// The host alone (no brackets): what an https master's certificate must name.
+    host: String,
+    tls: bool,
+}
+
+impl Master {
+    /// From a configured URL, `http://host:port` or `https://host:port` (port 80 or 443
+    /// when absent; a path is ignored).
+    fn parse(url: &str) -> Result<Master, String> {
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            _ => return Err(format!("{url}: not an http:// or https:// URL")),
+        };
+        let hostport = rest.split('/').next().unwrap_or_default();
+        let authority = if split_host_port(hostport).is_some() {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:{}", if tls { 443 } else { 80 })
+        };
+        Master::at(&authority, tls).ok_or_else(|| format!("{url}: no usable host"))
+    }
+
+    /// The master at `host:port`, reached the same way (`tls`) as the one that named it.
+    fn at(authority: &str, tls: bool) -> Option<Master> {
+        let (host, _) = split_host_port(authority)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        (!host.is_empty()).then(|| Master {
+            authority: authority.to_string(),
+            host: host.to_string(),
+            tls,
+        })
+    }
+}
+
+/// How requests reach the masters: TLS when some master is https, and basic auth.
+#[derive(Debug, Clone, Default)]
+struct Transport {
+    tls: Option<TlsClient>,
+    auth: Option<HeaderValue>,
+}
+
+impl Transport {
+    /// Reads the secret file and loads the TLS roots (once per configuration).
+    fn new(cfg: &MesosConfig) -> Result<Transport, String> {
+        let tls = if cfg.masters.iter().any(|m| m.starts_with("https://")) {
+            Some(TlsClient::new(cfg.ca_file.as_deref(), "mesos")?)
+        } else {
+            None
+        };
+        let auth = match (&cfg.principal, &cfg.secret_file) {
+            (Some(principal), Some(file)) => {
+                let secret = std::fs::read_to_string(file).map_err(|e| {
+                    format!("cannot read [mesos] secret_file {}: {e}", file.display())
+                })?;
+                Some(basic_auth(principal, secret.trim_end_matches(['\r', '\n'])))
+            }
+            _ => None,
+        };
+        Ok(Transport { tls, auth })
+    }
 }
 
 /// Why a read was not accepted.
@@ -65,8 +132,10 @@ pub enum PollError {
     Decode(String, state::StateError),
     #[error("{0}: names {1} as leader, which does not confirm it")]
     NotLeader(String, String),
-    #[error("{0}: only http:// master URLs are supported")]
-    Scheme(String),
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}: HTTP {1}: the master wants credentials ([mesos] principal and secret_file)")]
+    Unauthorized(String, StatusCode),
 }
 
 /// Polls while `[mesos]` is configured; follows config changes. `None` on the channel
@@ -129,6 +198,8 @@ pub async fn run(
 /// The reading side, apart from scheduling (tests drive it directly).
 pub struct Poller {
     masters: Vec<Result<Master, String>>,
+    /// `Err` when the TLS roots or the secret could not be loaded: every read says why.
+    transport: Result<Transport, String>,
     /// Index of the master tried first.
     preferred: usize,
     /// Tasks in the last published state.
@@ -139,18 +210,10 @@ pub struct Poller {
 
 impl Poller {
     pub fn new(cfg: &MesosConfig) -> Poller {
-        let masters = cfg
-            .masters
-            .iter()
-            .map(|url| match url.strip_prefix("http://") {
-                Some(rest) => Ok(Master {
-                    authority: rest.trim_end_matches('/').to_string(),
-                }),
-                None => Err(url.clone()),
-            })
-            .collect();
+        let masters = cfg.masters.iter().map(|url| Master::parse(url)).collect();
         Poller {
             masters,
+            transport: Transport::new(cfg),
             preferred: 0,
             last_tasks: None,
             held: false,
@@ -159,18 +222,22 @@ impl Poller {
 
     /// One round: the leader's state, or every master's reason in one message.
     pub async fn read(&mut self) -> Result<MesosSnapshot, String> {
+        let transport = match &self.transport {
+            Ok(t) => t,
+            Err(e) => return Err(PollError::Setup(e.clone()).to_string()),
+        };
         let n = self.masters.len();
         let mut errors = Vec::new();
         for i in 0..n {
             let index = (self.preferred + i) % n;
             let master = match &self.masters[index] {
                 Ok(m) => m.clone(),
-                Err(url) => {
-                    errors.push(PollError::Scheme(url.clone()).to_string());
+                Err(e) => {
+                    errors.push(PollError::Setup(e.clone()).to_string());
                     continue;
                 }
             };
-            match read_leader(&master.authority).await {
+            match read_leader(&master, transport).await {
                 Ok(snapshot) => {
                     // Start with the leader next time when it is one of ours.
                     let leader_index = self
@@ -213,57 +280,62 @@ impl Poller {
     }
 }
 
-/// Reads `/master/state` from `authority`, following a 307 or a `leader` naming another
+/// Reads `/master/state` from `master`, following a 307 or a `leader` naming another
 /// master once; accepts only a state whose master says it leads.
-async fn read_leader(authority: &str) -> Result<MesosSnapshot, PollError> {
-    let (status, location, body) = get(authority, "/master/state").await?;
+async fn read_leader(master: &Master, transport: &Transport) -> Result<MesosSnapshot, PollError> {
+    let (status, location, body) = get(master, "/master/state", transport).await?;
     let (from, body) = match status {
-        StatusCode::OK => (authority.to_string(), body),
+        StatusCode::OK => (master.clone(), body),
         StatusCode::TEMPORARY_REDIRECT => {
             let leader = location
                 .as_deref()
-                .and_then(redirect_authority)
+                .and_then(|l| redirect_target(l, master.tls))
                 .ok_or_else(|| {
                     PollError::Request(
-                        authority.to_string(),
+                        master.authority.clone(),
                         format!("307 with an unusable Location {location:?}"),
                     )
                 })?;
-            debug!(from = %authority, to = %leader, "following the leader's redirect");
-            let (status, _, body) = get(&leader, "/master/state").await?;
+            debug!(from = %master.authority, to = %leader.authority, "following the leader's redirect");
+            let (status, _, body) = get(&leader, "/master/state", transport).await?;
             if status != StatusCode::OK {
-                return Err(status_error(&leader, status));
+                return Err(status_error(&leader.authority, status));
             }
             (leader, body)
         }
-        other => return Err(status_error(authority, other)),
+        other => return Err(status_error(&master.authority, other)),
     };
-    let state = state::decode(&body).map_err(|e| PollError::Decode(from.clone(), e))?;
-    if leads(&state, &from) {
+    let state = state::decode(&body).map_err(|e| PollError::Decode(from.authority.clone(), e))?;
+    if leads(&state, &from.authority) {
         return Ok(MesosSnapshot {
             state,
-            leader: from,
+            leader: from.authority,
         });
     }
     // The master that answered names someone else: read from that one, once.
-    let named = Pid::parse(&state.leader)
-        .map_err(|_| PollError::NotLeader(from.clone(), format!("{:?}", state.leader)))?;
-    let leader = pid_authority(&named);
-    let (status, _, body) = get(&leader, "/master/state").await?;
+    let not_leader = || PollError::NotLeader(from.authority.clone(), format!("{:?}", state.leader));
+    let named = Pid::parse(&state.leader).map_err(|_| not_leader())?;
+    let leader = Master::at(&pid_authority(&named), from.tls).ok_or_else(not_leader)?;
+    let (status, _, body) = get(&leader, "/master/state", transport).await?;
     if status != StatusCode::OK {
-        return Err(status_error(&leader, status));
+        return Err(status_error(&leader.authority, status));
     }
-    let state = state::decode(&body).map_err(|e| PollError::Decode(leader.clone(), e))?;
-    if leads(&state, &leader) {
-        Ok(MesosSnapshot { state, leader })
+    let state = state::decode(&body).map_err(|e| PollError::Decode(leader.authority.clone(), e))?;
+    if leads(&state, &leader.authority) {
+        Ok(MesosSnapshot {
+            state,
+            leader: leader.authority,
+        })
     } else {
-        Err(PollError::NotLeader(leader, state.leader.clone()))
+        Err(PollError::NotLeader(leader.authority, state.leader.clone()))
     }
 }
 
 fn status_error(authority: &str, status: StatusCode) -> PollError {
     if status == StatusCode::SERVICE_UNAVAILABLE {
         PollError::NoLeader(authority.to_string())
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        PollError::Unauthorized(authority.to_string(), status)
     } else {
         PollError::Status(authority.to_string(), status)
     }
@@ -289,45 +361,62 @@ fn pid_authority(pid: &Pid) -> String {
     }
 }
 
-/// `host:port` from a 307's `Location`: `//host:port/master/state` (Mesos writes it
-/// protocol-relative) or `http://host:port/...`.
-fn redirect_authority(location: &str) -> Option<String> {
-    let rest = location
-        .strip_prefix("//")
-        .or_else(|| location.strip_prefix("http://"))?;
-    let authority = rest.split('/').next()?;
-    split_host_port(authority)?;
-    Some(authority.to_string())
+/// The master a 307's `Location` names: `//host:port/master/state` (Mesos writes it
+/// protocol-relative, so it is reached as the master that redirected, `tls`) or
+/// `http(s)://host:port/...`.
+fn redirect_target(location: &str, tls: bool) -> Option<Master> {
+    let (tls, rest) = if let Some(rest) = location.strip_prefix("//") {
+        (tls, rest)
+    } else if let Some(rest) = location.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        (false, location.strip_prefix("http://")?)
+    };
+    Master::at(rest.split('/').next()?, tls)
 }
 
 /// One GET over a fresh connection: status, `Location`, and the whole body.
 async fn get(
-    authority: &str,
+    master: &Master,
     path: &str,
+    transport: &Transport,
 ) -> Result<(StatusCode, Option<String>, Bytes), PollError> {
+    let authority = master.authority.as_str();
     let fail = |reason: String| PollError::Request(authority.to_string(), reason);
     let exchange = async {
         let stream = TcpStream::connect(authority)
             .await
             .map_err(|e| fail(format!("connect: {e}")))?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(format!("handshake: {e}")))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let host = HeaderValue::from_str(authority).map_err(|_| fail("bad host".into()))?;
-        let request = Request::get(path)
+        let mut request = Request::get(path)
             .header(header::HOST, host)
             .header(header::USER_AGENT, "drover")
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| fail(format!("request: {e}")))?;
+        if let Some(auth) = &transport.auth {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
+        }
+        let response = if master.tls {
+            // Only a redirect can lead here without TLS set up: every master is http.
+            let tls = transport.tls.as_ref().ok_or_else(|| {
+                fail(
+                    "an https master, but no configured master is https, so TLS is not set up"
+                        .into(),
+                )
+            })?;
+            let stream = tls
+                .connect(&master.host, stream, REQUEST_TIMEOUT)
+                .await
+                .map_err(fail)?;
+            send(stream, request).await
+        } else {
+            send(stream, request).await
+        }
+        .map_err(fail)?;
         let status = response.status();
         let location = response
             .headers()
@@ -346,22 +435,65 @@ async fn get(
         .map_err(|_| fail(format!("no answer within {REQUEST_TIMEOUT:?}")))?
 }
 
+/// One request over an open connection (plain or TLS).
+async fn send<S>(
+    stream: S,
+    request: Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn redirects_name_the_leader_protocol_relative() {
+        let at = |l: &str, tls: bool| redirect_target(l, tls).map(|m| (m.authority, m.tls));
         assert_eq!(
-            redirect_authority("//10.0.0.2:5050/master/state").as_deref(),
-            Some("10.0.0.2:5050")
+            at("//10.0.0.2:5050/master/state", false),
+            Some(("10.0.0.2:5050".into(), false))
+        );
+        // Protocol-relative keeps the scheme of the master that redirected.
+        assert_eq!(
+            at("//10.0.0.2:5050/master/state", true),
+            Some(("10.0.0.2:5050".into(), true))
         );
         assert_eq!(
-            redirect_authority("http://[::1]:5050/master/state").as_deref(),
-            Some("[::1]:5050")
+            at("http://[::1]:5050/master/state", true),
+            Some(("[::1]:5050".into(), false))
         );
-        assert_eq!(redirect_authority("/master/state"), None);
-        assert_eq!(redirect_authority("//nohostport/x"), None);
+        assert_eq!(
+            at("https://m2:5050/master/state", false),
+            Some(("m2:5050".into(), true))
+        );
+        assert_eq!(at("/master/state", false), None);
+        assert_eq!(at("//nohostport/x", false), None);
+    }
+
+    #[test]
+    fn master_urls_give_where_to_connect_and_the_certificate_name() {
+        let m = Master::parse("https://[::1]:5050/").unwrap();
+        assert_eq!(
+            (m.authority.as_str(), m.host.as_str(), m.tls),
+            ("[::1]:5050", "::1", true)
+        );
+        let m = Master::parse("http://m1").unwrap();
+        assert_eq!((m.authority.as_str(), m.tls), ("m1:80", false));
+        assert_eq!(Master::parse("https://m1").unwrap().authority, "m1:443");
+        assert!(Master::parse("ftp://m1:5050").is_err());
     }
 
     #[test]

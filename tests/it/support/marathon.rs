@@ -896,13 +896,15 @@ pub fn fixture_addresses(rel: &str) -> HashMap<String, String> {
 
 // === TLS ===
 
-/// A new CA and the rustls server setup for a certificate it signed, valid for `127.0.0.1`
-/// and `localhost`. Returns the CA certificate in PEM.
-fn test_pki() -> (String, rustls::ServerConfig) {
+/// A new CA and the rustls server setup for a certificate it signed, valid for
+/// `127.0.0.1` to `127.0.0.3` and `localhost`. Returns the CA certificate in PEM.
+pub fn test_pki() -> (String, rustls::ServerConfig) {
     let (ca_pem, issuer) = new_ca("fake Marathon CA");
     let key = rcgen::KeyPair::generate().expect("server key");
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-        .expect("server params");
+    // The fake Mesos masters listen on 127.0.0.1-3.
+    let names = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "localhost"];
+    let mut params =
+        rcgen::CertificateParams::new(names.map(String::from).to_vec()).expect("server params");
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "fake Marathon");

@@ -2,7 +2,8 @@
 //! address in DNS answers, sharing one "who leads" cell. `GET /master/state` on the leader
 //! answers the fixture state with `leader` and `pid` naming itself; a follower answers 307
 //! with a protocol-relative `Location` naming the leader, as Mesos 1.0+ does; with no
-//! leader every master answers 503.
+//! leader every master answers 503. `start_secure` serves the same over https and asks
+//! for basic auth, as masters with `--authenticate_http_readonly` do.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,11 +16,16 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::support::marathon::{basic_auth, test_pki};
 
 const NOBODY: usize = usize::MAX;
 
 pub struct FakeMesos {
     pub addrs: Vec<SocketAddr>,
+    /// `http` or `https`.
+    scheme: &'static str,
     leader: Arc<AtomicUsize>,
     /// `/master/state` requests, per master.
     reads: Vec<Arc<AtomicUsize>>,
@@ -37,6 +43,32 @@ pub fn fixture_state() -> String {
 
 impl FakeMesos {
     pub async fn start(n: usize, leader: Option<usize>) -> FakeMesos {
+        FakeMesos::serve(n, leader, None, None).await
+    }
+
+    /// As `start`, over https (a certificate from a CA made now), answering 401 to any
+    /// request without `Authorization: Basic principal:secret`. Returns the CA in PEM.
+    pub async fn start_secure(
+        n: usize,
+        leader: Option<usize>,
+        principal: &str,
+        secret: &str,
+    ) -> (FakeMesos, String) {
+        let (ca_pem, server) = test_pki();
+        let tls = TlsAcceptor::from(Arc::new(server));
+        let auth = basic_auth(principal, secret);
+        (
+            FakeMesos::serve(n, leader, Some(tls), Some(auth)).await,
+            ca_pem,
+        )
+    }
+
+    async fn serve(
+        n: usize,
+        leader: Option<usize>,
+        tls: Option<TlsAcceptor>,
+        auth: Option<String>,
+    ) -> FakeMesos {
         let cell = Arc::new(AtomicUsize::new(leader.unwrap_or(NOBODY)));
         let mut listeners = Vec::new();
         for i in 0..n {
@@ -48,6 +80,7 @@ impl FakeMesos {
             Arc::new(serde_json::from_str(&fixture_state()).expect("fixture JSON"));
         let mut m = FakeMesos {
             addrs: addrs.clone(),
+            scheme: if tls.is_some() { "https" } else { "http" },
             leader: cell.clone(),
             reads: Vec::new(),
             tasks: Vec::new(),
@@ -61,16 +94,28 @@ impl FakeMesos {
                 leader: cell.clone(),
                 state: state.clone(),
                 reads,
+                auth: auth.clone(),
             });
+            let tls = tls.clone();
             m.tasks.push(tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     let me = me.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let service =
                             hyper::service::service_fn(move |req| answer(me.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                            Some(tls) => {
+                                if let Ok(stream) = tls.accept(stream).await {
+                                    let _ =
+                                        http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                            }
+                        }
                     });
                 }
             }));
@@ -86,12 +131,12 @@ impl FakeMesos {
         self.reads[i].load(Ordering::SeqCst)
     }
 
-    /// `["http://127.0.0.1:a", ...]` for `[mesos] masters`.
+    /// `["http://127.0.0.1:a", ...]` (`https://` from `start_secure`) for `[mesos] masters`.
     pub fn masters_toml(&self) -> String {
         let list: Vec<String> = self
             .addrs
             .iter()
-            .map(|a| format!("\"http://{a}\""))
+            .map(|a| format!("\"{}://{a}\"", self.scheme))
             .collect();
         format!("[{}]", list.join(", "))
     }
@@ -111,6 +156,8 @@ struct Master {
     leader: Arc<AtomicUsize>,
     state: Arc<serde_json::Value>,
     reads: Arc<AtomicUsize>,
+    /// The `Authorization` value every request must carry.
+    auth: Option<String>,
 }
 
 async fn answer(
@@ -120,6 +167,18 @@ async fn answer(
     let b = Response::builder();
     if req.uri().path() != "/master/state" {
         return Ok(b.status(404).body(Full::default()).unwrap());
+    }
+    let authorized = me.auth.as_deref().is_none_or(|want| {
+        req.headers()
+            .get("authorization")
+            .is_some_and(|got| got.as_bytes() == want.as_bytes())
+    });
+    if !authorized {
+        return Ok(b
+            .status(401)
+            .header("www-authenticate", "Basic realm=\"Mesos master\"")
+            .body(Full::default())
+            .unwrap());
     }
     me.reads.fetch_add(1, Ordering::SeqCst);
     let leader = me.leader.load(Ordering::SeqCst);
