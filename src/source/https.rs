@@ -177,7 +177,7 @@ fn base64(input: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -200,7 +200,7 @@ mod tests {
     }
 
     /// A self-signed CA certificate in PEM.
-    fn ca_pem() -> String {
+    pub(crate) fn ca_pem() -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -394,6 +394,7 @@ fn redirect_target(base: &BaseUrl, location: &str) -> Option<(BaseUrl, String)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::https::tests::ca_pem;
     use rustls_pki_types::ServerName;
 
     #[test]
@@ -438,14 +439,6 @@ mod tests {
         let v6 = BaseUrl::parse("https://[::1]").unwrap();
         assert_eq!(v6.authority, "[::1]:443");
         assert!(!BaseUrl::parse("http://m1").unwrap().tls);
-    }
-
-    /// A self-signed CA certificate in PEM.
-    fn ca_pem() -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.self_signed(&key).unwrap().pem()
     }
 
     #[test]
