@@ -144,7 +144,7 @@ async fn leader_dot_domain_over_dns_follows_a_leadership_move_within_a_poll() {
 /// Masters over https that ask for basic auth (Mesos `--authenticate_http_readonly`):
 /// read with `ca_file`, `principal` and `secret_file`, the follower's protocol-relative
 /// 307 followed over https too; `/v1/config` shows the principal, never the secret. A
-/// wrong secret is a source error that says what to set.
+/// wrong secret is a source error that says what to set, until the file holds the right one.
 #[tokio::test]
 async fn https_masters_with_basic_auth_are_read_and_the_secret_never_shown() {
     let (mesos, ca) = FakeMesos::start_secure(2, Some(1), "dns", "s3cret-value").await;
@@ -205,4 +205,12 @@ async fn https_masters_with_basic_auth_are_read_and_the_secret_never_shown() {
     .await;
     let a = support::get(d.admin(), "admin", "/v1/hosts/leader.mesos").await;
     assert_eq!(a.status, 503, "no state read, so no zone: {}", a.body);
+
+    // The secret is read at every poll: fixing the file is enough, no reload needed.
+    std::fs::write(&wrong, "s3cret-value\n").unwrap();
+    eventually("the rotated secret is used", || async {
+        let a = support::get(d.admin(), "admin", "/v1/hosts/leader.mesos").await;
+        (a.status == 200 && a.body.contains("\"127.0.0.2\"")).then_some(())
+    })
+    .await;
 }

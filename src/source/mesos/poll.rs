@@ -16,6 +16,7 @@
 //! state keeps the scheme of the master that named it), and with `principal` and
 //! `secret_file` every request carries HTTP basic auth (Mesos's `--authenticate_http_*`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,24 +100,29 @@ struct Transport {
 }
 
 impl Transport {
-    /// Reads the secret file and loads the TLS roots (once per configuration).
+    /// Loads the TLS roots (once per configuration); `auth` is set per round.
     fn new(cfg: &MesosConfig) -> Result<Transport, String> {
         let tls = if cfg.masters.iter().any(|m| m.starts_with("https://")) {
             Some(TlsClient::new(cfg.ca_file.as_deref(), "mesos")?)
         } else {
             None
         };
-        let auth = match (&cfg.principal, &cfg.secret_file) {
-            (Some(principal), Some(file)) => {
-                let secret = std::fs::read_to_string(file).map_err(|e| {
-                    format!("cannot read [mesos] secret_file {}: {e}", file.display())
-                })?;
-                Some(basic_auth(principal, secret.trim_end_matches(['\r', '\n'])))
-            }
-            _ => None,
-        };
-        Ok(Transport { tls, auth })
+        Ok(Transport { tls, auth: None })
     }
+}
+
+/// The basic-auth header from `[mesos] principal` and `secret_file`. Read at every round
+/// (a few bytes every few seconds), so a rotated secret is used without a reload.
+fn read_auth(credentials: Option<&(String, PathBuf)>) -> Result<Option<HeaderValue>, String> {
+    let Some((principal, file)) = credentials else {
+        return Ok(None);
+    };
+    let secret = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read [mesos] secret_file {}: {e}", file.display()))?;
+    Ok(Some(basic_auth(
+        principal,
+        secret.trim_end_matches(['\r', '\n']),
+    )))
 }
 
 /// Why a read was not accepted.
@@ -198,8 +204,10 @@ pub async fn run(
 /// The reading side, apart from scheduling (tests drive it directly).
 pub struct Poller {
     masters: Vec<Result<Master, String>>,
-    /// `Err` when the TLS roots or the secret could not be loaded: every read says why.
+    /// `Err` when the TLS roots could not be loaded: every read says why.
     transport: Result<Transport, String>,
+    /// `[mesos] principal` and `secret_file`.
+    credentials: Option<(String, PathBuf)>,
     /// Index of the master tried first.
     preferred: usize,
     /// Tasks in the last published state.
@@ -214,6 +222,7 @@ impl Poller {
         Poller {
             masters,
             transport: Transport::new(cfg),
+            credentials: cfg.principal.clone().zip(cfg.secret_file.clone()),
             preferred: 0,
             last_tasks: None,
             held: false,
@@ -222,10 +231,11 @@ impl Poller {
 
     /// One round: the leader's state, or every master's reason in one message.
     pub async fn read(&mut self) -> Result<MesosSnapshot, String> {
-        let transport = match &self.transport {
-            Ok(t) => t,
-            Err(e) => return Err(PollError::Setup(e.clone()).to_string()),
-        };
+        let setup = self.transport.clone().and_then(|mut t| {
+            t.auth = read_auth(self.credentials.as_ref())?;
+            Ok(t)
+        });
+        let transport = &setup.map_err(|e| PollError::Setup(e).to_string())?;
         let n = self.masters.len();
         let mut errors = Vec::new();
         for i in 0..n {
