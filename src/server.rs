@@ -155,10 +155,7 @@ impl Server {
             std::thread::Builder::new()
                 .name("drover-control".into())
                 .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("control runtime");
+                    let rt = current_thread_runtime().expect("control runtime");
                     let clean = rt.block_on(control_plane(
                         config, options, shared, shutdown, workers, admin, certs,
                     ));
@@ -297,10 +294,7 @@ fn start_dns(
     std::thread::Builder::new()
         .name("drover-dns".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match current_thread_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     error!(error = %e, "cannot start the DNS runtime");
@@ -339,10 +333,7 @@ fn start_workers(
         let thread = std::thread::Builder::new()
             .name(format!("drover-worker-{i}"))
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let rt = match current_thread_runtime() {
                     Ok(rt) => rt,
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -500,4 +491,11 @@ async fn signals(shutdown: Shutdown, reread: watch::Sender<()>) {
             _ = hup.recv() => { info!("SIGHUP: re-reading config and catalog"); reread.send_replace(()); }
         }
     }
+}
+
+/// The runtime every Drover thread (control, DNS, each worker) drives on its own.
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

@@ -659,10 +659,9 @@ struct WireCache {
 
 impl WireCache {
     fn use_zone(&mut self, zone: &Arc<Zone>) {
-        if !self.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, zone)) {
+        if switch_zone(&mut self.zone, zone) {
             self.answers.clear();
             self.soa = None;
-            self.zone = Some(zone.clone());
         }
     }
 
@@ -832,6 +831,16 @@ thread_local! {
 /// Complete replies, one per answer rotation.
 type Encoded = Arc<[Box<[u8]>]>;
 
+/// Makes `held` the zone `zone`: true when it held another one, so what a cache built
+/// from it is stale.
+fn switch_zone(held: &mut Option<Arc<Zone>>, zone: &Arc<Zone>) -> bool {
+    if held.as_ref().is_some_and(|z| Arc::ptr_eq(z, zone)) {
+        return false;
+    }
+    *held = Some(zone.clone());
+    true
+}
+
 /// The fast path's encoded answers, per thread, for one zone (like `WireCache`).
 #[derive(Default)]
 struct FastCache {
@@ -847,10 +856,9 @@ struct FastCache {
 
 impl FastCache {
     fn use_zone(&mut self, zone: &Arc<Zone>) {
-        if !self.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, zone)) {
+        if switch_zone(&mut self.zone, zone) {
             self.answers.clear();
             self.soa = None;
-            self.zone = Some(zone.clone());
         }
     }
 

@@ -283,6 +283,14 @@ fn value(zone: &Zone, record: &Record) -> String {
     }
 }
 
+/// The values of the additional records of `name`'s SRV answer, in order.
+fn srv_additional(zone: &Zone, name: &str) -> Vec<String> {
+    let Lookup::Found { additional, .. } = zone.lookup(name, QueryType::SRV) else {
+        panic!("{name}: no SRV answer")
+    };
+    additional.iter().map(|r| value(zone, r)).collect()
+}
+
 fn qtype(name: &str) -> QueryType {
     match name {
         "A" => QueryType::A,
@@ -829,16 +837,7 @@ fn further_answers_of_config_r() {
     assert_eq!(found("master1.mesos.", QueryType::A), some(&["1.2.3.4"]));
     for n in ["_leader._tcp.mesos.", "_leader._udp.mesos."] {
         assert_eq!(found(n, QueryType::SRV), some(&["leader.mesos.:5050"]));
-        let Lookup::Found { additional, .. } = zone.lookup(n, QueryType::SRV) else {
-            panic!()
-        };
-        assert_eq!(
-            additional
-                .iter()
-                .map(|r| value(&zone, r))
-                .collect::<Vec<_>>(),
-            ["1.2.3.4"]
-        );
+        assert_eq!(srv_additional(&zone, n), ["1.2.3.4"]);
     }
     assert_eq!(
         found("slave.mesos.", QueryType::A),
@@ -852,13 +851,11 @@ fn further_answers_of_config_r() {
         found("_slave._tcp.mesos.", QueryType::SRV),
         some(&["slave.mesos.:5051"])
     );
-    let Lookup::Found { additional, .. } = zone.lookup("_slave._tcp.mesos.", QueryType::SRV) else {
-        panic!()
-    };
+    let additional = srv_additional(&zone, "_slave._tcp.mesos.");
     // One A (any of the three) and the AAAA.
     assert_eq!(additional.len(), 2);
-    assert!(["1.2.3.10", "1.2.3.11", "1.2.3.12"].contains(&value(&zone, &additional[0]).as_str()));
-    assert_eq!(value(&zone, &additional[1]), "2001:db8::1");
+    assert!(["1.2.3.10", "1.2.3.11", "1.2.3.12"].contains(&additional[0].as_str()));
+    assert_eq!(additional[1], "2001:db8::1");
 
     assert_eq!(found("marathon.mesos.", QueryType::A), some(&["1.2.3.11"]));
     assert_eq!(
@@ -874,16 +871,7 @@ fn further_answers_of_config_r() {
         found(n, QueryType::SRV),
         some(&["ipv6-framework.mesos.:25501"])
     );
-    let Lookup::Found { additional, .. } = zone.lookup(n, QueryType::SRV) else {
-        panic!()
-    };
-    assert_eq!(
-        additional
-            .iter()
-            .map(|r| value(&zone, r))
-            .collect::<Vec<_>>(),
-        ["2001:db8::1"]
-    );
+    assert_eq!(srv_additional(&zone, n), ["2001:db8::1"]);
     assert_eq!(
         found("chronoswithaspaceandmixe.mesos.", QueryType::A),
         some(&["1.2.3.12"])
@@ -935,13 +923,9 @@ fn further_answers_of_config_r() {
                 "liquor-store-zasmd-1.marathon.slave.mesos.:31738",
             ])
         );
-        let Lookup::Found { additional, .. } = zone.lookup(&n, QueryType::SRV) else {
-            panic!()
-        };
         assert_eq!(
-            additional
-                .iter()
-                .map(|r| value(&zone, r))
+            srv_additional(&zone, &n)
+                .into_iter()
                 .collect::<BTreeSet<_>>(),
             set(&["1.2.3.11", "1.2.3.12"])
         );
@@ -970,16 +954,7 @@ fn further_answers_of_config_r() {
             some(&["chronos-rx8q6-0.marathon.slave.mesos.:31332"]),
             "{n}"
         );
-        let Lookup::Found { additional, .. } = zone.lookup(n, QueryType::SRV) else {
-            panic!()
-        };
-        assert_eq!(
-            additional
-                .iter()
-                .map(|r| value(&zone, r))
-                .collect::<Vec<_>>(),
-            ["1.2.3.11"]
-        );
+        assert_eq!(srv_additional(&zone, n), ["1.2.3.11"]);
     }
     // nginx has no ports: no SRV name at all.
     assert_eq!(
@@ -1010,16 +985,7 @@ fn further_answers_of_config_r() {
             "toy-store-go588-3.ipv6-framework.slave.mesos.:31355"
         ])
     );
-    let Lookup::Found { additional, .. } = zone.lookup(n, QueryType::SRV) else {
-        panic!()
-    };
-    assert_eq!(
-        additional
-            .iter()
-            .map(|r| value(&zone, r))
-            .collect::<Vec<_>>(),
-        ["2001:db8::1"]
-    );
+    assert_eq!(srv_additional(&zone, n), ["2001:db8::1"]);
     assert_eq!(
         found("some-box.chronoswithaspaceandmixe.mesos.", QueryType::A),
         some(&["1.2.3.11"])

@@ -425,80 +425,26 @@ impl Zone {
             }
         }
 
-        let (arena, mut nodes) = sorted_arena(records, &names, state);
-        let mut zone = Zone {
-            apex,
-            dot_apex,
-            names,
-            nodes: Vec::new(),
-            arena,
-            soa: 0,
-            soa_fields,
-            ttl: options.ttl,
-            srv_priority: options.srv_priority,
-            srv_weight: options.srv_weight,
-            record_count: 0,
-            dropped,
-        };
-        zone.soa = nodes[apex.index()].range(RecordType::Soa).start;
-        zone.record_count = nodes
+        let (mut arena, mut nodes) = sorted_arena(records, &names, state);
+        let record_count = nodes
             .iter()
             .filter(|n| n.state == NodeState::Records)
             .map(|n| (n.bounds[5] - n.bounds[0]) as usize)
             .sum();
-        zone.add_additional(&mut nodes, apex, mname);
-        zone.nodes = nodes;
-        zone
-    }
-
-    /// Appends each node's additional records to the arena: one A and one AAAA of each
-    /// SRV target that is a published name, and all the addresses of the apex's NS target.
-    fn add_additional(&mut self, nodes: &mut [NodeData], apex: NameId, mname: NameId) {
-        let arena = &mut self.arena;
-        let published = |nodes: &[NodeData], id: NameId| {
-            nodes
-                .get(id.index())
-                .filter(|n| n.state == NodeState::Records)
-                .cloned()
-        };
-        for i in 0..nodes.len() {
-            if nodes[i].state != NodeState::Records {
-                continue;
-            }
-            let start = arena.len();
-            if i == apex.index() {
-                if let Some(glue) = published(nodes, mname) {
-                    for k in glue
-                        .range(RecordType::A)
-                        .chain(glue.range(RecordType::Aaaa))
-                    {
-                        let record = arena[k].clone();
-                        arena.push(record);
-                    }
-                }
-            } else {
-                let mut last_target = None;
-                for k in nodes[i].range(RecordType::Srv) {
-                    let RecordData::Srv(srv) = arena[k].data else {
-                        continue;
-                    };
-                    // SRV sets are sorted by target: each target's addresses go in once.
-                    if last_target == Some(srv.target) {
-                        continue;
-                    }
-                    last_target = Some(srv.target);
-                    let Some(target) = published(nodes, srv.target) else {
-                        continue;
-                    };
-                    for t in [RecordType::A, RecordType::Aaaa] {
-                        if let Some(k) = target.range(t).next() {
-                            let record = arena[k].clone();
-                            arena.push(record);
-                        }
-                    }
-                }
-            }
-            nodes[i].additional = (start as u32, arena.len() as u32);
+        append_additional(&mut arena, &mut nodes, apex, mname);
+        Zone {
+            apex,
+            dot_apex,
+            names,
+            soa: nodes[apex.index()].range(RecordType::Soa).start,
+            nodes,
+            arena,
+            soa_fields,
+            ttl: options.ttl,
+            srv_priority: options.srv_priority,
+            srv_weight: options.srv_weight,
+            record_count,
+            dropped,
         }
     }
 
@@ -613,6 +559,56 @@ impl Zone {
     /// Generated names that were left out because they cannot be published, sorted.
     pub fn dropped_names(&self) -> &[String] {
         &self.dropped
+    }
+}
+
+/// Appends each node's additional records to the arena: one A and one AAAA of each
+/// SRV target that is a published name, and all the addresses of the apex's NS target.
+fn append_additional(arena: &mut Vec<Record>, nodes: &mut [NodeData], apex: NameId, mname: NameId) {
+    let published = |nodes: &[NodeData], id: NameId| {
+        nodes
+            .get(id.index())
+            .filter(|n| n.state == NodeState::Records)
+            .cloned()
+    };
+    for i in 0..nodes.len() {
+        if nodes[i].state != NodeState::Records {
+            continue;
+        }
+        let start = arena.len();
+        if i == apex.index() {
+            if let Some(glue) = published(nodes, mname) {
+                for k in glue
+                    .range(RecordType::A)
+                    .chain(glue.range(RecordType::Aaaa))
+                {
+                    let record = arena[k].clone();
+                    arena.push(record);
+                }
+            }
+        } else {
+            let mut last_target = None;
+            for k in nodes[i].range(RecordType::Srv) {
+                let RecordData::Srv(srv) = arena[k].data else {
+                    continue;
+                };
+                // SRV sets are sorted by target: each target's addresses go in once.
+                if last_target == Some(srv.target) {
+                    continue;
+                }
+                last_target = Some(srv.target);
+                let Some(target) = published(nodes, srv.target) else {
+                    continue;
+                };
+                for t in [RecordType::A, RecordType::Aaaa] {
+                    if let Some(k) = target.range(t).next() {
+                        let record = arena[k].clone();
+                        arena.push(record);
+                    }
+                }
+            }
+        }
+        nodes[i].additional = (start as u32, arena.len() as u32);
     }
 }
 

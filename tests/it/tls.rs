@@ -94,6 +94,14 @@ async fn h1(tls: TlsStream<TcpStream>) -> hyper::client::conn::http1::SendReques
     sender
 }
 
+/// One GET for `host` over `tls` (HTTP/1.1): the answer's `name` header.
+async fn header_of_get(tls: TlsStream<TcpStream>, host: &str, name: &str) -> Option<String> {
+    let resp = h1(tls).await.send_request(get(host)).await.expect("send");
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("text header").to_string())
+}
+
 /// Makes `dir/certs`, the directory `https_config` names.
 fn certs_dir(dir: &Path) -> std::path::PathBuf {
     let certs = dir.join("certs");
@@ -149,8 +157,8 @@ async fn sni_picks_exact_wildcard_and_default_and_routing_is_by_host() {
 
     // A connection made for shop's name still routes each request by its Host (HTTP/1.1).
     let (tls, _) = connect(&ca, addr, "shop.example.test", &[b"http/1.1"]).await;
-    let mut sender = h1(tls).await;
-    let resp = sender
+    let resp = h1(tls)
+        .await
         .send_request(get("api.example.test"))
         .await
         .expect("send");
@@ -281,15 +289,10 @@ async fn hsts_is_sent_over_https_only() {
     d.ready().await;
     let addr = d.server().https_addr().expect("https");
     let (tls, _) = connect(&ca, addr, "shop.example.test", &[b"http/1.1"]).await;
-    let mut sender = h1(tls).await;
-    let resp = sender
-        .send_request(get("shop.example.test"))
-        .await
-        .expect("send");
     assert_eq!(
-        resp.headers()
-            .get("strict-transport-security")
-            .map(|v| v.to_str().unwrap()),
+        header_of_get(tls, "shop.example.test", "strict-transport-security")
+            .await
+            .as_deref(),
         Some("max-age=15552000")
     );
     let plain = support::get(d.http(), "shop.example.test", "/").await;
@@ -360,15 +363,10 @@ async fn https_behind_a_load_balancer_reads_the_proxy_header_before_tls() {
         .connect(name, tcp)
         .await
         .expect("TLS after the header");
-    let mut sender = h1(tls).await;
-    let resp = sender
-        .send_request(get("shop.example.test"))
-        .await
-        .expect("send");
     assert_eq!(
-        resp.headers()
-            .get("x-req-x-forwarded-for")
-            .map(|v| v.to_str().unwrap()),
+        header_of_get(tls, "shop.example.test", "x-req-x-forwarded-for")
+            .await
+            .as_deref(),
         Some("198.51.100.20")
     );
     // Without the header the connection is closed before any TLS.

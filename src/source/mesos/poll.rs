@@ -93,7 +93,7 @@ impl Master {
 }
 
 /// How requests reach the masters: TLS when some master is https, and basic auth.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Transport {
     tls: Option<TlsClient>,
     auth: Option<HeaderValue>,
