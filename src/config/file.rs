@@ -18,6 +18,12 @@ pub struct RawHttp {
     pub response_timeout: Option<String>,
     /// Largest request head we accept, in bytes.
     pub max_header_bytes: Option<i64>,
+    /// Longest a request body may stall between two reads.
+    pub body_timeout: Option<String>,
+    /// Header names with `_`: "pass", "drop" or "reject".
+    pub underscore_headers: Option<String>,
+    /// Most client connections open at once on each HTTP listener.
+    pub max_connections: Option<i64>,
     /// Peers (CIDRs) that must send a PROXY protocol header; empty = off.
     #[serde(default)]
     pub proxy_protocol: Vec<String>,

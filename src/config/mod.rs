@@ -86,10 +86,32 @@ pub struct HttpConfig {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Longest a request body may stall between two reads before the request gets 408.
+    pub body_timeout: Duration,
+    pub underscore_headers: UnderscoreHeaders,
+    /// Most client connections open at once per HTTP listener; more wait in the backlog.
+    pub max_connections: usize,
     /// Load balancers in front whose connections start with a PROXY protocol header; a
     /// listener with any requires the header from them and closes on everyone else.
     pub proxy_protocol: Vec<Cidr>,
 }
+
+/// Request header names with `_`: some backends (CGI and its heirs) read `X_User` and
+/// `X-User` as one variable, so one could slip past a proxy that checks only the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    /// Forwarded as they are (HAProxy's default, so marathon-lb's).
+    #[default]
+    Pass,
+    /// Removed before the request is forwarded (nginx's default).
+    Drop,
+    /// The request is refused with 400.
+    Reject,
+}
+
+/// Default `max_connections` of a listener: well under a typical `ulimit -n` of 65536, so
+/// upstream connections and the admin port always find descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpsConfig {
@@ -525,7 +547,37 @@ impl Checker<'_> {
                 Duration::from_secs(60),
             ),
             max_header_bytes,
+            body_timeout: self.duration(
+                "http.body_timeout",
+                r.body_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            underscore_headers: match r.underscore_headers.as_deref() {
+                None | Some("pass") => UnderscoreHeaders::Pass,
+                Some("drop") => UnderscoreHeaders::Drop,
+                Some("reject") => UnderscoreHeaders::Reject,
+                Some(other) => {
+                    self.problem(
+                        "http.underscore_headers",
+                        &format!("{other:?}"),
+                        "expected \"pass\", \"drop\" or \"reject\"",
+                    );
+                    UnderscoreHeaders::Pass
+                }
+            },
+            max_connections: self.max_connections("http.max_connections", r.max_connections),
             proxy_protocol: self.cidrs("http.proxy_protocol", &r.proxy_protocol),
+        }
+    }
+
+    fn max_connections(&mut self, path: &str, raw: Option<i64>) -> usize {
+        match raw {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.problem(path, &n.to_string(), "must be between 1 and 1000000");
+                DEFAULT_MAX_CONNECTIONS
+            }
         }
     }
 

@@ -42,6 +42,9 @@ header_timeout = "3s"
 connect_timeout = "250ms"
 response_timeout = "2m"
 max_header_bytes = 8192
+body_timeout = "45s"
+underscore_headers = "reject"
+max_connections = 5000
 
 [https]
 listen = "0.0.0.0:8443"
@@ -119,6 +122,9 @@ fn every_section_and_key_parses_to_its_typed_value() {
             connect_timeout: Duration::from_millis(250),
             response_timeout: secs(120),
             max_header_bytes: 8192,
+            body_timeout: secs(45),
+            underscore_headers: UnderscoreHeaders::Reject,
+            max_connections: 5000,
             proxy_protocol: vec![],
         })
     );
@@ -272,6 +278,9 @@ fn empty_sections_take_the_documented_defaults() {
             connect_timeout: secs(2),
             response_timeout: secs(60),
             max_header_bytes: 64 * 1024,
+            body_timeout: secs(30),
+            underscore_headers: UnderscoreHeaders::Pass,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             proxy_protocol: vec![],
         })
     );
@@ -383,6 +392,8 @@ const MISTAKES: &[(&str, &str, &str)] = &[
     ("[http]\nresponse_timeout = \"60\"", "http.response_timeout", "\"60\""),
     ("[http]\nmax_header_bytes = 100", "http.max_header_bytes", "100"),
     ("[http]\nmax_header_bytes = 2000000", "http.max_header_bytes", "2000000"),
+    ("[http]\nunderscore_headers = \"merge\"", "http.underscore_headers", "\"merge\""),
+    ("[http]\nmax_connections = 0", "http.max_connections", "0"),
     ("[https]\nlisten = \":443\"\ncerts = \"c\"", "https.listen", "\":443\""),
     ("[https]\nlisten = \"0.0.0.0:443\"", "https.certs", ""),
     ("[tcp]\nbind = \"0.0.0.0:80\"", "tcp.bind", "\"0.0.0.0:80\""),

@@ -17,24 +17,27 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::h1_guard::{ClientFault, GuardSettings, GuardedIo, Signals};
+use super::h1_scan::{Limits, Rejection};
 use super::note_failure;
+use crate::config::UnderscoreHeaders;
 use crate::routing::pool::{Backend, InFlight};
 use crate::routing::{HttpSettings, Route};
 use crate::shutdown::Shutdown;
@@ -42,6 +45,9 @@ use crate::Shared;
 
 /// What the router answers with: a streamed upstream body or a short one of our own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// What a backend is sent: the client's body, or none (a request sent again elsewhere).
+pub type UpstreamRequestBody = Either<Incoming, Empty<Bytes>>;
 
 /// A response body that tells its connection's `HeadClock` when the response is over, so
 /// the wait for the next request head is timed from then.
@@ -77,48 +83,7 @@ impl Body for ConnBody {
 
 impl Drop for ConnBody {
     fn drop(&mut self) {
-        self.conn.clock.response_done();
-    }
-}
-
-/// The slowloris guard of one client connection: from the moment the connection is ready
-/// for a request (accepted, or the previous response over) until hyper hands us the parsed
-/// head, at most `header_timeout` may pass. hyper's own `header_read_timeout` arms a timer
-/// per request (and wakes the runtime to do it); this needs one store per request and one
-/// timer per connection, re-armed once per `header_timeout` at most.
-struct HeadClock {
-    start: Instant,
-    in_request: AtomicBool,
-    /// Milliseconds after `start` when the connection last became ready for a head.
-    ready_since_ms: AtomicU64,
-}
-
-impl HeadClock {
-    fn new() -> HeadClock {
-        HeadClock {
-            start: Instant::now(),
-            in_request: AtomicBool::new(false),
-            ready_since_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn request_started(&self) {
-        self.in_request.store(true, Ordering::Relaxed);
-    }
-
-    fn response_done(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.ready_since_ms.store(now, Ordering::Relaxed);
-        self.in_request.store(false, Ordering::Relaxed);
-    }
-
-    /// When the head being waited for is overdue; `None` while a request is in progress.
-    fn head_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.in_request.load(Ordering::Relaxed) {
-            return None;
-        }
-        let since = Duration::from_millis(self.ready_since_ms.load(Ordering::Relaxed));
-        Some(self.start + since + timeout)
+        self.conn.guard.response_done();
     }
 }
 
@@ -140,6 +105,8 @@ fn default_settings() -> HttpSettings {
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(60),
         max_header_bytes: 64 * 1024,
+        body_timeout: Duration::from_secs(30),
+        underscore_headers: UnderscoreHeaders::Pass,
         proxy_protocol: Vec::new(),
         https_proxy_protocol: Vec::new(),
     }
@@ -313,10 +280,10 @@ struct Conn {
     xff: HeaderValue,
     /// `X-Forwarded-Port`: the port the client connected to.
     port: HeaderValue,
-    /// Set by `FramingWatch` when a read held both `Content-Length` and
-    /// `Transfer-Encoding` lines (hyper drops the former before we see the request).
-    framing_conflict: Arc<AtomicBool>,
-    clock: HeadClock,
+    /// What the HTTP/1 guard says of this connection; also its head clock.
+    guard: Arc<Signals>,
+    /// Requests received so far: the guard names a refused head by its number.
+    requests: AtomicU64,
     /// For tunnels after an `Upgrade` (WebSocket), which outlive the request.
     shutdown: Shutdown,
     /// `X-Forwarded-Proto`: `https` on the TLS listener.
@@ -338,8 +305,8 @@ impl Conn {
             client: SocketAddr::new(ip, client.port()),
             xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
             port: HeaderValue::from(local_port),
-            framing_conflict: Arc::new(AtomicBool::new(false)),
-            clock: HeadClock::new(),
+            guard: Arc::new(Signals::new()),
+            requests: AtomicU64::new(0),
             shutdown,
             proto: HeaderValue::from_static("http"),
         }
@@ -351,16 +318,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = http_settings(&conn.shared);
-    let io = FramingWatch {
-        inner: stream,
-        conflict: conn.framing_conflict.clone(),
+    let guard = GuardSettings {
+        limits: Limits {
+            max_head: settings.max_header_bytes,
+            max_request_line: MAX_REQUEST_LINE.min(settings.max_header_bytes),
+            max_headers: MAX_HEADERS,
+            underscores: settings.underscore_headers,
+        },
+        header_timeout: settings.header_timeout,
+        body_timeout: settings.body_timeout,
     };
+    let io = GuardedIo::new(stream, guard, conn.guard.clone());
     let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| handle(req, service_conn.clone()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .max_buf_size(settings.max_header_bytes.max(8192))
+        // The guard holds the head limit; hyper's buffer also holds pipelined bytes.
+        .max_buf_size(settings.max_header_bytes + READ_AHEAD)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true)
+        // A client that shuts its side after a complete request still gets the answer.
+        .half_close(true)
         // One write per response instead of a vectored one: cheaper for small responses.
         .writev(false);
     // Upgrades (WebSocket) hand the socket to a tunnel task once the 101 is written.
@@ -368,30 +346,12 @@ where
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(http);
-    let header_timeout = settings.header_timeout;
-    let watchdog = tokio::time::sleep(header_timeout);
-    tokio::pin!(watchdog);
-    let mut draining = false;
-    let result = loop {
-        tokio::select! {
-            r = http.as_mut() => break r,
-            _ = shutdown.triggered(), if !draining => {
-                // Finish the request in progress, then close; idle connections close now.
-                draining = true;
-                http.as_mut().graceful_shutdown();
-            }
-            _ = watchdog.as_mut() => {
-                let now = Instant::now();
-                match conn.clock.head_deadline(header_timeout) {
-                    Some(due) if due <= now => {
-                        debug!(client = %conn.client, "no request head within {header_timeout:?}; closing");
-                        // Dropping the connection closes the socket.
-                        break Ok(());
-                    }
-                    Some(due) => watchdog.as_mut().reset(due),
-                    None => watchdog.as_mut().reset(now + header_timeout),
-                }
-            }
+    let result = tokio::select! {
+        r = http.as_mut() => r,
+        _ = shutdown.triggered() => {
+            // Finish the request in progress, then close; idle connections close now.
+            http.as_mut().graceful_shutdown();
+            http.await
         }
     };
     if let Err(e) = result {
@@ -399,79 +359,12 @@ where
     }
 }
 
-/// The client socket, with a look at what is read: hyper resolves a head carrying both
-/// `Content-Length` and `Transfer-Encoding` by dropping the length (RFC 9112 §6.3), but we
-/// refuse such requests outright, so the raw lines must be seen before hyper parses them.
-struct FramingWatch<S> {
-    inner: S,
-    conflict: Arc<AtomicBool>,
-}
-
-/// Bytes of each read that are looked at; request heads arrive at the start of a read,
-/// and bulk body reads are not scanned whole.
-const FRAMING_SCAN_BYTES: usize = 16 * 1024;
-
-impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = &buf.filled()[before..];
-        if both_framings(&read[..read.len().min(FRAMING_SCAN_BYTES)]) {
-            self.conflict.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// True when `bytes` hold both a `Content-Length:` and a `Transfer-Encoding:` header line.
-fn both_framings(bytes: &[u8]) -> bool {
-    let (mut length, mut chunked) = (false, false);
-    for (i, _) in bytes.iter().enumerate().filter(|(_, &b)| b == b'\n') {
-        let line = &bytes[i + 1..];
-        let starts =
-            |name: &[u8]| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name);
-        if starts(b"content-length:") {
-            length = true;
-        } else if starts(b"transfer-encoding:") {
-            chunked = true;
-        }
-    }
-    length && chunked
-}
+/// Longest request line (nginx's and Go's limit too); longer gets 414.
+const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// Most header fields in one request (hyper's default too); more gets 431.
+const MAX_HEADERS: usize = 100;
+/// Room in hyper's read buffer beyond one head, for pipelined bytes read with it.
+const READ_AHEAD: usize = 16 * 1024;
 
 /// Why a request got no upstream response.
 #[derive(Debug, thiserror::Error)]
@@ -496,6 +389,18 @@ enum ProxyError {
     Timeout,
     #[error("the backend broke the exchange: {0}")]
     Upstream(hyper::Error),
+    #[error("{}", .0.reason())]
+    Refused(Rejection),
+    #[error("{}", client_fault_text(*.0))]
+    Client(ClientFault),
+}
+
+fn client_fault_text(fault: ClientFault) -> &'static str {
+    match fault {
+        ClientFault::BodyTimeout => "the request body stalled",
+        ClientFault::BadBody => "bad request: the chunked body is malformed",
+        ClientFault::ClosedMidBody => "the client closed the connection mid-body",
+    }
 }
 
 impl ProxyError {
@@ -509,6 +414,11 @@ impl ProxyError {
             ProxyError::ToHttps(_) => StatusCode::MOVED_PERMANENTLY,
             ProxyError::Connect | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Refused(why) => {
+                StatusCode::from_u16(why.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            ProxyError::Client(ClientFault::BodyTimeout) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Client(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -540,7 +450,10 @@ impl ProxyError {
             }
             _ => {}
         }
-        if matches!(self, ProxyError::BadRequest(_)) {
+        if matches!(
+            self,
+            ProxyError::BadRequest(_) | ProxyError::Refused(_) | ProxyError::Client(_)
+        ) {
             // After a refused request the framing of what follows is unknowable.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -550,7 +463,7 @@ impl ProxyError {
 }
 
 async fn handle(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ConnBody>, Infallible> {
-    conn.clock.request_started();
+    conn.guard.request_started();
     let resp = respond(req, &conn).await;
     Ok(resp.map(|inner| ConnBody { inner, conn }))
 }
@@ -560,8 +473,12 @@ async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody
     let start = Instant::now();
     let routed = {
         let table = conn.shared.table.load();
-        let conflict = conn.framing_conflict.swap(false, Ordering::Relaxed);
-        check_framing(req.headers(), conflict).and_then(|()| {
+        let number = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        match conn.guard.rejection_for(number) {
+            Some(why) => Err(ProxyError::Refused(why)),
+            None => check_framing(req.headers()),
+        }
+        .and_then(|()| {
             let route = match conn.by {
                 RouteBy::Host => {
                     let host =
@@ -709,24 +626,19 @@ fn strip_proxypass<B>(req: &mut Request<B>, prefix: &str) {
     }
 }
 
-/// Refuses requests whose body framing two parties could read differently. `raw_conflict`
-/// says the raw head carried both `Content-Length` and `Transfer-Encoding`.
-fn check_framing(headers: &HeaderMap, raw_conflict: bool) -> Result<(), ProxyError> {
+/// Refuses requests whose body framing two parties could read differently. HTTP/1 heads
+/// are checked in full by the guard before hyper reads them; this is the same rule for
+/// HTTP/2 requests, whose fields hyper has already taken apart.
+fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     let te = headers.contains_key(header::TRANSFER_ENCODING);
-    if te && (raw_conflict || headers.contains_key(header::CONTENT_LENGTH)) {
+    if te && headers.contains_key(header::CONTENT_LENGTH) {
         return Err(ProxyError::BadRequest(
             "both Content-Length and Transfer-Encoding",
         ));
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
-        if headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .any(|v| v != first)
-        {
-            return Err(ProxyError::BadRequest("conflicting Content-Length values"));
-        }
+    if let (Some(_), Some(_)) = (lengths.next(), lengths.next()) {
+        return Err(ProxyError::BadRequest("more than one Content-Length"));
     }
     let mut hosts = headers.get_all(header::HOST).iter();
     if let (Some(_), Some(_)) = (hosts.next(), hosts.next()) {
@@ -743,10 +655,11 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
     }
 }
 
-/// Picks a backend, connects (trying the next backend on a connect failure when the
-/// method allows a retry), sends, and wraps the response body.
+/// Picks a backend, connects, sends, and wraps the response body. An idempotent request
+/// moves on to the next backend when a connect fails, and, when it has no body, also when
+/// a backend drops it before answering.
 async fn forward(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     conn: &Conn,
     route: &Arc<Route>,
     settings: &HttpSettings,
@@ -760,7 +673,8 @@ async fn forward(
         Some(i) => i,
         None => pick(conn, route)?,
     };
-    prepare_upstream_request(&mut req, conn);
+    let mut req = req.map(Either::Left);
+    prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
     }
@@ -781,6 +695,8 @@ async fn forward(
                 continue;
             }
         };
+        // Kept to send again should this backend drop the request unanswered.
+        let spare = (attempt + 1 < attempts && req.body().is_end_stream()).then(|| head_copy(&req));
         // Latency feeds p2c only; other pools skip the clock read.
         let sent_at = pool.tracks_latency().then(Instant::now);
         let sent =
@@ -791,27 +707,28 @@ async fn forward(
             Ok(Err(mut e)) => match e.take_message() {
                 // Never written: the pooled connection had just closed. Safe to resend
                 // on a fresh connection whatever the method.
-                Some(unsent) => {
-                    req = unsent;
-                    match connect(backend, settings.connect_timeout).await {
-                        None => Err(ProxyError::Connect),
-                        Some(mut fresh) => match tokio::time::timeout(
-                            settings.response_timeout,
-                            fresh.send_request(req),
-                        )
-                        .await
-                        {
-                            Err(_elapsed) => Err(ProxyError::Timeout),
-                            Ok(Ok(resp)) => {
-                                Ok(upstream_response(resp, backend.addr, fresh, in_flight))
-                            }
-                            Ok(Err(e)) => Err(ProxyError::Upstream(e)),
-                        },
-                    }
-                }
+                Some(unsent) => match connect(backend, settings.connect_timeout).await {
+                    None => Err(ProxyError::Connect),
+                    Some(mut fresh) => match tokio::time::timeout(
+                        settings.response_timeout,
+                        fresh.send_request(unsent),
+                    )
+                    .await
+                    {
+                        Err(_elapsed) => Err(ProxyError::Timeout),
+                        Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, fresh, in_flight)),
+                        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+                    },
+                },
                 None => Err(ProxyError::Upstream(e.into_error())),
             },
         };
+        if result.is_err() {
+            // The client stalled, broke its body or left: not the backend's failure.
+            if let Some(fault) = conn.guard.client_fault() {
+                return Err(ProxyError::Client(fault));
+            }
+        }
         // The exchange's outcome feeds passive ejection: 5xx answers count like failures.
         match &result {
             Ok(resp) if !resp.status().is_server_error() => backend.succeeded(),
@@ -819,6 +736,11 @@ async fn forward(
         }
         if let Some(at) = sent_at {
             backend.observe_latency(at.elapsed());
+        }
+        if let (Err(ProxyError::Upstream(_) | ProxyError::Connect), Some(spare)) = (&result, spare)
+        {
+            req = spare;
+            continue;
         }
         // A client without a cookie for this backend (none, or one naming a backend that
         // left) is given one.
@@ -838,6 +760,16 @@ async fn forward(
         return result;
     }
     Err(ProxyError::Connect)
+}
+
+/// A body-less copy of a request's head, to send again elsewhere.
+fn head_copy(req: &Request<UpstreamRequestBody>) -> Request<UpstreamRequestBody> {
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// The first backend for a request: 503 when the pool is empty or an alias has no leader.
@@ -878,7 +810,8 @@ async fn forward_upgrade(
     let pool = &route.pool;
     let first = pick(conn, route)?;
     let client_side = hyper::upgrade::on(&mut req);
-    prepare_upstream_request(&mut req, conn);
+    let mut req = req.map(Either::Left);
+    prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
     }
@@ -919,7 +852,12 @@ async fn forward_upgrade(
         } else {
             backend.succeeded();
         }
-        return Ok(upstream_response(resp, backend.addr, sender, in_flight));
+        let mut resp = upstream_response(resp, backend.addr, sender, in_flight);
+        // The guard reads what follows an upgrade request as a tunnel's bytes, not HTTP:
+        // with the switch refused, the connection ends after this answer.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
     }
     backend.succeeded();
     let upstream_side = hyper::upgrade::on(&mut resp);
@@ -1005,7 +943,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Edits the client's request in place into the one the backend gets.
-fn prepare_upstream_request(req: &mut Request<Incoming>, conn: &Conn) {
+fn prepare_upstream_request<B>(
+    req: &mut Request<B>,
+    conn: &Conn,
+    underscores: UnderscoreHeaders,
+) -> Result<(), ProxyError> {
     // Upstreams speak HTTP/1.1 whatever the client spoke (an HTTP/2 request included).
     *req.version_mut() = hyper::Version::HTTP_11;
     // Absolute-form targets become origin-form; the Host header says where it was going.
@@ -1029,23 +971,53 @@ fn prepare_upstream_request(req: &mut Request<Incoming>, conn: &Conn) {
     }
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    if underscores != UnderscoreHeaders::Pass {
+        underscore_names(headers, underscores)?;
+    }
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", conn.client.ip()))
-            .unwrap_or(conn.xff.clone()),
-        None => conn.xff.clone(),
+    // Every X-Forwarded-For line the client sent, in order, then the client itself.
+    let xff = if headers.contains_key(&XFF) {
+        let mut chain = String::new();
+        for prior in headers.get_all(&XFF) {
+            if let Ok(prior) = prior.to_str() {
+                chain.push_str(prior);
+                chain.push_str(", ");
+            }
+        }
+        chain.push_str(&conn.client.ip().to_string());
+        HeaderValue::from_str(&chain).unwrap_or(conn.xff.clone())
+    } else {
+        conn.xff.clone()
     };
     headers.insert(XFF, xff);
     headers.insert(XFP, conn.proto.clone());
     headers.insert(XFPORT, conn.port.clone());
+    Ok(())
+}
+
+/// `[http] underscore_headers`: drops the fields whose names hold `_`, or refuses the
+/// request. HTTP/1 heads were refused by the guard already; this covers HTTP/2.
+fn underscore_names(headers: &mut HeaderMap, policy: UnderscoreHeaders) -> Result<(), ProxyError> {
+    let named: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    if !named.is_empty() && policy == UnderscoreHeaders::Reject {
+        return Err(ProxyError::BadRequest("a header name with an underscore"));
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    Ok(())
 }
 
 fn upstream_response(
     resp: Response<Incoming>,
     backend: SocketAddr,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<UpstreamRequestBody>,
     in_flight: InFlight,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
@@ -1064,7 +1036,7 @@ fn upstream_response(
 /// as in flight until then.
 pub struct UpstreamBody {
     inner: Incoming,
-    checkin: Option<(SocketAddr, SendRequest<Incoming>)>,
+    checkin: Option<(SocketAddr, SendRequest<UpstreamRequestBody>)>,
     ended: bool,
     _in_flight: InFlight,
 }
@@ -1106,11 +1078,11 @@ impl Drop for UpstreamBody {
 
 thread_local! {
     /// Idle upstream connections of this worker thread, by backend address.
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>> =
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<SendRequest<UpstreamRequestBody>>>> =
         RefCell::new(HashMap::new());
 }
 
-fn checkin(addr: SocketAddr, sender: SendRequest<Incoming>) {
+fn checkin(addr: SocketAddr, sender: SendRequest<UpstreamRequestBody>) {
     if sender.is_closed() {
         return;
     }
@@ -1124,7 +1096,10 @@ fn checkin(addr: SocketAddr, sender: SendRequest<Incoming>) {
 }
 
 /// A ready connection to `backend`: a pooled one if any is still open, else a new one.
-async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Option<SendRequest<Incoming>> {
+async fn checkout(
+    backend: &Arc<Backend>,
+    timeout: Duration,
+) -> Option<SendRequest<UpstreamRequestBody>> {
     loop {
         let pooled = IDLE.with(|idle| idle.borrow_mut().get_mut(&backend.addr).and_then(Vec::pop));
         let Some(mut sender) = pooled else { break };
@@ -1141,7 +1116,10 @@ async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Option<SendReque
 }
 
 /// Opens a new upstream connection; counts the outcome on the backend.
-async fn connect(backend: &Arc<Backend>, timeout: Duration) -> Option<SendRequest<Incoming>> {
+async fn connect(
+    backend: &Arc<Backend>,
+    timeout: Duration,
+) -> Option<SendRequest<UpstreamRequestBody>> {
     connect_with(backend, timeout, false).await
 }
 
@@ -1150,7 +1128,7 @@ async fn connect_with(
     backend: &Arc<Backend>,
     timeout: Duration,
     upgrades: bool,
-) -> Option<SendRequest<Incoming>> {
+) -> Option<SendRequest<UpstreamRequestBody>> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -1197,32 +1175,18 @@ mod tests {
     fn framing_conflicts_are_refused() {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(check_framing(&h, false).is_ok());
+        assert!(check_framing(&h).is_ok());
         h.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
-        assert!(check_framing(&h, false).is_err());
+        assert!(check_framing(&h).is_err());
         h.remove(header::CONTENT_LENGTH);
-        assert!(check_framing(&h, false).is_ok());
-        assert!(check_framing(&h, true).is_err());
+        assert!(check_framing(&h).is_ok());
         let mut h = HeaderMap::new();
         h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert!(check_framing(&h, false).is_err());
-    }
-
-    #[test]
-    fn raw_heads_with_both_framings_are_spotted() {
-        assert!(both_framings(
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\ntransfer-encoding: chunked\r\n\r\n"
-        ));
-        assert!(!both_framings(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
-        assert!(!both_framings(
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd"
-        ));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_err());
     }
 
     #[test]

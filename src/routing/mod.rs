@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
 use crate::cidr::Cidr;
-use crate::config::{AliasConfig, Config, LeaderCheck};
+use crate::config::{AliasConfig, Config, LeaderCheck, UnderscoreHeaders};
 use crate::metrics::{Metrics, RouteStats};
 use host::{lookup_key, HostName};
 use pool::{Backend, EjectPolicy, Pool};
@@ -34,6 +34,8 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub max_header_bytes: usize,
+    pub body_timeout: Duration,
+    pub underscore_headers: UnderscoreHeaders,
     /// Peers that must open `[http]` connections with a PROXY header (empty = off).
     pub proxy_protocol: Vec<Cidr>,
     /// The same for `[https]`.
@@ -417,6 +419,8 @@ pub fn compile(
             connect_timeout: h.connect_timeout,
             response_timeout: h.response_timeout,
             max_header_bytes: h.max_header_bytes,
+            body_timeout: h.body_timeout,
+            underscore_headers: h.underscore_headers,
             proxy_protocol: h.proxy_protocol.clone(),
             https_proxy_protocol: config
                 .https

@@ -357,6 +357,8 @@ fn http_settings_and_version_come_from_the_inputs() {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(60),
             max_header_bytes: 4096,
+            body_timeout: Duration::from_secs(30),
+            underscore_headers: crate::config::UnderscoreHeaders::Pass,
             proxy_protocol: vec![],
             https_proxy_protocol: vec![],
         })
