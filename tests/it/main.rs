@@ -10,6 +10,7 @@ mod dns;
 mod fake_marathon;
 mod health;
 mod http;
+mod http_hostile;
 mod labels;
 mod marathon;
 mod mesos;
