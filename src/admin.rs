@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::accept::Gate;
 use crate::catalog::{ActiveCheck, Balance, CheckKind, Mode};
 use crate::config::LeaderCheck;
 use crate::health::monitor::{HealthStatus, TargetStatus};
@@ -33,9 +34,8 @@ use crate::Shared;
 /// hold a connection (and a task) forever.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long the accept loop pauses after a failed accept (e.g. out of file descriptors), so
-/// it does not spin while the condition lasts.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Admin connections open at once: plenty for scrapers, health checks and operators.
+const MAX_CONNECTIONS: usize = 512;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -48,21 +48,18 @@ const ENDPOINTS: &str =
 /// tracked by the drain: an admin client (a scraper with keep-alive) must not hold up the
 /// exit. Open connections finish their current request and close when shutdown starts.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    // Its own cap, so the admin port answers while the data plane is at its limits.
+    let gate = Gate::new("admin", MAX_CONNECTIONS, &shared.metrics);
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    warn!(error = %e, "admin accept failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                        _ = shutdown.triggered() => return,
-                    }
-                }
-            },
+        let (stream, peer, slot) = tokio::select! {
+            accepted = gate.accept(&listener) => accepted,
             _ = shutdown.triggered() => return,
         };
-        tokio::spawn(connection(stream, peer, shared.clone(), shutdown.clone()));
+        let served = connection(stream, peer, shared.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            served.await
+        });
     }
 }
 

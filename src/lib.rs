@@ -33,6 +33,7 @@
 //! (watchers, sources, control, health probes, admin, listener reconciliation) runs on one
 //! more such thread; the DNS server on one of its own; zone compiles on a blocking thread.
 
+pub mod accept;
 pub mod admin;
 pub mod catalog;
 pub mod cidr;

@@ -38,6 +38,9 @@ pub const TLS_CERT_NOT_AFTER: &str = "drover_tls_cert_not_after_timestamp_second
 pub const TLS_RELOADS: &str = "drover_tls_reloads_total";
 pub const HTTP_TUNNELS_OPEN: &str = "drover_http_tunnels_open";
 pub const DNS_ZONE_RECORDS: &str = "drover_dns_zone_records";
+pub const CLIENT_CONNECTIONS: &str = "drover_client_connections";
+pub const CONNECTION_LIMIT_WAITS: &str = "drover_connection_limit_waits_total";
+pub const ACCEPT_ERRORS: &str = "drover_accept_errors_total";
 
 /// The route label for requests that matched no route (unknown Host).
 pub const UNROUTED: &str = "unrouted";
@@ -73,6 +76,9 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub http_tunnels_open: IntGauge,
     pub dns_zone_records: IntGauge,
+    pub client_connections: IntGaugeVec,
+    pub connection_limit_waits: IntCounterVec,
+    pub accept_errors: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -245,6 +251,21 @@ impl Metrics {
                 HTTP_UPGRADES,
                 "Requests switched to another protocol (WebSocket), by route.",
                 &["route"],
+            ),
+            client_connections: gauge(
+                CLIENT_CONNECTIONS,
+                "Client connections open now, by listener (http, https, appid, admin, tcp:PORT).",
+                &["listener"],
+            ),
+            connection_limit_waits: counter(
+                CONNECTION_LIMIT_WAITS,
+                "Times a listener stopped accepting because it had max_connections open.",
+                &["listener"],
+            ),
+            accept_errors: counter(
+                ACCEPT_ERRORS,
+                "Failed accepts (out of file descriptors, mostly), by listener.",
+                &["listener"],
             ),
             http_tunnels_open: reg(
                 &registry,

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::{reload, Config, DnsConfig};
+use crate::accept::Gate;
+use crate::config::{reload, Config, DnsConfig, DEFAULT_MAX_CONNECTIONS};
 use crate::dns::server::DnsServerSettings;
 use crate::metrics::Metrics;
 use crate::proxy::http::RouteBy;
@@ -116,16 +117,24 @@ impl Server {
             worker_threads.push(start_dns(udp, tcp, settings, &shared, &shutdown)?);
         }
 
-        for (listener, by) in [(http, RouteBy::Host), (appid, RouteBy::AppId)] {
+        let max_connections = config
+            .http
+            .as_ref()
+            .map_or(DEFAULT_MAX_CONNECTIONS, |h| h.max_connections);
+        for (listener, by, name) in [
+            (http, RouteBy::Host, "http"),
+            (appid, RouteBy::AppId, "appid"),
+        ] {
             let Some(listener) = listener else { continue };
             let addr = listener.local_addr().map_err(StartError::Runtime)?;
-            info!(%addr, by = ?by, workers = workers.len(), "HTTP router listening");
+            info!(%addr, by = ?by, workers = workers.len(), max_connections, "HTTP router listening");
+            let gate = Gate::new(name, max_connections, &shared.metrics);
             for handle in &workers {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
-                let (shared, shutdown) = (shared.clone(), shutdown.clone());
+                let (shared, shutdown, gate) = (shared.clone(), shutdown.clone(), gate.clone());
                 handle.spawn(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => proxy::http::serve(l, by, shared, shutdown).await,
+                        Ok(l) => proxy::http::serve(l, gate, by, shared, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTP listener"),
                     }
                 });
@@ -135,14 +144,19 @@ impl Server {
         if let (Some(listener), Some(store)) = (https, certs.as_ref()) {
             let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config());
             let addr = listener.local_addr().map_err(StartError::Runtime)?;
-            info!(%addr, workers = workers.len(), "HTTPS router listening");
+            info!(%addr, workers = workers.len(), max_connections, "HTTPS router listening");
+            let gate = Gate::new("https", max_connections, &shared.metrics);
             for handle in &workers {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
-                let (shared, shutdown, acceptor) =
-                    (shared.clone(), shutdown.clone(), acceptor.clone());
+                let (shared, shutdown, acceptor, gate) = (
+                    shared.clone(),
+                    shutdown.clone(),
+                    acceptor.clone(),
+                    gate.clone(),
+                );
                 handle.spawn(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => proxy::http::serve_tls(l, acceptor, shared, shutdown).await,
+                        Ok(l) => proxy::http::serve_tls(l, gate, acceptor, shared, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTPS listener"),
                     }
                 });

@@ -50,6 +50,8 @@ pub struct RawTcp {
     pub proxy_protocol: Vec<String>,
     /// `v1` or `v2`: announce each client to the backend with a PROXY header.
     pub send_proxy_protocol: Option<String>,
+    /// Most client connections open at once on each service port.
+    pub max_connections: Option<i64>,
 }
 
 /// `[dns]`: the authoritative DNS server (arrives with the DNS issue).

@@ -128,6 +128,8 @@ pub struct TcpConfig {
     pub proxy_protocol: Vec<Cidr>,
     /// PROXY protocol version sent to backends before the client's bytes (1 or 2).
     pub send_proxy_protocol: Option<u8>,
+    /// Most client connections open at once per service port; more wait in the backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -650,6 +652,7 @@ impl Checker<'_> {
                 Duration::from_secs(2),
             ),
             proxy_protocol: self.cidrs("tcp.proxy_protocol", &r.proxy_protocol),
+            max_connections: self.max_connections("tcp.max_connections", r.max_connections),
             send_proxy_protocol,
         }
     }

@@ -65,6 +65,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
         out.push("admin.listen");
     }
+    if old.http.as_ref().map(|h| h.max_connections) != new.http.as_ref().map(|h| h.max_connections)
+    {
+        out.push("http.max_connections");
+    }
     if old.http.as_ref().and_then(|h| h.appid_listen)
         != new.http.as_ref().and_then(|h| h.appid_listen)
     {

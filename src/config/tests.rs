@@ -54,6 +54,7 @@ certs = "certs"
 bind = "10.1.2.3"
 ports = "10000-10100"
 connect_timeout = "1s"
+max_connections = 300
 
 [dns]
 listen = "127.0.0.1:8053"
@@ -147,6 +148,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             connect_timeout: secs(1),
             proxy_protocol: vec![],
             send_proxy_protocol: None,
+            max_connections: 300,
         })
     );
     assert_eq!(
@@ -296,6 +298,7 @@ fn empty_sections_take_the_documented_defaults() {
             connect_timeout: secs(2),
             proxy_protocol: vec![],
             send_proxy_protocol: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         })
     );
     assert_eq!(

@@ -32,11 +32,12 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::h1_guard::{ClientFault, GuardSettings, GuardedIo, Signals};
 use super::h1_scan::{Limits, Rejection};
 use super::note_failure;
+use crate::accept::{Gate, Slot};
 use crate::config::UnderscoreHeaders;
 use crate::routing::pool::{Backend, InFlight};
 use crate::routing::{HttpSettings, Route};
@@ -125,10 +126,17 @@ pub enum RouteBy {
 }
 
 /// Accepts connections until shutdown; each connection is served on this thread's runtime
-/// and tracked so the drain waits for it.
-pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shutdown: Shutdown) {
+/// and tracked so the drain waits for it. `gate` caps the listener's open connections
+/// (shared by every worker's loop).
+pub async fn serve(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    by: RouteBy,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
-    while let Some((stream, client)) = accept(&listener, &shutdown).await {
+    while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
         let trusted = http_settings(&shared).proxy_protocol;
         if trusted.is_empty() {
             let conn = Arc::new(Conn::new(
@@ -138,13 +146,17 @@ pub async fn serve(listener: TcpListener, by: RouteBy, shared: Arc<Shared>, shut
                 local_port,
                 shutdown.clone(),
             ));
-            let shutdown2 = shutdown.clone();
-            tokio::spawn(shutdown.track(serve_connection(stream, conn, shutdown2)));
+            let served = serve_connection(stream, conn, shutdown.clone());
+            tokio::spawn(shutdown.track(async move {
+                let _slot = slot;
+                served.await
+            }));
             continue;
         }
         // Behind a load balancer: the PROXY header names the client.
         let (shared, shutdown2) = (shared.clone(), shutdown.clone());
         tokio::spawn(shutdown.track(async move {
+            let _slot = slot;
             let mut stream = stream;
             let Some(client) = super::proxied_client(&mut stream, client, &trusted).await else {
                 return;
@@ -168,15 +180,17 @@ const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 /// ALPN says, routed by Host exactly as on the plain router.
 pub async fn serve_tls(
     listener: TcpListener,
+    gate: Arc<Gate>,
     acceptor: tokio_rustls::TlsAcceptor,
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
-    while let Some((stream, client)) = accept(&listener, &shutdown).await {
+    while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
         let trusted = http_settings(&shared).https_proxy_protocol;
         let (acceptor, shutdown2, shared) = (acceptor.clone(), shutdown.clone(), shared.clone());
         tokio::spawn(shutdown.track(async move {
+            let _slot = slot;
             let mut stream = stream;
             let client = if trusted.is_empty() {
                 client
@@ -212,24 +226,15 @@ pub async fn serve_tls(
     }
 }
 
-/// The next client connection (with `TCP_NODELAY` set), or `None` at shutdown. A failed
-/// accept (usually out of file descriptors) is logged and retried after a pause instead of
-/// spinning.
-async fn accept(listener: &TcpListener, shutdown: &Shutdown) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, client)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((stream, client));
-                }
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.triggered() => return None,
-        }
+/// The next client connection under the listener's cap, or `None` at shutdown.
+async fn accept(
+    listener: &TcpListener,
+    gate: &Gate,
+    shutdown: &Shutdown,
+) -> Option<(TcpStream, SocketAddr, Slot)> {
+    tokio::select! {
+        accepted = gate.accept(listener) => Some(accepted),
+        _ = shutdown.triggered() => None,
     }
 }
 

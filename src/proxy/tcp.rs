@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use super::note_failure;
+use crate::accept::Gate;
+use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::routing::pool::InFlight;
 use crate::routing::Route;
 use crate::shutdown::Shutdown;
@@ -29,9 +31,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Copy buffer per direction: its first size, and the most it grows to.
 const COPY_BUF_FIRST: usize = 4 * 1024;
 const COPY_BUF_MAX: usize = 64 * 1024;
-
-/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts on `listener` until `stop` or the shutdown fires, then drops the listener (the
 /// port refuses new connections). Connections already accepted run on: each is tracked by
@@ -48,28 +47,27 @@ pub async fn serve_port(
         .metrics
         .tcp_connections
         .with_label_values(&[&port.to_string()]);
+    let limit = shared
+        .table
+        .load()
+        .tcp_settings
+        .as_ref()
+        .map_or(DEFAULT_MAX_CONNECTIONS, |t| t.max_connections);
+    let gate = Gate::new(&format!("tcp:{port}"), limit, &shared.metrics);
     loop {
-        let next = tokio::select! {
+        let (client, peer, slot) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             _ = shutdown.triggered() => break,
-            next = listener.accept() => next,
+            next = gate.accept(&listener) => next,
         };
-        match next {
-            Ok((client, peer)) => {
-                accepted.inc();
-                let conn = shutdown.track(proxy(client, peer, port, shared.clone()));
-                tokio::spawn(conn.in_current_span());
-            }
-            Err(e) => {
-                warn!(port, error = %e, "accept failed");
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = shutdown.triggered() => break,
-                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
-                }
-            }
-        }
+        accepted.inc();
+        let served = proxy(client, peer, port, shared.clone());
+        let conn = shutdown.track(async move {
+            let _slot = slot;
+            served.await
+        });
+        tokio::spawn(conn.in_current_span());
     }
     debug!(port, "stopped accepting");
 }

@@ -48,6 +48,7 @@ pub struct TcpSettings {
     pub connect_timeout: Duration,
     pub proxy_protocol: Vec<Cidr>,
     pub send_proxy_protocol: Option<u8>,
+    pub max_connections: usize,
 }
 
 /// What a route fronts.
@@ -431,6 +432,7 @@ pub fn compile(
             connect_timeout: t.connect_timeout,
             proxy_protocol: t.proxy_protocol.clone(),
             send_proxy_protocol: t.send_proxy_protocol,
+            max_connections: t.max_connections,
         }),
     }
 }

@@ -299,6 +299,7 @@ fn only_service_ports_inside_the_tcp_range_listen() {
             connect_timeout: Duration::from_secs(2),
             proxy_protocol: vec![],
             send_proxy_protocol: None,
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
         })
     );
 }

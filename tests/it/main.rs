@@ -14,6 +14,7 @@ mod http_hostile;
 mod labels;
 mod marathon;
 mod mesos;
+mod overload;
 mod proxy_protocol;
 mod reload;
 mod tcp;

@@ -1,0 +1,131 @@
+//! Accepting client connections without falling over. Each listener has a `Gate`:
+//! - at most `limit` connections are open at once; beyond that Drover stops calling
+//!   `accept`, so new connections wait in the kernel's backlog (and are refused by the
+//!   kernel once it is full) instead of costing memory and descriptors;
+//! - a failed accept (out of file descriptors, above all) is counted, waited out with a
+//!   pause that doubles up to a second, and logged at most once per `LOG_EVERY` with the
+//!   number of failures in between: never a busy loop, never a flood of lines, never an
+//!   exit.
+//!
+//! One gate serves every worker thread's accept loop on the same listener.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntGauge};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::metrics::Metrics;
+
+/// First pause after a failed accept, and the longest.
+const PAUSE_FIRST: Duration = Duration::from_millis(10);
+const PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Shortest time between two log lines about failed accepts on one listener.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The connection cap and accept-error handling of one listener.
+pub struct Gate {
+    name: String,
+    slots: Arc<Semaphore>,
+    open: IntGauge,
+    waits: IntCounter,
+    errors: IntCounter,
+    born: Instant,
+    /// Milliseconds after `born` of the last log line about failed accepts (0: none yet).
+    logged_at_ms: AtomicU64,
+    /// Failures since that line.
+    unlogged: AtomicU64,
+}
+
+/// A connection's place under its listener's cap; dropping it frees the place.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl Gate {
+    /// A gate for the listener `name` (the metrics' `listener` label) with `limit` slots.
+    pub fn new(name: &str, limit: usize, metrics: &Metrics) -> Arc<Gate> {
+        Arc::new(Gate {
+            name: name.to_string(),
+            slots: Arc::new(Semaphore::new(limit.max(1))),
+            open: metrics.client_connections.with_label_values(&[name]),
+            waits: metrics.connection_limit_waits.with_label_values(&[name]),
+            errors: metrics.accept_errors.with_label_values(&[name]),
+            born: Instant::now(),
+            logged_at_ms: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        })
+    }
+
+    /// Waits for a free slot, then for the next connection (with `TCP_NODELAY` set).
+    /// Failed accepts are handled here, so this only returns a connection. Cancel-safe.
+    pub async fn accept(&self, listener: &TcpListener) -> (TcpStream, SocketAddr, Slot) {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                self.waits.inc();
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        };
+        let mut pause = PAUSE_FIRST;
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    self.open.inc();
+                    let slot = Slot {
+                        _permit: permit,
+                        open: self.open.clone(),
+                    };
+                    return (stream, peer, slot);
+                }
+                Err(e) => {
+                    self.errors.inc();
+                    self.log_failure(&e);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PAUSE_MAX);
+                }
+            }
+        }
+    }
+
+    /// Logs a failed accept unless one was logged less than `LOG_EVERY` ago.
+    fn log_failure(&self, e: &std::io::Error) {
+        let now_ms = self.born.elapsed().as_millis() as u64 + 1;
+        let last = self.logged_at_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= LOG_EVERY.as_millis() as u64;
+        if due
+            && self
+                .logged_at_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let since = self.unlogged.swap(0, Ordering::Relaxed);
+            warn!(
+                listener = %self.name,
+                error = %e,
+                "accept failed ({since} more since the last report; retrying with a pause, next report in {}s at the earliest)",
+                LOG_EVERY.as_secs()
+            );
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
