@@ -16,6 +16,9 @@
 //!   Measured for 1,000 services from scratch (first table) and against the previous table
 //!   (the usual reload: backend state is looked up and reused). `catalog_build` is the step
 //!   before it on the same reload.
+//! - `h1_scan`: the HTTP/1 guard's `Scanner::process` runs over every request head (and
+//!   body) a client sends before hyper parses it: a load tool's short head, a browser's
+//!   head of about 500 bytes, and a small POST with its body.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -226,5 +229,43 @@ fn bench_compile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_lookup_http, bench_pick, bench_compile);
+fn bench_h1_scan(c: &mut Criterion) {
+    use drover::config::UnderscoreHeaders;
+    use drover::proxy::h1_scan::{Limits, Scanner};
+    let limits = Limits {
+        max_head: 64 * 1024,
+        max_request_line: 8 * 1024,
+        max_headers: 100,
+        underscores: UnderscoreHeaders::Pass,
+    };
+    let short = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n".to_vec();
+    let browser = b"GET /shop/cart?item=42&ref=home HTTP/1.1\r\nHost: shop.example.com\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n\
+Cookie: session=0123456789abcdef0123456789abcdef; theme=dark\r\n\
+Connection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
+        .to_vec();
+    let post = b"POST /api/v2/items HTTP/1.1\r\nHost: api.example.com\r\n\
+Content-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"name\":\"widget\",\"count\":3}"
+        .to_vec();
+    let mut group = c.benchmark_group("h1_scan");
+    for (name, head) in [("short", &short), ("browser", &browser), ("post", &post)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut scanner = Scanner::new(limits);
+                black_box(scanner.process(black_box(head)))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_lookup_http,
+    bench_pick,
+    bench_compile,
+    bench_h1_scan
+);
 criterion_main!(benches);
