@@ -26,7 +26,7 @@ pub const REPLY_WAIT: Duration = Duration::from_secs(5);
 
 pub fn fixture(rel: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../shared/fixtures/mesos/{rel}",
+        "{}/tests/fixtures/mesos/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
