@@ -33,10 +33,7 @@ use crate::source::mesos::state::{self, MesosState, Task};
 // === fixtures ===
 
 fn fixture(rel: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/mesos/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/mesos/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 

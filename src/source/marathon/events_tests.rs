@@ -3,10 +3,7 @@
 
 use super::*;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/marathon/api"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/marathon/api");
 
 fn fixture(rel: &str) -> Vec<u8> {
     let path = format!("{FIXTURES}/{rel}");

@@ -5,10 +5,7 @@ use super::*;
 
 /// Reads a fixture of `tests/fixtures/` at run time.
 pub(crate) fn fixture(rel: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/mesos/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/mesos/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 
