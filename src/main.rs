@@ -1,5 +1,6 @@
 //! `drover`: flags, logging, config, then `Server::start`; everything else is in the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(|| LossyStderr)
+        // Colour codes only for a terminal: in a log file or a journal they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Some(Command::Check) => check(&cli.config),

@@ -119,7 +119,11 @@ impl Server {
         for (listener, by) in [(http, RouteBy::Host), (appid, RouteBy::AppId)] {
             let Some(listener) = listener else { continue };
             let addr = listener.local_addr().map_err(StartError::Runtime)?;
-            info!(%addr, by = ?by, workers = workers.len(), "HTTP router listening");
+            let by_what = match by {
+                RouteBy::Host => "host",
+                RouteBy::AppId => "X-Marathon-App-Id",
+            };
+            info!(%addr, by = by_what, workers = workers.len(), "HTTP router listening");
             for handle in &workers {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
                 let (shared, shutdown) = (shared.clone(), shutdown.clone());
@@ -459,7 +463,11 @@ async fn control_plane(
 
     shutdown.triggered().await;
     let deadline = config_rx.borrow().runtime.drain_timeout;
-    info!(in_flight = shutdown.in_flight(), deadline = ?deadline, "shutting down: draining");
+    info!(
+        in_flight = shutdown.in_flight(),
+        deadline = %crate::logfmt::duration(deadline),
+        "shutting down: draining"
+    );
     let clean = shutdown.drain(deadline).await;
     if clean {
         info!("drained; exiting");

@@ -263,10 +263,9 @@ async fn read_and_publish(
 ) {
     match load(path).await {
         Ok(snapshot) => {
+            // Its problems are not logged here: control warns each one once, when it
+            // first shows in a route table, along with the problems of every source.
             metrics.discovery_ok(SOURCE);
-            for p in &snapshot.problems {
-                warn!(file = %path.display(), "{p}");
-            }
             let changed = tx.borrow().as_deref() != Some(&snapshot);
             if changed {
                 info!(file = %path.display(), apps = snapshot.apps.len(), "catalog file read");

@@ -428,3 +428,94 @@ fn check_on_a_catalog_file_says_what_it_is() {
     assert!(stderr.contains("[catalog]\n  file = "), "{stderr}");
     assert!(!stderr.contains("unknown section"), "{stderr}");
 }
+
+/// Waits until the log file holds `needle` `times` times (or more); the whole log then.
+async fn log_shows(path: &Path, needle: &str, times: usize) -> String {
+    let start = Instant::now();
+    loop {
+        let logs = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            !logs.contains('\x1b'),
+            "colour codes in a log file:\n{logs}"
+        );
+        if logs.matches(needle).count() >= times {
+            return logs;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no {needle:?} x{times} in the log:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Logs written to a file: no colour codes, no Rust syntax in fields (an alias's leader
+/// moving from one master to another, then to none), and a bad catalog app warned once
+/// however often the file is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_a_file_are_plain_and_say_each_problem_once() {
+    let masters = crate::support::masters::FakeMasters::start(2, Some(0)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = |good_port: u16| {
+        format!(
+            "[[app]]\nid = \"/good\"\nlabels = {{ HAPROXY_0_VHOST = \"good.test\" }}\nports = [10001]\n\
+             tasks = [ {{ host = \"127.0.0.1\", ports = [{good_port}] }} ]\n\n\
+             [[app]]\nid = \"/bad\"\nports = \"ten\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("services.toml"), catalog(1)).expect("write catalog");
+    let path = dir.path().join("drover.toml");
+    let http = free_port();
+    let admin = std::iter::repeat_with(free_port)
+        .find(|p| *p != http)
+        .expect("a second free port");
+    std::fs::write(
+        &path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [catalog]\nfile = \"services.toml\"\n\n[runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n\n\
+             [[alias]]\nhost = \"mesos.test\"\nbackends = {}\ncheck = \"mesos\"\ninterval = \"100ms\"\n",
+            masters.backends_toml()
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("drover.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Running::spawn(
+        drover(&["--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+
+    log_shows(&log_path, "alias leader changed", 1).await;
+    masters.set_leader(Some(1));
+    log_shows(&log_path, &format!("from={}", masters.addrs[0]), 1).await;
+    masters.set_leader(None);
+    log_shows(&log_path, "alias has no elected leader", 1).await;
+    // The catalog is read again (a changed app), the bad app still in it.
+    std::fs::write(dir.path().join("services.toml"), catalog(2)).expect("rewrite catalog");
+    log_shows(&log_path, "route table stored", 2).await;
+
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(child.pid(), libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    child.exit_within(DEADLINE).expect("exits after SIGTERM");
+    let logs = std::fs::read_to_string(&log_path).expect("read log");
+    assert!(
+        !logs.contains('\x1b'),
+        "colour codes in a log file:\n{logs}"
+    );
+    for rust in ["Some(", "None", "[\"", "\"]"] {
+        assert!(!logs.contains(rust), "{rust:?} in the log:\n{logs}");
+    }
+    assert!(
+        logs.contains(&format!("from={}", masters.addrs[1])),
+        "the last leader, plainly:\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("app[1].ports").count(),
+        1,
+        "the bad app is warned once:\n{logs}"
+    );
+}
