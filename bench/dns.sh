@@ -11,12 +11,18 @@
 #
 # Needs: knot, dnsperf, dig (apt-get install -y knot dnsperf bind9-dnsutils).
 # Knobs: the harness's (ROUNDS, DURATION, PROXY_THREADS, PIN, DNS_N, OUT_DIR, ...);
-# BENCH_HARNESS points at bench.sh (default /work/shared/bench/bench.sh).
+# BENCH_HARNESS points at bench.sh (default <repo>/../shared/bench/bench.sh: the project's
+# shared bench folder beside the clone, not part of this repository).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-harness=${BENCH_HARNESS:-/work/shared/bench/bench.sh}
-[[ -x $harness ]] || { echo "no harness at $harness" >&2; exit 1; }
+harness=${BENCH_HARNESS:-$PWD/../shared/bench/bench.sh}
+[[ -x $harness ]] || {
+    echo "dns.sh: no side-by-side harness at $harness: it is not part of this repository" \
+        "(the project's shared bench/ folder, looked for beside the clone); set BENCH_HARNESS" \
+        "to its bench.sh" >&2
+    exit 1
+}
 for tool in knotd dnsperf dig; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y knot dnsperf bind9-dnsutils)" >&2; exit 1; }
 done

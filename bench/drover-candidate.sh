@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drover as the candidate of the side-by-side harness (/work/shared/bench/bench.sh, see its
+# Drover as the candidate of the side-by-side harness (../shared/bench/bench.sh, see its
 # README, "Candidate interface"). The harness runs
 #   PROXY_CMD="$PWD/bench/drover-candidate.sh" CAND_NAME=drover ./bench.sh http|tcp
 # with BENCH_* variables set; this script writes a Drover config and catalog file into

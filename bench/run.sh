@@ -8,6 +8,8 @@
 #
 # Defaults (each overridable from the environment, which is passed through to bench.sh):
 #   BENCH_SH=<repo>/../shared/bench/bench.sh  PIN=split  PROXY_THREADS=1
+#   (the harness is not part of this repository: it is the project's shared bench folder,
+#   expected beside the clone; point BENCH_SH at it when it is elsewhere)
 #   OUT_DIR=<repo>/target/bench-out/<section>-<UTC time>   (results.tsv, summary.txt, logs)
 # See bench/README.md for how to read the summary.
 set -euo pipefail
@@ -15,7 +17,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 BENCH_SH=${BENCH_SH:-$REPO/../shared/bench/bench.sh}
-[[ -x $BENCH_SH ]] || { echo "run.sh: no harness at $BENCH_SH (set BENCH_SH)" >&2; exit 1; }
+[[ -x $BENCH_SH ]] || {
+    echo "run.sh: no side-by-side harness at $BENCH_SH: it is not part of this repository" \
+        "(the project's shared bench/ folder, looked for beside the clone); set BENCH_SH" \
+        "to its bench.sh" >&2
+    exit 1
+}
 [[ $# -gt 0 ]] || { echo "usage: bench/run.sh http|tcp [bench.sh args...]" >&2; exit 1; }
 
 cargo build --release --bin drover

@@ -22,7 +22,7 @@ DURATION=${DURATION:-8}
 BACKEND_PORT=${BACKEND_PORT:-18480}
 HAPROXY_PORT=${HAPROXY_PORT:-18443}
 DROVER_PORT=${DROVER_PORT:-18444}
-WORK=$(mktemp -d /tmp/drover-tls-bench.XXXXXX)
+WORK=$(mktemp -d -t drover-tls-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT

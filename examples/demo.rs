@@ -69,6 +69,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Plain text when the output goes to a file or a pipe, as drover's own logs.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let backends_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

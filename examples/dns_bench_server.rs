@@ -1,5 +1,6 @@
 //! Drover's DNS server alone, over a zone of generated services: the candidate that
-//! `bench/dns.sh` runs beside Knot with `/work/shared/bench/bench.sh dns`.
+//! `bench/dns.sh` runs beside Knot with the shared harness (`../shared/bench/bench.sh dns`,
+//! beside the clone; not part of this repository).
 //!
 //! It reads the harness's `services.tsv` (`name<TAB>ipv4<TAB>port,port`) and serves, like
 //! the harness's zone file, `NAME A ipv4` and `_http._tcp.NAME SRV 0 1 port NAME` for each

@@ -338,7 +338,8 @@ pub struct AliasDump {
 #[derive(Debug, Serialize)]
 pub struct ProbeDump {
     pub addr: String,
-    /// "unknown" (not probed enough yet), "up" or "down".
+    /// "unknown" (not probed enough yet), "up" or "down"; for an alias's masters "leader"
+    /// or "standby", as under `routes`.
     pub state: &'static str,
     /// The last probe's verdict, e.g. "master/elected = 1", "HTTP 307", "connect refused".
     pub last_probe: Option<String>,
@@ -577,21 +578,19 @@ fn add_health(dump: &mut RoutesDump, table: &RouteTable, status: &HealthStatus) 
             conflict: s
                 .and_then(|s| s.conflict.as_ref())
                 .map(|c| c.iter().map(|a| a.to_string()).collect()),
-            masters: match s {
-                Some(s) => s.backends.iter().map(probe_dump).collect(),
-                None => r
-                    .pool
-                    .backends()
-                    .iter()
-                    .map(|b| ProbeDump {
-                        addr: b.addr.to_string(),
-                        state: "unknown",
-                        last_probe: None,
-                        last_probe_ok: None,
-                        last_probe_ms: None,
-                    })
-                    .collect(),
-            },
+            masters: r
+                .pool
+                .backends()
+                .iter()
+                .map(|b| {
+                    let probed = s.and_then(|s| s.backends.iter().find(|t| t.addr == b.addr));
+                    ProbeDump {
+                        // The word `routes` uses for this master too: one state, one word.
+                        state: backend_state(r, b),
+                        ..probed.map_or_else(|| unprobed(b.addr), probe_dump)
+                    }
+                })
+                .collect(),
         });
     }
     for route in &mut dump.routes {
@@ -599,6 +598,17 @@ fn add_health(dump: &mut RoutesDump, table: &RouteTable, status: &HealthStatus) 
             route.routing_to_all = c.routing_to_all;
             route.probes = c.backends.iter().map(probe_dump).collect();
         }
+    }
+}
+
+/// A target no probe has answered for yet.
+fn unprobed(addr: std::net::SocketAddr) -> ProbeDump {
+    ProbeDump {
+        addr: addr.to_string(),
+        state: "unknown",
+        last_probe: None,
+        last_probe_ok: None,
+        last_probe_ms: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub mod config;
 pub mod control;
 pub mod dns;
 pub mod health;
+pub mod logfmt;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

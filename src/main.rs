@@ -1,5 +1,6 @@
 //! `drover`: flags, logging, config, then `Server::start`; everything else is in the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
         )
         .with_writer(|| LossyStderr)
+        // Colour codes only for a terminal: in a log file or a journal they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
         Some(Command::Check) => check(&cli.config),
@@ -44,11 +47,17 @@ fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            // A catalog file's `[[app]]` would read as an unknown section: say what it is.
+            match catalog_file_hint(path) {
+                Some(hint) => eprintln!("{hint}"),
+                None => eprintln!("{e}"),
+            }
             return ExitCode::FAILURE;
         }
     };
-    let mut problems: Vec<String> = Vec::new();
+    // Files the sources read only once they run: a missing one must fail the check, not
+    // pass it and then disable its source at run time.
+    let mut problems: Vec<String> = unreadable_files(&config);
     if let Some(https) = &config.https {
         // The certificates must load as they would at start.
         let metrics = drover::metrics::Metrics::new(prometheus::Registry::new());
@@ -96,11 +105,64 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+/// When `path` holds `[[app]]` tables, it is a catalog file given where a config belongs:
+/// say so and how a catalog file is checked.
+fn catalog_file_hint(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    table.get("app")?.as_array()?;
+    Some(format!(
+        "{0} is a catalog file ([[app]] tables), not a config file. A catalog file is checked \
+         through the config that names it: put\n  [catalog]\n  file = \"{0}\"\n\
+         in a config file and run `drover check --config THAT_FILE`.",
+        path.display()
+    ))
+}
+
+/// Every file the config names for a source (credentials, CA bundles) that cannot be
+/// read, or, for a CA bundle, holds no usable certificate; each with its key.
+fn unreadable_files(config: &Config) -> Vec<String> {
+    let mut files: Vec<(&str, &Path, bool)> = Vec::new();
+    if let Some(m) = &config.marathon {
+        files.extend(
+            m.password_file
+                .as_deref()
+                .map(|f| ("marathon.password_file", f, false)),
+        );
+        files.extend(m.ca_file.as_deref().map(|f| ("marathon.ca_file", f, true)));
+    }
+    if let Some(m) = &config.mesos {
+        files.extend(
+            m.secret_file
+                .as_deref()
+                .map(|f| ("mesos.secret_file", f, false)),
+        );
+        files.extend(m.ca_file.as_deref().map(|f| ("mesos.ca_file", f, true)));
+    }
+    let mut problems = Vec::new();
+    for (key, file, ca) in files {
+        let shown = format!("{key} = {:?}", file.display().to_string());
+        if let Err(e) = std::fs::read(file) {
+            problems.push(format!("{shown}: cannot read: {e}"));
+        } else if ca {
+            let section = key.split('.').next().unwrap_or(key);
+            if let Err(e) = drover::source::https::TlsClient::new(Some(file), section) {
+                problems.push(format!("{shown}: {e}"));
+            }
+        }
+    }
+    problems
+}
+
 fn run(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            // A catalog file's `[[app]]` would read as an unknown section: say what it is.
+            match catalog_file_hint(path) {
+                Some(hint) => eprintln!("{hint}"),
+                None => eprintln!("{e}"),
+            }
             return ExitCode::FAILURE;
         }
     };

@@ -127,7 +127,11 @@ impl Server {
         ] {
             let Some(listener) = listener else { continue };
             let addr = listener.local_addr().map_err(StartError::Runtime)?;
-            info!(%addr, by = ?by, workers = workers.len(), max_connections, "HTTP router listening");
+            let by_what = match by {
+                RouteBy::Host => "host",
+                RouteBy::AppId => "X-Marathon-App-Id",
+            };
+            info!(%addr, by = by_what, workers = workers.len(), max_connections, "HTTP router listening");
             let gate = Gate::new(name, max_connections, &shared.metrics);
             for handle in &workers {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
@@ -473,7 +477,11 @@ async fn control_plane(
 
     shutdown.triggered().await;
     let deadline = config_rx.borrow().runtime.drain_timeout;
-    info!(in_flight = shutdown.in_flight(), deadline = ?deadline, "shutting down: draining");
+    info!(
+        in_flight = shutdown.in_flight(),
+        deadline = %crate::logfmt::duration(deadline),
+        "shutting down: draining"
+    );
     let clean = shutdown.drain(deadline).await;
     if clean {
         info!("drained; exiting");

@@ -48,6 +48,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [only] = &self.problems[..] {
+            if only.path.starts_with("--config ") {
+                // An unreadable file has no keys: the flag that named it is the key.
+                return write!(f, "{only}");
+            }
+        }
         let n = self.problems.len();
         write!(
             f,
@@ -293,9 +299,9 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             problems: vec![Problem {
-                path: String::new(),
+                path: format!("--config {}", path.display()),
                 value: String::new(),
-                message: format!("cannot read the file: {e}"),
+                message: format!("cannot read: {e}"),
             }],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));

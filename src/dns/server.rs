@@ -116,7 +116,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     if let (Ok(u), Ok(t)) = (udp.local_addr(), tcp.local_addr()) {
-        info!(udp = %u, tcp = %t, domain = %settings.domain, forward = ?settings.forward, "DNS listening");
+        info!(udp = %u, tcp = %t, domain = %settings.domain, forward = %crate::logfmt::list(&settings.forward), "DNS listening");
     }
     let tcp_idle_timeout = settings.tcp_idle_timeout;
     let handler = Arc::new(DnsHandler::new(settings, shared));

@@ -1,4 +1,4 @@
-//! The zone against `shared/fixtures/mesos/`: the complete record sets of every variant in
+//! The zone against `tests/fixtures/mesos/`: the complete record sets of every variant in
 //! `mesos-dns-fake.records.json`, the [U] and [D] rows of `EXPECTED.md`, and all 338
 //! answers of `mesos-dns-fake.dns-answers.json`, each compared with the [Q] choices below.
 //!
@@ -33,10 +33,7 @@ use crate::source::mesos::state::{self, MesosState, Task};
 // === fixtures ===
 
 fn fixture(rel: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../shared/fixtures/mesos/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/mesos/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 

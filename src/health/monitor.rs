@@ -25,6 +25,7 @@ use super::leader::{LeaderTracker, LEADER_FALL, LEADER_RISE};
 use super::probe::{self, Probe, ProbeResult};
 use super::{Health, State};
 use crate::catalog::{ActiveCheck, CheckKind};
+use crate::logfmt;
 use crate::routing::pool::Backend;
 use crate::routing::{Route, RouteKind, RouteTable};
 use crate::shutdown::Shutdown;
@@ -513,7 +514,8 @@ impl Monitor {
                 .iter()
                 .map(|a| a.to_string())
                 .collect();
-            warn!(alias = %host, claimants = ?claimants, kept = ?w.tracker.leader(),
+            warn!(alias = %host, claimants = %logfmt::list(&claimants),
+                kept = %logfmt::or_none(w.tracker.leader()),
                 "more than one master claims leadership; the incumbent keeps the role");
             self.shared
                 .metrics
@@ -527,13 +529,18 @@ impl Monitor {
         apply_leader(&w.route, change.to);
         w.since = std::time::SystemTime::now();
         match change.to {
-            Some(to) => info!(alias = %host, from = ?change.from, %to, "alias leader changed"),
+            Some(to) => info!(
+                alias = %host,
+                from = %logfmt::or_none(change.from),
+                %to,
+                "alias leader changed"
+            ),
             None => {
                 let why: Vec<String> = results
                     .iter()
                     .map(|(a, r)| format!("{a}: {}", r.detail))
                     .collect();
-                warn!(alias = %host, from = ?change.from, probes = ?why,
+                warn!(alias = %host, from = %logfmt::or_none(change.from), probes = %why.join("; "),
                     "alias has no elected leader; answering 503")
             }
         }

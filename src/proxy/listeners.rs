@@ -163,7 +163,7 @@ impl Listeners {
         f.attempts += 1;
         f.retry_at = now + backoff(f.attempts);
         if f.error != error {
-            warn!(%addr, error = %error, retry_in = ?backoff(f.attempts),
+            warn!(%addr, error = %error, retry_in = %crate::logfmt::duration(backoff(f.attempts)),
                 "cannot listen on service port; will retry");
             f.error = error;
         } else {

@@ -67,9 +67,15 @@ struct FileTask {
 /// Parses catalog file text. `Err` (the whole file refused) for bad TOML or a wrong
 /// top-level shape; per-app mistakes become problems and the other apps are kept.
 pub fn parse(text: &str) -> Result<FileSnapshot, String> {
-    let mut table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| format!("not valid TOML: {}", e.message().trim()))?;
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(line) => format!("line {line}: not valid TOML: {}", e.message().trim()),
+            None => format!("not valid TOML: {}", e.message().trim()),
+        }
+    })?;
     let apps = match table.remove("app") {
         None => Vec::new(),
         Some(toml::Value::Array(apps)) => apps,
@@ -87,12 +93,20 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
             .get("id")
             .and_then(|v| v.as_str())
             .map_or_else(|| format!("app[{i}]"), str::to_string);
-        let app = match value.try_into::<FileApp>() {
+        // Deserialized through serde_path_to_error so the problem names the bad key.
+        let app = match serde_path_to_error::deserialize::<_, FileApp>(value) {
             Ok(app) => app,
             Err(e) => {
+                let path = e.path().to_string();
+                let key = if path == "." {
+                    format!("app[{i}]")
+                } else {
+                    format!("app[{i}].{path}")
+                };
+                let why = plain_words(e.inner().message().trim());
                 snapshot.problems.push(AppProblem {
                     app_id: name,
-                    message: format!("app[{i}]: {}; app dropped", e.message().trim()),
+                    message: format!("{key}: {why}; app dropped"),
                 });
                 continue;
             }
@@ -107,14 +121,15 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
         let checks = match app
             .health_checks
             .iter()
-            .map(file_check)
+            .enumerate()
+            .map(|(n, c)| file_check(c).map_err(|e| format!("app[{i}].health_checks[{n}].{e}")))
             .collect::<Result<Vec<_>, String>>()
         {
             Ok(c) => c,
             Err(e) => {
                 snapshot.problems.push(AppProblem {
                     app_id: app.id,
-                    message: format!("app[{i}]: health_checks: {e}; app dropped"),
+                    message: format!("{e}; app dropped"),
                 });
                 continue;
             }
@@ -142,6 +157,17 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
     Ok(snapshot)
 }
 
+/// serde's type words in an operator's: a port is `u16` to serde, a list a "sequence".
+fn plain_words(message: &str) -> String {
+    message
+        .replace("expected u16", "expected a port number (0-65535)")
+        .replace("expected u32", "expected a whole number")
+        .replace("expected usize", "expected a whole number")
+        .replace("expected a sequence", "expected a list")
+        .replace("expected a map", "expected a table")
+}
+
+/// One health check; an error starts with the key it is about.
 fn file_check(c: &FileCheck) -> Result<PortCheck, String> {
     let duration = |key: &str, raw: &Option<String>, default: u64| match raw {
         None => Ok(Duration::from_secs(default)),
@@ -237,10 +263,9 @@ async fn read_and_publish(
 ) {
     match load(path).await {
         Ok(snapshot) => {
+            // Its problems are not logged here: control warns each one once, when it
+            // first shows in a route table, along with the problems of every source.
             metrics.discovery_ok(SOURCE);
-            for p in &snapshot.problems {
-                warn!(file = %path.display(), "{p}");
-            }
             let changed = tx.borrow().as_deref() != Some(&snapshot);
             if changed {
                 info!(file = %path.display(), apps = snapshot.apps.len(), "catalog file read");
@@ -337,6 +362,65 @@ mod tests {
         assert_eq!(s.problems.len(), 2);
         assert!(s.problems[0].message.contains("prots"), "{}", s.problems[0]);
         assert_eq!(s.problems[1].app_id, "/good");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_the_expected_type() {
+        let s = parse(
+            r#"
+            [[app]]
+            id = "/ok"
+            [[app]]
+            id = "/a"
+            ports = "ten"
+            [[app]]
+            id = "/b"
+            tasks = [ { host = "127.0.0.1", ports = ["x"] } ]
+            [[app]]
+            id = "/c"
+            tasks = [ { host = "127.0.0.1", ports = [1] }, { host = "127.0.0.1", ports = [2, 70000] } ]
+            [[app]]
+            id = "/d"
+            prots = [1]
+            [[app]]
+            id = "/e"
+            health_checks = [ { path = "/" }, { protocol = "udp" } ]
+            "#,
+        )
+        .unwrap();
+        let messages: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 5, "{messages:#?}");
+        let want = [
+            ("app[1].ports: ", "expected a list"),
+            (
+                "app[2].tasks[0].ports[0]: ",
+                "expected a port number (0-65535)",
+            ),
+            (
+                "app[3].tasks[1].ports[1]: ",
+                "expected a port number (0-65535)",
+            ),
+            ("app[4].prots: ", "unknown field `prots`"),
+            (
+                "app[5].health_checks[1].protocol = \"udp\"",
+                "expected http or tcp",
+            ),
+        ];
+        for (message, (key, what)) in messages.iter().zip(want) {
+            assert!(
+                message.starts_with(key),
+                "{message} should start with {key}"
+            );
+            assert!(message.contains(what), "{message} should say {what}");
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_gives_its_line() {
+        let e = parse("[[app]]\nid = \"/a\"\n\n[[app]\nid = \"/b\"\n").unwrap_err();
+        assert!(e.starts_with("line 4: not valid TOML"), "{e}");
+        let e = parse("[[app]]\nid = \"/a\"\nports = [1,\n").unwrap_err();
+        assert!(e.starts_with("line "), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::marathon::unrelated_ca_pem;
 use crate::support::{free_port, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drover");
@@ -318,4 +319,203 @@ async fn runs_until_sigterm_then_exits_0() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status.code(), Some(0), "exit {status}:\n{}", logs());
+}
+
+#[test]
+fn a_missing_config_file_is_named_by_its_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("absent.toml");
+    for args in [&["check", "--config"][..], &["--config"][..]] {
+        let out = drover(args).arg(&path).output().expect("run drover");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+        assert_eq!(
+            stderr.trim(),
+            format!(
+                "--config {}: cannot read: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
+}
+
+#[test]
+fn check_names_the_key_and_line_of_catalog_mistakes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("drover.toml");
+    std::fs::write(&path, "[catalog]\nfile = \"services.toml\"\n").expect("write config");
+    std::fs::write(
+        dir.path().join("services.toml"),
+        "[[app]]\nid = \"/a\"\n[[app]]\nid = \"/b\"\n[[app]]\nid = \"/c\"\n\
+         [[app]]\nid = \"/d\"\nports = \"ten\"\ntasks = [ { host = \"127.0.0.1\", ports = [\"x\"] } ]\n\
+         [[app]]\nid = \"/e\"\ntasks = [ { host = \"127.0.0.1\", ports = [70000] } ]\n",
+    )
+    .expect("write catalog");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    for needle in [
+        "app[3].ports: invalid type: string \"ten\", expected a list",
+        "app[4].tasks[0].ports[0]: invalid value: integer `70000`, expected a port number",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+
+    std::fs::write(
+        dir.path().join("services.toml"),
+        "[[app]]\nid = \"/a\"\n\n[[app]\nid = \"/b\"\n",
+    )
+    .expect("write catalog");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("services.toml: line 4: not valid TOML"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_fails_when_a_file_the_config_names_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("drover.toml");
+    std::fs::write(dir.path().join("not-a-ca.pem"), "hello\n").expect("write");
+    std::fs::write(
+        &path,
+        "[marathon]\nurls = [\"https://127.0.0.1:8080\"]\nuser = \"drover\"\n\
+         password_file = \"marathon.pass\"\nca_file = \"marathon-ca.pem\"\n\n\
+         [mesos]\nmasters = [\"https://127.0.0.1:5050\"]\nprincipal = \"drover\"\n\
+         secret_file = \"mesos.secret\"\nca_file = \"not-a-ca.pem\"\n",
+    )
+    .expect("write config");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    for needle in [
+        "4 problems",
+        "marathon.password_file = ",
+        "marathon.ca_file = ",
+        "mesos.secret_file = ",
+        "cannot read: No such file",
+        "mesos.ca_file = ",
+        "holds no certificate",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+
+    // With the files in place the same config passes.
+    for (name, body) in [
+        ("marathon.pass", "secret\n".to_string()),
+        ("mesos.secret", "secret\n".to_string()),
+        ("marathon-ca.pem", unrelated_ca_pem()),
+        ("not-a-ca.pem", unrelated_ca_pem()),
+    ] {
+        std::fs::write(dir.path().join(name), body).expect("write");
+    }
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_on_a_catalog_file_says_what_it_is() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("services.toml");
+    std::fs::write(&path, "[[app]]\nid = \"/web\"\nports = [10001]\n").expect("write");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("is a catalog file"), "{stderr}");
+    assert!(stderr.contains("[catalog]\n  file = "), "{stderr}");
+    assert!(!stderr.contains("unknown section"), "{stderr}");
+}
+
+/// Waits until the log file holds `needle` `times` times (or more); the whole log then.
+async fn log_shows(path: &Path, needle: &str, times: usize) -> String {
+    let start = Instant::now();
+    loop {
+        let logs = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            !logs.contains('\x1b'),
+            "colour codes in a log file:\n{logs}"
+        );
+        if logs.matches(needle).count() >= times {
+            return logs;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no {needle:?} x{times} in the log:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Logs written to a file: no colour codes, no Rust syntax in fields (an alias's leader
+/// moving from one master to another, then to none), and a bad catalog app warned once
+/// however often the file is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_in_a_file_are_plain_and_say_each_problem_once() {
+    let masters = crate::support::masters::FakeMasters::start(2, Some(0)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = |good_port: u16| {
+        format!(
+            "[[app]]\nid = \"/good\"\nlabels = {{ HAPROXY_0_VHOST = \"good.test\" }}\nports = [10001]\n\
+             tasks = [ {{ host = \"127.0.0.1\", ports = [{good_port}] }} ]\n\n\
+             [[app]]\nid = \"/bad\"\nports = \"ten\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("services.toml"), catalog(1)).expect("write catalog");
+    let path = dir.path().join("drover.toml");
+    let http = free_port();
+    let admin = std::iter::repeat_with(free_port)
+        .find(|p| *p != http)
+        .expect("a second free port");
+    std::fs::write(
+        &path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+             [catalog]\nfile = \"services.toml\"\n\n[runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n\n\
+             [[alias]]\nhost = \"mesos.test\"\nbackends = {}\ncheck = \"mesos\"\ninterval = \"100ms\"\n",
+            masters.backends_toml()
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("drover.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Running::spawn(
+        drover(&["--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+
+    log_shows(&log_path, "alias leader changed", 1).await;
+    masters.set_leader(Some(1));
+    log_shows(&log_path, &format!("from={}", masters.addrs[0]), 1).await;
+    masters.set_leader(None);
+    log_shows(&log_path, "alias has no elected leader", 1).await;
+    // The catalog is read again (a changed app), the bad app still in it.
+    std::fs::write(dir.path().join("services.toml"), catalog(2)).expect("rewrite catalog");
+    log_shows(&log_path, "route table stored", 2).await;
+
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(child.pid(), libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    child.exit_within(DEADLINE).expect("exits after SIGTERM");
+    let logs = std::fs::read_to_string(&log_path).expect("read log");
+    assert!(
+        !logs.contains('\x1b'),
+        "colour codes in a log file:\n{logs}"
+    );
+    for rust in ["Some(", "None", "[\"", "\"]"] {
+        assert!(!logs.contains(rust), "{rust:?} in the log:\n{logs}");
+    }
+    assert!(
+        logs.contains(&format!("from={}", masters.addrs[1])),
+        "the last leader, plainly:\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("app[1].ports").count(),
+        1,
+        "the bad app is warned once:\n{logs}"
+    );
 }

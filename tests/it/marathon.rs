@@ -546,3 +546,49 @@ async fn health_check_false_routes_to_tasks_whatever_their_results() {
     checked.ready().await;
     pool_becomes(&checked, "web_10001", &[a.addr]).await;
 }
+
+/// A steady stream of events (one every 20 ms, as a busy cluster sends) never puts off the
+/// re-read: a change made while it goes on is routed within half a second, and the reads
+/// stay rate-limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_event_stream_does_not_put_off_the_reads() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let fake = Arc::new(FakeMarathon::start().await);
+    let ta = marathon::task_id("/web", 1);
+    let tb = marathon::task_id("/web", 2);
+    fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
+    let drover = drover_on(&[fake.url()], "");
+    drover.ready().await;
+    pool_becomes(&drover, "web_10001", &[a.addr]).await;
+    subscribed(&fake, 1).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = tokio::spawn({
+        let (fake, stop, ta) = (fake.clone(), stop.clone(), ta.clone());
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                let event = marathon::health_status_changed("/web", &ta, true);
+                fake.push(event);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reads_before = fake.apps_queries().len();
+    fake.set_apps(web(&[
+        FakeTask::new(&ta, a.addr),
+        FakeTask::new(&tb, b.addr),
+    ]));
+    let took = pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let reads = fake.apps_queries().len() - reads_before;
+    stop.store(true, Ordering::Relaxed);
+    pusher.await.expect("pusher");
+    assert!(took < Duration::from_millis(500), "applied after {took:?}");
+    // About one read per 100 ms window while events keep coming, not one per event.
+    assert!((5..=20).contains(&reads), "{reads} reads in about 1 s");
+}

@@ -95,11 +95,46 @@ async fn a_refused_upgrade_is_an_ordinary_answer() {
     let plain = Backend::start("plain").await;
     let d = Drover::start("", &app("/web", "web.test", 10001, &[plain.addr]));
     d.ready().await;
-    let answer = support::raw(
+    let answer = one_response(
         d.http(),
         b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("plain"), "{answer}");
+}
+
+/// Sends `request` on a new connection and reads one response with a `Content-Length`
+/// body. The connection stays open (keep-alive), so reading to its end would wait for the
+/// test's deadline instead.
+async fn one_response(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request).await.expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .expect("a Content-Length");
+                if got.len() >= end + 4 + length {
+                    return text;
+                }
+            }
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before a whole response: {text}");
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(support::DEADLINE, read)
+        .await
+        .expect("a whole response in time")
 }

@@ -1,4 +1,4 @@
-//! The fixtures of `shared/fixtures/marathon/` through the whole path (decode →
+//! The fixtures of `tests/fixtures/marathon/` through the whole path (decode →
 //! `to_raw_apps` → `catalog::build_selected` → `routing::compile`), asserting what
 //! `EXPECTED.md` says marathon-lb builds; and the conversion rules one at a time.
 
@@ -11,10 +11,10 @@ use crate::config::{Config, Groups};
 use crate::metrics::Metrics;
 use crate::routing::{self, RouteTable};
 
-/// Reads a fixture at run time (CI has `shared/` beside the repository).
+/// Reads a fixture of `tests/fixtures/` at run time.
 fn fixture(rel: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../shared/fixtures/marathon/{rel}",
+        "{}/tests/fixtures/marathon/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))

@@ -1,12 +1,9 @@
 //! Tests for the event-stream parser, the event decoder and the effects, against the Marathon
-//! fixtures in `../shared/fixtures/marathon/api/`.
+//! fixtures in `tests/fixtures/marathon/api/`.
 
 use super::*;
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/marathon/api"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/marathon/api");
 
 fn fixture(rel: &str) -> Vec<u8> {
     let path = format!("{FIXTURES}/{rel}");

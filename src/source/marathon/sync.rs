@@ -20,6 +20,7 @@ use super::client::Client;
 use super::events::{self, Effect, SseParser};
 use crate::catalog::RawApp;
 use crate::config::{Config, MarathonConfig};
+use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::Snapshot;
@@ -209,7 +210,7 @@ async fn read_once(
             metrics.discovery_error(SOURCE);
             state.failures += 1;
             let delay = backoff(state.failures);
-            warn!(error = %e, retry_in = ?delay, "Marathon read failed; keeping the last good apps");
+            warn!(error = %e, retry_in = %logfmt::duration(delay), "Marathon read failed; keeping the last good apps");
             shared.set_source_error(SOURCE, Some(e));
             return Some(Instant::now() + delay);
         }
@@ -334,7 +335,7 @@ async fn stream_events(
                 up.set(0);
                 failures += 1;
                 let delay = backoff(failures);
-                warn!(error = %e, retry_in = ?delay, "cannot open the Marathon event stream");
+                warn!(error = %e, retry_in = %logfmt::duration(delay), "cannot open the Marathon event stream");
                 tokio::time::sleep(delay).await;
                 continue;
             }

@@ -1,14 +1,11 @@
-//! Decoding the shared Mesos-DNS fixture state, the tolerance rules one at a time, and the
+//! Decoding the Mesos-DNS fixture state, the tolerance rules one at a time, and the
 //! pid and port-range parsers (EXPECTED.md §5.5).
 
 use super::*;
 
-/// Reads a fixture at run time (CI has `shared/` beside the repository).
+/// Reads a fixture of `tests/fixtures/` at run time.
 pub(crate) fn fixture(rel: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../shared/fixtures/mesos/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/mesos/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 

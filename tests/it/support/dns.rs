@@ -25,10 +25,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 pub const REPLY_WAIT: Duration = Duration::from_secs(5);
 
 pub fn fixture(rel: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../shared/fixtures/mesos/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/mesos/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
 

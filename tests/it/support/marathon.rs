@@ -8,7 +8,7 @@
 //! keeps no history of events: a frame reaches only the streams open when it is pushed, so
 //! wait for `subscriptions()` before pushing. It leaves every judgement (filtering tasks,
 //! choosing a leader) to the client under test. The builders below produce the Marathon
-//! 1.5+ shapes of `../shared/fixtures/marathon/`, with loopback hosts only.
+//! 1.5+ shapes of `tests/fixtures/marathon/`, with loopback hosts only.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -823,10 +823,10 @@ pub fn deployment_failed(id: &str) -> Value {
 
 // === fixtures ===
 
-/// A file under `../shared/fixtures/marathon/`, as text.
+/// A file under `tests/fixtures/marathon/`, as text.
 pub fn fixture_text(rel: &str) -> String {
     let path = format!(
-        "{}/../shared/fixtures/marathon/{rel}",
+        "{}/tests/fixtures/marathon/{rel}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))

@@ -36,7 +36,7 @@ pub struct FakeMesos {
 pub fn fixture_state() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/mesos/mesos-dns-fake-state.json"
+        "/tests/fixtures/mesos/mesos-dns-fake-state.json"
     );
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
 }
