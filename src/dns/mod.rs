@@ -12,11 +12,14 @@
 //! - `api`: the bodies of the Mesos-DNS HTTP lookups (`/v1/hosts`, `/v1/services`).
 
 pub mod api;
+mod fast;
 mod forward;
 pub mod intern;
+mod labels;
 pub mod name;
 pub mod records;
 pub mod server;
+mod wire;
 pub mod zone;
 
 pub use records::{IpSource, MarathonOnlyApp, MarathonOnlyTask, RecordOptions};
