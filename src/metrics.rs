@@ -38,6 +38,12 @@ pub const TLS_CERT_NOT_AFTER: &str = "drover_tls_cert_not_after_timestamp_second
 pub const TLS_RELOADS: &str = "drover_tls_reloads_total";
 pub const HTTP_TUNNELS_OPEN: &str = "drover_http_tunnels_open";
 pub const DNS_ZONE_RECORDS: &str = "drover_dns_zone_records";
+pub const CONNECTIONS_OPEN: &str = "drover_connections_open";
+pub const CONNECTIONS_REJECTED: &str = "drover_connections_rejected_total";
+pub const ACCEPT_ERRORS: &str = "drover_accept_errors_total";
+
+/// The `listener` label of the DNS TCP listener.
+pub const LISTENER_DNS: &str = "dns";
 
 /// The route label for requests that matched no route (unknown Host).
 pub const UNROUTED: &str = "unrouted";
@@ -73,6 +79,9 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub http_tunnels_open: IntGauge,
     pub dns_zone_records: IntGauge,
+    pub connections_open: IntGaugeVec,
+    pub connections_rejected: IntCounterVec,
+    pub accept_errors: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -263,6 +272,21 @@ impl Metrics {
                 &registry,
                 IntGauge::new(DNS_ZONE_RECORDS, "Records in the DNS zone in use.")
                     .expect("valid metric"),
+            ),
+            connections_open: gauge(
+                CONNECTIONS_OPEN,
+                "Connections open now on a listener with a connection cap, by listener.",
+                &["listener"],
+            ),
+            connections_rejected: counter(
+                CONNECTIONS_REJECTED,
+                "Connections closed unanswered because the listener's cap was reached, by listener.",
+                &["listener"],
+            ),
+            accept_errors: counter(
+                ACCEPT_ERRORS,
+                "Failed accepts (out of file descriptors and the like), by listener; each one pauses accepting briefly.",
+                &["listener"],
             ),
             registry,
         };

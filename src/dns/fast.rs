@@ -4,8 +4,11 @@
 //! patched in: no task, no parsing into hickory types, no encoding per query (DESIGN §6b).
 //! Everything else (other classes, opcodes or counts, mixed case, `.*`, EDNS options or
 //! versions, truncation, names outside the zone, garbage) is left to
-//! hickory (`Request::from_bytes`) and `DnsHandler::handle_request`. The answers are
-//! byte-for-byte what that path sends, except that name compression may differ.
+//! `DnsHandler::answer_packet`. The answers are byte-for-byte what that path sends, except
+//! that name compression may differ.
+//!
+//! `FastQuery::parse` reads untrusted bytes: every index is checked (`get`), and it never
+//! panics, whatever the input.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,8 +19,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Record as WireRecord, RecordType as WireType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use crate::dns::handler::{DnsHandler, MIN_UDP_PAYLOAD};
 use crate::dns::labels::{QtypeLabel, Transport};
-use crate::dns::server::{DnsHandler, MIN_UDP_PAYLOAD};
 use crate::dns::wire::{name, soa_of, switch_zone, to_wire, AddressHasher, NAME_BUF};
 use crate::dns::zone::{Lookup, QueryType, Record, Zone};
 
@@ -25,8 +28,8 @@ use crate::dns::zone::{Lookup, QueryType, Record, Zone};
 
 impl DnsHandler {
     /// Answers `p` into `out` if it is a query the fast path takes (see the module
-    /// documentation); false leaves it to the slow path. Counted when answered.
-    pub(super) fn fast_answer(&self, p: &[u8], out: &mut Vec<u8>) -> bool {
+    /// documentation); false leaves it to `answer_packet`. Counted when answered.
+    pub fn fast_answer(&self, p: &[u8], out: &mut Vec<u8>) -> bool {
         let Some(q) = FastQuery::parse(p) else {
             return false;
         };
@@ -97,7 +100,7 @@ impl DnsHandler {
         out[2] = (out[2] & !0x01) | (p[2] & 0x01);
         out[3] = (out[3] & !0x10) | (p[3] & 0x10);
         if let Some(_payload) = q.edns_payload {
-            let arcount = u16::from_be_bytes([out[10], out[11]]) + 1;
+            let arcount = u16::from_be_bytes([out[10], out[11]]).saturating_add(1);
             out[10..12].copy_from_slice(&arcount.to_be_bytes());
             // OPT: root owner, type 41, class = our payload size, no extended RCODE,
             // version 0, no flags, no options (`Edns::new()` as `reply_edns` sets it).
@@ -121,7 +124,7 @@ const OPT_LEN: usize = 11;
 const ROTATIONS: usize = 8;
 
 /// A query the fast path can take, as far as the packet alone tells.
-struct FastQuery {
+pub struct FastQuery {
     /// The question name as `Zone::lookup` takes it (dots, trailing dot).
     key: [u8; NAME_BUF],
     key_len: usize,
@@ -137,7 +140,7 @@ impl FastQuery {
     /// letters, digits, `-` and `_`, no answer or authority records, at most an OPT
     /// record (version 0, no extended RCODE, no options) as the only additional; nothing
     /// after that.
-    fn parse(p: &[u8]) -> Option<FastQuery> {
+    pub fn parse(p: &[u8]) -> Option<FastQuery> {
         if p.len() < 12 + 5 || p[2] & 0xf8 != 0 || p[4..10] != [0, 1, 0, 0, 0, 0] {
             return None;
         }

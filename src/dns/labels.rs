@@ -6,7 +6,6 @@ use std::sync::OnceLock;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType as WireType;
-use hickory_server::net::xfer::Protocol;
 use prometheus::IntCounter;
 
 /// The transport a query came over; also its label.
@@ -17,13 +16,6 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub(super) fn of(protocol: Protocol) -> Transport {
-        match protocol {
-            Protocol::Udp => Transport::Udp,
-            _ => Transport::Tcp,
-        }
-    }
-
     fn label(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -88,8 +80,8 @@ impl QtypeLabel {
 }
 
 /// The `rcode` label values.
-const RCODES: [&str; 7] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+const RCODES: [&str; 8] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS", "other",
 ];
 
 fn rcode_index(rcode: ResponseCode) -> usize {
@@ -100,7 +92,9 @@ fn rcode_index(rcode: ResponseCode) -> usize {
         ResponseCode::NXDomain => 3,
         ResponseCode::NotImp => 4,
         ResponseCode::Refused => 5,
-        _ => 6,
+        // hickory reads 16 back as BADSIG (same code); we only send BADVERS.
+        ResponseCode::BADVERS | ResponseCode::BADSIG => 6,
+        _ => 7,
     }
 }
 
