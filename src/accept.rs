@@ -61,7 +61,7 @@ impl Gate {
         Arc::new(Gate {
             name: name.to_string(),
             slots: Arc::new(Semaphore::new(limit.max(1))),
-            open: metrics.client_connections.with_label_values(&[name]),
+            open: metrics.connections_open.with_label_values(&[name]),
             waits: metrics.connection_limit_waits.with_label_values(&[name]),
             errors: metrics.accept_errors.with_label_values(&[name]),
             born: Instant::now(),
@@ -96,6 +96,8 @@ impl Gate {
                     };
                     return (stream, peer, slot);
                 }
+                // The client gave up between its SYN and our accept: nothing is wrong here.
+                Err(e) if is_peer_error(&e) => continue,
                 Err(e) => {
                     self.errors.inc();
                     self.log_failure(&e);
@@ -128,4 +130,13 @@ impl Gate {
             self.unlogged.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// An accept error about the one connection (the peer left), not about Drover.
+pub fn is_peer_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    )
 }

@@ -38,9 +38,13 @@ pub const TLS_CERT_NOT_AFTER: &str = "drover_tls_cert_not_after_timestamp_second
 pub const TLS_RELOADS: &str = "drover_tls_reloads_total";
 pub const HTTP_TUNNELS_OPEN: &str = "drover_http_tunnels_open";
 pub const DNS_ZONE_RECORDS: &str = "drover_dns_zone_records";
-pub const CLIENT_CONNECTIONS: &str = "drover_client_connections";
 pub const CONNECTION_LIMIT_WAITS: &str = "drover_connection_limit_waits_total";
+pub const CONNECTIONS_OPEN: &str = "drover_connections_open";
+pub const CONNECTIONS_REJECTED: &str = "drover_connections_rejected_total";
 pub const ACCEPT_ERRORS: &str = "drover_accept_errors_total";
+
+/// The `listener` label of the DNS TCP listener.
+pub const LISTENER_DNS: &str = "dns";
 
 /// The route label for requests that matched no route (unknown Host).
 pub const UNROUTED: &str = "unrouted";
@@ -76,7 +80,8 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub http_tunnels_open: IntGauge,
     pub dns_zone_records: IntGauge,
-    pub client_connections: IntGaugeVec,
+    pub connections_open: IntGaugeVec,
+    pub connections_rejected: IntCounterVec,
     pub connection_limit_waits: IntCounterVec,
     pub accept_errors: IntCounterVec,
 }
@@ -252,19 +257,9 @@ impl Metrics {
                 "Requests switched to another protocol (WebSocket), by route.",
                 &["route"],
             ),
-            client_connections: gauge(
-                CLIENT_CONNECTIONS,
-                "Client connections open now, by listener (http, https, appid, admin, tcp:PORT).",
-                &["listener"],
-            ),
             connection_limit_waits: counter(
                 CONNECTION_LIMIT_WAITS,
-                "Times a listener stopped accepting because it had max_connections open.",
-                &["listener"],
-            ),
-            accept_errors: counter(
-                ACCEPT_ERRORS,
-                "Failed accepts (out of file descriptors, mostly), by listener.",
+                "Times a listener stopped accepting because it had max_connections open (new ones wait in the backlog), by listener.",
                 &["listener"],
             ),
             http_tunnels_open: reg(
@@ -284,6 +279,21 @@ impl Metrics {
                 &registry,
                 IntGauge::new(DNS_ZONE_RECORDS, "Records in the DNS zone in use.")
                     .expect("valid metric"),
+            ),
+            connections_open: gauge(
+                CONNECTIONS_OPEN,
+                "Client connections open now, by listener (http, https, appid, admin, tcp:PORT, dns).",
+                &["listener"],
+            ),
+            connections_rejected: counter(
+                CONNECTIONS_REJECTED,
+                "Connections closed unanswered because the listener's cap was reached (DNS over TCP), by listener.",
+                &["listener"],
+            ),
+            accept_errors: counter(
+                ACCEPT_ERRORS,
+                "Failed accepts (out of file descriptors and the like), by listener; each one pauses accepting briefly.",
+                &["listener"],
             ),
             registry,
         };

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::debug;
 
-use crate::dns::server::Transport;
+use crate::dns::labels::Transport;
 
 /// The largest reply read from a resolver over UDP (EDNS allows up to 65535).
 const MAX_UDP_REPLY: usize = 65535;

@@ -10,15 +10,26 @@
 //! - `zone`: record sets -> `Zone` (apex, additional records, empty non-terminals) and
 //!   `Zone::lookup`.
 //! - `api`: the bodies of the Mesos-DNS HTTP lookups (`/v1/hosts`, `/v1/services`).
+//! - `server`: the DNS server (settings, UDP loop, the answers it gives); `handler`: one
+//!   packet in, one reply out; `fast`: the UDP fast path; `tcp`: TCP connections;
+//!   `wire`: zone records as wire records; `labels`: the query metric's labels;
+//!   `forward`: forwarding outside the domain.
 
 pub mod api;
+mod fast;
 mod forward;
+pub mod handler;
 pub mod intern;
+mod labels;
 pub mod name;
 pub mod records;
 pub mod server;
+mod tcp;
+mod wire;
 pub mod zone;
 
+pub use fast::FastQuery;
+pub use labels::Transport;
 pub use records::{IpSource, MarathonOnlyApp, MarathonOnlyTask, RecordOptions};
 pub use zone::{
     Lookup, NameId, QueryType, Record, RecordData, RecordType, Zone, ZoneInput, ZoneOptions,

@@ -1,6 +1,7 @@
 //! The DNS server on real sockets: EXPECTED.md §3 rows over UDP and TCP, every recorded
 //! answer of `mesos-dns-fake.dns-answers.json` replayed through the server, truncation and
-//! the TCP retry, REFUSED and forwarding outside the domain, hostile packets, metrics.
+//! the TCP retry, REFUSED and forwarding outside the domain, metrics. Hostile packets and
+//! TCP limits: `dns_hostile`.
 //!
 //! Where Drover answers differently from the recorded Mesos-DNS answers, on purpose (the
 //! [Q] choices of `src/dns/tests.rs`):
@@ -25,8 +26,8 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use serde_json::Value;
 
 use crate::support::dns::{
-    compile, config_r, fixture, fixture_zone, query, tcp, tcp_raw, udp, udp_raw, FakeUpstream,
-    TestDns, REPLY_WAIT,
+    compile, config_r, fixture, fixture_zone, query, tcp, udp, udp_raw, FakeUpstream, TestDns,
+    REPLY_WAIT,
 };
 
 const SOA_LINE: &str = "mesos. 60 SOA ns1.mesos. root.ns1.mesos. 0 60 600 86400 60";
@@ -547,115 +548,6 @@ async fn forwarding_failover_and_servfail() {
     }
     assert_eq!(dns.count("A", "SERVFAIL", "udp"), 1);
     assert_eq!(dns.count("A", "SERVFAIL", "tcp"), 1);
-}
-
-/// A valid query's bytes for `name` A, ID 0x1234, QDCOUNT as given.
-fn raw_query(name: &[u8], qdcount: u16, opcode: u8) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, (opcode << 3) | 0x01, 0x00];
-    q.extend_from_slice(&qdcount.to_be_bytes());
-    q.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    for _ in 0..qdcount.max(1) {
-        q.extend_from_slice(name);
-        q.extend_from_slice(&[0, 1, 0, 1]);
-    }
-    q
-}
-
-/// What is sent, and the replies allowed (`None`: no reply).
-type HostileCase = (&'static str, Vec<u8>, &'static [Option<ResponseCode>]);
-
-/// Hostile or malformed packets get FORMERR, NOTIMP or nothing; never a crash, and the
-/// server answers a normal query afterwards, over both transports.
-#[tokio::test]
-async fn hostile_packets() {
-    let dns = TestDns::start(Some(fixture_zone(false)), vec![]);
-    let leader = b"\x06leader\x05mesos\x00";
-    let short = Duration::from_millis(300);
-
-    // A pointer loop in the question name (offset 12 points at itself).
-    let mut pointer_loop = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    pointer_loop.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
-    // A question cut off in the middle of its name.
-    let mut cut = raw_query(leader, 1, 0);
-    cut.truncate(16);
-    // A response sent as a query.
-    let mut response = raw_query(leader, 1, 0);
-    response[2] |= 0x80;
-
-    let cases: Vec<HostileCase> = vec![
-        ("empty", vec![], &[None]),
-        ("short header", vec![0x12, 0x34, 0x01], &[None]),
-        (
-            "pointer loop",
-            pointer_loop,
-            &[Some(ResponseCode::FormErr), None],
-        ),
-        ("cut question", cut, &[Some(ResponseCode::FormErr), None]),
-        (
-            "QDCOUNT 2",
-            raw_query(leader, 2, 0),
-            &[Some(ResponseCode::FormErr)],
-        ),
-        (
-            "QDCOUNT 0",
-            raw_query(b"", 0, 0)[..12].to_vec(),
-            &[Some(ResponseCode::FormErr)],
-        ),
-        (
-            "opcode 3",
-            raw_query(leader, 1, 3),
-            &[Some(ResponseCode::NotImp)],
-        ),
-        (
-            "opcode STATUS",
-            raw_query(leader, 1, 2),
-            &[Some(ResponseCode::NotImp)],
-        ),
-        (
-            "opcode 15",
-            raw_query(leader, 1, 15),
-            &[Some(ResponseCode::NotImp)],
-        ),
-        ("response", response, &[None]),
-        (
-            "garbage",
-            vec![0xff; 300],
-            &[Some(ResponseCode::FormErr), None],
-        ),
-    ];
-    for (what, bytes, allowed) in &cases {
-        for via in [Via::Udp, Via::Tcp] {
-            let reply = match via {
-                Via::Udp => udp_raw(dns.addr, bytes, short).await,
-                Via::Tcp => tcp_raw(dns.addr, bytes, short).await,
-            };
-            let got = reply.map(|r| {
-                assert_eq!(&r[..2], &bytes[..2], "{what}: ID");
-                assert!(r[2] & 0x80 != 0, "{what}: QR");
-                ResponseCode::from(0, r[3] & 0x0f)
-            });
-            assert!(
-                allowed.contains(&got),
-                "{what} over {via:?}: got {got:?}, allowed {allowed:?}"
-            );
-        }
-        // Still answering.
-        for via in [Via::Udp, Via::Tcp] {
-            let r = ask(
-                &dns,
-                via,
-                &query("leader.mesos.", RecordType::A, false, None),
-            )
-            .await;
-            assert_eq!(
-                lines(&r.answers),
-                set(&["leader.mesos. 60 A 1.2.3.4"]),
-                "after {what}"
-            );
-        }
-    }
-    assert!(dns.count("other", "NOTIMP", "udp") + dns.count("A", "NOTIMP", "udp") >= 3);
-    assert_eq!(dns.count("A", "FORMERR", "udp"), 1);
 }
 
 /// A class other than IN is refused; other types at an existing name are NODATA, counted

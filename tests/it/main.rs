@@ -7,6 +7,7 @@ mod admin;
 mod alias;
 mod cli;
 mod dns;
+mod dns_hostile;
 mod fake_marathon;
 mod health;
 mod http;

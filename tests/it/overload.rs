@@ -56,7 +56,7 @@ async fn thousands_of_idle_connections_wait_at_the_cap_and_admin_answers() {
     }
     let metrics = eventually("the cap to be reached", || async {
         let m = get(drover.admin(), "admin", "/metrics").await.body;
-        let open = metric(&m, "drover_client_connections{listener=\"http\"}")?;
+        let open = metric(&m, "drover_connections_open{listener=\"http\"}")?;
         (open as usize == cap).then_some(m)
     })
     .await;
