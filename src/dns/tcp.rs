@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use crate::accept::is_peer_error;
 use crate::dns::handler::DnsHandler;
 use crate::dns::labels::Transport;
+use crate::logfmt;
 use crate::metrics::{Metrics, LISTENER_DNS};
 use crate::shutdown::Shutdown;
 
@@ -115,7 +116,7 @@ pub(super) async fn serve(
             Err(e) => {
                 counters.accept_errors.inc();
                 if let Some(held) = accept_log.pass(Instant::now()) {
-                    warn!(error = %e, held_back = held, pause = ?ACCEPT_BACKOFF,
+                    warn!(error = %e, held_back = held, pause = %logfmt::duration(ACCEPT_BACKOFF),
                         "DNS TCP accept failed");
                 }
                 tokio::select! {
@@ -163,7 +164,7 @@ async fn connection(mut stream: TcpStream, handler: &DnsHandler, idle: Duration)
                 return;
             }
             Err(_) => {
-                debug!(?idle, "DNS TCP connection idle; closing");
+                debug!(idle = %logfmt::duration(idle), "DNS TCP connection idle; closing");
                 return;
             }
         }
@@ -184,7 +185,7 @@ async fn connection(mut stream: TcpStream, handler: &DnsHandler, idle: Duration)
                 return;
             }
             Err(_) => {
-                debug!(?idle, "DNS TCP client does not read its replies; closing");
+                debug!(idle = %logfmt::duration(idle), "DNS TCP client does not read its replies; closing");
                 return;
             }
         }
