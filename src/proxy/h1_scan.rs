@@ -305,7 +305,7 @@ impl Scanner {
     fn scan_lines(&mut self, data: &[u8]) -> Result<Option<usize>, Rejection> {
         loop {
             let start = self.head.scanned;
-            let Some(lf) = data[start..].iter().position(|&b| b == b'\n') else {
+            let Some(lf) = memchr::memchr(b'\n', &data[start..]) else {
                 return Ok(None);
             };
             let end = start + lf + 1;
@@ -349,7 +349,7 @@ impl Scanner {
         if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
             return Err(MALFORMED);
         }
-        if target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+        if target.is_empty() || !target.iter().all(|&b| is_target_byte(b)) {
             return Err(Rejection::BadRequest(
                 "a request target with a forbidden byte",
             ));
@@ -375,16 +375,20 @@ impl Scanner {
         if matches!(line[0], b' ' | b'\t') {
             return Err(Rejection::BadRequest("obsolete line folding"));
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            return Err(Rejection::BadRequest("a header line without a colon"));
-        };
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(Rejection::BadRequest(
-                "a header name with a forbidden byte (whitespace before the colon?)",
-            ));
+        // The name runs to the first byte that is not a token byte, which must be the colon.
+        let colon = line
+            .iter()
+            .position(|&b| !is_tchar(b))
+            .unwrap_or(line.len());
+        if colon == 0 || line.get(colon) != Some(&b':') {
+            let why = match line[colon..].iter().position(|&b| b == b':') {
+                None => "a header line without a colon",
+                Some(_) => "a header name with a forbidden byte (whitespace before the colon?)",
+            };
+            return Err(Rejection::BadRequest(why));
         }
-        if !value.iter().all(|&b| is_field_byte(b)) {
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if !all_field_bytes(value) {
             return Err(Rejection::BadRequest(
                 "a header value with a control character",
             ));
@@ -408,31 +412,36 @@ impl Scanner {
             }
             return Ok(());
         }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if self.head.content_length.is_some() {
-                return Err(Rejection::BadRequest("more than one Content-Length"));
-            }
-            self.head.content_length = Some(parse_length(value)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            for coding in value.split(|&b| b == b',').map(trim_ows) {
-                if coding.is_empty() {
-                    return Err(Rejection::BadRequest("an empty transfer coding"));
+        // Only five names matter for framing; their lengths tell them apart first.
+        let is = |want: &[u8]| name.eq_ignore_ascii_case(want);
+        match name.len() {
+            14 if is(b"content-length") => {
+                if self.head.content_length.is_some() {
+                    return Err(Rejection::BadRequest("more than one Content-Length"));
                 }
-                self.head.codings += 1;
-                self.head.last_chunked = coding.eq_ignore_ascii_case(b"chunked");
-                if self.head.last_chunked {
-                    self.head.chunked += 1;
+                self.head.content_length = Some(parse_length(value)?);
+            }
+            17 if is(b"transfer-encoding") => {
+                for coding in value.split(|&b| b == b',').map(trim_ows) {
+                    if coding.is_empty() {
+                        return Err(Rejection::BadRequest("an empty transfer coding"));
+                    }
+                    self.head.codings += 1;
+                    self.head.last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    if self.head.last_chunked {
+                        self.head.chunked += 1;
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"host") {
-            self.head.hosts = self.head.hosts.saturating_add(1);
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.head.upgrade = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            let upgrade = value
-                .split(|&b| b == b',')
-                .any(|t| trim_ows(t).eq_ignore_ascii_case(b"upgrade"));
-            self.head.connection_upgrade |= upgrade;
+            4 if is(b"host") => self.head.hosts = self.head.hosts.saturating_add(1),
+            7 if is(b"upgrade") => self.head.upgrade = true,
+            10 if is(b"connection") => {
+                let upgrade = value
+                    .split(|&b| b == b',')
+                    .any(|t| trim_ows(t).eq_ignore_ascii_case(b"upgrade"));
+                self.head.connection_upgrade |= upgrade;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -552,14 +561,71 @@ fn chunk_step(
     (i, Ok(Some(chunk)))
 }
 
-/// RFC 9110 `tchar`: the bytes of a token (method, field name).
+/// Byte classes, looked up once per byte: `TCHAR` (RFC 9110 token: methods and field
+/// names), `FIELD` (a field value: HTAB, SP, visible ASCII, obs-text), `TARGET` (a request
+/// target: visible ASCII).
+const TCHAR: u8 = 1;
+const FIELD: u8 = 2;
+const TARGET: u8 = 4;
+
+static CLASSES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let mut class = 0;
+        if c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+        {
+            class |= TCHAR;
+        }
+        if c == b'\t' || (c >= 0x20 && c != 0x7f) {
+            class |= FIELD;
+        }
+        if c >= 0x21 && c <= 0x7e {
+            class |= TARGET;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    CLASSES[b as usize] & TCHAR != 0
 }
 
-/// A byte allowed in a field value: HTAB, SP, visible ASCII and obs-text.
 fn is_field_byte(b: u8) -> bool {
-    b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+    CLASSES[b as usize] & FIELD != 0
+}
+
+/// Whether every byte may stand in a field value. Branch-free, so it runs many bytes a
+/// cycle: this is most of what a head is.
+fn all_field_bytes(value: &[u8]) -> bool {
+    let bad = value.iter().fold(false, |bad, &b| {
+        bad | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    });
+    !bad
+}
+
+fn is_target_byte(b: u8) -> bool {
+    CLASSES[b as usize] & TARGET != 0
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
