@@ -693,15 +693,16 @@ async fn forward(
             continue;
         };
         let in_flight = backend.start();
-        let mut sender = match checkout(backend, settings.connect_timeout).await {
-            Some(s) => s,
+        let Ready { mut sender, shaky } = match checkout(backend, settings.connect_timeout).await {
+            Some(ready) => ready,
             None => {
                 note_failure(&conn.shared, route, backend);
                 continue;
             }
         };
         // Kept to send again should this backend drop the request unanswered.
-        let spare = (attempt + 1 < attempts && req.body().is_end_stream()).then(|| head_copy(&req));
+        let retryable = attempt + 1 < attempts && req.body().is_end_stream();
+        let spare = (retryable && shaky).then(|| head_copy(&req));
         // Latency feeds p2c only; other pools skip the clock read.
         let sent_at = pool.tracks_latency().then(Instant::now);
         let sent =
@@ -1081,10 +1082,12 @@ impl Drop for UpstreamBody {
     }
 }
 
+/// An idle upstream connection and when it went idle.
+type Idle = (SendRequest<UpstreamRequestBody>, Instant);
+
 thread_local! {
     /// Idle upstream connections of this worker thread, by backend address.
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<SendRequest<UpstreamRequestBody>>>> =
-        RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
 fn checkin(addr: SocketAddr, sender: SendRequest<UpstreamRequestBody>) {
@@ -1095,29 +1098,46 @@ fn checkin(addr: SocketAddr, sender: SendRequest<UpstreamRequestBody>) {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
-            list.push(sender);
+            list.push((sender, Instant::now()));
         }
     });
 }
 
+/// A connection idle this long may meet a backend's keep-alive timeout (Node.js closes
+/// after 5 s, for one) just as a request is written.
+const IDLE_SHAKY: Duration = Duration::from_secs(1);
+
+/// A connection ready for a request, and whether a drop before any answer is plausible
+/// enough to keep a copy of a request that could go elsewhere: a new connection (the
+/// backend may have just failed) or a long-idle one. A busy, pooled connection to a
+/// healthy backend needs no copy, which keeps the copy off the hot path.
+struct Ready {
+    sender: SendRequest<UpstreamRequestBody>,
+    shaky: bool,
+}
+
 /// A ready connection to `backend`: a pooled one if any is still open, else a new one.
-async fn checkout(
-    backend: &Arc<Backend>,
-    timeout: Duration,
-) -> Option<SendRequest<UpstreamRequestBody>> {
+async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Option<Ready> {
     loop {
         let pooled = IDLE.with(|idle| idle.borrow_mut().get_mut(&backend.addr).and_then(Vec::pop));
-        let Some(mut sender) = pooled else { break };
+        let Some((mut sender, since)) = pooled else {
+            break;
+        };
         if sender.is_closed() {
             continue;
         }
         // Checked in after its last response ended, so this is at most a brief wait for
         // the connection task to catch up; an error means it closed meanwhile.
         if sender.ready().await.is_ok() {
-            return Some(sender);
+            let shaky = since.elapsed() >= IDLE_SHAKY;
+            return Some(Ready { sender, shaky });
         }
     }
-    connect(backend, timeout).await
+    let sender = connect(backend, timeout).await?;
+    Some(Ready {
+        sender,
+        shaky: true,
+    })
 }
 
 /// Opens a new upstream connection; counts the outcome on the backend.

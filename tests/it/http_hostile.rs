@@ -354,6 +354,24 @@ async fn rude_backend(act: &'static str) -> (SocketAddr, tokio::task::JoinHandle
                 }
                 match act {
                     "reset" => {}
+                    "stale" => loop {
+                        // Keep-alive with a 1 s timeout that loses the race: a request that
+                        // comes later than that is dropped unanswered.
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+                            .await;
+                        let answered = std::time::Instant::now();
+                        got.clear();
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        if answered.elapsed() >= Duration::from_secs(1) {
+                            break;
+                        }
+                    },
                     "short-length" => {
                         let _ = s
                             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
@@ -399,6 +417,23 @@ async fn a_backend_that_resets_before_answering() {
     assert!(codes.contains(&502) && codes.contains(&200), "{codes:?}");
     let posts = rec.seen().iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, codes.iter().filter(|&&c| c == 200).count());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_dropped_by_the_backend_is_retried_elsewhere() {
+    let (stale, _task) = rude_backend("stale").await;
+    let rec = Recorder::start().await;
+    let drover = drover_with("", &[stale, rec.addr]).await;
+    // Connections to both backends go into every worker's pool...
+    for _ in 0..10 {
+        assert_eq!(get(drover.http(), HOST, "/warm").await.status, 200);
+    }
+    // ... and after a pause (past a keep-alive timeout) the stale one drops its request.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..10 {
+        let a = get(drover.http(), HOST, "/later").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
