@@ -39,6 +39,8 @@ pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

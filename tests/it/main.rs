@@ -8,6 +8,7 @@ mod alias;
 mod cli;
 mod dns;
 mod fake_marathon;
+mod fuzz_corpus;
 mod health;
 mod http;
 mod labels;
