@@ -6,9 +6,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+/// A `drover::fuzzing` entry point.
+type Target = fn(&[u8]);
+
 /// Every fuzz target, by the name of its `fuzz/fuzz_targets/<name>.rs`, and its entry point.
 /// Adding a target is one line here.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Target)] = &[
     ("proxy_protocol", drover::fuzzing::proxy_protocol),
     ("marathon_events", drover::fuzzing::marathon_events),
     ("marathon_apps", drover::fuzzing::marathon_apps),
