@@ -40,6 +40,8 @@ pub mod cidr;
 pub mod config;
 pub mod control;
 pub mod dns;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod logfmt;
 pub mod metrics;

@@ -289,9 +289,18 @@ impl SseParser {
             None => (line, ""),
         };
         match field {
-            "event" => value.clone_into(&mut self.event),
+            "event" => {
+                // The line was within the limit, but a lossy decode can triple it (each bad
+                // byte becomes a 3-byte U+FFFD).
+                if self.data.len() + value.len() > self.limit {
+                    self.overflow(false, out);
+                    return;
+                }
+                value.clone_into(&mut self.event)
+            }
             "data" => {
-                // The line was within the limit, but its value plus '\n' joins the data.
+                // The line was within the limit, but its value plus '\n' joins the data (and a
+                // lossy decode can triple it).
                 if self.data.len() + self.event.len() + value.len() + 1 > self.limit {
                     self.overflow(false, out);
                     return;

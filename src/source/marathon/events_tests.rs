@@ -573,6 +573,28 @@ fn limit_counts_data_and_event_lines_together() {
     assert!(!parser.has_pending());
 }
 
+#[test]
+fn an_event_line_that_grows_in_lossy_decoding_is_held_to_the_limit() {
+    // 40 bytes of line, but each 0xb7 turns into a 3-byte U+FFFD: 99 bytes of event name.
+    // Found by the marathon_events fuzz target.
+    let limit = 64;
+    let mut line = b"event: ".to_vec();
+    line.extend_from_slice(&[0xb7; 33]);
+    line.push(b'\n');
+    assert!(line.len() <= limit);
+    let mut parser = SseParser::with_limit(limit);
+    let mut got = parser.push(&line);
+    assert!(parser.buffered() <= limit, "{} buffered", parser.buffered());
+    got.extend(parser.push(b"data: dropped\n\ndata: next\n\n"));
+    assert_eq!(
+        got,
+        vec![
+            Err(SseError::FrameTooLarge { limit }),
+            Ok(frame(None, "next"))
+        ]
+    );
+}
+
 // === garbage ===
 
 #[test]
