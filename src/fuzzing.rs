@@ -372,3 +372,144 @@ fn write_catalog(apps: &[RawApp]) -> String {
     };
     toml::to_string(&file).expect("apps serialize as TOML")
 }
+
+// === HTTP/1 request guard ===
+
+/// `proxy::h1_scan`, the scanner the HTTP/1 guard runs over every byte a client sends. The
+/// first byte picks the limits, the underscore policy and a read size; the rest is the
+/// stream. However the stream is split into reads, the same bytes must pass and it must
+/// end the same way (refused with the same status, broken, or neither). The first head the
+/// scanner passes must be one that httparse (hyper's head parser) reads as complete at the
+/// very same length: the scanner never lets through a head hyper would frame differently.
+pub fn http_guard(data: &[u8]) {
+    use crate::config::UnderscoreHeaders;
+    use crate::proxy::h1_scan::{Limits, Scanner};
+
+    let Some((&knobs, stream)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits {
+        max_head: 64 + usize::from(knobs & 0x0f) * 64,
+        max_request_line: 256,
+        max_headers: 8 + usize::from((knobs >> 4) & 3) * 8,
+        underscores: match knobs >> 6 {
+            0 => UnderscoreHeaders::Pass,
+            1 => UnderscoreHeaders::Drop,
+            _ => UnderscoreHeaders::Reject,
+        },
+    };
+    let step = 1 + usize::from(knobs) % 13;
+
+    let mut whole = Scanner::new(limits);
+    let passed = whole.process(stream);
+    assert!(passed <= stream.len());
+
+    let mut pieces = Scanner::new(limits);
+    let (mut passed_in_pieces, mut held) = (0, Vec::new());
+    for piece in stream.chunks(step) {
+        held.extend_from_slice(piece);
+        let n = pieces.process(&held);
+        passed_in_pieces += n;
+        held.drain(..n);
+        if pieces.rejection().is_some() || pieces.is_broken() {
+            break;
+        }
+    }
+    assert_eq!(passed, passed_in_pieces, "split into reads of {step}");
+    assert_eq!(whole.rejection(), pieces.rejection());
+    assert_eq!(whole.is_broken(), pieces.is_broken());
+    assert_eq!(whole.heads(), pieces.heads());
+
+    if whole.heads() > 0 {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut fields);
+        let len = match request.parse(stream) {
+            Ok(httparse::Status::Complete(len)) => len,
+            other => panic!("a passed head that httparse reads as {other:?}"),
+        };
+        assert!(len <= passed);
+        let mut alone = Scanner::new(limits);
+        assert_eq!(alone.process(&stream[..len]), len, "the head alone");
+        assert_eq!(alone.heads(), 1);
+    }
+}
+
+// === DNS ===
+
+/// `dns::handler` and `dns::fast`: a packet from outside, answered over UDP (fast path and
+/// full path) and TCP from a small zone. Any reply must be a DNS response to the query
+/// (QR set, its ID); whatever the fast path answers, the full path answers with the same
+/// header fields and counts.
+pub fn dns_packet(data: &[u8]) {
+    use crate::dns::handler::Outcome;
+    use crate::dns::{FastQuery, Transport};
+
+    let handler = dns_handler();
+    let _ = FastQuery::parse(data);
+    let mut fast = Vec::new();
+    let answered_fast = handler.fast_answer(data, &mut fast);
+    let full = handler.answer_packet(data, Transport::Udp);
+    for reply in [
+        Some(&full),
+        Some(&handler.answer_packet(data, Transport::Tcp)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Outcome::Reply(bytes) = reply {
+            assert!(
+                bytes.len() >= 12 && data.len() >= 2,
+                "a reply without a header"
+            );
+            assert_eq!(bytes[..2], data[..2], "the reply's ID");
+            assert!(bytes[2] & 0x80 != 0, "a reply that is not a response");
+        }
+    }
+    if answered_fast {
+        let Outcome::Reply(slow) = full else {
+            panic!("the fast path answered what the full path does not");
+        };
+        // ID and flags (rcode included), then the four counts.
+        assert_eq!(fast[..12], slow[..12], "fast and full answers differ");
+    }
+}
+
+/// One handler for every input: a zone with A, AAAA and SRV records under `mesos`.
+fn dns_handler() -> &'static crate::dns::handler::DnsHandler {
+    use std::sync::{Arc, OnceLock};
+
+    use crate::dns::handler::DnsHandler;
+    use crate::dns::records::RecordSets;
+    use crate::dns::server::DnsServerSettings;
+    use crate::dns::zone::{Zone, ZoneOptions};
+    use crate::metrics::Metrics;
+    use crate::Shared;
+
+    static HANDLER: OnceLock<DnsHandler> = OnceLock::new();
+    HANDLER.get_or_init(|| {
+        let mut sets = RecordSets::default();
+        for (i, name) in ["web.marathon.mesos.", "db.marathon.mesos.", "a-b.x.mesos."]
+            .into_iter()
+            .enumerate()
+        {
+            let i = i as u8;
+            let v4 = std::net::Ipv4Addr::new(10, 0, 0, i + 1).into();
+            let v6 = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(i) + 1).into();
+            let target = sets.add_ips(name, &[v4, v6]);
+            if let Some(target) = target {
+                let srv = format!(
+                    "_{}._tcp.{}",
+                    name.split('.').next().unwrap_or("x"),
+                    "marathon.mesos."
+                );
+                sets.add_srv(&srv, target, 31000 + u16::from(i));
+            }
+        }
+        let mut options = ZoneOptions::mesos_dns_defaults("mesos");
+        options.soa.mname = "ns1.mesos.".into();
+        let zone = Zone::from_record_sets(sets, &options, 1);
+        let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
+        shared.zone.store(Some(Arc::new(zone)));
+        DnsHandler::new(&DnsServerSettings::new("mesos", Vec::new()), shared)
+    })
+}

@@ -17,6 +17,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("marathon_apps", drover::fuzzing::marathon_apps),
     ("mesos_state", drover::fuzzing::mesos_state),
     ("catalog_file", drover::fuzzing::catalog_file),
+    ("http_guard", drover::fuzzing::http_guard),
+    ("dns_packet", drover::fuzzing::dns_packet),
 ];
 
 fn fuzz_dir() -> PathBuf {
