@@ -285,11 +285,10 @@ impl Scanner {
                 }
             }
             Ok(None) => {
-                let line = data.len() - self.head.scanned;
-                if !self.head.request_line && line > self.limits.max_request_line {
-                    self.phase = Phase::Rejected(Rejection::UriTooLong);
-                } else if data.len() > self.limits.max_head {
-                    self.phase = Phase::Rejected(Rejection::HeadTooLarge);
+                let start = self.head.scanned;
+                let over_head = data.len() > self.limits.max_head;
+                if let Some(why) = self.limit_crossed(start, data.len() - start, over_head) {
+                    self.phase = Phase::Rejected(why);
                 }
                 None
             }
@@ -297,6 +296,22 @@ impl Scanner {
                 self.phase = Phase::Rejected(why);
                 None
             }
+        }
+    }
+
+    /// The size limit the line starting at `start` crosses first, if any: `line_len` bytes
+    /// of it have come (its LF not counted), and `over_head` says the head holds more than
+    /// `max_head` bytes. Both are judged by the byte that first went over, so a head gets
+    /// the same answer whether it came whole or a byte at a time.
+    fn limit_crossed(&self, start: usize, line_len: usize, over_head: bool) -> Option<Rejection> {
+        let over_line = !self.head.request_line && line_len > self.limits.max_request_line;
+        match (over_line, over_head) {
+            (true, true) if start + self.limits.max_request_line > self.limits.max_head => {
+                Some(Rejection::HeadTooLarge)
+            }
+            (true, _) => Some(Rejection::UriTooLong),
+            (false, true) => Some(Rejection::HeadTooLarge),
+            (false, false) => None,
         }
     }
 
@@ -309,20 +324,18 @@ impl Scanner {
                 return Ok(None);
             };
             let end = start + lf + 1;
+            // Sizes before content, so the answer does not depend on how the bytes came.
+            if let Some(why) = self.limit_crossed(start, lf, end > self.limits.max_head) {
+                return Err(why);
+            }
             if lf == 0 || data[start + lf - 1] != b'\r' {
                 return Err(Rejection::BadRequest("a line ends in a bare LF"));
-            }
-            if end > self.limits.max_head {
-                return Err(Rejection::HeadTooLarge);
             }
             let line = &data[start..end - 2];
             self.head.scanned = end;
             if !self.head.request_line {
                 // Empty lines before the request line are allowed (RFC 9112 §2.2).
                 if !line.is_empty() {
-                    if line.len() > self.limits.max_request_line {
-                        return Err(Rejection::UriTooLong);
-                    }
                     self.request_line(line)?;
                 }
                 continue;
