@@ -1,0 +1,158 @@
+//! Forwarding a request to a route's backends: the pick, the retries (the next backend on a
+//! connect failure for idempotent methods, and on a drop before any answer for body-less
+//! ones), passive ejection's bookkeeping and the sticky cookie.
+
+use std::sync::Arc;
+
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response};
+use tokio::time::Instant;
+
+use crate::proxy::note_failure;
+use crate::routing::{HttpSettings, Route};
+
+use super::error::ProxyError;
+use super::headers::prepare_upstream_request;
+use super::rules::{sticky_backend, sticky_token, strip_proxypass, STICKY_COOKIE};
+use super::upgrade::{forward_upgrade, upgrade_protocol};
+use super::upstream::{checkout, connect, upstream_response, Ready};
+use super::{Conn, ProxyBody, UpstreamRequestBody};
+
+/// Picks a backend, connects, sends, and wraps the response body. An idempotent request
+/// moves on to the next backend when a connect fails, and, when it has no body, also when
+/// a backend drops it before answering.
+pub(super) async fn forward(
+    req: Request<Incoming>,
+    conn: &Conn,
+    route: &Arc<Route>,
+    settings: &HttpSettings,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Some(protocol) = upgrade_protocol(req.headers()) {
+        return forward_upgrade(req, conn, route, settings, protocol).await;
+    }
+    let pool = &route.pool;
+    let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));
+    let first = match sticky.flatten() {
+        Some(i) => i,
+        None => pick(conn, route)?,
+    };
+    let mut req = req.map(Either::Left);
+    prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
+    if let Some(prefix) = &route.rules.proxypass_path {
+        strip_proxypass(&mut req, prefix);
+    }
+    let attempts = if is_idempotent(req.method()) {
+        pool.max_attempts()
+    } else {
+        1
+    };
+    for attempt in 0..attempts {
+        let Some(backend) = pool.attempt(first, attempt) else {
+            continue;
+        };
+        let in_flight = backend.start();
+        let Ready { mut sender, shaky } = match checkout(backend, settings.connect_timeout).await {
+            Some(ready) => ready,
+            None => {
+                note_failure(&conn.shared, route, backend);
+                continue;
+            }
+        };
+        // Kept to send again should this backend drop the request unanswered.
+        let retryable = attempt + 1 < attempts && req.body().is_end_stream();
+        let spare = (retryable && shaky).then(|| head_copy(&req));
+        // Latency feeds p2c only; other pools skip the clock read.
+        let sent_at = pool.tracks_latency().then(Instant::now);
+        let sent =
+            tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
+        let result = match sent {
+            Err(_elapsed) => Err(ProxyError::Timeout),
+            Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, sender, in_flight)),
+            Ok(Err(mut e)) => match e.take_message() {
+                // Never written: the pooled connection had just closed. Safe to resend
+                // on a fresh connection whatever the method.
+                Some(unsent) => match connect(backend, settings.connect_timeout).await {
+                    None => Err(ProxyError::Connect),
+                    Some(mut fresh) => match tokio::time::timeout(
+                        settings.response_timeout,
+                        fresh.send_request(unsent),
+                    )
+                    .await
+                    {
+                        Err(_elapsed) => Err(ProxyError::Timeout),
+                        Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, fresh, in_flight)),
+                        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+                    },
+                },
+                None => Err(ProxyError::Upstream(e.into_error())),
+            },
+        };
+        if result.is_err() {
+            // The client stalled, broke its body or left: not the backend's failure.
+            if let Some(fault) = conn.guard.client_fault() {
+                return Err(ProxyError::Client(fault));
+            }
+        }
+        // The exchange's outcome feeds passive ejection: 5xx answers count like failures.
+        match &result {
+            Ok(resp) if !resp.status().is_server_error() => backend.succeeded(),
+            _ => note_failure(&conn.shared, route, backend),
+        }
+        if let Some(at) = sent_at {
+            backend.observe_latency(at.elapsed());
+        }
+        if let (Err(ProxyError::Upstream(_) | ProxyError::Connect), Some(spare)) = (&result, spare)
+        {
+            req = spare;
+            continue;
+        }
+        // A client without a cookie for this backend (none, or one naming a backend that
+        // left) is given one.
+        let mut result = result;
+        if let (Some(named), Ok(resp)) = (sticky, result.as_mut()) {
+            let index = (first + attempt) % pool.backends().len();
+            if named != Some(index) {
+                let cookie = format!(
+                    "{STICKY_COOKIE}={}; Path=/; HttpOnly",
+                    sticky_token(backend.addr)
+                );
+                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                    resp.headers_mut().append(header::SET_COOKIE, value);
+                }
+            }
+        }
+        return result;
+    }
+    Err(ProxyError::Connect)
+}
+
+/// A body-less copy of a request's head, to send again elsewhere.
+pub(super) fn head_copy(req: &Request<UpstreamRequestBody>) -> Request<UpstreamRequestBody> {
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// The first backend for a request: 503 when the pool is empty or an alias has no leader.
+pub(super) fn pick(conn: &Conn, route: &Route) -> Result<usize, ProxyError> {
+    let pool = &route.pool;
+    pool.pick(conn.client.ip()).ok_or_else(|| {
+        if pool.is_leader_pool() {
+            ProxyError::NoLeader(route.vhosts.iter().map(|h| h.to_string()).collect())
+        } else {
+            ProxyError::NoBackends
+        }
+    })
+}
+
+pub(super) fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}

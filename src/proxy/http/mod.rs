@@ -1,0 +1,168 @@
+//! The HTTP router: hyper's HTTP/1.1 server on the `[http]` listener, routing each request
+//! by Host (any case, any `:port`) and longest path prefix to a route's pool, and forwarding
+//! it over a pooled keep-alive upstream connection. Bodies stream both ways.
+//!
+//! Per request: one `load()` of the route table, a map lookup and a pick; the route is
+//! cloned out (one atomic increment) and the table guard dropped before any `.await`.
+//! Upstream connections live in a per-worker-thread pool (each worker runs its own
+//! single-threaded runtime), so checkout and checkin take no lock.
+//!
+//! Every failure becomes a response through `ProxyError::status`: 400 for requests we refuse
+//! to forward (smuggling shapes, no Host), 404 for an unknown Host, 503 for a route with no
+//! backends, 502 when no backend could be reached or one broke the exchange, 504 when a
+//! backend did not answer within `response_timeout`, 408 when the client stalled.
+//!
+//! The rooms: `listen` (accept loops, one connection), `respond` (one request), `rules`
+//! (label rules before a backend), `forward` (backends and retries), `upgrade` (tunnels),
+//! `headers` (what the backend is sent), `upstream` (the connection pool), `error` (the
+//! answers to failures). Here: what one connection's requests share (`Conn`).
+
+mod error;
+mod forward;
+mod headers;
+mod listen;
+mod respond;
+mod rules;
+mod upgrade;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::HeaderValue;
+
+use crate::config::UnderscoreHeaders;
+use crate::proxy::h1_guard::Signals;
+use crate::routing::HttpSettings;
+use crate::shutdown::Shutdown;
+use crate::Shared;
+
+pub use listen::{serve, serve_tls};
+pub use upstream::UpstreamBody;
+
+/// What the router answers with: a streamed upstream body or a short one of our own.
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// What a backend is sent: the client's body, or none (a request sent again elsewhere).
+pub type UpstreamRequestBody = Either<Incoming, Empty<Bytes>>;
+
+/// A response body that tells its connection's `HeadClock` when the response is over, so
+/// the wait for the next request head is timed from then.
+pub struct ConnBody {
+    inner: ProxyBody,
+    conn: Arc<Conn>,
+}
+
+impl Body for ConnBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.inner {
+            Either::Left(upstream) => Pin::new(upstream).poll_frame(cx),
+            Either::Right(ours) => Pin::new(ours)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ConnBody {
+    fn drop(&mut self) {
+        self.conn.guard.response_done();
+    }
+}
+
+/// The router settings of the table in use.
+fn http_settings(shared: &Shared) -> HttpSettings {
+    shared
+        .table
+        .load()
+        .http
+        .clone()
+        .unwrap_or_else(default_settings)
+}
+
+/// Settings used when the table has no `[http]` settings (never in practice: the router
+/// only runs when `[http]` is configured).
+fn default_settings() -> HttpSettings {
+    HttpSettings {
+        header_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(60),
+        max_header_bytes: 64 * 1024,
+        body_timeout: Duration::from_secs(30),
+        underscore_headers: UnderscoreHeaders::Pass,
+        proxy_protocol: Vec::new(),
+        https_proxy_protocol: Vec::new(),
+    }
+}
+
+/// What a listener routes requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteBy {
+    /// The `Host` header and path (the `[http] listen` router).
+    Host,
+    /// The `X-Marathon-App-Id` header (`[http] appid_listen`, like marathon-lb's :9091).
+    AppId,
+}
+
+/// What every request on one client connection shares.
+struct Conn {
+    shared: Arc<Shared>,
+    by: RouteBy,
+    client: SocketAddr,
+    /// `X-Forwarded-For` value for requests that arrive without one.
+    xff: HeaderValue,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    port: HeaderValue,
+    /// What the HTTP/1 guard says of this connection; also its head clock.
+    guard: Arc<Signals>,
+    /// Requests received so far: the guard names a refused head by its number.
+    requests: AtomicU64,
+    /// For tunnels after an `Upgrade` (WebSocket), which outlive the request.
+    shutdown: Shutdown,
+    /// `X-Forwarded-Proto`: `https` on the TLS listener.
+    proto: HeaderValue,
+}
+
+impl Conn {
+    fn new(
+        shared: Arc<Shared>,
+        by: RouteBy,
+        client: SocketAddr,
+        local_port: u16,
+        shutdown: Shutdown,
+    ) -> Conn {
+        let ip = client.ip().to_canonical();
+        Conn {
+            shared,
+            by,
+            client: SocketAddr::new(ip, client.port()),
+            xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
+            port: HeaderValue::from(local_port),
+            guard: Arc::new(Signals::new()),
+            requests: AtomicU64::new(0),
+            shutdown,
+            proto: HeaderValue::from_static("http"),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! One request from head to answer: the guard's refusals, routing by Host (or app id),
+//! the route's gates, forwarding, and the per-route counts.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::error::ProxyError;
+use super::forward::forward;
+use super::rules::admit;
+use super::{default_settings, Conn, ConnBody, ProxyBody, RouteBy};
+
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Conn>,
+) -> Result<Response<ConnBody>, Infallible> {
+    conn.guard.request_started();
+    let resp = respond(req, &conn).await;
+    Ok(resp.map(|inner| ConnBody { inner, conn }))
+}
+
+/// Routes one request and answers it, counting it under its route.
+pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let routed = {
+        let table = conn.shared.table.load();
+        let number = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        match conn.guard.rejection_for(number) {
+            Some(why) => Err(ProxyError::Refused(why)),
+            None => check_framing(req.headers()),
+        }
+        .and_then(|()| {
+            let route = match conn.by {
+                RouteBy::Host => {
+                    let host =
+                        request_host(&req).ok_or(ProxyError::BadRequest("no Host header"))?;
+                    table.lookup_http(host, req.uri().path())
+                }
+                RouteBy::AppId => req
+                    .headers()
+                    .get("x-marathon-app-id")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|id| table.lookup_app_id(id)),
+            }
+            .ok_or(ProxyError::NoRoute)?;
+            let settings = table.http.clone().unwrap_or_else(default_settings);
+            Ok((route.clone(), settings))
+        })
+    };
+    let (route, settings) = match routed {
+        Ok(r) => r,
+        Err(e) => {
+            let resp = e.response();
+            conn.shared.unrouted.count(resp.status().as_u16());
+            conn.shared
+                .unrouted
+                .duration
+                .observe(start.elapsed().as_secs_f64());
+            return resp;
+        }
+    };
+    let resp = match admit(&req, conn, &route) {
+        Err(e) => Err(e),
+        Ok(()) => forward(req, conn, &route, &settings).await,
+    };
+    let mut resp = match resp {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(kind) = e.upstream_kind() {
+                conn.shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[&route.name, kind])
+                    .inc();
+                debug!(route = %route.name, error = %e, "upstream failure");
+            }
+            e.response()
+        }
+    };
+    if route.rules.hsts && conn.proto == "https" {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, HSTS.clone());
+    }
+    route.stats.count(resp.status().as_u16());
+    route.stats.duration.observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// marathon-lb's `Strict-Transport-Security` value: 180 days.
+pub(super) const HSTS: HeaderValue = HeaderValue::from_static("max-age=15552000");
+
+/// Refuses requests whose body framing two parties could read differently. HTTP/1 heads
+/// are checked in full by the guard before hyper reads them; this is the same rule for
+/// HTTP/2 requests, whose fields hyper has already taken apart.
+pub(super) fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    if te && headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(_), Some(_)) = (lengths.next(), lengths.next()) {
+        return Err(ProxyError::BadRequest("more than one Content-Length"));
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    if let (Some(_), Some(_)) = (hosts.next(), hosts.next()) {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    Ok(())
+}
+
+/// The Host a request is for: the `Host` header, or the authority of an absolute-form URI.
+pub(super) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok().filter(|h| !h.is_empty()),
+        None => req.uri().authority().map(|a| a.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_conflicts_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_ok());
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert!(check_framing(&h).is_err());
+        h.remove(header::CONTENT_LENGTH);
+        assert!(check_framing(&h).is_ok());
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(check_framing(&h).is_err());
+    }
+}

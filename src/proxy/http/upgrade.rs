@@ -1,0 +1,145 @@
+//! `Upgrade` requests (WebSocket and the like): forwarded on a connection of their own and,
+//! once the backend answers 101, joined to the client in a tunnel that outlives the route
+//! table it was picked from.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use crate::proxy::note_failure;
+use crate::routing::{HttpSettings, Route};
+
+use super::error::ProxyError;
+use super::forward::pick;
+use super::headers::{prepare_upstream_request, strip_hop_by_hop};
+use super::rules::strip_proxypass;
+use super::upstream::{connect_with, upstream_response};
+use super::{Conn, ProxyBody};
+
+/// The `Upgrade` value of a request that asks to switch protocols (`Connection: upgrade`).
+pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    let asks = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    asks.then(|| upgrade.clone())
+}
+
+/// Forwards an `Upgrade` request (WebSocket and the like) on a fresh upstream connection.
+/// When the backend answers 101 the client gets the 101 and a tunnel task joins the two
+/// sockets: it holds no route table, so later table swaps never cut it; the drain waits
+/// for it. Any other answer is passed on as usual.
+pub(super) async fn forward_upgrade(
+    mut req: Request<Incoming>,
+    conn: &Conn,
+    route: &Arc<Route>,
+    settings: &HttpSettings,
+    protocol: HeaderValue,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let pool = &route.pool;
+    let first = pick(conn, route)?;
+    let client_side = hyper::upgrade::on(&mut req);
+    let mut req = req.map(Either::Left);
+    prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
+    if let Some(prefix) = &route.rules.proxypass_path {
+        strip_proxypass(&mut req, prefix);
+    }
+    req.headers_mut().insert(header::UPGRADE, protocol);
+    req.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    // Only the connect is retried: the request itself is sent once.
+    let mut picked = None;
+    for attempt in 0..pool.max_attempts() {
+        let Some(backend) = pool.attempt(first, attempt) else {
+            continue;
+        };
+        match connect_with(backend, settings.connect_timeout, true).await {
+            Some(sender) => {
+                picked = Some((backend, sender));
+                break;
+            }
+            None => note_failure(&conn.shared, route, backend),
+        }
+    }
+    let (backend, mut sender) = picked.ok_or(ProxyError::Connect)?;
+    let in_flight = backend.start();
+    let sent = tokio::time::timeout(settings.response_timeout, sender.send_request(req)).await;
+    let mut resp = match sent {
+        Err(_elapsed) => {
+            note_failure(&conn.shared, route, backend);
+            return Err(ProxyError::Timeout);
+        }
+        Ok(Err(e)) => {
+            note_failure(&conn.shared, route, backend);
+            return Err(ProxyError::Upstream(e));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if resp.status().is_server_error() {
+            note_failure(&conn.shared, route, backend);
+        } else {
+            backend.succeeded();
+        }
+        let mut resp = upstream_response(resp, backend.addr, sender, in_flight);
+        // The guard reads what follows an upgrade request as a tunnel's bytes, not HTTP:
+        // with the switch refused, the connection ends after this answer.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(resp);
+    }
+    backend.succeeded();
+    let upstream_side = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(p) = protocol {
+        parts.headers.insert(header::UPGRADE, p);
+    }
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+
+    let metrics = conn.shared.metrics.clone();
+    metrics
+        .http_upgrades
+        .with_label_values(&[&route.name])
+        .inc();
+    let (route_name, client) = (route.name.clone(), conn.client);
+    let tunnel = async move {
+        let _in_flight = in_flight;
+        let (client_io, upstream_io) = match tokio::join!(client_side, upstream_side) {
+            (Ok(c), Ok(u)) => (c, u),
+            (c, u) => {
+                debug!(route = %route_name, %client, client_ok = c.is_ok(), backend_ok = u.is_ok(),
+                    "upgrade did not complete");
+                return;
+            }
+        };
+        metrics.http_tunnels_open.inc();
+        let copied = tokio::io::copy_bidirectional(
+            &mut TokioIo::new(client_io),
+            &mut TokioIo::new(upstream_io),
+        )
+        .await;
+        metrics.http_tunnels_open.dec();
+        match copied {
+            Ok((up, down)) => {
+                debug!(route = %route_name, %client, up, down, "tunnel closed")
+            }
+            Err(e) => debug!(route = %route_name, %client, error = %e, "tunnel ended"),
+        }
+    };
+    tokio::spawn(conn.shutdown.track(tunnel));
+    let empty: ProxyBody = Either::Right(Full::new(Bytes::new()));
+    Ok(Response::from_parts(parts, empty))
+}
