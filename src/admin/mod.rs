@@ -1,0 +1,364 @@
+//! The admin listener: `/healthz` (the process answers), `/readyz` (the first route table is
+//! stored), `/metrics` (Prometheus text) and `/debug/routes` (the route table in use, as
+//! JSON). It runs on the control thread and only reads what the control plane published:
+//! the route table snapshot, the metrics registry and the TCP listener states. It never
+//! changes anything, so a busy or hostile admin client cannot affect routing.
+
+mod routes;
+
+use routes::{refresh_backend_gauges, routes_dump};
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use crate::accept::Gate;
+use crate::shutdown::Shutdown;
+use crate::Shared;
+
+/// Longest an admin client may take to send a request head; an idle or slow client must not
+/// hold a connection (and a task) forever.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Admin connections open at once: plenty for scrapers, health checks and operators.
+const MAX_CONNECTIONS: usize = 512;
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const JSON: &str = "application/json";
+
+const ENDPOINTS: &str =
+    "endpoints: /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n";
+
+/// Accepts admin connections until shutdown; one task per connection. Connections are not
+/// tracked by the drain: an admin client (a scraper with keep-alive) must not hold up the
+/// exit. Open connections finish their current request and close when shutdown starts.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    // Its own cap, so the admin port answers while the data plane is at its limits.
+    let gate = Gate::new("admin", MAX_CONNECTIONS, &shared.metrics);
+    loop {
+        let (stream, peer, slot) = tokio::select! {
+            accepted = gate.accept(&listener) => accepted,
+            _ = shutdown.triggered() => return,
+        };
+        let served = connection(stream, peer, shared.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            served.await
+        });
+    }
+}
+
+/// Serves one connection; on shutdown it finishes the request in progress, then closes.
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
+    let service = {
+        let shutdown = shutdown.clone();
+        service_fn(move |req: Request<Incoming>| {
+            std::future::ready(Ok::<_, Infallible>(respond(&shared, &shutdown, &req)))
+        })
+    };
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.triggered() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // The client's doing (reset, garbage, timeout); nothing to act on but worth a trace.
+        debug!(%peer, error = %e, "admin connection ended with an error");
+    }
+}
+
+/// Answers one admin request. Pure apart from reading the shared snapshots.
+pub fn respond<B>(shared: &Shared, shutdown: &Shutdown, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: the admin endpoints answer GET and HEAD only\n".into(),
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => readiness(shared, shutdown),
+        "/metrics" => {
+            refresh_backend_gauges(shared);
+            body(
+                StatusCode::OK,
+                PROMETHEUS_TEXT,
+                shared.metrics.render().into(),
+            )
+        }
+        "/debug/routes" => {
+            let dump = routes_dump(shared);
+            match serde_json::to_vec_pretty(&dump) {
+                Ok(mut json) => {
+                    json.push(b'\n');
+                    body(StatusCode::OK, JSON, json.into())
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot encode /debug/routes");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot encode the route table: {e}\n"),
+                    )
+                }
+            }
+        }
+        "/v1/version" => json(StatusCode::OK, &mesos_dns::version()),
+        "/v1/config" => match shared.config.load_full() {
+            Some(config) => json(StatusCode::OK, &mesos_dns::config(&config)),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no config loaded yet\n".into(),
+            ),
+        },
+        path if path.starts_with("/v1/hosts/") || path.starts_with("/v1/services/") => {
+            let Some(zone) = shared.zone.load_full() else {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no DNS zone yet: [dns] is off, or its sources have not been read\n".into(),
+                );
+            };
+            match mesos_dns::lookup(&zone, path) {
+                Some(answer) => answer,
+                None => text(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "not implemented: /v1/hosts/{host} and /v1/services/{service} only\n".into(),
+                ),
+            }
+        }
+        other => text(
+            StatusCode::NOT_FOUND,
+            format!("not found: {}\n{ENDPOINTS}", other.escape_debug()),
+        ),
+    }
+}
+
+/// Encodes `value` as a JSON answer.
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            self::body(status, JSON, body.into())
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}\n"),
+        ),
+    }
+}
+
+/// The Mesos-DNS HTTP API (`/v1/...`), same paths and JSON shapes, so its users' tools work.
+mod mesos_dns {
+    use hyper::{Response, StatusCode};
+    use serde::Serialize;
+    use serde_json::{json, Value};
+
+    use super::{json, Bytes, Full};
+    use crate::config::Config;
+    use crate::control::zone_options;
+    use crate::dns::{api, Zone};
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Version {
+        service: &'static str,
+        #[serde(rename = "URL")]
+        url: &'static str,
+        version: &'static str,
+        implementation: &'static str,
+    }
+
+    /// The API it answers is Mesos-DNS's; the version and implementation are Drover's.
+    pub fn version() -> Version {
+        Version {
+            service: "Mesos-DNS",
+            url: "https://github.com/mesosphere/mesos-dns",
+            version: env!("CARGO_PKG_VERSION"),
+            implementation: "drover",
+        }
+    }
+
+    /// The running DNS configuration under Mesos-DNS's field names. Nothing secret is in it:
+    /// the Mesos secret (Mesos-DNS shows it here) and the Marathon password are files Drover
+    /// reads, and neither their contents nor their paths are shown.
+    pub fn config(config: &Config) -> Value {
+        let Some(dns) = &config.dns else {
+            return json!({ "DnsOn": false, "HttpOn": true });
+        };
+        let options = zone_options(config, dns);
+        let forward: Vec<String> = dns.forward.iter().map(|a| a.ip().to_string()).collect();
+        let mesos = config.mesos.as_ref();
+        let principal = mesos.and_then(|m| m.principal.clone());
+        let secret = if principal.is_some() {
+            "<redacted>"
+        } else {
+            ""
+        };
+        json!({
+            "RefreshSeconds": config.mesos.as_ref().map_or(0, |m| m.poll.as_secs()),
+            "TTL": options.ttl,
+            "Port": dns.listen.port(),
+            "Listener": dns.listen.ip().to_string(),
+            "Domain": options.records.domain,
+            "Masters": options.records.masters,
+            "Resolvers": forward,
+            "RecurseOn": !dns.forward.is_empty(),
+            "ExternalOn": !dns.forward.is_empty(),
+            "DnsOn": true,
+            "HttpOn": true,
+            "HttpPort": config.admin.as_ref().map_or(0, |a| a.listen.port()),
+            "SOAMname": options.soa.mname,
+            "SOARname": options.soa.rname,
+            "SOARefresh": options.soa.refresh,
+            "SOARetry": options.soa.retry,
+            "SOAExpire": options.soa.expire,
+            "SOAMinttl": options.soa.minimum,
+            "IPSources": dns.ip_sources,
+            "EnforceRFC952": dns.labels == "rfc952",
+            "SRVRecordDefaultWeight": options.srv_weight,
+            "MesosHTTPSOn": mesos.is_some_and(|m| m.masters.iter().any(|u| u.starts_with("https://"))),
+            "CACertFile": mesos
+                .and_then(|m| m.ca_file.as_ref())
+                .map_or_else(String::new, |p| p.display().to_string()),
+            "MesosAuthentication": if principal.is_some() { "basic" } else { "" },
+            "MesosCredentials": { "principal": principal.unwrap_or_default(), "secret": secret },
+        })
+    }
+
+    /// `/v1/hosts/{host}` and `/v1/services/{service}`; `None` for other `/v1/` paths.
+    pub fn lookup(zone: &Zone, path: &str) -> Option<Response<Full<Bytes>>> {
+        if let Some(host) = path.strip_prefix("/v1/hosts/") {
+            if host.contains('/') {
+                return None;
+            }
+            return Some(json(StatusCode::OK, &api::hosts(zone, host)));
+        }
+        let service = path.strip_prefix("/v1/services/")?;
+        if service.contains('/') {
+            return None;
+        }
+        Some(json(StatusCode::OK, &api::services(zone, service)))
+    }
+}
+
+fn readiness(shared: &Shared, shutdown: &Shutdown) -> Response<Full<Bytes>> {
+    // A draining process says "not ready" so load balancers in front stop sending to it.
+    if shutdown.is_triggered() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".into(),
+        );
+    }
+    if !shared.is_ready() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no route table yet (waiting for the first good catalog read)\n".into(),
+        );
+    }
+    text(StatusCode::OK, "ready\n".into())
+}
+
+fn text(status: StatusCode, s: String) -> Response<Full<Bytes>> {
+    body(status, TEXT, s.into())
+}
+
+fn body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(b));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+// === /debug/routes ===
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn shared() -> Shared {
+        Shared::new(Metrics::new(prometheus::Registry::new()))
+    }
+
+    fn get(path: &str) -> Request<()> {
+        Request::get(path).body(()).expect("request")
+    }
+
+    #[test]
+    fn readyz_follows_the_first_table_and_the_shutdown() {
+        let (s, shutdown) = (shared(), Shutdown::new());
+        assert_eq!(
+            respond(&s, &shutdown, &get("/readyz")).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        s.set_ready();
+        assert_eq!(
+            respond(&s, &shutdown, &get("/readyz")).status(),
+            StatusCode::OK
+        );
+        shutdown.trigger();
+        assert_eq!(
+            respond(&s, &shutdown, &get("/readyz")).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // Alive all along.
+        assert_eq!(
+            respond(&s, &shutdown, &get("/healthz")).status(),
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_refused() {
+        let (s, shutdown) = (shared(), Shutdown::new());
+        assert_eq!(
+            respond(&s, &shutdown, &get("/nope")).status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = Request::post("/metrics").body(()).expect("request");
+        let resp = respond(&s, &shutdown, &post);
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(resp.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn an_empty_table_dumps_empty_lists() {
+        let json = serde_json::to_value(routes_dump(&shared())).expect("json");
+        assert_eq!(json["version"], 0);
+        assert_eq!(json["ready"], false);
+        for key in [
+            "vhosts",
+            "ports",
+            "routes",
+            "conflicts",
+            "problems",
+            "tcp_listeners",
+        ] {
+            assert_eq!(json[key], serde_json::json!([]), "{key}");
+        }
+    }
+}
