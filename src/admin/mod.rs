@@ -6,8 +6,6 @@
 
 mod routes;
 
-use routes::{refresh_backend_gauges, routes_dump};
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +26,7 @@ use tracing::{debug, warn};
 use crate::accept::Gate;
 use crate::shutdown::Shutdown;
 use crate::Shared;
+use routes::{refresh_backend_gauges, routes_dump};
 
 /// Longest an admin client may take to send a request head; an idle or slow client must not
 /// hold a connection (and a task) forever.
