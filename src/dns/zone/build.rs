@@ -296,7 +296,6 @@ pub(super) fn is_publishable(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::build::is_publishable;
     use super::*;
 
     #[test]
