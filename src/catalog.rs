@@ -156,7 +156,8 @@ impl fmt::Display for AppProblem {
     }
 }
 
-/// The immutable, versioned model of everything discovered.
+/// The immutable model of everything discovered. It carries no version: `control` numbers
+/// each route table it compiles from a catalog, and the DNS zone has its own SOA serial.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Catalog {
     /// Services ordered by (app id, index).

@@ -1,6 +1,7 @@
 //! The serde mirror of the TOML config file: one struct per section, unknown keys rejected,
-//! values kept as they were written. No meaning lives here; `config::Config::from_raw`
-//! checks and converts every value and reports all problems at once.
+//! values kept as they were written. No meaning lives here: `config::Config::parse` decodes
+//! each section into these types, then checks and converts every value into the validated
+//! `Config`, reporting all problems at once.
 
 use serde::Deserialize;
 

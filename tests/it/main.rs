@@ -8,6 +8,7 @@ mod alias;
 mod cli;
 mod dns;
 mod dns_hostile;
+mod docs;
 mod fake_marathon;
 mod fuzz_corpus;
 mod health;

@@ -30,7 +30,9 @@ pub struct ZoneInput<'a> {
     /// Host names (from `records::hosts_to_resolve`) the caller resolved.
     pub resolved: &'a ResolvedHosts,
     pub options: &'a ZoneOptions,
-    /// The SOA serial: the catalog version.
+    /// The SOA serial. `control` starts it at the Unix time in seconds when Drover starts and
+    /// adds one per zone build, so it grows across restarts too; it is not tied to the
+    /// route table's version.
     pub serial: u32,
 }
 
