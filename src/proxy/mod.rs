@@ -23,6 +23,26 @@ use crate::routing::pool::{Backend, Failure};
 use crate::routing::Route;
 use crate::Shared;
 
+/// Whose fault a failed request or connection was, for logs (and the access log): the
+/// client's (a refused or broken request, a stall, an unknown host), the upstream side's (a
+/// backend that failed, or a service with none to offer), or Drover's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Drover,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Drover => "drover",
+        }
+    }
+}
+
 /// Counts a failed exchange (connect error, timeout, 5xx) against `backend` and, when that
 /// ejects it, logs and counts the ejection and hands it to the health monitor, which brings
 /// the metrics back when the ejection ends.

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use super::note_failure;
+use super::{note_failure, Fault};
 use crate::accept::Gate;
 use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::routing::pool::InFlight;
@@ -79,7 +79,7 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         let table = shared.table.load();
         let Some(route) = table.lookup_tcp(port) else {
             // The port was removed between accept and now: nothing to reach.
-            debug!(port, %peer, "no route for this port; closing");
+            debug!(port, %peer, fault = Fault::Drover.as_str(), "no route for this port (the table changed since the accept); closing");
             return;
         };
         let settings = table.tcp_settings.as_ref();
@@ -101,7 +101,7 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
     };
     if !route.rules.admits(peer.ip()) {
         // HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL: a TCP client from elsewhere is closed on.
-        debug!(port, %peer, route = %route.name, "source not allowed; closing");
+        debug!(port, %peer, route = %route.name, fault = Fault::Client.as_str(), "source not allowed; closing");
         return;
     }
     if let Some(cert) = &route.rules.ssl_cert {
@@ -114,12 +114,12 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
     }
     let Some(first) = route.pool.pick(peer.ip()) else {
         // A port with no usable task closes at once, so the client sees it is down.
-        debug!(port, %peer, route = %route.name, "no backend in the pool; closing");
+        debug!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend in the pool; closing");
         return;
     };
     let Some((mut upstream, _in_flight)) = connect(&route, first, connect_timeout, &shared).await
     else {
-        warn!(port, %peer, route = %route.name, "no backend reachable; closing");
+        warn!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend reachable; closing");
         return;
     };
     let announce = Upstream {
@@ -128,7 +128,7 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
         local,
     };
     if let Err(e) = announce.send(&mut upstream, peer).await {
-        debug!(port, %peer, error = %e, "cannot send the PROXY header; closing");
+        debug!(port, %peer, fault = Fault::Upstream.as_str(), error = %e, "cannot send the PROXY header; closing");
         return;
     }
     for (side, stream) in [("client", &client), ("backend", &upstream)] {
@@ -191,34 +191,34 @@ async fn proxy_tls(
     let acceptor = match port_acceptor(cert) {
         Ok(a) => a,
         Err(e) => {
-            warn!(port, route = %route.name, error = %e, "service port certificate does not load; closing");
+            warn!(port, route = %route.name, fault = Fault::Drover.as_str(), error = %e, "service port certificate does not load; closing");
             return;
         }
     };
     let mut tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(client)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            debug!(port, %peer, error = %e, "TLS handshake failed");
+            debug!(port, %peer, fault = Fault::Client.as_str(), error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            debug!(port, %peer, "no TLS handshake in time; closing");
+            debug!(port, %peer, fault = Fault::Client.as_str(), "no TLS handshake in time; closing");
             return;
         }
     };
     let Some(first) = route.pool.pick(peer.ip()) else {
-        debug!(port, %peer, route = %route.name, "no backend in the pool; closing");
+        debug!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend in the pool; closing");
         return;
     };
     let Some((mut upstream, _in_flight)) =
         connect(route, first, announce.connect_timeout, shared).await
     else {
-        warn!(port, %peer, route = %route.name, "no backend reachable; closing");
+        warn!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend reachable; closing");
         return;
     };
     let _ = upstream.set_nodelay(true);
     if let Err(e) = announce.send(&mut upstream, peer).await {
-        debug!(port, %peer, error = %e, "cannot send the PROXY header; closing");
+        debug!(port, %peer, fault = Fault::Upstream.as_str(), error = %e, "cannot send the PROXY header; closing");
         return;
     }
     match tokio::io::copy_bidirectional(&mut tls, &mut upstream).await {

@@ -9,6 +9,7 @@ use hyper::{Response, StatusCode};
 
 use crate::proxy::h1_guard::ClientFault;
 use crate::proxy::h1_scan::Rejection;
+use crate::proxy::Fault;
 
 use super::ProxyBody;
 
@@ -68,6 +69,24 @@ impl ProxyError {
         }
     }
 
+    /// Whose fault it was; `None` for answers that are policy, not failure (the redirect to
+    /// https, the authentication challenge).
+    pub(super) fn fault(&self) -> Option<Fault> {
+        match self {
+            ProxyError::ToHttps(_) | ProxyError::Unauthorized(_) => None,
+            ProxyError::BadRequest(_)
+            | ProxyError::Refused(_)
+            | ProxyError::Client(_)
+            | ProxyError::NoRoute
+            | ProxyError::Forbidden => Some(Fault::Client),
+            ProxyError::NoBackends
+            | ProxyError::NoLeader(_)
+            | ProxyError::Connect
+            | ProxyError::Timeout
+            | ProxyError::Upstream(_) => Some(Fault::Upstream),
+        }
+    }
+
     /// The `kind` label of `drover_upstream_errors_total`, for the backend's failures.
     pub(super) fn upstream_kind(&self) -> Option<&'static str> {
         match self {
@@ -111,6 +130,18 @@ impl ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn faults_say_whose_side_failed() {
+        assert_eq!(ProxyError::NoRoute.fault(), Some(Fault::Client));
+        let stalled = ProxyError::Client(ClientFault::BodyTimeout);
+        assert_eq!(stalled.fault(), Some(Fault::Client));
+        assert_eq!(stalled.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(ProxyError::Timeout.fault(), Some(Fault::Upstream));
+        assert_eq!(ProxyError::NoBackends.fault(), Some(Fault::Upstream));
+        let redirect = ProxyError::ToHttps(HeaderValue::from_static("https://x/"));
+        assert_eq!(redirect.fault(), None);
+    }
 
     #[test]
     fn error_statuses() {

@@ -78,7 +78,10 @@ pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Respons
                     .upstream_errors
                     .with_label_values(&[&route.name, kind])
                     .inc();
-                debug!(route = %route.name, error = %e, "upstream failure");
+            }
+            if let Some(fault) = e.fault() {
+                debug!(route = %route.name, client = %conn.client, fault = fault.as_str(),
+                    error = %e, "request failed");
             }
             e.response()
         }
