@@ -14,6 +14,9 @@
 //! Rounds are `PAUSE` apart so one round's events and re-reads never coalesce with the next;
 //! a round gives up after `ROUND_TIMEOUT` and counts as a timeout.
 
+// Benches measure real time and pace real servers (clippy.toml bars these elsewhere).
+#![allow(clippy::disallowed_methods)]
+
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::pin::Pin;

@@ -1595,6 +1595,7 @@ fn unpublishable_names_are_dropped() {
 
 /// Record counts for the metric, and compile time (informal; printed with --nocapture).
 #[test]
+#[allow(clippy::disallowed_methods)] // times real CPU work, outside any runtime
 fn record_count_and_compile_time() {
     let state = fixture_state();
     let options = config_options("R", false);

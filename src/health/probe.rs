@@ -8,19 +8,18 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, LengthLimitError};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::LeaderCheck;
+use crate::source::https::{self, Get, GetError};
 
 /// At most this much of a body is read, to search for `expect_body` or parse metrics JSON.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -115,21 +114,18 @@ pub async fn run(
 
 /// `Ok(detail)` when the probe passes, `Err(detail)` when it fails.
 async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<String, String> {
-    let stream = TcpStream::connect(target)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
-            _ => format!("connect: {e}"),
-        })?;
     match probe {
-        Probe::Tcp => Ok("connected".to_string()),
+        Probe::Tcp => match TcpStream::connect(target).await {
+            Ok(_) => Ok("connected".to_string()),
+            Err(e) => Err(connect_failed(&e)),
+        },
         Probe::Http {
             path,
             expect_status,
             expect_body,
             forbid_header,
         } => {
-            get(stream, path, host_header, |response| async move {
+            get(target, path, host_header, |response| async move {
                 let status = response.status().as_u16();
                 if status != *expect_status {
                     return Err(format!("HTTP {status}"));
@@ -150,7 +146,7 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
             .await
         }
         Probe::HttpAlive { path } => {
-            get(stream, path, host_header, |response| async move {
+            get(target, path, host_header, |response| async move {
                 match response.status().as_u16() {
                     status @ 200..=399 => Ok(format!("HTTP {status}")),
                     status => Err(format!("HTTP {status}")),
@@ -160,7 +156,7 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
         }
         Probe::MesosElected => {
             get(
-                stream,
+                target,
                 "/metrics/snapshot",
                 host_header,
                 |response| async move {
@@ -177,11 +173,18 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
     }
 }
 
-/// One GET on a fresh connection, its answer judged by `judge`. The connection is driven
-/// inside this future (not spawned) while the head and body are read, so a timeout that drops
-/// the probe also drops the socket.
+fn connect_failed(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
+        _ => format!("connect: {e}"),
+    }
+}
+
+/// One GET on a fresh connection, its answer judged by `judge`. `Get` drives the connection
+/// inside this future while the head and body are read, so a timeout that drops the probe
+/// also drops the socket.
 async fn get<F, Fut>(
-    stream: TcpStream,
+    target: SocketAddr,
     path: &str,
     host_header: &str,
     judge: F,
@@ -190,7 +193,6 @@ where
     F: FnOnce(Response<Incoming>) -> Fut,
     Fut: Future<Output = Result<String, String>>,
 {
-    let _ = stream.set_nodelay(true);
     let host = HeaderValue::from_str(host_header)
         .map_err(|_| format!("bad Host header {host_header:?}"))?;
     let request = Request::get(path)
@@ -199,43 +201,28 @@ where
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("bad probe path {path:?}: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let mut connection = pin!(connection);
-    let mut exchange = pin!(async move {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        judge(response).await
-    });
-    tokio::select! {
-        biased;
-        verdict = &mut exchange => return verdict,
-        closed = &mut connection => {
-            if let Err(e) = closed {
-                return Err(format!("connection: {e}"));
-            }
-        }
-    }
-    // The connection ended cleanly; whatever it delivered is already queued for `exchange`.
-    exchange.await
+    let get = Get {
+        authority: &target.to_string(),
+        tls: None,
+        auth: None,
+        // `run` bounds the whole probe.
+        step_timeout: None,
+    };
+    get.send(request, judge).await.map_err(|e| match e {
+        GetError::Connect(e) => connect_failed(&e),
+        e => e.to_string(),
+    })
 }
 
 /// Reads the body, refusing more than [`MAX_BODY_BYTES`].
-async fn read_body(mut body: Incoming) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("body: {e}"))?;
-        if let Some(data) = frame.data_ref() {
-            if out.len() + data.len() > MAX_BODY_BYTES {
-                return Err(format!("body over {MAX_BODY_BYTES} bytes"));
-            }
-            out.extend_from_slice(data);
+async fn read_body(body: Incoming) -> Result<Bytes, String> {
+    https::read_body(body, MAX_BODY_BYTES).await.map_err(|e| {
+        if e.is::<LengthLimitError>() {
+            format!("body over {MAX_BODY_BYTES} bytes")
+        } else {
+            format!("body: {e}")
         }
-    }
-    Ok(out)
+    })
 }
 
 /// Whether `needle` occurs in the first [`MAX_BODY_BYTES`] of the body. Stops reading as soon
@@ -287,6 +274,7 @@ mod tests {
 
     use http_body_util::Full;
     use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
     use tokio::net::TcpListener;
 
     use super::*;

@@ -292,7 +292,7 @@ async fn connect(
         };
         // Count the attempt as in flight so leastconn sees connects still pending.
         let in_flight = backend.start();
-        let started = route.pool.tracks_latency().then(std::time::Instant::now);
+        let started = route.pool.tracks_latency().then(tokio::time::Instant::now);
         let result = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(

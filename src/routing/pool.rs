@@ -12,13 +12,19 @@
 //!   more than half of a pool fails, so the pool routes to all rather than to a few;
 //! - a *leader* pool (a master alias) routes only to the backend whose `leader` flag the
 //!   monitor set, and never tries another.
+//!
+//! Ejection reads time from tokio's clock (`tokio::time::Instant`): the real monotonic
+//! clock in production, the paused clock in tests, which then step time with
+//! `tokio::time::advance` instead of sleeping.
 
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::catalog::Balance;
 
@@ -49,10 +55,13 @@ pub enum Failure {
 #[derive(Debug)]
 pub struct Backend {
     pub addr: SocketAddr,
+    /// The epoch of the millisecond stamps below. Per backend, not per process: each test
+    /// runtime has its own paused clock, and a backend lives on one runtime.
+    born: Instant,
     in_flight: AtomicUsize,
     /// Consecutive failed exchanges; reset by a good one.
     failures: AtomicU32,
-    /// [`now_ms`] until which the backend is out of rotation; 0 = in rotation.
+    /// [`Backend::now_ms`] until which the backend is out of rotation; 0 = in rotation.
     ejected_until: AtomicU64,
     /// Ejections in a row, for the doubling backoff.
     ejections: AtomicU32,
@@ -72,6 +81,7 @@ impl Backend {
     pub fn new(addr: SocketAddr) -> Backend {
         Backend {
             addr,
+            born: Instant::now(),
             in_flight: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
@@ -138,7 +148,7 @@ impl Backend {
         if until == 0 {
             return None;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         if now >= until {
             // Back in rotation (a race with another clear is harmless).
             let _ = self
@@ -175,13 +185,11 @@ impl Backend {
     pub fn is_available(&self) -> bool {
         !self.check_down.load(Relaxed) && !self.is_ejected()
     }
-}
 
-/// Milliseconds on a process-wide monotonic clock, never 0.
-fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    start.elapsed().as_millis() as u64 + 1
+    /// Milliseconds since `born` on tokio's clock, never 0 (0 marks "not set" above).
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64 + 1
+    }
 }
 
 /// Counts one request or connection as in flight on a backend until dropped.
@@ -360,7 +368,7 @@ impl Pool {
                 Failure::Counted
             };
         }
-        let now = now_ms();
+        let now = backend.now_ms();
         // A backend that stayed in for `max` since its last ejection starts again at `base`.
         let last_end = backend.last_ejection_end.load(Relaxed);
         let mut in_a_row = backend.ejections.load(Relaxed);
@@ -507,8 +515,8 @@ mod tests {
         assert_eq!(b.in_flight(), 0);
     }
 
-    #[test]
-    fn ejection_after_a_streak_and_only_for_a_while() {
+    #[tokio::test(start_paused = true)]
+    async fn ejection_after_a_streak_and_only_for_a_while() {
         let p = ejecting(4, 3, 60_000);
         let b = p.backends()[1].clone();
         assert_eq!(p.failed(&b), Failure::Counted);
@@ -530,27 +538,30 @@ mod tests {
         }
         assert!(p.attempt(0, 1).is_none());
         assert_eq!(p.failed(&b), Failure::Counted, "already out");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(b.is_available(), "a minute later it is back");
     }
 
-    #[test]
-    fn ejection_ends_and_doubles_when_it_comes_again() {
+    // Paused time: `advance` moves tokio's clock exactly, so the test needs no sleeps and
+    // can check each ejection's last millisecond.
+    #[tokio::test(start_paused = true)]
+    async fn ejection_ends_and_doubles_when_it_comes_again() {
+        let ms = Duration::from_millis;
         let p = ejecting(2, 1, 30);
         let b = p.backends()[0].clone();
-        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(30)));
-        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(p.failed(&b), Failure::Ejected(ms(30)));
+        tokio::time::advance(ms(29)).await;
+        assert_eq!(b.ejected_for(), Some(ms(1)), "out for the whole backoff");
+        tokio::time::advance(ms(1)).await;
         assert!(b.is_available(), "back in rotation after the backoff");
-        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(60)));
-        std::thread::sleep(Duration::from_millis(70));
-        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(120)));
-        std::thread::sleep(Duration::from_millis(130));
-        assert_eq!(
-            p.failed(&b),
-            Failure::Ejected(Duration::from_millis(120)),
-            "capped at max"
-        );
+        assert_eq!(p.failed(&b), Failure::Ejected(ms(60)));
+        tokio::time::advance(ms(60)).await;
+        assert_eq!(p.failed(&b), Failure::Ejected(ms(120)));
+        tokio::time::advance(ms(120)).await;
+        assert_eq!(p.failed(&b), Failure::Ejected(ms(120)), "capped at max");
         // Long good behaviour (more than max after the last ejection) restarts at base.
-        std::thread::sleep(Duration::from_millis(130 + 130));
-        assert_eq!(p.failed(&b), Failure::Ejected(Duration::from_millis(30)));
+        tokio::time::advance(ms(120 + 121)).await;
+        assert_eq!(p.failed(&b), Failure::Ejected(ms(30)));
     }
 
     #[test]

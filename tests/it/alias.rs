@@ -1,7 +1,9 @@
 //! Master aliases end to end: fake masters on real sockets, Drover probing them, requests
 //! through the HTTP router (and an alias's TCP port) reaching only the proven leader.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 use crate::support::marathon::unrelated_ca_pem;
 use crate::support::{free_port, DEADLINE};
@@ -46,8 +47,9 @@ impl Running {
     }
 
     /// Waits up to `limit` for the process to exit; `None` if it is still running.
+    #[allow(clippy::disallowed_methods)] // a blocking wait on a real process: the real clock
     fn exit_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         loop {
             if let Some(status) = self.0.try_wait().expect("try_wait") {
                 return Some(status);

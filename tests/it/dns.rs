@@ -540,7 +540,7 @@ async fn forwarding_failover_and_servfail() {
 
     let dns = TestDns::start(Some(fixture_zone(false)), vec![silent.addr]);
     for via in [Via::Udp, Via::Tcp] {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let r = ask(&dns, via, &query("example.org.", RecordType::A, true, None)).await;
         assert_eq!(r.metadata.response_code, ResponseCode::ServFail, "{via:?}");
         assert!(!r.metadata.authoritative);

@@ -4,7 +4,9 @@
 //! QR, opcode, AA, TC, RD, RA, Z, AD, CD, rcode, counts) and its OPT record. Then pipelined
 //! and stalled TCP connections, the TCP connection cap, and a burst of garbage datagrams.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::{RData, RecordType};

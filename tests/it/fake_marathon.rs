@@ -327,27 +327,11 @@ async fn basic_auth_is_enforced() {
     let bad = get(&fake, "/v2/apps", &[("authorization", &wrong)]).await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
 
-    let right = format!("Basic {}", marathon::base64(b"drover:s3cret"));
-    let ok = get(&fake, "/v2/apps", &[("authorization", &right)]).await;
+    // Written out, so the check does not lean on the helper it tests.
+    let right = "Basic ZHJvdmVyOnMzY3JldA==";
+    assert_eq!(marathon::basic_auth("drover", "s3cret"), right);
+    let ok = get(&fake, "/v2/apps", &[("authorization", right)]).await;
     assert_eq!(ok.status, StatusCode::OK);
-}
-
-#[test]
-fn base64_matches_rfc_4648_vectors() {
-    let cases = [
-        ("", ""),
-        ("f", "Zg=="),
-        ("fo", "Zm8="),
-        ("foo", "Zm9v"),
-        ("foob", "Zm9vYg=="),
-        ("fooba", "Zm9vYmE="),
-        ("foobar", "Zm9vYmFy"),
-        ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
-    ];
-    for (plain, encoded) in cases {
-        assert_eq!(marathon::base64(plain.as_bytes()), encoded, "{plain:?}");
-    }
-    assert_eq!(marathon::base64(&[0xff, 0xfe]), "//4=");
 }
 
 #[tokio::test]

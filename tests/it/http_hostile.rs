@@ -310,7 +310,7 @@ async fn slow_heads_and_bodies_are_the_clients_fault() {
     )
     .await;
     // A head that never ends: 408, then the close.
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let answer = send_pieces(
         drover.http(),
         &[format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n").as_bytes()],
@@ -360,7 +360,7 @@ async fn rude_backend(act: &'static str) -> (SocketAddr, tokio::task::JoinHandle
                         let _ = s
                             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
                             .await;
-                        let answered = std::time::Instant::now();
+                        let answered = tokio::time::Instant::now();
                         got.clear();
                         while !got.windows(4).any(|w| w == b"\r\n\r\n") {
                             match s.read(&mut buf).await {

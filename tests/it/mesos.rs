@@ -128,7 +128,7 @@ async fn leader_dot_domain_over_dns_follows_a_leadership_move_within_a_poll() {
     assert_eq!(rcode, "NXDomain");
 
     mesos.set_leader(Some(2));
-    let moved = std::time::Instant::now();
+    let moved = tokio::time::Instant::now();
     eventually("leader.mesos. follows to master 2", || async {
         (dns_a(&d, "leader.mesos.").await.1 == ["127.0.0.3"]).then_some(())
     })

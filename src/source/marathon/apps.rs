@@ -12,6 +12,7 @@
 //! Marathon adds fields across versions, and a snapshot must not be refused for that.
 
 use serde::{Deserialize, Deserializer};
+use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -701,7 +702,7 @@ impl PortAssigner {
     /// A free port for one container port of an app; 0 (no service) when the range is full.
     fn assign(&mut self, app_id: &str, container_port: u64) -> u16 {
         for attempt in 0..self.size {
-            let digest = sha1(format!("{app_id}-{container_port}-{attempt}").as_bytes());
+            let digest = Sha1::digest(format!("{app_id}-{container_port}-{attempt}").as_bytes());
             let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
             // head % size < size <= 65536 - min, so this stays a u16.
             let port = self.min + (head % self.size) as u16;
@@ -928,61 +929,6 @@ fn template_label_warning(app: &MarathonApp) -> Option<AppProblem> {
             found.join(", ")
         ),
     })
-}
-
-/// SHA-1 (FIPS 180-4), only for marathon-lb's port assignment: not for security.
-fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [
-        0x6745_2301,
-        0xEFCD_AB89,
-        0x98BA_DCFE,
-        0x1032_5476,
-        0xC3D2_E1F0,
-    ];
-    let mut msg = data.to_vec();
-    let bit_len = (data.len() as u64).wrapping_mul(8);
-    msg.push(0x80);
-    while msg.len() % 64 != 56 {
-        msg.push(0);
-    }
-    msg.extend_from_slice(&bit_len.to_be_bytes());
-    for block in msg.chunks_exact(64) {
-        let mut w = [0u32; 80];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = h;
-        for (i, &wi) in w.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-                20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-                _ => (b ^ c ^ d, 0xCA62_C1D6),
-            };
-            let t = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(wi);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = t;
-        }
-        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-            *x = x.wrapping_add(y);
-        }
-    }
-    let mut out = [0u8; 20];
-    for (chunk, word) in out.chunks_exact_mut(4).zip(h) {
-        chunk.copy_from_slice(&word.to_be_bytes());
-    }
-    out
 }
 
 #[cfg(test)]

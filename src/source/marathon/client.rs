@@ -3,25 +3,24 @@
 //! API call to the leader and marks the answer with `X-Marathon-Via`, and every answer names
 //! the leader in `X-Marathon-Leader`; the client moves to that URL when it is one of ours.
 //!
-//! Requests go over a fresh connection each (Marathon is read a few times a minute, the event
-//! stream holds its own connection). `https://` URLs go over TLS (rustls): the certificate
-//! must be valid for the URL's host (a name or an IP address) and chain to `ca_file` when
-//! one is configured, else to the system's roots. The TLS setup is made once per `Client`.
+//! Requests go over a fresh connection each, through `source::https::Get` (Marathon is read
+//! a few times a minute, the event stream holds its own connection). The connect, the TLS
+//! handshake, the answer head and the read of the apps snapshot each get `timeout`.
+//! `https://` URLs go over TLS (rustls): the certificate must be valid for the URL's host (a
+//! name or an IP address) and chain to `ca_file` when one is configured, else to the
+//! system's roots. The TLS setup is made once per `Client`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::source::https::{basic_auth, TlsClient};
+use crate::source::https::{basic_auth, read_body, Get, TlsClient};
 
 /// The largest apps snapshot accepted (a guard against a runaway or hostile answer).
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -175,7 +174,7 @@ impl Client {
         let url = answer.url.clone();
         let body = tokio::time::timeout(
             self.timeout,
-            Limited::new(answer.response.into_body(), MAX_BODY).collect(),
+            read_body(answer.response.into_body(), MAX_BODY),
         )
         .await
         .map_err(|_| FetchError::Request {
@@ -185,8 +184,7 @@ impl Client {
         .map_err(|e| FetchError::Request {
             url: url.clone(),
             reason: format!("reading the body: {e}"),
-        })?
-        .to_bytes();
+        })?;
         Ok((url, body))
     }
 
@@ -283,6 +281,7 @@ impl Client {
         })
     }
 
+    /// One GET to `base`; the answer's body is left to the caller.
     async fn send(
         &self,
         base: &BaseUrl,
@@ -293,62 +292,30 @@ impl Client {
             url: base.url.clone(),
             reason,
         };
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(&base.authority))
-            .await
-            .map_err(|_| fail(format!("no connection within {:?}", self.timeout)))?
-            .map_err(|e| fail(format!("connect: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        if !base.tls {
-            return self.request(stream, base, path, accept).await;
-        }
-        // Only a redirect can lead here without TLS set up: every configured URL is http.
-        let tls = self.tls.as_ref().ok_or_else(|| {
-            fail(
-                "an https URL, but no configured Marathon URL is https, so TLS is not set up"
-                    .into(),
-            )
-        })?;
-        let stream = tls
-            .connect(&base.host, stream, self.timeout)
-            .await
-            .map_err(fail)?;
-        self.request(stream, base, path, accept).await
-    }
-
-    /// One GET over an open connection (plain or TLS).
-    async fn request<S>(
-        &self,
-        stream: S,
-        base: &BaseUrl,
-        path: &str,
-        accept: &'static str,
-    ) -> Result<Response<Incoming>, FetchError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let fail = |reason: String| FetchError::Request {
-            url: base.url.clone(),
-            reason,
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(format!("handshake: {e}")))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut req = Request::get(path)
+        let tls =
+            match (base.tls, &self.tls) {
+                (false, _) => None,
+                (true, Some(tls)) => Some((tls, base.host.as_str())),
+                // Only a redirect can lead here: every configured URL is http.
+                (true, None) => return Err(fail(
+                    "an https URL, but no configured Marathon URL is https, so TLS is not set up"
+                        .into(),
+                )),
+            };
+        let request = Request::get(path)
             .header(header::HOST, base.authority.as_str())
             .header(header::ACCEPT, accept)
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail(format!("bad request path {path:?}: {e}")))?;
-        if let Some(auth) = &self.auth {
-            req.headers_mut()
-                .insert(header::AUTHORIZATION, auth.clone());
-        }
-        tokio::time::timeout(self.timeout, sender.send_request(req))
+        let get = Get {
+            authority: &base.authority,
+            tls,
+            auth: self.auth.as_ref(),
+            step_timeout: Some(self.timeout),
+        };
+        get.send(request, |response| async { Ok(response) })
             .await
-            .map_err(|_| fail(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| fail(format!("request: {e}")))
+            .map_err(|e| fail(e.to_string()))
     }
 }
 

@@ -21,18 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::state::{self, split_host_port, MesosState, Pid};
 use crate::config::{Config, MesosConfig};
 use crate::shutdown::Shutdown;
-use crate::source::https::{basic_auth, TlsClient};
+use crate::source::https::{basic_auth, read_body, Get, TlsClient};
 use crate::Shared;
 
 /// The label value of `source` in discovery metrics.
@@ -385,7 +383,8 @@ fn redirect_target(location: &str, tls: bool) -> Option<Master> {
     Master::at(rest.split('/').next()?, tls)
 }
 
-/// One GET over a fresh connection: status, `Location`, and the whole body.
+/// One GET over a fresh connection: status, `Location`, and the whole body, all within
+/// [`REQUEST_TIMEOUT`].
 async fn get(
     master: &Master,
     path: &str,
@@ -393,76 +392,46 @@ async fn get(
 ) -> Result<(StatusCode, Option<String>, Bytes), PollError> {
     let authority = master.authority.as_str();
     let fail = |reason: String| PollError::Request(authority.to_string(), reason);
-    let exchange = async {
-        let stream = TcpStream::connect(authority)
-            .await
-            .map_err(|e| fail(format!("connect: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let host = HeaderValue::from_str(authority).map_err(|_| fail("bad host".into()))?;
-        let mut request = Request::get(path)
-            .header(header::HOST, host)
-            .header(header::USER_AGENT, "drover")
-            .header(header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(e.to_string()))?;
-        if let Some(auth) = &transport.auth {
-            request
-                .headers_mut()
-                .insert(header::AUTHORIZATION, auth.clone());
+    let tls = match (master.tls, &transport.tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some((tls, master.host.as_str())),
+        // Only a redirect can lead here: every configured master is http.
+        (true, None) => {
+            return Err(fail(
+                "an https master, but no configured master is https, so TLS is not set up".into(),
+            ))
         }
-        let response = if master.tls {
-            // Only a redirect can lead here without TLS set up: every master is http.
-            let tls = transport.tls.as_ref().ok_or_else(|| {
-                fail(
-                    "an https master, but no configured master is https, so TLS is not set up"
-                        .into(),
-                )
-            })?;
-            let stream = tls
-                .connect(&master.host, stream, REQUEST_TIMEOUT)
-                .await
-                .map_err(fail)?;
-            send(stream, request).await
-        } else {
-            send(stream, request).await
-        }
-        .map_err(fail)?;
+    };
+    let host = HeaderValue::from_str(authority).map_err(|_| fail("bad host".into()))?;
+    let request = Request::get(path)
+        .header(header::HOST, host)
+        .header(header::USER_AGENT, "drover")
+        .header(header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fail(e.to_string()))?;
+    let get = Get {
+        authority,
+        tls,
+        auth: transport.auth.as_ref(),
+        // One bound on the whole exchange, below.
+        step_timeout: None,
+    };
+    let exchange = get.send(request, |response| async move {
         let status = response.status();
         let location = response
             .headers()
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
+        let body = read_body(response.into_body(), MAX_BODY)
             .await
-            .map_err(|e| fail(format!("reading the body: {e}")))?
-            .to_bytes();
+            .map_err(|e| format!("reading the body: {e}"))?;
         Ok((status, location, body))
-    };
+    });
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
         .map_err(|_| fail(format!("no answer within {REQUEST_TIMEOUT:?}")))?
-}
-
-/// One request over an open connection (plain or TLS).
-async fn send<S>(
-    stream: S,
-    request: Request<Empty<Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))
+        .map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]
