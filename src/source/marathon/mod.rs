@@ -9,5 +9,6 @@
 
 pub mod apps;
 pub mod client;
+mod convert;
 pub mod events;
 pub mod sync;
