@@ -132,6 +132,22 @@ impl Gate {
     }
 }
 
+/// Connections the kernel queues for a listener before Drover accepts them. std binds
+/// with 128, too few for a burst at `max_connections`; the kernel caps it at
+/// `net.core.somaxconn` (4096 on current kernels).
+pub const BACKLOG: i32 = 1024;
+
+/// Raises a bound listener's backlog to `BACKLOG` (listening again on a listening socket
+/// only changes its backlog).
+pub fn deepen_backlog(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this process owns and keeps open.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// An accept error about the one connection (the peer left), not about Drover.
 pub fn is_peer_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind;

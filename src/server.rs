@@ -248,6 +248,7 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError>
         StdListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
     listener
         .set_nonblocking(true)
+        .and_then(|()| crate::accept::deepen_backlog(&listener))
         .map_err(|source| StartError::Bind { what, addr, source })?;
     Ok(listener)
 }

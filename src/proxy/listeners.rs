@@ -179,6 +179,7 @@ impl Listeners {
         }
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
+        crate::accept::deepen_backlog(&listener)?;
         // Clone every handle before spawning anything, so a failure leaves nothing half open.
         let clones = self
             .workers
