@@ -9,6 +9,7 @@ mod cli;
 mod dns;
 mod dns_hostile;
 mod fake_marathon;
+mod fake_masters;
 mod fuzz_corpus;
 mod health;
 mod http;
