@@ -2,9 +2,10 @@
 //! the route table in use reflects it. Run: `cargo bench --bench event_latency`
 //! (`EVENT_LATENCY_ROUNDS=N` for another round count, default 100).
 //!
-//! An in-process fake Marathon (hyper on 127.0.0.1:0: `/v2/apps` in the Marathon 1.5+ shape
-//! with tasks, `/v2/events` as `text/event-stream`) feeds a Drover started with
-//! `Server::start` (1 worker, no catalog). Rounds alternate:
+//! The fake Marathon of `drover::sim` (the one the integration tests and the demo use:
+//! `/v2/apps` in the Marathon 1.5+ shape with tasks, `/v2/events` as `text/event-stream`, on
+//! 127.0.0.1:0) feeds a Drover started with `Server::start` (1 worker, no catalog). Rounds
+//! alternate:
 //! - add: the snapshot gains a task, then `TASK_RUNNING` is pushed; latency runs from the push
 //!   to the first table whose pool holds the new task's address (a re-read of `/v2/apps`);
 //! - kill: `TASK_KILLED` is pushed, then the snapshot loses the task; latency runs from the
@@ -17,25 +18,15 @@
 // Benches measure real time and pace real servers (clippy.toml bars these elsewhere).
 #![allow(clippy::disallowed_methods)]
 
-use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use serde_json::Value;
 
 use drover::config::Config;
 use drover::server::{Options, Server};
+use drover::sim::marathon::{self, FakeMarathon, FakeTask};
 
 const APP: &str = "/web";
 const ROUTE: &str = "web_10001";
@@ -45,158 +36,20 @@ const POLL: Duration = Duration::from_micros(100);
 const PAUSE: Duration = Duration::from_millis(150);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-const VERSION: &str = "2024-05-01T10:00:00.000Z";
-
-type RespBody = BoxBody<Bytes, Infallible>;
-
-// === fake Marathon ===
-
-#[derive(Default)]
-struct State {
-    apps: Value,
-    streams: Vec<mpsc::UnboundedSender<Bytes>>,
-    subscriptions: usize,
-}
-
-#[derive(Clone)]
-struct Fake {
-    state: Arc<Mutex<State>>,
-    url: String,
-}
-
-impl Fake {
-    fn start(rt: &tokio::runtime::Runtime) -> std::io::Result<Fake> {
-        let listener = StdListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let fake = Fake {
-            state: Arc::new(Mutex::new(State {
-                apps: json!({ "apps": [] }),
-                ..State::default()
-            })),
-            url,
-        };
-        let accept = fake.clone();
-        rt.spawn(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("register");
-            while let Ok((stream, _)) = listener.accept().await {
-                let fake = accept.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let resp = fake.handle(req);
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(fake)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn handle(&self, req: Request<Incoming>) -> Response<RespBody> {
-        let mut st = self.lock();
-        let builder = Response::builder().header("x-marathon-leader", self.url.as_str());
-        let resp = match req.uri().path() {
-            "/v2/apps" => builder
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(st.apps.to_string())).boxed()),
-            "/v2/events" => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let attached = json!({ "eventType": "event_stream_attached",
-                    "remoteAddress": "127.0.0.1", "timestamp": VERSION });
-                let _ = tx.send(frame("event_stream_attached", &attached));
-                st.streams.push(tx);
-                st.subscriptions += 1;
-                builder
-                    .header("content-type", "text/event-stream")
-                    .header("cache-control", "no-cache")
-                    .body(SseBody(rx).boxed())
-            }
-            _ => builder
-                .status(404)
-                .body(Full::new(Bytes::from_static(b"{\"message\":\"Not found\"}")).boxed()),
-        };
-        resp.expect("response")
-    }
-
-    fn set_tasks(&self, tasks: &[(String, SocketAddr)]) {
-        self.lock().apps = apps_json(tasks);
-    }
-
-    fn push(&self, event: &Value) {
-        let bytes = frame("status_update_event", event);
-        let mut st = self.lock();
-        st.streams.retain(|tx| tx.send(bytes.clone()).is_ok());
-    }
-
-    fn subscriptions(&self) -> usize {
-        self.lock().subscriptions
-    }
-}
-
-fn frame(event_type: &str, json: &Value) -> Bytes {
-    Bytes::from(format!("event: {event_type}\r\ndata: {json}\r\n\r\n"))
-}
-
-/// The event stream body: one chunk per pushed frame.
-struct SseBody(mpsc::UnboundedReceiver<Bytes>);
-
-impl Body for SseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
 
 /// `/v2/apps?embed=apps.tasks` with one app on host networking, vhost `web.example.com`.
-fn apps_json(tasks: &[(String, SocketAddr)]) -> Value {
-    let tasks: Vec<Value> = tasks
+fn apps(tasks: &[(String, SocketAddr)]) -> Value {
+    let tasks: Vec<FakeTask> = tasks
         .iter()
-        .map(|(id, addr)| {
-            json!({
-                "id": id, "appId": APP, "host": addr.ip().to_string(),
-                "slaveId": "agent-127.0.0.1", "state": "TASK_RUNNING",
-                "ports": [addr.port()], "servicePorts": [SERVICE_PORT],
-                "ipAddresses": [{ "ipAddress": addr.ip().to_string(), "protocol": "IPv4" }],
-                "stagedAt": VERSION, "startedAt": VERSION, "version": VERSION,
-            })
-        })
+        .map(|(id, addr)| FakeTask::new(id, *addr))
         .collect();
-    json!({ "apps": [{
-        "id": APP, "cmd": "python3 -m http.server $PORT0", "instances": tasks.len(),
-        "cpus": 0.1, "mem": 64, "disk": 0, "networks": [{ "mode": "host" }],
-        "portDefinitions": [{ "port": SERVICE_PORT, "protocol": "tcp", "name": "http" }],
-        "requirePorts": false, "labels": { "HAPROXY_0_VHOST": "web.example.com" },
-        "healthChecks": [], "version": VERSION,
-        "versionInfo": { "lastScalingAt": VERSION, "lastConfigChangeAt": VERSION },
-        "tasksStaged": 0, "tasksRunning": tasks.len(), "tasksHealthy": 0,
-        "tasksUnhealthy": 0, "deployments": [], "tasks": tasks,
-    }]})
+    let labels = [("HAPROXY_0_VHOST", "web.example.com")];
+    marathon::apps_json(&[marathon::app(APP, &labels, SERVICE_PORT, &tasks)])
 }
 
 fn status_update(task_id: &str, status: &str, addr: SocketAddr) -> Value {
-    json!({
-        "eventType": "status_update_event", "timestamp": VERSION,
-        "slaveId": "agent-127.0.0.1", "taskId": task_id, "taskStatus": status,
-        "message": "", "appId": APP, "host": addr.ip().to_string(),
-        "ipAddresses": [{ "ipAddress": addr.ip().to_string(), "protocol": "IPv4" }],
-        "ports": [addr.port()], "version": VERSION,
-    })
-}
-
-fn task_id(n: u32) -> String {
-    format!("web.instance-0a000000-0000-0000-0000-{n:012x}._app.1")
+    let host = addr.ip().to_string();
+    marathon::status_update(APP, task_id, status, &host, addr.port())
 }
 
 // === measuring ===
@@ -275,7 +128,7 @@ fn run() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let fake = Fake::start(&rt).map_err(|e| format!("fake Marathon: {e}"))?;
+    let fake = rt.block_on(FakeMarathon::start());
     // Backend addresses: bound (so the ports are real and distinct), never served: building
     // a route needs no live backend.
     let listeners: Vec<StdListener> = (0..BACKENDS)
@@ -292,16 +145,16 @@ fn run() -> Result<(), String> {
     let mut tasks: Vec<(String, SocketAddr)> = Vec::new();
     for &addr in &addrs[..BACKENDS - 1] {
         next_id += 1;
-        tasks.push((task_id(next_id), addr));
+        tasks.push((marathon::task_id(APP, next_id), addr));
     }
-    fake.set_tasks(&tasks);
+    fake.set_apps(apps(&tasks));
 
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let path = dir.path().join("drover.toml");
     let config = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n\n[marathon]\nurls = [\"{}\"]\ngroups = [\"*\"]\n\n\
          [runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n",
-        fake.url
+        fake.url()
     );
     std::fs::write(&path, config).map_err(|e| format!("write config: {e}"))?;
     let config = Config::load(&path).map_err(|e| format!("config: {e}"))?;
@@ -333,12 +186,12 @@ fn run() -> Result<(), String> {
                 .find(|a| tasks.iter().all(|(_, t)| t != *a))
                 .expect("a free address");
             next_id += 1;
-            let id = task_id(next_id);
+            let id = marathon::task_id(APP, next_id);
             tasks.push((id.clone(), addr));
-            fake.set_tasks(&tasks);
+            fake.set_apps(apps(&tasks));
             let event = status_update(&id, "TASK_RUNNING", addr);
             let t0 = Instant::now();
-            fake.push(&event);
+            fake.push(event);
             match until(t0, ROUND_TIMEOUT, || pool(&server).contains(&addr)) {
                 Some(d) => adds.push(d),
                 None => add_timeouts += 1,
@@ -348,8 +201,8 @@ fn run() -> Result<(), String> {
             let (id, addr) = tasks.remove(0);
             let event = status_update(&id, "TASK_KILLED", addr);
             let t0 = Instant::now();
-            fake.push(&event);
-            fake.set_tasks(&tasks);
+            fake.push(event);
+            fake.set_apps(apps(&tasks));
             match until(t0, ROUND_TIMEOUT, || !pool(&server).contains(&addr)) {
                 Some(d) => kills.push(d),
                 None => kill_timeouts += 1,

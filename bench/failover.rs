@@ -3,11 +3,12 @@
 //! `FAILOVER_CPU_SECS=S` seconds of CPU sampling, default 20; `FAILOVER_ALIASES=A` aliases
 //! for the CPU part, default 100).
 //!
-//! Fake masters (hyper on 127.0.0.1:0, on their own runtime whose threads are named
+//! The fake masters of `drover::sim` (the set the integration tests and the demo use; one
+//! set per alias, on 127.0.0.1:0, on their own runtime whose threads are named
 //! `fake-masters`) answer `GET /metrics/snapshot` with `"master/elected": 1.0` on the leader
-//! of their group and 0.0 elsewhere, and every other request with `<index> leader` or
-//! `<index> standby`, as they see themselves when they answer. A Drover started with
-//! `Server::start` (1 worker, `check = "mesos"`, `interval = "1s"`) fronts them.
+//! of their set and 0.0 elsewhere, and every other request with a page naming the master and
+//! whether it led when it answered (`master 2 of 3 (leader): GET /master/tasks`). A Drover
+//! started with `Server::start` (1 worker, `check = "mesos"`, `interval = "1s"`) fronts them.
 //!
 //! (a) Failover: one alias over 3 masters. Each move waits a random fraction of the probe
 //!     interval (so moves land at every phase of the probe ticks), moves leadership on the
@@ -31,24 +32,21 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use drover::config::Config;
 use drover::routing::alias_route_name;
 use drover::routing::host::HostName;
 use drover::server::{Options, Server};
+use drover::sim::masters::{FakeMasters, Page};
 
 const MASTERS: usize = 3;
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -68,81 +66,36 @@ const HOST: &str = "mesos.bench";
 
 // === fake masters ===
 
-/// Groups of masters; each group has its own "who leads" cell.
-struct FakeMasters {
-    /// By group, then master index.
-    addrs: Vec<Vec<SocketAddr>>,
-    leaders: Vec<Arc<AtomicUsize>>,
-    /// Leader probes answered, all masters together.
-    probes: Arc<AtomicU64>,
+/// `groups` sets of `per_group` masters served on `rt`, each with its own "who leads" cell;
+/// master `g % per_group` leads set `g`.
+fn start_masters(
+    rt: &tokio::runtime::Runtime,
+    groups: usize,
+    per_group: usize,
+) -> Vec<FakeMasters> {
+    (0..groups)
+        .map(|g| rt.block_on(FakeMasters::start(per_group, Some(g % per_group))))
+        .collect()
 }
 
-impl FakeMasters {
-    /// `groups` × `per_group` masters served on `rt`; master `g % per_group` leads group `g`.
-    fn start(
-        rt: &tokio::runtime::Runtime,
-        groups: usize,
-        per_group: usize,
-    ) -> std::io::Result<FakeMasters> {
-        let probes = Arc::new(AtomicU64::new(0));
-        let mut addrs = Vec::with_capacity(groups);
-        let mut leaders = Vec::with_capacity(groups);
-        for g in 0..groups {
-            let leader = Arc::new(AtomicUsize::new(g % per_group));
-            let mut group = Vec::with_capacity(per_group);
-            for index in 0..per_group {
-                let listener = StdListener::bind("127.0.0.1:0")?;
-                listener.set_nonblocking(true)?;
-                group.push(listener.local_addr()?);
-                let (leader, probes) = (leader.clone(), probes.clone());
-                rt.spawn(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("register");
-                    while let Ok((stream, _)) = listener.accept().await {
-                        let (leader, probes) = (leader.clone(), probes.clone());
-                        tokio::spawn(async move {
-                            let service = hyper::service::service_fn(move |req| {
-                                let resp = answer(index, &leader, &probes, &req);
-                                async move { Ok::<_, Infallible>(resp) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
-                        });
-                    }
-                });
-            }
-            addrs.push(group);
-            leaders.push(leader);
-        }
-        Ok(FakeMasters {
-            addrs,
-            leaders,
-            probes,
-        })
-    }
+/// Leader probes answered, all masters together.
+fn probes(sets: &[FakeMasters]) -> u64 {
+    let per_set = |m: &FakeMasters| (0..m.addrs().len()).map(|i| m.probes(i)).sum::<usize>();
+    sets.iter().map(per_set).sum::<usize>() as u64
+}
 
-    fn set_leader(&self, group: usize, index: usize) {
-        self.leaders[group].store(index, Ordering::SeqCst);
+/// `[[alias]]` tables, one per set: `alias-G.bench`, or `HOST` when there is one.
+fn aliases_toml(sets: &[FakeMasters]) -> String {
+    let mut out = String::new();
+    for (g, masters) in sets.iter().enumerate() {
+        out.push_str(&format!(
+            "[[alias]]\nhost = \"{}\"\nbackends = {}\ncheck = \"mesos\"\ninterval = \"{}ms\"\n\n",
+            alias_host(sets.len(), g),
+            masters.backends_toml(),
+            INTERVAL.as_millis()
+        ));
     }
-
-    fn probes(&self) -> u64 {
-        self.probes.load(Ordering::SeqCst)
-    }
-
-    /// `[[alias]]` tables, one per group: `alias-G.bench`, or `HOST` when there is one.
-    fn aliases_toml(&self) -> String {
-        let mut out = String::new();
-        for (g, group) in self.addrs.iter().enumerate() {
-            let list: Vec<String> = group.iter().map(|a| format!("\"{a}\"")).collect();
-            out.push_str(&format!(
-                "[[alias]]\nhost = \"{}\"\nbackends = [{}]\ncheck = \"mesos\"\ninterval = \"{}ms\"\n\n",
-                alias_host(self.addrs.len(), g),
-                list.join(", "),
-                INTERVAL.as_millis()
-            ));
-        }
-        out
-    }
+    out
 }
 
 fn alias_host(groups: usize, g: usize) -> String {
@@ -151,23 +104,6 @@ fn alias_host(groups: usize, g: usize) -> String {
     } else {
         format!("alias-{g}.bench")
     }
-}
-
-fn answer(
-    index: usize,
-    leader: &AtomicUsize,
-    probes: &AtomicU64,
-    req: &Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let leads = leader.load(Ordering::SeqCst) == index;
-    let body = if req.uri().path() == "/metrics/snapshot" {
-        probes.fetch_add(1, Ordering::Relaxed);
-        let elected = if leads { "1.0" } else { "0.0" };
-        format!("{{\"master/uptime_secs\": 100.0, \"master/elected\": {elected}}}")
-    } else {
-        format!("{index} {}", if leads { "leader" } else { "standby" })
-    };
-    Response::new(Full::new(Bytes::from(body)))
 }
 
 // === Drover ===
@@ -282,16 +218,10 @@ impl Client {
                 Some((status, body))
             };
             match tokio::time::timeout(Duration::from_secs(2), exchange).await {
-                Ok(Some((200, body))) => {
-                    let text = String::from_utf8_lossy(&body);
-                    let mut words = text.split(' ');
-                    let index = words.next().and_then(|w| w.parse().ok());
-                    let leads = words.next() == Some("leader");
-                    match index {
-                        Some(index) => (Reply::Master { index, leads }, Some(sender)),
-                        None => (Reply::Status(200), Some(sender)),
-                    }
-                }
+                Ok(Some((200, body))) => match Page::parse(&String::from_utf8_lossy(&body)) {
+                    Some(Page { index, leads }) => (Reply::Master { index, leads }, Some(sender)),
+                    None => (Reply::Status(200), Some(sender)),
+                },
                 Ok(Some((status, _))) => (Reply::Status(status), Some(sender)),
                 _ => (Reply::Error, None),
             }
@@ -353,9 +283,9 @@ impl Rng {
 }
 
 fn failover(moves: usize, seed: u64, fakes_rt: &tokio::runtime::Runtime) -> Result<bool, String> {
-    let masters = FakeMasters::start(fakes_rt, 1, MASTERS).map_err(|e| format!("fakes: {e}"))?;
-    let addrs = masters.addrs[0].clone();
-    let server = start_drover(&masters.aliases_toml())?;
+    let sets = start_masters(fakes_rt, 1, MASTERS);
+    let addrs = sets[0].addrs().to_vec();
+    let server = start_drover(&aliases_toml(&sets))?;
     let started = Instant::now();
     wait_until("the first leader", SETUP_TIMEOUT, || {
         drover_leader(&server, HOST) == Some(addrs[0])
@@ -385,7 +315,7 @@ fn failover(moves: usize, seed: u64, fakes_rt: &tokio::runtime::Runtime) -> Resu
             errors: 0,
         };
         let t0 = Instant::now();
-        masters.set_leader(0, to);
+        sets[0].set_leader(Some(to));
         // The first answer of the current run of answers from the new leader.
         let mut run_from: Option<Instant> = None;
         loop {
@@ -587,30 +517,25 @@ fn group_of(name: &str) -> &'static str {
 }
 
 fn probe_cost(aliases: usize, secs: u64, fakes_rt: &tokio::runtime::Runtime) -> Result<(), String> {
-    let masters =
-        FakeMasters::start(fakes_rt, aliases, MASTERS).map_err(|e| format!("fakes: {e}"))?;
-    let server = start_drover(&masters.aliases_toml())?;
+    let sets = start_masters(fakes_rt, aliases, MASTERS);
+    let server = start_drover(&aliases_toml(&sets))?;
     let hosts: Vec<String> = (0..aliases).map(|g| alias_host(aliases, g)).collect();
     let all_led = |server: &Server| {
         hosts
             .iter()
             .enumerate()
-            .all(|(g, h)| drover_leader(server, h) == Some(masters.addrs[g][g % MASTERS]))
+            .all(|(g, h)| drover_leader(server, h) == Some(sets[g].addrs()[g % MASTERS]))
     };
     wait_until("every alias to have its leader", SETUP_TIMEOUT, || {
         all_led(&server)
     })?;
     std::thread::sleep(WARM_UP);
 
-    let (threads0, process0, probes0, t0) = (
-        thread_cpu(),
-        process_cpu(),
-        masters.probes(),
-        Instant::now(),
-    );
+    let (threads0, process0, probes0, t0) =
+        (thread_cpu(), process_cpu(), probes(&sets), Instant::now());
     std::thread::sleep(Duration::from_secs(secs));
     let (threads1, process1, probes1, wall) =
-        (thread_cpu(), process_cpu(), masters.probes(), t0.elapsed());
+        (thread_cpu(), process_cpu(), probes(&sets), t0.elapsed());
     let still_led = all_led(&server);
     stop(server);
 

@@ -21,6 +21,10 @@
 //!   `marathon.localhost` (check `marathon`) and `chronos.localhost` (a custom check).
 //!   Drover's `alias leader changed` lines follow each move within a probe interval.
 //!
+//! The simulated Marathon and masters are `drover::sim`'s, the same ones the integration
+//! tests and the benches run against (feature `sim`, on for examples without a flag); this
+//! file only drives them: the scheduler and the elections below.
+//!
 //! Ctrl-C drains and exits.
 //!
 //! ```sh
@@ -34,22 +38,18 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use drover::config::Config;
 use drover::server::{Options, Server};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use drover::sim::marathon::{self, FakeMarathon, FakeTask};
+use drover::sim::masters::FakeMasters;
+use http_body_util::Full;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
 /// The simulated Marathon's one app, its service port (clear of the catalog's) and vhost.
 const BLOG_APP: &str = "/blog";
@@ -57,8 +57,6 @@ const BLOG_SERVICE_PORT: u16 = 10003;
 const BLOG_VHOST: &str = "blog.localhost";
 /// How often the simulated scheduler starts or kills a task.
 const SCALE_EVERY: Duration = Duration::from_secs(4);
-/// The app `version` (a real Marathon changes it only on a config change, not on scaling).
-const VERSION: &str = "2024-05-01T10:00:00.000Z";
 /// How many simulated masters, and how often leadership moves to the next one.
 const MASTERS: usize = 3;
 const LEAD_EVERY: Duration = Duration::from_secs(10);
@@ -82,19 +80,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for name in ["blog-1", "blog-2", "blog-3"] {
         blog.push(backends_rt.block_on(backend(name))?);
     }
-    let marathon = backends_rt.block_on(SimMarathon::start(blog))?;
-    let masters = backends_rt.block_on(SimMasters::start(MASTERS))?;
+    let marathon = backends_rt.block_on(FakeMarathon::start());
+    let marathon_url = marathon.url();
+    let mut blog = Blog::new(blog);
+    for slot in 0..2 {
+        blog.launch(slot);
+    }
+    marathon.set_apps(blog.apps());
+    let masters = backends_rt.block_on(FakeMasters::start(MASTERS, Some(0)));
+    let masters_list = masters.backends_toml();
+    let masters_banner = masters
+        .addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     // The scheduler, the simulated Marathon, the masters and the backends run on their own
     // thread for as long as the demo does (the thread ends with the process).
-    backends_rt.spawn(marathon.clone().scheduler());
-    backends_rt.spawn(masters.clone().elections());
+    backends_rt.spawn(scheduler(marathon, blog));
+    backends_rt.spawn(elections(masters));
     std::thread::spawn(move || backends_rt.block_on(std::future::pending::<()>()));
 
     let http = port_or_any(8080);
     let admin = port_or_any(9090);
     let tcp = port_or_any(10001);
     let mesos_port = port_or_any(15050);
-    let masters_list = masters.backends_toml();
     let dir = std::env::temp_dir().join(format!("drover-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config_path = dir.join("drover.toml");
@@ -117,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              [[alias]]\nhost = \"chronos.localhost\"\nbackends = {masters_list}\n\
              check = {{ path = \"/scheduler/jobs\", expect_status = 200 }}\n\
              interval = \"2s\"\n",
-            marathon.url
+            marathon_url
         ),
     )?;
     std::fs::write(
@@ -173,9 +183,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config_path.display(),
         catalog_path.display(),
         catalog_path.display(),
-        marathon.url,
+        marathon_url,
         SCALE_EVERY.as_secs(),
-        masters.list(),
+        masters_banner,
         LEAD_EVERY.as_secs(),
     );
     server.wait();
@@ -223,376 +233,114 @@ async fn backend(name: &'static str) -> std::io::Result<SocketAddr> {
 
 // === the simulated masters ===
 
-/// Three masters behind one "who leads" cell that `elections` moves on every `LEAD_EVERY`.
-/// Each master answers the leader checks the way the real ones do, so the three aliases of
-/// the demo config (mesos, marathon, custom) can all point at the same three addresses.
-struct SimMasters {
-    addrs: Vec<SocketAddr>,
-    /// Index of the leader.
-    leader: AtomicUsize,
-}
-
-impl SimMasters {
-    /// Binds `n` free loopback ports and serves them; master 1 leads at first.
-    async fn start(n: usize) -> std::io::Result<Arc<SimMasters>> {
-        let mut listeners = Vec::with_capacity(n);
-        for _ in 0..n {
-            listeners.push(TcpListener::bind("127.0.0.1:0").await?);
-        }
-        let addrs = listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let sim = Arc::new(SimMasters {
-            addrs,
-            leader: AtomicUsize::new(0),
-        });
-        for (index, listener) in listeners.into_iter().enumerate() {
-            let sim = sim.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let sim = sim.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let resp = sim.handle(index, &req);
-                            async move { Ok::<_, Infallible>(resp) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-        }
-        Ok(sim)
-    }
-
-    /// `["127.0.0.1:a", "127.0.0.1:b", ...]`, for an alias's `backends`.
-    fn backends_toml(&self) -> String {
-        let quoted: Vec<String> = self.addrs.iter().map(|a| format!("\"{a}\"")).collect();
-        format!("[{}]", quoted.join(", "))
-    }
-
-    /// `127.0.0.1:a, 127.0.0.1:b, ...`, for the banner.
-    fn list(&self) -> String {
-        let addrs: Vec<String> = self.addrs.iter().map(|a| a.to_string()).collect();
-        addrs.join(", ")
-    }
-
-    /// Every `LEAD_EVERY`: leadership moves to the next master, as after a failover.
-    async fn elections(self: Arc<Self>) {
-        let n = self.addrs.len();
-        loop {
-            tokio::time::sleep(LEAD_EVERY).await;
-            let from = self.leader.load(Ordering::SeqCst);
-            let to = (from + 1) % n;
-            self.leader.store(to, Ordering::SeqCst);
-            println!(
-                "[masters] leadership moves: master {} ({}) -> master {} ({})",
-                from + 1,
-                self.addrs[from],
-                to + 1,
-                self.addrs[to]
-            );
-        }
-    }
-
-    fn handle(&self, index: usize, req: &Request<Incoming>) -> Response<RespBody> {
-        let leader = self.leader.load(Ordering::SeqCst);
-        let leads = leader == index;
-        let text = |body: String| Full::new(Bytes::from(body)).boxed();
-        let resp = match req.uri().path() {
-            // Mesos: the `mesos` check reads `master/elected`.
-            "/metrics/snapshot" => {
-                let elected = if leads { "1.0" } else { "0.0" };
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .body(text(format!(
-                        "{{\"master/elected\": {elected}, \"master/uptime_secs\": 100.0}}"
-                    )))
-            }
-            // Marathon: 200 everywhere; a standby proxies to the leader and says so.
-            "/ping" => {
-                let mut b = Response::builder().header("content-type", "text/plain");
-                if !leads {
-                    b = b.header("x-marathon-via", format!("1.1 {}", self.addrs[index]));
-                }
-                b.body(text("pong\n".to_string()))
-            }
-            // A Chronos that redirects: 200 on the leader, a 307 to it elsewhere (probes
-            // never follow redirects, so only the leader passes the custom check).
-            "/scheduler/jobs" if !leads => Response::builder()
-                .status(StatusCode::TEMPORARY_REDIRECT)
-                .header(
-                    "location",
-                    format!("http://{}/scheduler/jobs", self.addrs[leader]),
-                )
-                .body(text(String::new())),
-            "/scheduler/jobs" => Response::builder()
-                .header("content-type", "application/json")
-                .body(text("[]\n".to_string())),
-            path => Response::builder()
-                .header("content-type", "text/plain")
-                .body(text(format!(
-                    "master {} of {} ({}): {} {path}\n",
-                    index + 1,
-                    self.addrs.len(),
-                    if leads { "leader" } else { "standby" },
-                    req.method(),
-                ))),
-        };
-        resp.expect("static response parts")
+/// Every `LEAD_EVERY`: leadership moves to the next master, as after a failover. Each
+/// master answers the leader checks the way the real ones do, so the three aliases of the
+/// demo config (mesos, marathon, custom) can all point at the same three addresses.
+async fn elections(masters: FakeMasters) {
+    let addrs = masters.addrs().to_vec();
+    loop {
+        tokio::time::sleep(LEAD_EVERY).await;
+        let from = masters.leader().unwrap_or(0);
+        let to = (from + 1) % addrs.len();
+        masters.set_leader(Some(to));
+        println!(
+            "[masters] leadership moves: master {} ({}) -> master {} ({})",
+            from + 1,
+            addrs[from],
+            to + 1,
+            addrs[to]
+        );
     }
 }
 
 // === the simulated Marathon ===
 
-type RespBody = BoxBody<Bytes, Infallible>;
-
-/// A pocket Marathon: one app whose tasks are the `blog-N` backends, the leader of itself.
-struct SimMarathon {
-    /// `http://127.0.0.1:PORT`, also what `X-Marathon-Leader` names.
-    url: String,
+/// The simulated scheduler's view of `/blog`: one app whose tasks are the `blog-N`
+/// backends.
+struct Blog {
     /// `blog-1`..`blog-3`: where a task in slot N listens.
     backends: Vec<SocketAddr>,
-    state: Mutex<SimState>,
-}
-
-struct SimState {
-    /// Running tasks, oldest first (the oldest is killed first, so the set keeps moving).
-    running: Vec<SimTask>,
+    /// Running tasks as (slot, task id), oldest first (the oldest is killed first, so the
+    /// set keeps moving).
+    running: Vec<(usize, String)>,
     /// Tasks launched so far; numbers the task ids, which Marathon never reuses.
     launches: u32,
     /// Scaling up (towards 3) or down (towards 1).
     growing: bool,
-    /// Open `/v2/events` responses; a send fails once the client has gone.
-    streams: Vec<mpsc::UnboundedSender<Bytes>>,
 }
 
-#[derive(Clone)]
-struct SimTask {
-    /// Index into `backends`.
-    slot: usize,
-    id: String,
-    started_at: String,
-}
-
-impl SimMarathon {
-    /// Binds a free loopback port and serves with `blog-1` and `blog-2` running.
-    async fn start(backends: Vec<SocketAddr>) -> std::io::Result<Arc<SimMarathon>> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let mut state = SimState {
+impl Blog {
+    fn new(backends: Vec<SocketAddr>) -> Blog {
+        Blog {
+            backends,
             running: Vec::new(),
             launches: 0,
             growing: true,
-            streams: Vec::new(),
-        };
-        for slot in 0..2 {
-            state.launch(slot);
         }
-        let sim = Arc::new(SimMarathon {
-            url: format!("http://{}", listener.local_addr()?),
-            backends,
-            state: Mutex::new(state),
-        });
-        let accepting = sim.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let sim = accepting.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let resp = sim.handle(&req);
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(sim)
     }
 
-    fn lock(&self) -> MutexGuard<'_, SimState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Starts a task in `slot`, with a fresh Marathon-style id.
+    fn launch(&mut self, slot: usize) -> String {
+        self.launches += 1;
+        let id = marathon::task_id(BLOG_APP, self.launches);
+        self.running.push((slot, id.clone()));
+        id
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<RespBody> {
-        let get = req.method() == Method::GET;
-        let mut resp = match req.uri().path() {
-            "/v2/apps" if get => {
-                let body = self.apps_json(&self.lock()).to_string();
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body)).boxed())
-            }
-            "/v2/events" if get => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                self.lock().streams.push(tx);
-                // No content length: hyper sends the body chunked, one chunk per frame.
-                Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .header("cache-control", "no-cache")
-                    .body(SseBody(rx).boxed())
-            }
-            _ => Response::builder()
-                .status(StatusCode::NOT_FOUND)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(r#"{"message":"Not found"}"#)).boxed()),
+    /// One task more or one fewer: (slot, task id, the task's new status, what happened).
+    fn step(&mut self) -> (usize, String, &'static str, &'static str) {
+        match self.running.len() {
+            0 | 1 => self.growing = true,
+            n if n >= self.backends.len() => self.growing = false,
+            _ => {}
         }
-        .expect("static response parts");
-        // The leader names itself, and no `X-Marathon-Via`: a standby would add that.
-        resp.headers_mut().insert(
-            "x-marathon-leader",
-            self.url.parse().expect("url is a header value"),
-        );
-        resp
+        if self.growing {
+            let slot = (0..self.backends.len())
+                .find(|s| self.running.iter().all(|(t, _)| t != s))
+                .expect("a free slot while growing");
+            (slot, self.launch(slot), "TASK_RUNNING", "started")
+        } else {
+            let (slot, id) = self.running.remove(0);
+            (slot, id, "TASK_KILLED", "killed")
+        }
     }
 
-    /// The `/v2/apps?embed=apps.tasks` body, in the Marathon 1.5+ shape (host networking).
-    fn apps_json(&self, st: &SimState) -> Value {
-        let n = st.running.len();
-        let tasks: Vec<Value> = st
+    /// The `/v2/apps` body: `/blog` on `blog.localhost`, in group `external`.
+    fn apps(&self) -> Value {
+        let tasks: Vec<FakeTask> = self
             .running
             .iter()
-            .map(|t| {
-                let port = self.backends[t.slot].port();
-                json!({
-                    "id": t.id, "appId": BLOG_APP, "host": "127.0.0.1",
-                    "slaveId": "demo-agent-0", "state": "TASK_RUNNING",
-                    "ports": [port], "servicePorts": [BLOG_SERVICE_PORT],
-                    "ipAddresses": [{ "ipAddress": "127.0.0.1", "protocol": "IPv4" }],
-                    "stagedAt": t.started_at, "startedAt": t.started_at, "version": VERSION,
-                })
-            })
+            .map(|(slot, id)| FakeTask::new(id, self.backends[*slot]))
             .collect();
-        json!({ "apps": [{
-            "id": BLOG_APP,
-            "cmd": "python3 -m http.server $PORT0",
-            "instances": n, "cpus": 0.1, "mem": 32, "disk": 0,
-            "networks": [{ "mode": "host" }],
-            "portDefinitions": [{ "port": BLOG_SERVICE_PORT, "protocol": "tcp", "name": "http" }],
-            "requirePorts": false,
-            "labels": { "HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": BLOG_VHOST },
-            "healthChecks": [],
-            "version": VERSION,
-            "versionInfo": { "lastScalingAt": VERSION, "lastConfigChangeAt": VERSION },
-            "tasksStaged": 0, "tasksRunning": n, "tasksHealthy": 0, "tasksUnhealthy": 0,
-            "deployments": [],
-            "tasks": tasks,
-        }]})
-    }
-
-    /// Every `SCALE_EVERY`: one task more or one fewer, the snapshot first, then the event
-    /// (as Marathon does: a client that re-reads on the event sees the new state).
-    async fn scheduler(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(SCALE_EVERY).await;
-            let mut st = self.lock();
-            match st.running.len() {
-                0 | 1 => st.growing = true,
-                n if n >= self.backends.len() => st.growing = false,
-                _ => {}
-            }
-            let (task, status, verb) = if st.growing {
-                let slot = (0..self.backends.len())
-                    .find(|s| st.running.iter().all(|t| t.slot != *s))
-                    .expect("a free slot while growing");
-                (st.launch(slot), "TASK_RUNNING", "started")
-            } else {
-                (st.running.remove(0), "TASK_KILLED", "killed")
-            };
-            let event = self.status_update(&task, status);
-            let frame = Bytes::from(format!(
-                "event: status_update_event\r\ndata: {event}\r\n\r\n"
-            ));
-            st.streams.retain(|tx| tx.send(frame.clone()).is_ok());
-            println!(
-                "[marathon] {BLOG_APP}: task blog-{} {verb} ({} running)",
-                task.slot + 1,
-                st.running.len()
-            );
-        }
-    }
-
-    /// A `status_update_event` (fixtures/marathon/api/events/status_update_event.json).
-    fn status_update(&self, task: &SimTask, status: &str) -> Value {
-        json!({
-            "eventType": "status_update_event",
-            "timestamp": now_iso8601(),
-            "slaveId": "demo-agent-0",
-            "taskId": task.id,
-            "taskStatus": status,
-            "message": "",
-            "appId": BLOG_APP,
-            "host": "127.0.0.1",
-            "ipAddresses": [{ "ipAddress": "127.0.0.1", "protocol": "IPv4" }],
-            "ports": [self.backends[task.slot].port()],
-            "version": VERSION,
-        })
+        let labels = [
+            ("HAPROXY_GROUP", "external"),
+            ("HAPROXY_0_VHOST", BLOG_VHOST),
+        ];
+        marathon::apps_json(&[marathon::app(BLOG_APP, &labels, BLOG_SERVICE_PORT, &tasks)])
     }
 }
 
-impl SimState {
-    /// Starts a task in `slot`, with a fresh Marathon-style id.
-    fn launch(&mut self, slot: usize) -> SimTask {
-        self.launches += 1;
-        let task = SimTask {
-            slot,
-            id: format!(
-                "blog.instance-0a000000-0000-0000-0000-{:012x}._app.1",
-                self.launches
-            ),
-            started_at: now_iso8601(),
-        };
-        self.running.push(task.clone());
-        task
+/// Every `SCALE_EVERY`: one task more or one fewer, the snapshot first, then the
+/// `status_update_event` (as Marathon does: a client that re-reads on the event sees the
+/// new state).
+async fn scheduler(marathon: FakeMarathon, mut blog: Blog) {
+    loop {
+        tokio::time::sleep(SCALE_EVERY).await;
+        let (slot, id, status, verb) = blog.step();
+        marathon.set_apps(blog.apps());
+        let addr = blog.backends[slot];
+        let host = addr.ip().to_string();
+        marathon.push(marathon::status_update(
+            BLOG_APP,
+            &id,
+            status,
+            &host,
+            addr.port(),
+        ));
+        println!(
+            "[marathon] {BLOG_APP}: task blog-{} {verb} ({} running)",
+            slot + 1,
+            blog.running.len()
+        );
     }
-}
-
-/// An event stream body fed by the scheduler; ends when its sender is dropped.
-struct SseBody(mpsc::UnboundedReceiver<Bytes>);
-
-impl Body for SseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// Now as Marathon writes times, `2024-05-01T10:00:05.123Z` (UTC).
-fn now_iso8601() -> String {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
 }

@@ -49,6 +49,8 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod source;
 pub mod watch;
 

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 
-use crate::support::masters::FakeMasters;
+use drover::sim::masters::{FakeMasters, Page};
+
 use crate::support::{self, eventually, free_port, Drover};
 
 /// The probe interval these tests run with.
@@ -40,13 +41,32 @@ async fn ask(client: &Client, drover: &Drover, host: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Waits until requests for `host` are answered by master `i`.
+/// What master `i` says on its page while it leads.
+fn leader_page(i: usize) -> Option<Page> {
+    Some(Page {
+        index: i,
+        leads: true,
+    })
+}
+
+/// Waits until requests for `host` are answered by master `i`, as the leader.
 async fn answered_by(client: &Client, drover: &Drover, host: &str, i: usize) {
-    let want = format!("master-{i}");
     eventually(&format!("{host} answered by master {i}"), || async {
-        (ask(client, drover, host).await.1 == want).then_some(())
+        (Page::parse(&ask(client, drover, host).await.1) == leader_page(i)).then_some(())
     })
     .await;
+}
+
+/// Asserts the next `n` requests for `host` get 200 from master `i`, as the leader.
+async fn only_from(client: &Client, drover: &Drover, host: &str, i: usize, n: usize) {
+    for _ in 0..n {
+        let (status, body) = ask(client, drover, host).await;
+        assert_eq!(
+            (status, Page::parse(&body)),
+            (200, leader_page(i)),
+            "{body}"
+        );
+    }
 }
 
 async fn metrics(drover: &Drover) -> String {
@@ -64,12 +84,11 @@ async fn requests_follow_the_leader_within_one_interval() {
     for (round, to) in [1usize, 2, 0, 2].into_iter().enumerate() {
         masters.set_leader(Some(to));
         let moved = Instant::now();
-        let want = format!("master-{to}");
         // Poll on the same kept-alive connection until the new leader answers ...
         let bound = INTERVAL + Duration::from_secs(1);
         loop {
             let (_, body) = ask(&client, &d, "mesos.test").await;
-            if body == want {
+            if Page::parse(&body) == leader_page(to) {
                 break;
             }
             assert!(
@@ -80,14 +99,12 @@ async fn requests_follow_the_leader_within_one_interval() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // ... then every request goes there.
-        for _ in 0..50 {
-            assert_eq!(ask(&client, &d, "mesos.test").await, (200, want.clone()));
-        }
+        only_from(&client, &d, "mesos.test", to, 50).await;
     }
     let m = metrics(&d).await;
     let line = format!(
         "drover_alias_leader{{alias=\"mesos.test\",backend=\"{}\"}} 1",
-        masters.addrs[2]
+        masters.addrs()[2]
     );
     assert!(m.contains(&line), "{line} not in metrics:\n{m}");
     assert!(
@@ -136,9 +153,7 @@ async fn the_classic_elected_time_rule_does_not_follow_307s() {
     d.ready().await;
     let client = support::client();
     answered_by(&client, &d, "mesos.test", 2).await;
-    for _ in 0..20 {
-        assert_eq!(ask(&client, &d, "mesos.test").await.1, "master-2");
-    }
+    only_from(&client, &d, "mesos.test", 2, 20).await;
     // The followers answered with 307s naming the leader; had those been followed, they
     // would have passed too and the debug dump would show two leaders.
     let want = [
@@ -167,7 +182,7 @@ async fn the_classic_elected_time_rule_does_not_follow_307s() {
         same.then_some(alias)
     })
     .await;
-    assert_eq!(alias["leader"], masters.addrs[2].to_string(), "{alias}");
+    assert_eq!(alias["leader"], masters.addrs()[2].to_string(), "{alias}");
     assert_eq!(alias["host"], "mesos.test");
     // One word for one state: `routes` calls each master what `aliases` does.
     let routes = support::get(d.admin(), "admin", "/debug/routes").await.body;
@@ -199,9 +214,7 @@ async fn a_marathon_standby_that_forwards_is_never_chosen() {
     d.ready().await;
     let client = support::client();
     answered_by(&client, &d, "marathon.test", 1).await;
-    for _ in 0..50 {
-        assert_eq!(ask(&client, &d, "marathon.test").await.1, "master-1");
-    }
+    only_from(&client, &d, "marathon.test", 1, 50).await;
     assert_eq!(
         masters.served(0) + masters.served(2),
         0,
@@ -224,9 +237,7 @@ async fn a_second_claimant_does_not_displace_the_incumbent() {
             .then_some(())
     })
     .await;
-    for _ in 0..50 {
-        assert_eq!(ask(&client, &d, "mesos.test").await.1, "master-0");
-    }
+    only_from(&client, &d, "mesos.test", 0, 50).await;
     // The incumbent stops claiming: the other claimant is now the only one.
     masters.set_leader(None);
     answered_by(&client, &d, "mesos.test", 2).await;
@@ -281,7 +292,8 @@ async fn an_alias_port_is_a_tcp_listener_to_the_leader() {
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out).await;
         let text = String::from_utf8_lossy(&out).into_owned();
-        text.ends_with("master-1").then_some(text)
+        let (_, body) = text.split_once("\r\n\r\n")?;
+        (Page::parse(body) == leader_page(1)).then_some(text)
     })
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

@@ -456,7 +456,7 @@ async fn log_shows(path: &Path, needle: &str, times: usize) -> String {
 /// however often the file is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_in_a_file_are_plain_and_say_each_problem_once() {
-    let masters = crate::support::masters::FakeMasters::start(2, Some(0)).await;
+    let masters = drover::sim::masters::FakeMasters::start(2, Some(0)).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = |good_port: u16| {
         format!(
@@ -492,7 +492,7 @@ async fn logs_in_a_file_are_plain_and_say_each_problem_once() {
 
     log_shows(&log_path, "alias leader changed", 1).await;
     masters.set_leader(Some(1));
-    log_shows(&log_path, &format!("from={}", masters.addrs[0]), 1).await;
+    log_shows(&log_path, &format!("from={}", masters.addrs()[0]), 1).await;
     masters.set_leader(None);
     log_shows(&log_path, "alias has no elected leader", 1).await;
     // The catalog is read again (a changed app), the bad app still in it.
@@ -512,7 +512,7 @@ async fn logs_in_a_file_are_plain_and_say_each_problem_once() {
         assert!(!logs.contains(rust), "{rust:?} in the log:\n{logs}");
     }
     assert!(
-        logs.contains(&format!("from={}", masters.addrs[1])),
+        logs.contains(&format!("from={}", masters.addrs()[1])),
         "the last leader, plainly:\n{logs}"
     );
     assert_eq!(

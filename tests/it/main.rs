@@ -10,6 +10,7 @@ mod dns;
 mod dns_hostile;
 mod docs;
 mod fake_marathon;
+mod fake_masters;
 mod fuzz_corpus;
 mod health;
 mod http;

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use crate::support::mesos::FakeMesos;
+use drover::sim::masters::FakeMasters;
+
 use crate::support::{self, eventually, Drover};
 
 const POLL: Duration = Duration::from_millis(200);
 
-fn config(mesos: &FakeMesos) -> String {
+fn config(mesos: &FakeMasters) -> String {
     format!(
         "[mesos]\nmasters = {}\npoll = \"{}ms\"\n\n[dns]\nlisten = \"127.0.0.1:0\"\ndomain = \"mesos\"\n",
         mesos.masters_toml(),
@@ -38,7 +39,7 @@ async fn hosts(d: &Drover, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_leaders_state_becomes_names_and_follows_a_leadership_move() {
-    let mesos = FakeMesos::start(3, Some(1)).await;
+    let mesos = support::mesos::start(3, Some(1)).await;
     let d = Drover::start(&config(&mesos), "");
     d.ready().await;
     eventually("leader.mesos names master 1", || async {
@@ -56,16 +57,16 @@ async fn the_leaders_state_becomes_names_and_follows_a_leadership_move() {
     assert!(masters.contains(&"127.0.0.2".to_string()), "{masters:?}");
     let srv = api(&d, "/v1/services/_leader._tcp.mesos.").await;
     assert_eq!(srv[0]["host"], "leader.mesos.");
-    assert_eq!(srv[0]["port"], mesos.addrs[1].port().to_string());
+    assert_eq!(srv[0]["port"], mesos.addrs()[1].port().to_string());
 
     // The leader moves; followers answer 307 naming it. One poll later the name follows.
     mesos.set_leader(Some(2));
-    let reads_before = mesos.reads(2);
+    let reads_before = mesos.probes(2);
     eventually("leader.mesos names master 2", || async {
         (hosts(&d, "leader.mesos").await == ["127.0.0.3"]).then_some(())
     })
     .await;
-    assert!(mesos.reads(2) > reads_before);
+    assert!(mesos.probes(2) > reads_before);
 
     // No leader at all: the last good records stay.
     mesos.set_leader(None);
@@ -77,7 +78,7 @@ async fn the_leaders_state_becomes_names_and_follows_a_leadership_move() {
 
 #[tokio::test]
 async fn version_and_config_speak_mesos_dns() {
-    let mesos = FakeMesos::start(1, Some(0)).await;
+    let mesos = support::mesos::start(1, Some(0)).await;
     let d = Drover::start(&config(&mesos), "");
     d.ready().await;
     let v = api(&d, "/v1/version").await;
@@ -87,7 +88,7 @@ async fn version_and_config_speak_mesos_dns() {
     assert_eq!(c["Domain"], "mesos");
     assert_eq!(c["DnsOn"], true);
     assert_eq!(c["RecurseOn"], false, "no forward: not an open resolver");
-    assert_eq!(c["Masters"][0], mesos.addrs[0].to_string());
+    assert_eq!(c["Masters"][0], mesos.addrs()[0].to_string());
     let a = support::get(d.admin(), "admin", "/v1/hosts/x/ports").await;
     assert_eq!(a.status, 501);
 }
@@ -112,7 +113,7 @@ async fn dns_a(d: &Drover, name: &str) -> (String, Vec<String>) {
 
 #[tokio::test]
 async fn leader_dot_domain_over_dns_follows_a_leadership_move_within_a_poll() {
-    let mesos = FakeMesos::start(3, Some(0)).await;
+    let mesos = support::mesos::start(3, Some(0)).await;
     let d = Drover::start(&config(&mesos), "");
     d.ready().await;
     eventually("leader.mesos. A 127.0.0.1 over UDP", || async {
@@ -147,7 +148,7 @@ async fn leader_dot_domain_over_dns_follows_a_leadership_move_within_a_poll() {
 /// wrong secret is a source error that says what to set, until the file holds the right one.
 #[tokio::test]
 async fn https_masters_with_basic_auth_are_read_and_the_secret_never_shown() {
-    let (mesos, ca) = FakeMesos::start_secure(2, Some(1), "dns", "s3cret-value").await;
+    let (mesos, ca) = support::mesos::start_secure(2, Some(1), "dns", "s3cret-value").await;
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca).unwrap();
@@ -159,7 +160,7 @@ async fn https_masters_with_basic_auth_are_read_and_the_secret_never_shown() {
         config(&mesos)
             .replace(
                 &mesos.masters_toml(),
-                &format!("[\"https://{}\"]", mesos.addrs[0]),
+                &format!("[\"https://{}\"]", mesos.addrs()[0]),
             )
             .replace(
                 "\n\n[dns]",
@@ -180,7 +181,7 @@ async fn https_masters_with_basic_auth_are_read_and_the_secret_never_shown() {
     .await;
     assert_eq!(hosts(&d, "leader.mesos").await, ["127.0.0.2"]);
     assert!(
-        mesos.reads(1) > 0,
+        mesos.probes(1) > 0,
         "master 1 is read only through the redirect"
     );
     let c = api(&d, "/v1/config").await;

@@ -6,7 +6,6 @@
 
 pub mod dns;
 pub mod marathon;
-pub mod masters;
 pub mod mesos;
 
 use std::convert::Infallible;

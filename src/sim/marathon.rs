@@ -1,0 +1,781 @@
+//! A fake Marathon on 127.0.0.1:0: `/v2/apps`, `/v2/events` (SSE), `/v2/leader` and
+//! `/ping` in the real JSON shapes and with the real leader headers, plus the failure modes
+//! a client must survive (standby, redirect, basic auth, down, stalled or closed streams,
+//! bad bodies). `start_tls` serves the same over https with a CA made at start.
+//!
+//! The caller mutates the state behind a `std::sync::Mutex`; every request reads it. The
+//! fake keeps no history of events: a frame reaches only the streams open when it is pushed,
+//! so wait for `subscriptions()` before pushing. It leaves every judgement (filtering tasks,
+//! choosing a leader) to the client under test, and scheduling (which tasks run) to its
+//! caller. The builders below produce the Marathon 1.5+ shapes of
+//! `tests/fixtures/marathon/`, with loopback hosts only.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::{full, RespBody};
+
+/// The app and task `version` the builders write.
+pub const VERSION: &str = "2024-05-01T10:00:00.000Z";
+/// The `timestamp` of every event the helpers build.
+pub const TIMESTAMP: &str = "2024-05-01T10:00:05.000Z";
+
+/// A running fake Marathon. Dropping it stops the accept loop, every connection and every
+/// open event stream.
+pub struct FakeMarathon {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+    keepalive: JoinHandle<()>,
+}
+
+/// What the connection tasks and the test share.
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the keep-alive task when its interval changes.
+    keepalive_changed: Notify,
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), what `X-Marathon-Leader` says when
+    /// we lead.
+    url: String,
+    /// `127.0.0.1:PORT`, what `X-Marathon-Via` and `/v2/leader` say.
+    host_port: String,
+}
+
+#[derive(Default)]
+struct State {
+    apps: AppsBody,
+    /// `Some(leader url)`: we are a standby proxying to that leader.
+    standby_of: Option<String>,
+    /// No leader elected anywhere: 404 on `/v2/leader`, 502 elsewhere.
+    leaderless: bool,
+    down: bool,
+    events_redirect: Option<String>,
+    /// The whole expected `Authorization` value.
+    auth: Option<String>,
+    keepalive: Option<Duration>,
+    /// New streams start silent while set.
+    stalled: bool,
+    streams: Vec<Stream>,
+    subscriptions: usize,
+    event_filters: Vec<Vec<String>>,
+    apps_queries: Vec<String>,
+    requests: Vec<String>,
+}
+
+enum AppsBody {
+    Json(Value),
+    Raw(Bytes),
+}
+
+impl Default for AppsBody {
+    fn default() -> Self {
+        AppsBody::Json(json!({ "apps": [] }))
+    }
+}
+
+/// One open `/v2/events` response.
+struct Stream {
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// The `event_type` values asked for; empty means every type (as in Marathon).
+    filter: Vec<String>,
+    /// A stalled stream gets no bytes at all until it is closed.
+    stalled: bool,
+}
+
+// === impl FakeMarathon ===
+
+impl FakeMarathon {
+    /// Binds 127.0.0.1:0 and serves with an empty app list, as the leader.
+    pub async fn start() -> FakeMarathon {
+        FakeMarathon::serve(None).await
+    }
+
+    /// As `start`, over https: a CA made now signs a certificate for `127.0.0.1` and
+    /// `localhost`. Returns the CA certificate in PEM, for the client's `ca_file`.
+    pub async fn start_tls() -> (FakeMarathon, String) {
+        let (ca_pem, server) = super::pki::server_with_new_ca();
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        (FakeMarathon::serve(Some(acceptor)).await, ca_pem)
+    }
+
+    async fn serve(tls: Option<TlsAcceptor>) -> FakeMarathon {
+        let listener = super::bind("127.0.0.1", "fake Marathon").await;
+        let addr = listener.local_addr().expect("bound address");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            keepalive_changed: Notify::new(),
+            url: format!("{scheme}://{addr}"),
+            host_port: addr.to_string(),
+        });
+        let admit = {
+            let shared = shared.clone();
+            // Down: a new connection is closed at once without a byte.
+            move |stream: TcpStream| (!shared.lock().down).then_some(stream)
+        };
+        let handle = {
+            let shared = shared.clone();
+            move |peer: SocketAddr, req: Request<Incoming>| handle(&shared, peer, req)
+        };
+        let accept = tokio::spawn(super::accept_loop(listener, tls, admit, handle));
+        let keepalive = tokio::spawn(keepalive_loop(shared.clone()));
+        FakeMarathon {
+            addr,
+            shared,
+            accept,
+            keepalive,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` from `start_tls`.
+    pub fn url(&self) -> String {
+        self.shared.url.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Replaces the whole `/v2/apps` body (`{"apps":[...]}`).
+    pub fn set_apps(&self, apps: Value) {
+        self.state().apps = AppsBody::Json(apps);
+    }
+
+    /// The current `/v2/apps` body, if it is JSON (not set with `set_apps_body_raw`).
+    pub fn apps(&self) -> Option<Value> {
+        match &self.state().apps {
+            AppsBody::Json(v) => Some(v.clone()),
+            AppsBody::Raw(_) => None,
+        }
+    }
+
+    /// Serves these bytes verbatim on `/v2/apps` (malformed JSON, odd shapes).
+    pub fn set_apps_body_raw(&self, body: &[u8]) {
+        self.state().apps = AppsBody::Raw(Bytes::copy_from_slice(body));
+    }
+
+    /// `Some(leader url)`: answer as a standby of that leader (`X-Marathon-Via` plus
+    /// `X-Marathon-Leader: <leader>`). `None`: lead again. Does not redirect `/v2/events`;
+    /// use `redirect_events_to` for that, as a real standby would.
+    pub fn set_standby(&self, leader_url: Option<String>) {
+        self.state().standby_of = leader_url;
+    }
+
+    /// No leader elected: `/v2/leader` answers 404 `{"message":"There is no leader"}` and
+    /// every other API path 502, with no leader headers.
+    pub fn set_leaderless(&self, leaderless: bool) {
+        self.state().leaderless = leaderless;
+    }
+
+    /// Down: new connections are closed at once without a byte, requests on connections
+    /// already open get 503 with `Connection: close`, and open streams end.
+    pub fn set_down(&self, down: bool) {
+        let mut st = self.state();
+        st.down = down;
+        if down {
+            st.streams.clear();
+        }
+    }
+
+    /// Answer `/v2/events` with `302 Found` and `Location: <leader>/v2/events?<same query>`.
+    pub fn redirect_events_to(&self, leader_url: Option<String>) {
+        self.state().events_redirect = leader_url;
+    }
+
+    /// Every request must carry `Authorization: Basic base64(user:password)`; others get
+    /// 401 with `WWW-Authenticate: Basic realm="Marathon"`.
+    pub fn require_basic_auth(&self, user: &str, password: &str) {
+        self.state().auth = Some(super::basic_auth(user, password));
+    }
+
+    /// Sends a bare `\r\n` on every live stream this often (`None`: never, the default).
+    pub fn set_keepalive(&self, every: Option<Duration>) {
+        self.state().keepalive = every;
+        self.shared.keepalive_changed.notify_one();
+    }
+
+    /// Sends `event: TYPE\r\ndata: JSON\r\n\r\n` to every live stream whose `event_type`
+    /// filter admits `event_type`.
+    pub fn push_event(&self, event_type: &str, json: Value) {
+        let frame = Bytes::from(sse_frame(event_type, &json));
+        let mut st = self.state();
+        st.streams.retain(|s| !s.tx.is_closed());
+        for s in st.streams.iter().filter(|s| !s.stalled) {
+            if s.filter.is_empty() || s.filter.iter().any(|f| f == event_type) {
+                let _ = s.tx.send(frame.clone());
+            }
+        }
+    }
+
+    /// `push_event` with the type read from the JSON's `eventType`.
+    pub fn push(&self, event: Value) {
+        let event_type = event["eventType"]
+            .as_str()
+            .expect("event has an eventType")
+            .to_string();
+        self.push_event(&event_type, event);
+    }
+
+    /// Sends these bytes as they are to every live stream, ignoring filters.
+    pub fn push_raw(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return; // an empty chunk would end a chunked body
+        }
+        let bytes = Bytes::copy_from_slice(bytes);
+        let mut st = self.state();
+        st.streams.retain(|s| !s.tx.is_closed());
+        for s in st.streams.iter().filter(|s| !s.stalled) {
+            let _ = s.tx.send(bytes.clone());
+        }
+    }
+
+    /// Open streams, and streams opened from now on, go silent: no frames, no keep-alives,
+    /// the connection stays open. New streams still get their 200 and headers.
+    pub fn stall_stream(&self) {
+        let mut st = self.state();
+        st.stalled = true;
+        for s in &mut st.streams {
+            s.stalled = true;
+        }
+    }
+
+    /// Streams opened from now on are live again; streams already stalled stay silent
+    /// until they are closed (by the client, `close_streams` or `set_down`).
+    pub fn resume_streams(&self) {
+        self.state().stalled = false;
+    }
+
+    /// Ends every open stream (the chunked body finishes cleanly).
+    pub fn close_streams(&self) {
+        self.state().streams.clear();
+    }
+
+    /// `/v2/events` requests answered with a stream so far.
+    pub fn subscriptions(&self) -> usize {
+        self.state().subscriptions
+    }
+
+    /// Streams whose client is still connected.
+    pub fn open_streams(&self) -> usize {
+        self.state()
+            .streams
+            .iter()
+            .filter(|s| !s.tx.is_closed())
+            .count()
+    }
+
+    /// The `event_type` values of each subscription, in order.
+    pub fn event_filters(&self) -> Vec<Vec<String>> {
+        self.state().event_filters.clone()
+    }
+
+    /// The query string of each `/v2/apps` request, in order.
+    pub fn apps_queries(&self) -> Vec<String> {
+        self.state().apps_queries.clone()
+    }
+
+    /// Every request seen, as `"GET /v2/apps?embed=apps.tasks"`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state().requests.clone()
+    }
+}
+
+impl Drop for FakeMarathon {
+    fn drop(&mut self) {
+        // The accept task owns the connection tasks (a JoinSet), so they go with it.
+        self.accept.abort();
+        self.keepalive.abort();
+        self.state().streams.clear();
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock must not hide its own failure.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn keepalive_loop(shared: Arc<Shared>) {
+    loop {
+        let every = shared.lock().keepalive;
+        let Some(every) = every else {
+            shared.keepalive_changed.notified().await;
+            continue;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {
+                let mut st = shared.lock();
+                st.streams.retain(|s| !s.tx.is_closed());
+                for s in st.streams.iter().filter(|s| !s.stalled) {
+                    let _ = s.tx.send(Bytes::from_static(b"\r\n"));
+                }
+            }
+            _ = shared.keepalive_changed.notified() => {}
+        }
+    }
+}
+
+fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Response<RespBody> {
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut st = shared.lock();
+    st.requests
+        .push(format!("{} {path_and_query}", req.method()));
+
+    if st.down {
+        let mut resp = message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+        resp.headers_mut()
+            .insert("connection", "close".parse().expect("header"));
+        return resp;
+    }
+    if let Some(expected) = &st.auth {
+        let given = req.headers().get("authorization").map(|v| v.as_bytes());
+        if given != Some(expected.as_bytes()) {
+            let mut resp = message(StatusCode::UNAUTHORIZED, "Invalid username or password.");
+            resp.headers_mut().insert(
+                "www-authenticate",
+                "Basic realm=\"Marathon\"".parse().expect("header"),
+            );
+            return resp;
+        }
+    }
+
+    let query = req.uri().query().unwrap_or("").to_string();
+    let path = req.uri().path();
+    let known = matches!(path, "/ping" | "/v2/leader" | "/v2/apps" | "/v2/events");
+    let mut resp = if !known {
+        message(StatusCode::NOT_FOUND, "Not found")
+    } else if req.method() != Method::GET {
+        message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+    } else if path == "/v2/leader" {
+        leader(&st, shared)
+    } else if st.leaderless {
+        message(
+            StatusCode::BAD_GATEWAY,
+            "Could not determine the current leader",
+        )
+    } else if path == "/ping" {
+        Response::builder()
+            .header("content-type", "text/plain")
+            .body(full("pong\n"))
+            .expect("response")
+    } else if path == "/v2/apps" {
+        st.apps_queries.push(query.clone());
+        apps(&st.apps, &query)
+    } else {
+        let accept = req
+            .headers()
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        events(&mut st, peer, &query, accept)
+    };
+
+    // What tells a leader from a standby (api/own/leader_semantics.json).
+    if !st.leaderless {
+        let headers = resp.headers_mut();
+        match &st.standby_of {
+            Some(leader) => {
+                let via = format!("1.1 {}", shared.host_port);
+                headers.insert("x-marathon-via", via.parse().expect("header"));
+                headers.insert("x-marathon-leader", leader.parse().expect("leader url"));
+            }
+            None => {
+                headers.insert("x-marathon-leader", shared.url.parse().expect("header"));
+            }
+        }
+    }
+    resp
+}
+
+fn leader(st: &State, shared: &Shared) -> Response<RespBody> {
+    if st.leaderless {
+        return message(StatusCode::NOT_FOUND, "There is no leader");
+    }
+    // The value is host:port, without a scheme (api/own/leader_ok.json).
+    let leader = match &st.standby_of {
+        Some(url) => url
+            .split_once("://")
+            .map_or(url.as_str(), |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_string(),
+        None => shared.host_port.clone(),
+    };
+    json_response(StatusCode::OK, &json!({ "leader": leader }))
+}
+
+fn apps(body: &AppsBody, query: &str) -> Response<RespBody> {
+    let bytes = match body {
+        AppsBody::Raw(raw) => raw.clone(),
+        AppsBody::Json(v) => {
+            // Marathon embeds tasks only when asked (api/docs-examples/app_list.json).
+            let mut v = v.clone();
+            if !query_values(query, "embed").any(|e| e == "apps.tasks") {
+                if let Some(list) = v.get_mut("apps").and_then(Value::as_array_mut) {
+                    for app in list.iter_mut().filter_map(Value::as_object_mut) {
+                        app.remove("tasks");
+                    }
+                }
+            }
+            Bytes::from(serde_json::to_vec(&v).expect("apps serialise"))
+        }
+    };
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(bytes).boxed())
+        .expect("response")
+}
+
+fn events(st: &mut State, peer: SocketAddr, query: &str, accept: &str) -> Response<RespBody> {
+    if let Some(leader) = &st.events_redirect {
+        let mut location = format!("{}/v2/events", leader.trim_end_matches('/'));
+        if !query.is_empty() {
+            location = format!("{location}?{query}");
+        }
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", location)
+            .body(full(""))
+            .expect("response");
+    }
+    if !accept.contains("text/event-stream") {
+        return message(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let filter: Vec<String> = query_values(query, "event_type")
+        .map(str::to_string)
+        .collect();
+    st.subscriptions += 1;
+    st.event_filters.push(filter.clone());
+    if !st.stalled {
+        let attached = json!({
+            "remoteAddress": peer.ip().to_string(),
+            "timestamp": TIMESTAMP,
+            "eventType": "event_stream_attached",
+        });
+        let _ = tx.send(Bytes::from(sse_frame("event_stream_attached", &attached)));
+    }
+    st.streams.push(Stream {
+        tx,
+        filter,
+        stalled: st.stalled,
+    });
+    // No content length: hyper sends the body chunked, one chunk per frame.
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(SseBody(rx).boxed())
+        .expect("response")
+}
+
+/// The values of `key` in a query string (no percent-decoding: the names need none).
+fn query_values<'a>(query: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(move |(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn sse_frame(event_type: &str, json: &Value) -> String {
+    format!("event: {event_type}\r\ndata: {json}\r\n\r\n")
+}
+
+fn message(status: StatusCode, text: &str) -> Response<RespBody> {
+    json_response(status, &json!({ "message": text }))
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<RespBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(v.to_string()))
+        .expect("response")
+}
+
+/// The `/v2/events` body: one chunk per frame the caller pushes (`push_*`, keep-alives);
+/// ends when the sender is dropped.
+struct SseBody(mpsc::UnboundedReceiver<Bytes>);
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+// === app builders ===
+
+/// One task of a built app. `host` must be a 127.0.0.0/8 address (or empty, which
+/// Marathon sends for a task not yet placed).
+#[derive(Clone, Debug)]
+pub struct FakeTask {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    /// `TASK_RUNNING`, `TASK_KILLING`, ...
+    pub state: String,
+    /// `Some`: one `healthCheckResults` entry with this `alive` (and the app gets a health
+    /// check). `None`: no `healthCheckResults` key at all.
+    pub alive: Option<bool>,
+}
+
+impl FakeTask {
+    /// A `TASK_RUNNING` task at `addr` with no health results.
+    pub fn new(id: &str, addr: SocketAddr) -> FakeTask {
+        FakeTask {
+            id: id.to_string(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            state: "TASK_RUNNING".to_string(),
+            alive: None,
+        }
+    }
+
+    pub fn state(mut self, state: &str) -> FakeTask {
+        self.state = state.to_string();
+        self
+    }
+
+    pub fn alive(mut self, alive: bool) -> FakeTask {
+        self.alive = Some(alive);
+        self
+    }
+}
+
+/// A Marathon-style task id: `/shop/api`, 3 -> `shop_api.instance-<uuid>._app.1`.
+pub fn task_id(app_id: &str, n: u32) -> String {
+    let name = app_id.trim_start_matches('/').replace('/', "_");
+    format!("{name}.instance-0a000000-0000-0000-0000-{n:012x}._app.1")
+}
+
+/// The instance id Marathon pairs with a task id in health results and events
+/// (`web.instance-U._app.1` -> `web.marathon-U`, as in the fixtures).
+pub fn instance_id(task_id: &str) -> String {
+    let base = task_id
+        .split_once("._app.")
+        .map_or(task_id, |(base, _)| base);
+    base.replacen(".instance-", ".marathon-", 1)
+}
+
+fn assert_loopback(host: &str) {
+    let ok = host.is_empty() || host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+    assert!(
+        ok,
+        "fake Marathon tasks must live on 127.0.0.0/8, not {host:?}"
+    );
+}
+
+/// An app in the Marathon 1.5+ shape with host networking and one service port, as in
+/// `own/apps_vhost_routing.json`. It has a TCP health check (mode-neutral for marathon-lb
+/// rules) exactly when some task carries a health result.
+pub fn app(id: &str, labels: &[(&str, &str)], service_port: u16, tasks: &[FakeTask]) -> Value {
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
+    let checked = tasks.iter().any(|t| t.alive.is_some());
+    let health_checks = if checked {
+        json!([{
+            "protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 30,
+            "intervalSeconds": 5, "timeoutSeconds": 3, "maxConsecutiveFailures": 2,
+            "delaySeconds": 15
+        }])
+    } else {
+        json!([])
+    };
+    let running = tasks.iter().filter(|t| t.state == "TASK_RUNNING").count();
+    let healthy = tasks.iter().filter(|t| t.alive == Some(true)).count();
+    let unhealthy = tasks.iter().filter(|t| t.alive == Some(false)).count();
+    let tasks: Vec<Value> = tasks.iter().map(|t| task(id, service_port, t)).collect();
+    json!({
+        "id": id,
+        "cmd": "python3 -m http.server $PORT0",
+        "instances": tasks.len(),
+        "cpus": 0.1,
+        "mem": 64,
+        "disk": 0,
+        "networks": [{ "mode": "host" }],
+        "portDefinitions": [{ "port": service_port, "protocol": "tcp", "name": "http" }],
+        "requirePorts": false,
+        "labels": labels,
+        "healthChecks": health_checks,
+        "version": VERSION,
+        "versionInfo": { "lastScalingAt": VERSION, "lastConfigChangeAt": VERSION },
+        "tasksStaged": tasks.len() - running,
+        "tasksRunning": running,
+        "tasksHealthy": healthy,
+        "tasksUnhealthy": unhealthy,
+        "deployments": [],
+        "tasks": tasks,
+    })
+}
+
+fn task(app_id: &str, service_port: u16, t: &FakeTask) -> Value {
+    assert_loopback(&t.host);
+    let mut v = json!({
+        "id": t.id,
+        "appId": app_id,
+        "host": t.host,
+        "slaveId": format!("agent-{}", t.host),
+        "state": t.state,
+        "ports": [t.port],
+        "servicePorts": [service_port],
+        "ipAddresses": if t.host.is_empty() {
+            json!([])
+        } else {
+            json!([{ "ipAddress": t.host, "protocol": "IPv4" }])
+        },
+        "stagedAt": VERSION,
+        "version": VERSION,
+    });
+    // Marathon sets startedAt only once the task has started.
+    if !matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING") {
+        v["startedAt"] = json!(TIMESTAMP);
+    }
+    if let Some(alive) = t.alive {
+        v["healthCheckResults"] = json!([{
+            "alive": alive,
+            "consecutiveFailures": if alive { 0 } else { 3 },
+            "firstSuccess": if alive { json!(TIMESTAMP) } else { Value::Null },
+            "lastSuccess": if alive { json!(TIMESTAMP) } else { Value::Null },
+            "lastFailure": if alive { Value::Null } else { json!(TIMESTAMP) },
+            "lastFailureCause": if alive { Value::Null } else { json!("ConnectionAttemptFailedException") },
+            "instanceId": instance_id(&t.id),
+        }]);
+    }
+    v
+}
+
+/// Replaces an app's `healthChecks` with one check of `protocol` (`HTTP` makes marathon-lb
+/// pick http mode) on `path`.
+pub fn with_health_check(mut app: Value, protocol: &str, path: &str) -> Value {
+    app["healthChecks"] = json!([{
+        "protocol": protocol, "path": path, "portIndex": 0, "gracePeriodSeconds": 30,
+        "intervalSeconds": 5, "timeoutSeconds": 3, "maxConsecutiveFailures": 2,
+        "ignoreHttp1xx": false, "delaySeconds": 15
+    }]);
+    app
+}
+
+/// The `/v2/apps` body for these apps.
+pub fn apps_json(apps: &[Value]) -> Value {
+    json!({ "apps": apps })
+}
+
+// === event builders (shapes of fixtures/marathon/api/events/*.json) ===
+
+pub fn status_update(app_id: &str, task_id: &str, status: &str, host: &str, port: u16) -> Value {
+    assert_loopback(host);
+    json!({
+        "eventType": "status_update_event",
+        "timestamp": TIMESTAMP,
+        "slaveId": format!("agent-{host}"),
+        "taskId": task_id,
+        "taskStatus": status,
+        "message": "",
+        "appId": app_id,
+        "host": host,
+        "ipAddresses": [{ "ipAddress": host, "protocol": "IPv4" }],
+        "ports": [port],
+        "version": VERSION,
+    })
+}
+
+pub fn health_status_changed(app_id: &str, task_id: &str, alive: bool) -> Value {
+    json!({
+        "eventType": "health_status_changed_event",
+        "timestamp": TIMESTAMP,
+        "appId": app_id,
+        "instanceId": instance_id(task_id),
+        "version": VERSION,
+        "alive": alive,
+    })
+}
+
+pub fn instance_health_changed(app_id: &str, task_id: &str, healthy: bool) -> Value {
+    json!({
+        "eventType": "instance_health_changed_event",
+        "timestamp": TIMESTAMP,
+        "instanceId": instance_id(task_id),
+        "runSpecId": app_id,
+        "runSpecVersion": VERSION,
+        "healthy": healthy,
+    })
+}
+
+/// `condition` is Marathon's word: `Staging`, `Running`, `Killing`, `Killed`, ...
+pub fn instance_changed(app_id: &str, task_id: &str, condition: &str, host: &str) -> Value {
+    assert_loopback(host);
+    json!({
+        "eventType": "instance_changed_event",
+        "timestamp": TIMESTAMP,
+        "instanceId": instance_id(task_id),
+        "condition": condition,
+        "runSpecId": app_id,
+        "agentId": format!("agent-{host}"),
+        "host": host,
+        "runSpecVersion": VERSION,
+    })
+}
+
+/// An `api_post_event` for an app definition (its `tasks` are not part of it).
+pub fn api_post(app: &Value) -> Value {
+    let mut definition = app.clone();
+    if let Some(obj) = definition.as_object_mut() {
+        for runtime in [
+            "tasks",
+            "tasksStaged",
+            "tasksRunning",
+            "tasksHealthy",
+            "tasksUnhealthy",
+            "deployments",
+        ] {
+            obj.remove(runtime);
+        }
+    }
+    let id = app["id"].as_str().unwrap_or("/");
+    json!({
+        "eventType": "api_post_event",
+        "timestamp": TIMESTAMP,
+        "clientIp": "127.0.0.1",
+        "uri": format!("/v2/apps{id}"),
+        "appDefinition": definition,
+    })
+}
+
+pub fn app_terminated(app_id: &str) -> Value {
+    json!({ "eventType": "app_terminated_event", "timestamp": TIMESTAMP, "appId": app_id })
+}
+
+pub fn deployment_success(id: &str) -> Value {
+    json!({ "eventType": "deployment_success", "timestamp": TIMESTAMP, "id": id })
+}
+
+pub fn deployment_failed(id: &str) -> Value {
+    json!({ "eventType": "deployment_failed", "timestamp": TIMESTAMP, "id": id })
+}
