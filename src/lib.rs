@@ -61,6 +61,9 @@ use arc_swap::ArcSwap;
 pub use server::Server;
 
 /// What the control plane publishes and the data plane reads.
+/// A backend the data plane ejected, with its route's name.
+pub type Ejection = (String, std::sync::Arc<routing::pool::Backend>);
+
 pub struct Shared {
     /// The current route table; replaced whole by `control`, the only writer.
     pub table: ArcSwap<routing::RouteTable>,
@@ -81,8 +84,11 @@ pub struct Shared {
     /// What the health monitor knows: each alias's leader, each checked backend's state and
     /// last probe. Written by `health::monitor`, shown by `admin`.
     pub health: std::sync::Mutex<health::monitor::HealthStatus>,
-    /// Backends the data plane ejected, by route name, for the monitor to watch come back.
-    ejected: std::sync::Mutex<Vec<(String, std::sync::Arc<routing::pool::Backend>)>>,
+    /// Backends the data plane ejected, by route name, sent to the health monitor to watch
+    /// come back: a send takes no lock, so no request waits on the monitor.
+    ejections: tokio::sync::mpsc::UnboundedSender<Ejection>,
+    /// The receiving end, taken once by the monitor when it starts.
+    ejections_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ejection>>>,
     /// Set once the first route table has been stored.
     ready: AtomicBool,
 }
@@ -90,26 +96,22 @@ pub struct Shared {
 // === impl Shared ===
 
 impl Shared {
-    /// Records an ejection for the health monitor.
+    /// Tells the health monitor of an ejection (no lock: the data plane calls this).
     pub fn note_ejected(&self, route: &str, backend: &std::sync::Arc<routing::pool::Backend>) {
-        let mut list = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
-        if !list
-            .iter()
-            .any(|(r, b)| r == route && std::sync::Arc::ptr_eq(b, backend))
-        {
-            list.push((route.to_string(), backend.clone()));
-        }
+        // Without a monitor (some tests) nobody listens; the ejection still ends on time.
+        let _ = self.ejections.send((route.to_string(), backend.clone()));
     }
 
-    /// Takes the backends whose ejection has ended, leaving the others.
-    pub fn take_returned(&self) -> Vec<(String, std::sync::Arc<routing::pool::Backend>)> {
-        let mut list = self.ejected.lock().unwrap_or_else(|e| e.into_inner());
-        let (back, out): (Vec<_>, Vec<_>) = list.drain(..).partition(|(_, b)| !b.is_ejected());
-        *list = out;
-        back
+    /// The ejections' receiving end, for the health monitor; `None` after the first call.
+    pub fn take_ejections(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Ejection>> {
+        self.ejections_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn new(metrics: metrics::Metrics) -> Shared {
+        let (ejections, ejections_rx) = tokio::sync::mpsc::unbounded_channel();
         Shared {
             table: ArcSwap::from_pointee(routing::RouteTable::default()),
             zone: arc_swap::ArcSwapOption::empty(),
@@ -119,7 +121,8 @@ impl Shared {
             tcp_listeners: Default::default(),
             source_errors: Default::default(),
             health: Default::default(),
-            ejected: Default::default(),
+            ejections,
+            ejections_rx: std::sync::Mutex::new(Some(ejections_rx)),
             ready: AtomicBool::new(false),
         }
     }

@@ -29,7 +29,7 @@ use crate::logfmt;
 use crate::routing::pool::Backend;
 use crate::routing::{Route, RouteKind, RouteTable};
 use crate::shutdown::Shutdown;
-use crate::Shared;
+use crate::{Ejection, Shared};
 
 /// How often ejected backends are looked at to see whether they are back.
 const EJECTION_SWEEP: Duration = Duration::from_secs(1);
@@ -129,8 +129,11 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let ejections = shared.take_ejections();
     let mut monitor = Monitor {
         shared,
+        ejections,
+        ejected: Vec::new(),
         tx,
         stop: shutdown.child_token(),
         next_generation: 0,
@@ -169,6 +172,10 @@ pub async fn run(
 
 struct Monitor {
     shared: Arc<Shared>,
+    /// Ejections reported by the data plane (`None` if another monitor took them).
+    ejections: Option<mpsc::UnboundedReceiver<Ejection>>,
+    /// Ejected backends being watched until they are back.
+    ejected: Vec<Ejection>,
     tx: mpsc::UnboundedSender<Outcome>,
     /// Parent of every probe task's token.
     stop: CancellationToken,
@@ -594,8 +601,22 @@ impl Monitor {
     }
 
     /// Logs and meters backends whose passive ejection has ended.
-    fn sweep_ejected(&self) {
-        let returned = self.shared.take_returned();
+    fn sweep_ejected(&mut self) {
+        if let Some(ejections) = self.ejections.as_mut() {
+            while let Ok((route, backend)) = ejections.try_recv() {
+                let known = self
+                    .ejected
+                    .iter()
+                    .any(|(r, b)| *r == route && Arc::ptr_eq(b, &backend));
+                if !known {
+                    self.ejected.push((route, backend));
+                }
+            }
+        }
+        let (returned, still_out): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ejected)
+            .into_iter()
+            .partition(|(_, b)| !b.is_ejected());
+        self.ejected = still_out;
         if returned.is_empty() {
             return;
         }
