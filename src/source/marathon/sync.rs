@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::apps::{self, ConvertOptions, HealthMemory};
-use super::client::Client;
+use super::client::{Client, SetupError};
 use super::events::{self, Effect, SseParser};
 use crate::catalog::RawApp;
 use crate::config::{Config, MarathonConfig};
@@ -132,7 +132,7 @@ async fn follow(
         Ok(client) => client,
         Err(e) => {
             warn!("[marathon] {e}; not following Marathon until the config changes");
-            shared.set_source_error(SOURCE, Some(e));
+            shared.set_source_error(SOURCE, Some(e.to_string()));
             return std::future::pending().await;
         }
     };
@@ -409,12 +409,14 @@ fn backoff(n: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-fn read_credentials(cfg: &MarathonConfig) -> Result<Option<(String, String)>, String> {
+fn read_credentials(cfg: &MarathonConfig) -> Result<Option<(String, String)>, SetupError> {
     let (Some(user), Some(file)) = (&cfg.user, &cfg.password_file) else {
         return Ok(None);
     };
-    let password = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))?;
+    let password = std::fs::read_to_string(file).map_err(|source| SetupError::PasswordFile {
+        file: file.clone(),
+        source,
+    })?;
     Ok(Some((
         user.clone(),
         password.trim_end_matches(['\r', '\n']).to_string(),
