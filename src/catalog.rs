@@ -234,6 +234,7 @@ pub fn build_selected(apps: &[RawApp], selection: &Selection) -> Catalog {
 }
 
 /// The services of one app, or why the whole app is disabled.
+// A String: the reason is the product, an `AppProblem` message shown to the operator as is.
 fn app_services(
     app: &RawApp,
     selection: &Selection,
@@ -503,6 +504,7 @@ impl Labels<'_> {
     }
 
     /// `HAPROXY_{index}_{suffix}` as a boolean, if set; a bad value disables the app.
+    // A String: the label parser's message is the product (the app's problem, as is).
     fn port_bool(&self, index: usize, suffix: &str) -> Result<Option<bool>, String> {
         self.port(index, suffix)
             .map(|raw| parse_bool(raw).map_err(|m| self.bad(index, suffix, raw, m)))

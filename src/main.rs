@@ -67,7 +67,7 @@ fn check(path: &Path) -> ExitCode {
     }
     if let Some(catalog) = &config.catalog {
         match std::fs::read_to_string(&catalog.file)
-            .map_err(|e| format!("cannot read: {e}"))
+            .map_err(drover::source::file::CatalogFileError::Read)
             .and_then(|text| drover::source::file::parse(&text))
         {
             Ok(snapshot) => {

@@ -34,7 +34,7 @@ pub enum StartError {
     #[error("cannot start a thread or runtime: {0}")]
     Runtime(std::io::Error),
     #[error("https.certs: {0}")]
-    Tls(String),
+    Tls(#[source] crate::proxy::tls::TlsError),
 }
 
 /// A running Drover.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, LengthLimitError};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::LeaderCheck;
-use crate::source::https::{self, Get, GetError};
+use crate::source::https::{self, BodyError, Get, GetError};
 
 /// At most this much of a body is read, to search for `expect_body` or parse metrics JSON.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -62,6 +62,59 @@ pub struct ProbeResult {
     pub took: Duration,
 }
 
+/// Why a probe failed: the target's answer, or a step that did not complete. Its Display is
+/// the `detail` of a failed [`ProbeResult`].
+#[derive(Debug, thiserror::Error)]
+enum ProbeFailure {
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    TimedOut(Duration),
+    #[error("connect refused")]
+    ConnectRefused,
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// A step of the GET after the connect.
+    #[error(transparent)]
+    Get(GetError),
+    /// Our side: the configured Host or path cannot be sent.
+    #[error("bad Host header {0:?}")]
+    BadHost(String),
+    #[error("bad probe path {path:?}: {source}")]
+    BadPath {
+        path: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("HTTP {status} with {name}: {value}")]
+    ForbiddenHeader {
+        status: u16,
+        name: &'static str,
+        value: String,
+    },
+    #[error("body lacks {0:?}")]
+    BodyLacks(String),
+    #[error("body over {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("body: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("metrics are not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("{} = {}", MESOS_ELECTED, .0)]
+    NotElected(f64),
+    #[error("no numeric {:?} in the metrics", MESOS_ELECTED)]
+    NoElected,
+}
+
+impl From<GetError> for ProbeFailure {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Connect(e) => connect_failed(e),
+            e => ProbeFailure::Get(e),
+        }
+    }
+}
+
 /// The probe that proves leadership for a configured alias check.
 pub fn leader_probe(check: &LeaderCheck) -> Probe {
     match check {
@@ -96,14 +149,11 @@ pub async fn run(
     let start = Instant::now();
     let verdict = match tokio::time::timeout(timeout, check(target, probe, host_header)).await {
         Ok(verdict) => verdict,
-        Err(_) => Err(format!(
-            "timed out after {}",
-            humantime::format_duration(timeout)
-        )),
+        Err(_) => Err(ProbeFailure::TimedOut(timeout)),
     };
     let (ok, detail) = match verdict {
         Ok(detail) => (true, detail),
-        Err(detail) => (false, detail),
+        Err(failure) => (false, failure.to_string()),
     };
     ProbeResult {
         ok,
@@ -112,12 +162,16 @@ pub async fn run(
     }
 }
 
-/// `Ok(detail)` when the probe passes, `Err(detail)` when it fails.
-async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<String, String> {
+/// `Ok(detail)` when the probe passes, `Err` saying why when it fails.
+async fn check(
+    target: SocketAddr,
+    probe: &Probe,
+    host_header: &str,
+) -> Result<String, ProbeFailure> {
     match probe {
         Probe::Tcp => match TcpStream::connect(target).await {
             Ok(_) => Ok("connected".to_string()),
-            Err(e) => Err(connect_failed(&e)),
+            Err(e) => Err(connect_failed(e)),
         },
         Probe::Http {
             path,
@@ -128,17 +182,20 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
             get(target, path, host_header, |response| async move {
                 let status = response.status().as_u16();
                 if status != *expect_status {
-                    return Err(format!("HTTP {status}"));
+                    return Err(ProbeFailure::Status(status));
                 }
                 if let Some(name) = forbid_header {
                     if let Some(value) = response.headers().get(*name) {
-                        let value = String::from_utf8_lossy(value.as_bytes());
-                        return Err(format!("HTTP {status} with {name}: {value}"));
+                        return Err(ProbeFailure::ForbiddenHeader {
+                            status,
+                            name,
+                            value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                        });
                     }
                 }
                 if let Some(needle) = expect_body {
                     if !body_contains(response.into_body(), needle.as_bytes()).await? {
-                        return Err(format!("body lacks {needle:?}"));
+                        return Err(ProbeFailure::BodyLacks(needle.clone()));
                     }
                 }
                 Ok(format!("HTTP {status}"))
@@ -149,7 +206,7 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
             get(target, path, host_header, |response| async move {
                 match response.status().as_u16() {
                     status @ 200..=399 => Ok(format!("HTTP {status}")),
-                    status => Err(format!("HTTP {status}")),
+                    status => Err(ProbeFailure::Status(status)),
                 }
             })
             .await
@@ -162,7 +219,7 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
                 |response| async move {
                     let status = response.status();
                     if status != StatusCode::OK {
-                        return Err(format!("HTTP {}", status.as_u16()));
+                        return Err(ProbeFailure::Status(status.as_u16()));
                     }
                     let body = read_body(response.into_body()).await?;
                     mesos_elected(&body)
@@ -173,10 +230,10 @@ async fn check(target: SocketAddr, probe: &Probe, host_header: &str) -> Result<S
     }
 }
 
-fn connect_failed(e: &std::io::Error) -> String {
+fn connect_failed(e: std::io::Error) -> ProbeFailure {
     match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
-        _ => format!("connect: {e}"),
+        std::io::ErrorKind::ConnectionRefused => ProbeFailure::ConnectRefused,
+        _ => ProbeFailure::Connect(e),
     }
 }
 
@@ -188,19 +245,22 @@ async fn get<F, Fut>(
     path: &str,
     host_header: &str,
     judge: F,
-) -> Result<String, String>
+) -> Result<String, ProbeFailure>
 where
     F: FnOnce(Response<Incoming>) -> Fut,
-    Fut: Future<Output = Result<String, String>>,
+    Fut: Future<Output = Result<String, ProbeFailure>>,
 {
     let host = HeaderValue::from_str(host_header)
-        .map_err(|_| format!("bad Host header {host_header:?}"))?;
+        .map_err(|_| ProbeFailure::BadHost(host_header.to_string()))?;
     let request = Request::get(path)
         .header(header::HOST, host)
         .header(header::USER_AGENT, "drover-health")
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("bad probe path {path:?}: {e}"))?;
+        .map_err(|source| ProbeFailure::BadPath {
+            path: path.to_string(),
+            source,
+        })?;
     let get = Get {
         authority: &target.to_string(),
         tls: None,
@@ -208,32 +268,28 @@ where
         // `run` bounds the whole probe.
         step_timeout: None,
     };
-    get.send(request, judge).await.map_err(|e| match e {
-        GetError::Connect(e) => connect_failed(&e),
-        e => e.to_string(),
-    })
+    get.send(request, judge).await
 }
 
 /// Reads the body, refusing more than [`MAX_BODY_BYTES`].
-async fn read_body(body: Incoming) -> Result<Bytes, String> {
-    https::read_body(body, MAX_BODY_BYTES).await.map_err(|e| {
-        if e.is::<LengthLimitError>() {
-            format!("body over {MAX_BODY_BYTES} bytes")
-        } else {
-            format!("body: {e}")
-        }
-    })
+async fn read_body(body: Incoming) -> Result<Bytes, ProbeFailure> {
+    https::read_body(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { limit } => ProbeFailure::BodyTooLarge { limit },
+            BodyError::Read(e) => ProbeFailure::Body(e),
+        })
 }
 
 /// Whether `needle` occurs in the first [`MAX_BODY_BYTES`] of the body. Stops reading as soon
 /// as it is found: a Mesos leader's `/master/state` is large, and `elected_time` comes early.
-async fn body_contains(mut body: Incoming, needle: &[u8]) -> Result<bool, String> {
+async fn body_contains(mut body: Incoming, needle: &[u8]) -> Result<bool, ProbeFailure> {
     if needle.is_empty() {
         return Ok(true);
     }
     let mut seen: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("body: {e}"))?;
+        let frame = frame.map_err(|e| ProbeFailure::Body(e.into()))?;
         let Some(data) = frame.data_ref() else {
             continue;
         };
@@ -257,13 +313,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The Mesos rule: a JSON object whose `"master/elected"` is 1 (Mesos writes it as 1.0).
-fn mesos_elected(body: &[u8]) -> Result<String, String> {
-    let json: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("metrics are not JSON: {e}"))?;
+fn mesos_elected(body: &[u8]) -> Result<String, ProbeFailure> {
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(ProbeFailure::NotJson)?;
     match json.get(MESOS_ELECTED).and_then(serde_json::Value::as_f64) {
         Some(1.0) => Ok(format!("{MESOS_ELECTED} = 1")),
-        Some(v) => Err(format!("{MESOS_ELECTED} = {v}")),
-        None => Err(format!("no numeric {MESOS_ELECTED:?} in the metrics")),
+        Some(v) => Err(ProbeFailure::NotElected(v)),
+        None => Err(ProbeFailure::NoElected),
     }
 }
 

@@ -231,7 +231,9 @@ async fn proxy_tls(
 
 /// The acceptor for a certificate file, loaded once per worker thread and again when the
 /// file changes (its modification time).
-fn port_acceptor(path: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+fn port_acceptor(
+    path: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, crate::proxy::tls::TlsError> {
     use std::cell::RefCell;
     use std::collections::HashMap;
     use std::time::SystemTime;
@@ -241,7 +243,10 @@ fn port_acceptor(path: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, St
     }
     let modified = std::fs::metadata(path)
         .and_then(|m| m.modified())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|source| crate::proxy::tls::TlsError::Stat {
+            file: path.to_path_buf(),
+            source,
+        })?;
     if let Some(hit) = CACHE.with(|c| {
         c.borrow()
             .get(path)

@@ -58,7 +58,72 @@ pub struct CertSet {
 pub struct LoadReport {
     pub loaded: Vec<String>,
     /// File stem and why it did not load (the previous certificate, if any, stays).
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(String, TlsError)>,
+}
+
+/// Why a certificate, or the whole directory, did not load: the operator's files.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", .dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate file that cannot be read or holds a bad PEM block.
+    #[error("{}: {source}", .file.display())]
+    ReadFile {
+        file: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A service port's certificate file, whose modification time is checked on use.
+    #[error("{}: {source}", .file.display())]
+    Stat {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no CERTIFICATE block", .file.display())]
+    NoCertificate { file: PathBuf },
+    #[error("{}: no usable private key: {source}", .file.display())]
+    NoKey {
+        file: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// A key of a type or curve rustls cannot sign with.
+    #[error("{}: {source}", .file.display())]
+    UnsupportedKey {
+        file: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("the key does not belong to the certificate: {0}")]
+    KeyMismatch(#[source] rustls::Error),
+    #[error("not a valid X.509 certificate: {0}")]
+    InvalidX509(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// `failed` is why each file of the directory did not load (maybe none).
+    #[error(
+        "no usable certificate in {} (NAME.pem, or NAME.crt + NAME.key){}",
+        .dir.display(),
+        failures(.failed)
+    )]
+    NoUsable {
+        dir: PathBuf,
+        failed: Vec<(String, TlsError)>,
+    },
+    #[error("{0}")]
+    Setup(#[source] rustls::Error),
+}
+
+/// `: a: why; b: why`, or nothing when no file failed.
+fn failures(failed: &[(String, TlsError)]) -> String {
+    if failed.is_empty() {
+        return String::new();
+    }
+    let why: Vec<String> = failed.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+    format!(": {}", why.join("; "))
 }
 
 /// The certificates in use, swapped whole on reload; the rustls resolver reads it.
@@ -129,34 +194,24 @@ impl CertSet {
 impl CertStore {
     /// Loads `dir`. Fails when the directory cannot be read or holds no usable certificate,
     /// so a broken setup is refused at start rather than serving handshake errors.
-    pub fn load(dir: &Path, metrics: &Metrics) -> Result<CertStore, String> {
+    pub fn load(dir: &Path, metrics: &Metrics) -> Result<CertStore, TlsError> {
         let store = CertStore {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(CertSet::default()),
         };
         let report = store.reload(metrics)?;
         if store.current.load().certs.is_empty() {
-            let why: Vec<String> = report
-                .failed
-                .iter()
-                .map(|(n, e)| format!("{n}: {e}"))
-                .collect();
-            return Err(format!(
-                "no usable certificate in {} (NAME.pem, or NAME.crt + NAME.key){}",
-                dir.display(),
-                if why.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", why.join("; "))
-                }
-            ));
+            return Err(TlsError::NoUsable {
+                dir: dir.to_path_buf(),
+                failed: report.failed,
+            });
         }
         Ok(store)
     }
 
     /// Re-reads the directory; a file that fails keeps its previous certificate. `Err` only
     /// when the directory itself cannot be read (then nothing changes).
-    pub fn reload(&self, metrics: &Metrics) -> Result<LoadReport, String> {
+    pub fn reload(&self, metrics: &Metrics) -> Result<LoadReport, TlsError> {
         let files = list(&self.dir)?;
         let previous = self.current.load_full();
         let mut certs = BTreeMap::new();
@@ -222,12 +277,12 @@ impl CertStore {
 
 /// A TLS acceptor for one PEM file (chain, then key), for a service port's own TLS
 /// (`HAPROXY_{n}_SSL_CERT`). HTTP/1.1 only: what follows is proxied as bytes.
-pub fn acceptor_for_file(path: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+pub fn acceptor_for_file(path: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let cert = load_one(&Source::Pem(path.to_path_buf()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Setup)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
             (*cert.key).clone(),
@@ -256,9 +311,11 @@ enum Source {
 
 /// The certificate files of `dir` by stem. A `.crt` without its `.key` is listed (it fails
 /// to load, and says why).
-fn list(dir: &Path) -> Result<BTreeMap<String, Source>, String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+fn list(dir: &Path) -> Result<BTreeMap<String, Source>, TlsError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| TlsError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let mut out = BTreeMap::new();
     for entry in entries.flatten() {
         let path = entry.path();
@@ -285,26 +342,37 @@ fn list(dir: &Path) -> Result<BTreeMap<String, Source>, String> {
     Ok(out)
 }
 
-fn load_one(source: &Source) -> Result<LoadedCert, String> {
+fn load_one(source: &Source) -> Result<LoadedCert, TlsError> {
     let (cert_path, key_path) = match source {
         Source::Pem(p) => (p, p),
         Source::Pair { crt, key } => (crt, key),
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| format!("{}: {e}", cert_path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
-    let Some(leaf) = chain.first() else {
-        return Err(format!("{}: no CERTIFICATE block", cert_path.display()));
+    let read_file = |source| TlsError::ReadFile {
+        file: cert_path.clone(),
+        source,
     };
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| format!("{}: no usable private key: {e}", key_path.display()))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(read_file)?
+        .collect::<Result<_, _>>()
+        .map_err(read_file)?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::NoCertificate {
+            file: cert_path.clone(),
+        });
+    };
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::NoKey {
+        file: key_path.clone(),
+        source,
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
+        TlsError::UnsupportedKey {
+            file: key_path.clone(),
+            source,
+        }
+    })?;
     let (names, not_after) = describe(leaf)?;
     let key = CertifiedKey::new(chain, signing);
-    key.keys_match()
-        .map_err(|e| format!("the key does not belong to the certificate: {e}"))?;
+    key.keys_match().map_err(TlsError::KeyMismatch)?;
     Ok(LoadedCert {
         key: Arc::new(key),
         names,
@@ -313,10 +381,10 @@ fn load_one(source: &Source) -> Result<LoadedCert, String> {
 }
 
 /// The DNS names (SANs, else the subject CN) and the `notAfter` of a certificate.
-fn describe(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+fn describe(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), TlsError> {
     use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| format!("not a valid X.509 certificate: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(TlsError::InvalidX509)?;
     let mut names: Vec<String> = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -432,8 +500,10 @@ mod tests {
     fn an_empty_or_missing_directory_is_refused_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let e = CertStore::load(dir.path(), &metrics()).unwrap_err();
-        assert!(e.contains("no usable certificate"), "{e}");
+        assert!(matches!(e, TlsError::NoUsable { .. }), "{e:?}");
+        assert!(e.to_string().contains("no usable certificate"), "{e}");
         let e = CertStore::load(&dir.path().join("nope"), &metrics()).unwrap_err();
-        assert!(e.contains("cannot read"), "{e}");
+        assert!(matches!(e, TlsError::ReadDir { .. }), "{e:?}");
+        assert!(e.to_string().contains("cannot read"), "{e}");
     }
 }

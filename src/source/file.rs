@@ -64,27 +64,57 @@ struct FileTask {
     state: Option<String>,
 }
 
+/// Why the catalog file was refused whole (the last good apps stay).
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogFileError {
+    /// Unreadable, or not UTF-8 (`read_to_string` says which).
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// `line` counts from 1; `None` when the parser gave no position.
+    #[error("{}not valid TOML: {}", line_prefix(*.line), .source.message().trim())]
+    Syntax {
+        line: Option<usize>,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("`app` must be a list of [[app]] tables")]
+    AppNotList,
+    #[error("unknown top-level key `{0}` (only [[app]] is allowed)")]
+    UnknownKey(String),
+}
+
+fn line_prefix(line: Option<usize>) -> String {
+    line.map(|line| format!("line {line}: "))
+        .unwrap_or_default()
+}
+
+/// A bad value in one health check; its Display starts with the key it is about.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error("{key} = {text:?} is not a duration like \"5s\"")]
+    Duration { key: &'static str, text: String },
+    #[error("path = {0:?} must start with /")]
+    Path(String),
+    #[error("protocol = {0:?} (expected http or tcp)")]
+    Protocol(String),
+}
+
 /// Parses catalog file text. `Err` (the whole file refused) for bad TOML or a wrong
 /// top-level shape; per-app mistakes become problems and the other apps are kept.
-pub fn parse(text: &str) -> Result<FileSnapshot, String> {
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let line = e
+pub fn parse(text: &str) -> Result<FileSnapshot, CatalogFileError> {
+    let mut table: toml::Table = text.parse().map_err(|source: toml::de::Error| {
+        let line = source
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        match line {
-            Some(line) => format!("line {line}: not valid TOML: {}", e.message().trim()),
-            None => format!("not valid TOML: {}", e.message().trim()),
-        }
+        CatalogFileError::Syntax { line, source }
     })?;
     let apps = match table.remove("app") {
         None => Vec::new(),
         Some(toml::Value::Array(apps)) => apps,
-        Some(_) => return Err("`app` must be a list of [[app]] tables".into()),
+        Some(_) => return Err(CatalogFileError::AppNotList),
     };
     if let Some(key) = table.keys().next() {
-        return Err(format!(
-            "unknown top-level key `{key}` (only [[app]] is allowed)"
-        ));
+        return Err(CatalogFileError::UnknownKey(key.clone()));
     }
     let mut snapshot = FileSnapshot::default();
     let mut seen = HashSet::new();
@@ -122,14 +152,14 @@ pub fn parse(text: &str) -> Result<FileSnapshot, String> {
             .health_checks
             .iter()
             .enumerate()
-            .map(|(n, c)| file_check(c).map_err(|e| format!("app[{i}].health_checks[{n}].{e}")))
-            .collect::<Result<Vec<_>, String>>()
+            .map(|(n, c)| file_check(c).map_err(|e| (n, e)))
+            .collect::<Result<Vec<_>, _>>()
         {
             Ok(c) => c,
-            Err(e) => {
+            Err((n, e)) => {
                 snapshot.problems.push(AppProblem {
                     app_id: app.id,
-                    message: format!("{e}; app dropped"),
+                    message: format!("app[{i}].health_checks[{n}].{e}; app dropped"),
                 });
                 continue;
             }
@@ -168,24 +198,27 @@ fn plain_words(message: &str) -> String {
 }
 
 /// One health check; an error starts with the key it is about.
-fn file_check(c: &FileCheck) -> Result<PortCheck, String> {
-    let duration = |key: &str, raw: &Option<String>, default: u64| match raw {
+fn file_check(c: &FileCheck) -> Result<PortCheck, CheckError> {
+    let duration = |key: &'static str, raw: &Option<String>, default: u64| match raw {
         None => Ok(Duration::from_secs(default)),
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if !d.is_zero() => Ok(d),
-            _ => Err(format!("{key} = {text:?} is not a duration like \"5s\"")),
+            _ => Err(CheckError::Duration {
+                key,
+                text: text.clone(),
+            }),
         },
     };
     let kind = match c.protocol.as_deref().unwrap_or("http") {
         "http" | "HTTP" => {
             let path = c.path.clone().unwrap_or_else(|| "/".into());
             if !path.starts_with('/') {
-                return Err(format!("path = {path:?} must start with /"));
+                return Err(CheckError::Path(path));
             }
             CheckKind::Http { path }
         }
         "tcp" | "TCP" => CheckKind::Tcp,
-        other => return Err(format!("protocol = {other:?} (expected http or tcp)")),
+        other => return Err(CheckError::Protocol(other.to_string())),
     };
     Ok(PortCheck {
         index: c.port_index.unwrap_or(0),
@@ -201,10 +234,10 @@ fn file_check(c: &FileCheck) -> Result<PortCheck, String> {
 
 /// Reads and parses the file, then resolves task host names to IP addresses (a name that
 /// does not resolve stays, and the catalog reports its task).
-pub async fn load(path: &Path) -> Result<FileSnapshot, String> {
+pub async fn load(path: &Path) -> Result<FileSnapshot, CatalogFileError> {
     let text = tokio::fs::read_to_string(path)
         .await
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(CatalogFileError::Read)?;
     let mut snapshot = parse(&text)?;
     super::resolve_hosts(&mut snapshot.apps).await;
     Ok(snapshot)
@@ -418,18 +451,27 @@ mod tests {
     #[test]
     fn a_syntax_error_gives_its_line() {
         let e = parse("[[app]]\nid = \"/a\"\n\n[[app]\nid = \"/b\"\n").unwrap_err();
+        assert!(
+            matches!(e, CatalogFileError::Syntax { line: Some(4), .. }),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.starts_with("line 4: not valid TOML"), "{e}");
-        let e = parse("[[app]]\nid = \"/a\"\nports = [1,\n").unwrap_err();
+        let e = parse("[[app]]\nid = \"/a\"\nports = [1,\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("line "), "{e}");
     }
 
     #[test]
     fn a_broken_file_is_refused_whole() {
-        assert!(parse("[[app]\nid=").unwrap_err().contains("not valid TOML"));
-        assert!(parse("apps = 1")
-            .unwrap_err()
-            .contains("unknown top-level key"));
-        assert!(parse("app = 1").is_err());
+        let refused = |text| parse(text).unwrap_err().to_string();
+        assert!(refused("[[app]\nid=").contains("not valid TOML"));
+        assert!(refused("apps = 1").contains("unknown top-level key"));
+        assert!(matches!(
+            parse("app = 1"),
+            Err(CatalogFileError::AppNotList)
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! roots, and the handshake with an error that says what the certificate must satisfy.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +16,14 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, InvalidDnsNameError, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -50,7 +50,7 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// Trusts the certificates of `ca_file` alone when given, else the system's roots;
     /// `section` (`marathon`, `mesos`) names the config section in errors.
-    pub fn new(ca_file: Option<&Path>, section: &str) -> Result<TlsClient, String> {
+    pub fn new(ca_file: Option<&Path>, section: &str) -> Result<TlsClient, TlsSetupError> {
         Ok(TlsClient {
             connector: TlsConnector::from(Arc::new(tls_config(ca_file, section)?)),
             trusts: match ca_file {
@@ -67,14 +67,55 @@ impl TlsClient {
         host: &str,
         stream: TcpStream,
         timeout: Option<Duration>,
-    ) -> Result<TlsStream<TcpStream>, String> {
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| format!("{host:?} is not a valid TLS server name: {e}"))?;
+    ) -> Result<TlsStream<TcpStream>, GetError> {
+        let name =
+            ServerName::try_from(host.to_string()).map_err(|source| GetError::ServerName {
+                host: host.to_string(),
+                source,
+            })?;
         within(timeout, self.connector.connect(name, stream))
             .await
-            .map_err(|timeout| format!("no TLS handshake within {timeout:?}"))?
-            .map_err(|e| tls_failure(&e, &self.trusts))
+            .map_err(GetError::TlsTimeout)?
+            .map_err(|e| tls_failure(e, &self.trusts))
     }
+}
+
+/// Why the TLS client setup failed: the operator's `ca_file`, or the host's trust store.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read ca_file {file}: {source}")]
+    ReadCaFile {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `index` counts from 1, as an operator counts the blocks of the file.
+    #[error("ca_file {file}: certificate {index} unreadable: {source}")]
+    Unreadable {
+        file: PathBuf,
+        index: usize,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("ca_file {file}: certificate {index} unusable: {source}")]
+    Unusable {
+        file: PathBuf,
+        index: usize,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error(
+        "ca_file {file} holds no certificate (expected PEM blocks -----BEGIN CERTIFICATE-----)"
+    )]
+    NoCertificate { file: PathBuf },
+    /// `found` lists why each system root failed to load, or says none was found.
+    #[error(
+        "https URLs in [{section}]: no system root certificate could be loaded ({found}); \
+         set [{section}] ca_file to the CA that signed the servers' certificates"
+    )]
+    NoSystemRoots { section: String, found: String },
+    #[error("TLS setup: {0}")]
+    Setup(#[source] rustls::Error),
 }
 
 // === One GET ===
@@ -95,25 +136,54 @@ pub struct Get<'a> {
     pub step_timeout: Option<Duration>,
 }
 
-/// Why a GET failed, in the words its callers have always logged.
+/// Why a GET failed, by step, in the words its callers have always logged. A caller's own
+/// refusals (a status, a body it cannot decode) are its own error type; see [`Get::send`].
 #[derive(Debug, thiserror::Error)]
 pub enum GetError {
     #[error("no connection within {0:?}")]
     ConnectTimeout(Duration),
     #[error("connect: {0}")]
-    Connect(std::io::Error),
-    /// The TLS handshake, in [`TlsClient::connect`]'s words.
-    #[error("{0}")]
-    Tls(String),
+    Connect(#[source] std::io::Error),
+    #[error("{host:?} is not a valid TLS server name: {source}")]
+    ServerName {
+        host: String,
+        #[source]
+        source: InvalidDnsNameError,
+    },
+    #[error("no TLS handshake within {0:?}")]
+    TlsTimeout(Duration),
+    /// `trusts` is set when the server's certificate was refused: what it must chain to.
+    #[error("TLS handshake: {source}{}", certificate_hint(.trusts.as_deref()))]
+    Tls {
+        #[source]
+        source: std::io::Error,
+        trusts: Option<String>,
+    },
     #[error("handshake: {0}")]
-    Handshake(hyper::Error),
+    Handshake(#[source] hyper::Error),
     #[error("no answer within {0:?}")]
     AnswerTimeout(Duration),
     #[error("request: {0}")]
-    Request(hyper::Error),
-    /// The caller's `read` refused the answer, in its own words.
+    Request(#[source] hyper::Error),
+    #[error("reading the body: {0}")]
+    Body(#[source] BodyError),
+}
+
+/// Why [`read_body`] gave no body.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Over the caller's limit: a runaway or hostile answer.
+    #[error("length limit exceeded")]
+    TooLarge { limit: usize },
+    /// The connection failed while the body was read.
     #[error("{0}")]
-    Read(String),
+    Read(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn certificate_hint(trusts: Option<&str>) -> String {
+    trusts
+        .map(|trusts| format!(" (the certificate must name the URL's host and chain to {trusts})"))
+        .unwrap_or_default()
 }
 
 // === impl Get ===
@@ -123,14 +193,18 @@ impl Get<'_> {
     /// connection is driven inside this future until `read` is done, so dropping the
     /// future (a caller's timeout) closes the socket. After a successful `read` it runs on
     /// in the background for as long as a body `read` left unread still needs it.
-    pub async fn send<T, F, Fut>(
+    ///
+    /// The error is the caller's type `E`: a [`GetError`] for a failed step, or whatever
+    /// `read` refused the answer with, so a caller matches on one enum.
+    pub async fn send<T, E, F, Fut>(
         self,
         mut request: Request<Empty<Bytes>>,
         read: F,
-    ) -> Result<T, GetError>
+    ) -> Result<T, E>
     where
+        E: From<GetError>,
         F: FnOnce(Response<Incoming>) -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         if let Some(auth) = self.auth {
             request
@@ -145,10 +219,7 @@ impl Get<'_> {
         match self.tls {
             None => exchange(stream, request, self.step_timeout, read).await,
             Some((tls, host)) => {
-                let stream = tls
-                    .connect(host, stream, self.step_timeout)
-                    .await
-                    .map_err(GetError::Tls)?;
+                let stream = tls.connect(host, stream, self.step_timeout).await?;
                 exchange(stream, request, self.step_timeout, read).await
             }
         }
@@ -156,16 +227,17 @@ impl Get<'_> {
 }
 
 /// The HTTP/1 request and answer on an open connection (plain or TLS).
-async fn exchange<S, T, F, Fut>(
+async fn exchange<S, T, E, F, Fut>(
     stream: S,
     request: Request<Empty<Bytes>>,
     head_timeout: Option<Duration>,
     read: F,
-) -> Result<T, GetError>
+) -> Result<T, E>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: From<GetError>,
     F: FnOnce(Response<Incoming>) -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let (mut sender, mut connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -177,7 +249,7 @@ where
             .map_err(GetError::Request)?;
         // One request per connection: without a sender it closes once the answer is read.
         drop(sender);
-        read(response).await.map_err(GetError::Read)
+        read(response).await
     });
     tokio::select! {
         biased;
@@ -207,12 +279,13 @@ async fn within<F: Future>(limit: Option<Duration>, fut: F) -> Result<F::Output,
 }
 
 /// The whole body, refusing more than `limit` bytes (a guard against a runaway or hostile
-/// answer). Over the limit, the error is an [`http_body_util::LengthLimitError`].
-pub async fn read_body(
-    body: Incoming,
-    limit: usize,
-) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(Limited::new(body, limit).collect().await?.to_bytes())
+/// answer).
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge { limit }),
+        Err(e) => Err(BodyError::Read(e)),
+    }
 }
 
 /// The `Authorization` value of HTTP basic auth.
@@ -225,23 +298,24 @@ pub fn basic_auth(user: &str, password: &str) -> HeaderValue {
     value
 }
 
-/// Why a TLS handshake failed, with a hint when the certificate is the problem.
-fn tls_failure(e: &std::io::Error, trusts: &str) -> String {
-    let certificate = e
+/// Why a TLS handshake failed, with what the certificate must chain to when it is the problem.
+fn tls_failure(source: std::io::Error, trusts: &str) -> GetError {
+    let certificate = source
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-    let hint = if certificate {
-        format!(" (the certificate must name the URL's host and chain to {trusts})")
-    } else {
-        String::new()
-    };
-    format!("TLS handshake: {e}{hint}")
+    GetError::Tls {
+        source,
+        trusts: certificate.then(|| trusts.to_string()),
+    }
 }
 
 /// The rustls client setup for https URLs: trusting `ca_file` alone when given, else the
 /// system's roots.
-fn tls_config(ca_file: Option<&Path>, section: &str) -> Result<rustls::ClientConfig, String> {
+fn tls_config(
+    ca_file: Option<&Path>,
+    section: &str,
+) -> Result<rustls::ClientConfig, TlsSetupError> {
     let roots = match ca_file {
         Some(file) => roots_from_pem(file)?,
         None => system_roots(section)?,
@@ -251,50 +325,55 @@ fn tls_config(ca_file: Option<&Path>, section: &str) -> Result<rustls::ClientCon
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(TlsSetupError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }
 
 /// Every certificate of a PEM bundle, as trust roots; at least one is required.
-fn roots_from_pem(file: &Path) -> Result<RootCertStore, String> {
-    let name = file.display();
-    let pem = std::fs::read(file).map_err(|e| format!("cannot read ca_file {name}: {e}"))?;
+fn roots_from_pem(file: &Path) -> Result<RootCertStore, TlsSetupError> {
+    let pem = std::fs::read(file).map_err(|source| TlsSetupError::ReadCaFile {
+        file: file.to_path_buf(),
+        source,
+    })?;
     let mut roots = RootCertStore::empty();
     for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert =
-            cert.map_err(|e| format!("ca_file {name}: certificate {} unreadable: {e}", i + 1))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("ca_file {name}: certificate {} unusable: {e}", i + 1))?;
+        let cert = cert.map_err(|source| TlsSetupError::Unreadable {
+            file: file.to_path_buf(),
+            index: i + 1,
+            source,
+        })?;
+        roots.add(cert).map_err(|source| TlsSetupError::Unusable {
+            file: file.to_path_buf(),
+            index: i + 1,
+            source,
+        })?;
     }
     if roots.is_empty() {
-        return Err(format!(
-            "ca_file {name} holds no certificate (expected PEM blocks \
-             -----BEGIN CERTIFICATE-----)"
-        ));
+        return Err(TlsSetupError::NoCertificate {
+            file: file.to_path_buf(),
+        });
     }
-    debug!(ca_file = %name, certificates = roots.len(), "loaded a CA bundle");
+    debug!(ca_file = %file.display(), certificates = roots.len(), "loaded a CA bundle");
     Ok(roots)
 }
 
 /// The operating system's trust roots (as `rustls-native-certs` finds them, honouring
 /// `SSL_CERT_FILE` and `SSL_CERT_DIR`).
-fn system_roots(section: &str) -> Result<RootCertStore, String> {
+fn system_roots(section: &str) -> Result<RootCertStore, TlsSetupError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
         let errors: Vec<String> = found.errors.iter().map(|e| e.to_string()).collect();
-        return Err(format!(
-            "https URLs in [{section}]: no system root certificate could be loaded ({}); \
-             set [{section}] ca_file to the CA that signed the servers' certificates",
-            if errors.is_empty() {
+        return Err(TlsSetupError::NoSystemRoots {
+            section: section.to_string(),
+            found: if errors.is_empty() {
                 "none found".to_string()
             } else {
                 errors.join("; ")
-            }
-        ));
+            },
+        });
     }
     for e in &found.errors {
         warn!(error = %e, "some system root certificates could not be loaded");
@@ -359,11 +438,13 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let e = roots_from_pem(&empty).unwrap_err();
+        let e = roots_from_pem(&empty).unwrap_err().to_string();
         assert!(e.contains(&empty.display().to_string()), "{e}");
         assert!(e.contains("no certificate"), "{e}");
         let missing = dir.path().join("missing.pem");
         let e = TlsClient::new(Some(&missing), "mesos").unwrap_err();
+        assert!(matches!(e, TlsSetupError::ReadCaFile { .. }), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains(&missing.display().to_string()), "{e}");
         assert!(e.contains("cannot read ca_file"), "{e}");
     }
@@ -396,7 +477,11 @@ pub(crate) mod tests {
             auth: Some(&auth),
             step_timeout: Some(Duration::from_millis(100)),
         };
-        let e = get.send(request(), |r| async { Ok(r) }).await.unwrap_err();
+        let e = get
+            .send(request(), |r| async { Ok::<_, GetError>(r) })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, GetError::AnswerTimeout(_)), "{e:?}");
         assert_eq!(e.to_string(), "no answer within 100ms");
         let mut server = accepted.recv().await.unwrap();
         let mut head = vec![0; 1024];
@@ -416,7 +501,7 @@ pub(crate) mod tests {
             auth: None,
             step_timeout: None,
         };
-        let sent = get.send(request(), |r| async { Ok(r) });
+        let sent = get.send(request(), |r| async { Ok::<_, GetError>(r) });
         // The caller's bound on the whole exchange, as the Mesos poll and the probes have.
         assert!(tokio::time::timeout(Duration::from_millis(100), sent)
             .await

@@ -10,7 +10,7 @@
 //! name or an IP address) and chain to `ca_file` when one is configured, else to the
 //! system's roots. The TLS setup is made once per `Client`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use tracing::{debug, info, warn};
 
-use crate::source::https::{basic_auth, read_body, Get, TlsClient};
+use crate::source::https::{basic_auth, read_body, Get, GetError, TlsClient, TlsSetupError};
 
 /// The largest apps snapshot accepted (a guard against a runaway or hostile answer).
 const MAX_BODY: usize = 256 * 1024 * 1024;
@@ -28,8 +28,27 @@ const MAX_BODY: usize = 256 * 1024 * 1024;
 /// Why one request to Marathon failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{url}: {reason}")]
-    Request { url: String, reason: String },
+    /// A step of the GET: connect, TLS, the answer, the body.
+    #[error("{url}: {source}")]
+    Get {
+        url: String,
+        #[source]
+        source: GetError,
+    },
+    #[error("{url}: body not read within {timeout:?}")]
+    BodyTimeout { url: String, timeout: Duration },
+    #[error("{url}: redirect to an unusable Location {location:?}")]
+    BadRedirect { url: String, location: String },
+    /// A redirect to an https URL when every configured one is http.
+    #[error("{url}: an https URL, but no configured Marathon URL is https, so TLS is not set up")]
+    NoTls { url: String },
+    #[error("{url}: bad request path {path:?}: {source}")]
+    BadPath {
+        url: String,
+        path: String,
+        #[source]
+        source: hyper::http::Error,
+    },
     #[error("{url}: HTTP {status}{hint}")]
     Status {
         url: String,
@@ -38,6 +57,25 @@ pub enum FetchError {
     },
     #[error("no Marathon URL answered: {0}")]
     AllFailed(String),
+}
+
+/// Why the `[marathon]` section cannot be followed: the operator's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0}: not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("{0}: no host")]
+    NoHost(String),
+    #[error("no Marathon URL configured")]
+    NoUrl,
+    #[error("cannot read password_file {}: {source}", .file.display())]
+    PasswordFile {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 /// A Marathon base URL split into what a request needs.
@@ -56,21 +94,21 @@ pub struct BaseUrl {
 }
 
 impl BaseUrl {
-    pub fn parse(url: &str) -> Result<BaseUrl, String> {
+    pub fn parse(url: &str) -> Result<BaseUrl, SetupError> {
         let url = url.trim_end_matches('/');
         let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
             (true, rest)
         } else if let Some(rest) = url.strip_prefix("http://") {
             (false, rest)
         } else {
-            return Err(format!("{url}: not an http:// or https:// URL"));
+            return Err(SetupError::NotHttp(url.to_string()));
         };
         let (hostport, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
         if hostport.is_empty() {
-            return Err(format!("{url}: no host"));
+            return Err(SetupError::NoHost(url.to_string()));
         }
         let port = hostport
             .rsplit_once(':')
@@ -84,7 +122,7 @@ impl BaseUrl {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(format!("{url}: no host"));
+            return Err(SetupError::NoHost(url.to_string()));
         }
         Ok(BaseUrl {
             url: url.to_string(),
@@ -137,13 +175,13 @@ impl Client {
         auth: Option<(String, String)>,
         ca_file: Option<&Path>,
         timeout: Duration,
-    ) -> Result<Client, String> {
+    ) -> Result<Client, SetupError> {
         let urls = urls
             .iter()
             .map(|u| BaseUrl::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
         if urls.is_empty() {
-            return Err("no Marathon URL configured".into());
+            return Err(SetupError::NoUrl);
         }
         let tls = if urls.iter().any(|u| u.tls) {
             Some(TlsClient::new(ca_file, "marathon")?)
@@ -177,13 +215,13 @@ impl Client {
             read_body(answer.response.into_body(), MAX_BODY),
         )
         .await
-        .map_err(|_| FetchError::Request {
+        .map_err(|_| FetchError::BodyTimeout {
             url: url.clone(),
-            reason: format!("body not read within {:?}", self.timeout),
+            timeout: self.timeout,
         })?
-        .map_err(|e| FetchError::Request {
+        .map_err(|e| FetchError::Get {
             url: url.clone(),
-            reason: format!("reading the body: {e}"),
+            source: GetError::Body(e),
         })?;
         Ok((url, body))
     }
@@ -264,9 +302,9 @@ impl Client {
                 .unwrap_or("")
                 .to_string();
             let (target, target_path) =
-                redirect_target(base, &location).ok_or_else(|| FetchError::Request {
+                redirect_target(base, &location).ok_or_else(|| FetchError::BadRedirect {
                     url: base.url.clone(),
-                    reason: format!("redirect to an unusable Location {location:?}"),
+                    location: location.clone(),
                 })?;
             debug!(from = %base.url, to = %location, "following a redirect");
             let followed = self.send(&target, &target_path, accept).await?;
@@ -288,34 +326,31 @@ impl Client {
         path: &str,
         accept: &'static str,
     ) -> Result<Response<Incoming>, FetchError> {
-        let fail = |reason: String| FetchError::Request {
-            url: base.url.clone(),
-            reason,
+        let url = || base.url.clone();
+        let tls = match (base.tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some((tls, base.host.as_str())),
+            // Only a redirect can lead here: every configured URL is http.
+            (true, None) => return Err(FetchError::NoTls { url: url() }),
         };
-        let tls =
-            match (base.tls, &self.tls) {
-                (false, _) => None,
-                (true, Some(tls)) => Some((tls, base.host.as_str())),
-                // Only a redirect can lead here: every configured URL is http.
-                (true, None) => return Err(fail(
-                    "an https URL, but no configured Marathon URL is https, so TLS is not set up"
-                        .into(),
-                )),
-            };
         let request = Request::get(path)
             .header(header::HOST, base.authority.as_str())
             .header(header::ACCEPT, accept)
             .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(format!("bad request path {path:?}: {e}")))?;
+            .map_err(|source| FetchError::BadPath {
+                url: url(),
+                path: path.to_string(),
+                source,
+            })?;
         let get = Get {
             authority: &base.authority,
             tls,
             auth: self.auth.as_ref(),
             step_timeout: Some(self.timeout),
         };
-        get.send(request, |response| async { Ok(response) })
+        get.send(request, |response| async { Ok::<_, GetError>(response) })
             .await
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|source| FetchError::Get { url: url(), source })
     }
 }
 
@@ -434,6 +469,11 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap_err();
+        assert!(
+            matches!(e, SetupError::Tls(TlsSetupError::ReadCaFile { .. })),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains(&missing.display().to_string()), "{e}");
         assert!(e.contains("cannot read ca_file"), "{e}");
 

@@ -141,13 +141,22 @@ pub fn to_raw_apps(
         }
         match convert_app(app, memory, opts, &mut assigner) {
             Ok(c) => converted.push(c),
-            Err(message) => problems.push(AppProblem {
+            Err(e) => problems.push(AppProblem {
                 app_id: app.id.clone(),
-                message,
+                message: e.to_string(),
             }),
         }
     }
     (merge_deployment_groups(converted), problems)
+}
+
+/// Why an app is left out of the conversion; its Display is the app's problem.
+#[derive(Debug, thiserror::Error)]
+enum ConvertError {
+    #[error("service port {0} is out of range; app left out")]
+    ServicePort(u64),
+    #[error("task {0}: a port is out of range; app left out")]
+    TaskPort(String),
 }
 
 fn convert_app(
@@ -155,7 +164,7 @@ fn convert_app(
     memory: &mut HealthMemory,
     opts: &ConvertOptions,
     assigner: &mut PortAssigner,
-) -> Result<Converted, String> {
+) -> Result<Converted, ConvertError> {
     let networking = networking(app);
     let ports = service_ports(app, networking, assigner)?;
     let has_checks = !app.health_checks.is_empty();
@@ -187,7 +196,7 @@ fn convert_app(
             .iter()
             .map(|&p| u16::try_from(p).ok())
             .collect::<Option<Vec<u16>>>()
-            .ok_or_else(|| format!("task {}: a port is out of range; app left out", task.id))?;
+            .ok_or_else(|| ConvertError::TaskPort(task.id.clone()))?;
         raw_tasks.push(RawTask {
             id: task.id.clone(),
             host,
@@ -314,7 +323,7 @@ fn service_ports(
     app: &MarathonApp,
     networking: Networking,
     assigner: &mut PortAssigner,
-) -> Result<Vec<u16>, String> {
+) -> Result<Vec<u16>, ConvertError> {
     let mut ports: Vec<u64> = Vec::new();
     if networking != Networking::Host {
         ports = port_mappings(app)
@@ -339,9 +348,7 @@ fn service_ports(
     }
     ports
         .into_iter()
-        .map(|p| {
-            u16::try_from(p).map_err(|_| format!("service port {p} is out of range; app left out"))
-        })
+        .map(|p| u16::try_from(p).map_err(|_| ConvertError::ServicePort(p)))
         .collect()
 }
 

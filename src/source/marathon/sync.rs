@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::apps::{self, ConvertOptions, HealthMemory};
-use super::client::Client;
+use super::client::{Client, SetupError};
 use super::events::{self, Effect, SseParser};
 use crate::catalog::RawApp;
 use crate::config::{Config, MarathonConfig};
@@ -132,7 +132,7 @@ async fn follow(
         Ok(client) => client,
         Err(e) => {
             warn!("[marathon] {e}; not following Marathon until the config changes");
-            shared.set_source_error(SOURCE, Some(e));
+            shared.set_source_error(SOURCE, Some(e.to_string()));
             return std::future::pending().await;
         }
     };
@@ -290,27 +290,37 @@ fn kill(state: &mut State, app_id: &str, task_id: &str, tx: &watch::Sender<Optio
     }
 }
 
+/// Why a snapshot looks like a Marathon mid-failover; it is held for one read, not refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Implausible {
+    #[error("it has no tasks at all (the last one had {before})")]
+    NoTasks { before: usize },
+    #[error("app {app} would go from {from} to {to} tasks")]
+    Shrinks { app: String, from: usize, to: usize },
+}
+
 /// Why `new` looks like a Marathon mid-failover rather than the truth, if it does: it is
 /// empty while `old` was not, or it drops more than half of an app's tasks that no kill
 /// event explains.
-pub fn plausible(old: &[RawApp], new: &[RawApp], killed: &HashSet<String>) -> Result<(), String> {
+pub fn plausible(
+    old: &[RawApp],
+    new: &[RawApp],
+    killed: &HashSet<String>,
+) -> Result<(), Implausible> {
     let tasks = |apps: &[RawApp]| apps.iter().map(|a| a.tasks.len()).sum::<usize>();
     if tasks(old) > 0 && tasks(new) == 0 {
-        return Err(format!(
-            "it has no tasks at all (the last one had {})",
-            tasks(old)
-        ));
+        return Err(Implausible::NoTasks { before: tasks(old) });
     }
     let new_by_id: BTreeMap<&str, &RawApp> = new.iter().map(|a| (a.id.as_str(), a)).collect();
     for app in old {
         let kept = new_by_id.get(app.id.as_str()).map_or(0, |a| a.tasks.len());
         let unexplained = app.tasks.iter().filter(|t| !killed.contains(&t.id)).count();
         if unexplained >= 2 && kept * 2 < unexplained {
-            return Err(format!(
-                "app {} would go from {} to {kept} tasks",
-                app.id,
-                app.tasks.len()
-            ));
+            return Err(Implausible::Shrinks {
+                app: app.id.clone(),
+                from: app.tasks.len(),
+                to: kept,
+            });
         }
     }
     Ok(())
@@ -409,12 +419,14 @@ fn backoff(n: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-fn read_credentials(cfg: &MarathonConfig) -> Result<Option<(String, String)>, String> {
+fn read_credentials(cfg: &MarathonConfig) -> Result<Option<(String, String)>, SetupError> {
     let (Some(user), Some(file)) = (&cfg.user, &cfg.password_file) else {
         return Ok(None);
     };
-    let password = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read password_file {}: {e}", file.display()))?;
+    let password = std::fs::read_to_string(file).map_err(|source| SetupError::PasswordFile {
+        file: file.clone(),
+        source,
+    })?;
     Ok(Some((
         user.clone(),
         password.trim_end_matches(['\r', '\n']).to_string(),
@@ -454,7 +466,10 @@ mod tests {
     #[test]
     fn an_empty_snapshot_is_implausible() {
         let none = HashSet::new();
-        assert!(plausible(&[app("/a", 3)], &[], &none).is_err());
+        assert_eq!(
+            plausible(&[app("/a", 3)], &[], &none),
+            Err(Implausible::NoTasks { before: 3 })
+        );
         assert!(plausible(&[app("/a", 3)], &[app("/a", 0)], &none).is_err());
         assert!(plausible(&[], &[], &none).is_ok());
     }
@@ -462,7 +477,8 @@ mod tests {
     #[test]
     fn dropping_more_than_half_needs_kills_to_explain_it() {
         let none = HashSet::new();
-        assert!(plausible(&[app("/a", 4)], &[app("/a", 1)], &none).is_err());
+        let e = plausible(&[app("/a", 4)], &[app("/a", 1)], &none).unwrap_err();
+        assert_eq!(e.to_string(), "app /a would go from 4 to 1 tasks");
         assert!(plausible(&[app("/a", 4)], &[app("/a", 2)], &none).is_ok());
         assert!(plausible(&[app("/a", 1)], &[app("/a", 0), app("/b", 1)], &none).is_ok());
         let killed: HashSet<String> = ["/a.0", "/a.1", "/a.2"].map(String::from).into();

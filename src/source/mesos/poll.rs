@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use super::state::{self, split_host_port, MesosState, Pid};
 use crate::config::{Config, MesosConfig};
 use crate::shutdown::Shutdown;
-use crate::source::https::{basic_auth, read_body, Get, TlsClient};
+use crate::source::https::{basic_auth, read_body, Get, GetError, TlsClient, TlsSetupError};
 use crate::Shared;
 
 /// The label value of `source` in discovery metrics.
@@ -63,11 +63,11 @@ struct Master {
 impl Master {
     /// From a configured URL, `http://host:port` or `https://host:port` (port 80 or 443
     /// when absent; a path is ignored).
-    fn parse(url: &str) -> Result<Master, String> {
+    fn parse(url: &str) -> Result<Master, MasterUrlError> {
         let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
             (Some(rest), _) => (true, rest),
             (None, Some(rest)) => (false, rest),
-            _ => return Err(format!("{url}: not an http:// or https:// URL")),
+            _ => return Err(MasterUrlError::NotHttp(url.to_string())),
         };
         let hostport = rest.split('/').next().unwrap_or_default();
         let authority = if split_host_port(hostport).is_some() {
@@ -75,7 +75,7 @@ impl Master {
         } else {
             format!("{hostport}:{}", if tls { 443 } else { 80 })
         };
-        Master::at(&authority, tls).ok_or_else(|| format!("{url}: no usable host"))
+        Master::at(&authority, tls).ok_or_else(|| MasterUrlError::NoHost(url.to_string()))
     }
 
     /// The master at `host:port`, reached the same way (`tls`) as the one that named it.
@@ -90,6 +90,16 @@ impl Master {
     }
 }
 
+/// Why a configured master URL cannot be used. Clone: a `Poller` keeps it and says it again
+/// at every round.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MasterUrlError {
+    #[error("{0}: not an http:// or https:// URL")]
+    NotHttp(String),
+    #[error("{0}: no usable host")]
+    NoHost(String),
+}
+
 /// How requests reach the masters: TLS when some master is https, and basic auth.
 #[derive(Debug, Clone)]
 struct Transport {
@@ -99,7 +109,7 @@ struct Transport {
 
 impl Transport {
     /// Loads the TLS roots (once per configuration); `auth` is set per round.
-    fn new(cfg: &MesosConfig) -> Result<Transport, String> {
+    fn new(cfg: &MesosConfig) -> Result<Transport, TlsSetupError> {
         let tls = if cfg.masters.iter().any(|m| m.starts_with("https://")) {
             Some(TlsClient::new(cfg.ca_file.as_deref(), "mesos")?)
         } else {
@@ -111,12 +121,14 @@ impl Transport {
 
 /// The basic-auth header from `[mesos] principal` and `secret_file`. Read at every round
 /// (a few bytes every few seconds), so a rotated secret is used without a reload.
-fn read_auth(credentials: Option<&(String, PathBuf)>) -> Result<Option<HeaderValue>, String> {
+fn read_auth(credentials: Option<&(String, PathBuf)>) -> Result<Option<HeaderValue>, PollError> {
     let Some((principal, file)) = credentials else {
         return Ok(None);
     };
-    let secret = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read [mesos] secret_file {}: {e}", file.display()))?;
+    let secret = std::fs::read_to_string(file).map_err(|source| PollError::SecretFile {
+        file: file.clone(),
+        source,
+    })?;
     Ok(Some(basic_auth(
         principal,
         secret.trim_end_matches(['\r', '\n']),
@@ -126,8 +138,20 @@ fn read_auth(credentials: Option<&(String, PathBuf)>) -> Result<Option<HeaderVal
 /// Why a read was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
+    /// A step of the GET to the master at `{0}`.
     #[error("{0}: {1}")]
-    Request(String, String),
+    Get(String, #[source] GetError),
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{0}: 307 with an unusable Location {1:?}")]
+    BadRedirect(String, Option<String>),
+    /// A redirect to an https master when every configured one is http.
+    #[error("{0}: an https master, but no configured master is https, so TLS is not set up")]
+    NoTls(String),
+    #[error("{0}: bad host")]
+    BadHost(String),
+    #[error("{0}: {1}")]
+    BadRequest(String, #[source] hyper::http::Error),
     #[error("{0}: HTTP {1}")]
     Status(String, StatusCode),
     #[error("{0}: no leader is elected (503)")]
@@ -136,8 +160,17 @@ pub enum PollError {
     Decode(String, state::StateError),
     #[error("{0}: names {1} as leader, which does not confirm it")]
     NotLeader(String, String),
+    /// The configured `ca_file` or the system's roots; shared, as every round repeats it.
     #[error("{0}")]
-    Setup(String),
+    Tls(#[source] Arc<TlsSetupError>),
+    #[error("cannot read [mesos] secret_file {}: {source}", .file.display())]
+    SecretFile {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Url(#[source] MasterUrlError),
     #[error("{0}: HTTP {1}: the master wants credentials ([mesos] principal and secret_file)")]
     Unauthorized(String, StatusCode),
 }
@@ -201,9 +234,9 @@ pub async fn run(
 
 /// The reading side, apart from scheduling (tests drive it directly).
 pub struct Poller {
-    masters: Vec<Result<Master, String>>,
+    masters: Vec<Result<Master, MasterUrlError>>,
     /// `Err` when the TLS roots could not be loaded: every read says why.
-    transport: Result<Transport, String>,
+    transport: Result<Transport, Arc<TlsSetupError>>,
     /// `[mesos] principal` and `secret_file`.
     credentials: Option<(String, PathBuf)>,
     /// Index of the master tried first.
@@ -219,7 +252,7 @@ impl Poller {
         let masters = cfg.masters.iter().map(|url| Master::parse(url)).collect();
         Poller {
             masters,
-            transport: Transport::new(cfg),
+            transport: Transport::new(cfg).map_err(Arc::new),
             credentials: cfg.principal.clone().zip(cfg.secret_file.clone()),
             preferred: 0,
             last_tasks: None,
@@ -228,12 +261,18 @@ impl Poller {
     }
 
     /// One round: the leader's state, or every master's reason in one message.
+    // A String: the masters' reasons joined into the one line logged and shown in
+    // /debug/routes; each reason is a `PollError`.
     pub async fn read(&mut self) -> Result<MesosSnapshot, String> {
-        let setup = self.transport.clone().and_then(|mut t| {
-            t.auth = read_auth(self.credentials.as_ref())?;
-            Ok(t)
-        });
-        let transport = &setup.map_err(|e| PollError::Setup(e).to_string())?;
+        let setup = self
+            .transport
+            .clone()
+            .map_err(PollError::Tls)
+            .and_then(|mut t| {
+                t.auth = read_auth(self.credentials.as_ref())?;
+                Ok(t)
+            });
+        let transport = &setup.map_err(|e| e.to_string())?;
         let n = self.masters.len();
         let mut errors = Vec::new();
         for i in 0..n {
@@ -241,7 +280,7 @@ impl Poller {
             let master = match &self.masters[index] {
                 Ok(m) => m.clone(),
                 Err(e) => {
-                    errors.push(PollError::Setup(e.clone()).to_string());
+                    errors.push(PollError::Url(e.clone()).to_string());
                     continue;
                 }
             };
@@ -299,10 +338,7 @@ async fn read_leader(master: &Master, transport: &Transport) -> Result<MesosSnap
                 .as_deref()
                 .and_then(|l| redirect_target(l, master.tls))
                 .ok_or_else(|| {
-                    PollError::Request(
-                        master.authority.clone(),
-                        format!("307 with an unusable Location {location:?}"),
-                    )
+                    PollError::BadRedirect(master.authority.clone(), location.clone())
                 })?;
             debug!(from = %master.authority, to = %leader.authority, "following the leader's redirect");
             let (status, _, body) = get(&leader, "/master/state", transport).await?;
@@ -391,24 +427,20 @@ async fn get(
     transport: &Transport,
 ) -> Result<(StatusCode, Option<String>, Bytes), PollError> {
     let authority = master.authority.as_str();
-    let fail = |reason: String| PollError::Request(authority.to_string(), reason);
     let tls = match (master.tls, &transport.tls) {
         (false, _) => None,
         (true, Some(tls)) => Some((tls, master.host.as_str())),
         // Only a redirect can lead here: every configured master is http.
-        (true, None) => {
-            return Err(fail(
-                "an https master, but no configured master is https, so TLS is not set up".into(),
-            ))
-        }
+        (true, None) => return Err(PollError::NoTls(authority.to_string())),
     };
-    let host = HeaderValue::from_str(authority).map_err(|_| fail("bad host".into()))?;
+    let host =
+        HeaderValue::from_str(authority).map_err(|_| PollError::BadHost(authority.to_string()))?;
     let request = Request::get(path)
         .header(header::HOST, host)
         .header(header::USER_AGENT, "drover")
         .header(header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| PollError::BadRequest(authority.to_string(), e))?;
     let get = Get {
         authority,
         tls,
@@ -425,13 +457,13 @@ async fn get(
             .map(str::to_string);
         let body = read_body(response.into_body(), MAX_BODY)
             .await
-            .map_err(|e| format!("reading the body: {e}"))?;
-        Ok((status, location, body))
+            .map_err(GetError::Body)?;
+        Ok::<_, GetError>((status, location, body))
     });
     tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .map_err(|_| fail(format!("no answer within {REQUEST_TIMEOUT:?}")))?
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|_| PollError::Timeout(authority.to_string(), REQUEST_TIMEOUT))?
+        .map_err(|e| PollError::Get(authority.to_string(), e))
 }
 
 #[cfg(test)]
