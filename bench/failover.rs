@@ -44,7 +44,7 @@ use hyper_util::rt::TokioIo;
 
 use drover::config::Config;
 use drover::routing::alias_route_name;
-use drover::routing::host::HostName;
+use drover::host::HostName;
 use drover::server::{Options, Server};
 use drover::sim::masters::{FakeMasters, Page};
 

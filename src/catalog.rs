@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::cidr::Cidr;
 use crate::config::Groups;
-use crate::routing::host::HostName;
+use crate::host::HostName;
 
 /// One application as a source reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

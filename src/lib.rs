@@ -43,6 +43,7 @@ pub mod dns;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod host;
 pub mod logfmt;
 pub mod metrics;
 pub mod proxy;

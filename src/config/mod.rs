@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::cidr::Cidr;
-use crate::routing::host::HostName;
+use crate::host::HostName;
 use file::*;
 
 /// One thing wrong with a config file.

@@ -11,7 +11,6 @@
 //! config) always keeps its host, on every path, and its port.
 
 pub mod auth;
-pub mod host;
 pub mod pool;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +23,7 @@ use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
 use crate::cidr::Cidr;
 use crate::config::{AliasConfig, Config, LeaderCheck, UnderscoreHeaders};
 use crate::metrics::{Metrics, RouteStats};
-use host::{lookup_key, HostName};
+use crate::host::{lookup_key, HostName};
 use pool::{Backend, EjectPolicy, Pool};
 
 /// Settings of the HTTP router that may change on a config reload.

@@ -1,5 +1,7 @@
 //! `HostName`: a virtual-host name normalized once, at construction (lowercase, no `:port`,
-//! no trailing dot), so every comparison after that is a plain string compare.
+//! no trailing dot), so every comparison after that is a plain string compare. Shared by
+//! the config (alias hosts), the catalog (vhost labels) and routing (the lookup key of a
+//! request's Host), so none of them reaches into another for it.
 
 use std::borrow::Cow;
 use std::fmt;
