@@ -43,8 +43,8 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 
 use drover::config::Config;
-use drover::routing::alias_route_name;
 use drover::host::HostName;
+use drover::routing::alias_route_name;
 use drover::server::{Options, Server};
 use drover::sim::masters::{FakeMasters, Page};
 

@@ -22,8 +22,8 @@ use std::time::Duration;
 use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
 use crate::cidr::Cidr;
 use crate::config::{AliasConfig, Config, LeaderCheck, UnderscoreHeaders};
-use crate::metrics::{Metrics, RouteStats};
 use crate::host::{lookup_key, HostName};
+use crate::metrics::{Metrics, RouteStats};
 use pool::{Backend, EjectPolicy, Pool};
 
 /// Settings of the HTTP router that may change on a config reload.
