@@ -6,8 +6,8 @@
 #
 # The candidate is `examples/dns_bench_server.rs`: it reads the harness's services.tsv,
 # builds the zone through `Zone::from_record_sets` and serves it with `dns::server::serve`
-# (hickory-server's `Server`, one current-thread runtime per thread). No tracing
-# subscriber is installed, so hickory's per-query `info!` lines cost nothing.
+# (our own UDP loop and TCP loop over `dns::handler`, one current-thread runtime per
+# thread). No tracing subscriber is installed, so log lines cost nothing.
 #
 # Needs: knot, dnsperf, dig (apt-get install -y knot dnsperf bind9-dnsutils).
 # Knobs: the harness's (ROUNDS, DURATION, PROXY_THREADS, PIN, DNS_N, OUT_DIR, ...);
