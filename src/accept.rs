@@ -10,8 +10,7 @@
 //! One gate serves every worker thread's accept loop on the same listener.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
@@ -36,17 +35,53 @@ pub struct Gate {
     open: IntGauge,
     waits: IntCounter,
     errors: IntCounter,
-    born: Instant,
-    /// Milliseconds after `born` of the last log line about failed accepts (0: none yet).
-    logged_at_ms: AtomicU64,
-    /// Failures since that line.
-    unlogged: AtomicU64,
+    /// Failed accepts are rare: a lock here costs nothing a connection waits on.
+    log: Mutex<Throttle>,
 }
 
-/// A connection's place under its listener's cap; dropping it frees the place.
+/// A connection's place under its listener's cap, counted in the open gauge; dropping it
+/// frees the place.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     open: IntGauge,
+}
+
+impl Slot {
+    pub fn new(permit: OwnedSemaphorePermit, open: IntGauge) -> Slot {
+        open.inc();
+        Slot {
+            _permit: permit,
+            open,
+        }
+    }
+}
+
+/// At most one log line per `every`, saying how many were held back since the last one.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    next: Option<Instant>,
+    held: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            next: None,
+            held: 0,
+        }
+    }
+
+    /// `Some(held back since the last one)` when a line may be logged at `now`.
+    pub fn pass(&mut self, now: Instant) -> Option<u64> {
+        if self.next.is_some_and(|next| now < next) {
+            self.held += 1;
+            return None;
+        }
+        self.next = Some(now + self.every);
+        Some(std::mem::take(&mut self.held))
+    }
 }
 
 impl Drop for Slot {
@@ -64,9 +99,7 @@ impl Gate {
             open: metrics.connections_open.with_label_values(&[name]),
             waits: metrics.connection_limit_waits.with_label_values(&[name]),
             errors: metrics.accept_errors.with_label_values(&[name]),
-            born: Instant::now(),
-            logged_at_ms: AtomicU64::new(0),
-            unlogged: AtomicU64::new(0),
+            log: Mutex::new(Throttle::new(LOG_EVERY)),
         })
     }
 
@@ -89,12 +122,7 @@ impl Gate {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    self.open.inc();
-                    let slot = Slot {
-                        _permit: permit,
-                        open: self.open.clone(),
-                    };
-                    return (stream, peer, slot);
+                    return (stream, peer, Slot::new(permit, self.open.clone()));
                 }
                 // The client gave up between its SYN and our accept: nothing is wrong here.
                 Err(e) if is_peer_error(&e) => continue,
@@ -110,24 +138,18 @@ impl Gate {
 
     /// Logs a failed accept unless one was logged less than `LOG_EVERY` ago.
     fn log_failure(&self, e: &std::io::Error) {
-        let now_ms = self.born.elapsed().as_millis() as u64 + 1;
-        let last = self.logged_at_ms.load(Ordering::Relaxed);
-        let due = last == 0 || now_ms.saturating_sub(last) >= LOG_EVERY.as_millis() as u64;
-        if due
-            && self
-                .logged_at_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let since = self.unlogged.swap(0, Ordering::Relaxed);
+        let passed = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pass(Instant::now());
+        if let Some(since) = passed {
             warn!(
                 listener = %self.name,
                 error = %e,
                 "accept failed ({since} more since the last report; retrying with a pause, next report in {}s at the earliest)",
                 LOG_EVERY.as_secs()
             );
-        } else {
-            self.unlogged.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -155,4 +177,23 @@ pub fn is_peer_error(e: &std::io::Error) -> bool {
         e.kind(),
         ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_passes_one_line_per_period() {
+        let start = Instant::now();
+        let mut t = Throttle::new(Duration::from_secs(10));
+        // 314 failures 100 ms apart (31.3 s): lines at 0, 10, 20 and 30 s.
+        let passed: Vec<(u64, u64)> = (0..314u64)
+            .filter_map(|i| {
+                let at = start + Duration::from_millis(100 * i);
+                t.pass(at).map(|held| (i, held))
+            })
+            .collect();
+        assert_eq!(passed, [(0, 0), (100, 99), (200, 99), (300, 99)]);
+    }
 }

@@ -23,12 +23,12 @@ use std::time::Duration;
 use prometheus::{IntCounter, IntGauge};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, warn};
 
-use crate::accept::is_peer_error;
+use crate::accept::{is_peer_error, Slot, Throttle};
 use crate::dns::handler::DnsHandler;
 use crate::dns::labels::Transport;
 use crate::logfmt;
@@ -104,7 +104,7 @@ pub(super) async fn serve(
                     }
                     continue; // dropping `stream` closes it
                 };
-                let open = Open::new(slot, counters.open.clone());
+                let open = Slot::new(slot, counters.open.clone());
                 let handler = handler.clone();
                 connections.spawn(async move {
                     let _open = open;
@@ -125,25 +125,6 @@ pub(super) async fn serve(
                 }
             }
         }
-    }
-}
-
-/// A connection slot, held while the connection lives, and its share of the open gauge.
-struct Open {
-    _slot: OwnedSemaphorePermit,
-    gauge: IntGauge,
-}
-
-impl Open {
-    fn new(slot: OwnedSemaphorePermit, gauge: IntGauge) -> Open {
-        gauge.inc();
-        Open { _slot: slot, gauge }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.gauge.dec();
     }
 }
 
@@ -208,52 +189,11 @@ async fn read_message(
     Ok(true)
 }
 
-/// Lets one log line through per `every`, counting the ones held back in between.
-struct Throttle {
-    every: Duration,
-    next: Option<Instant>,
-    held: u64,
-}
-
-impl Throttle {
-    fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            next: None,
-            held: 0,
-        }
-    }
-
-    /// `Some(held back since the last one)` when a line may be logged at `now`.
-    fn pass(&mut self, now: Instant) -> Option<u64> {
-        if self.next.is_some_and(|next| now < next) {
-            self.held += 1;
-            return None;
-        }
-        self.next = Some(now + self.every);
-        Some(std::mem::take(&mut self.held))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dns::server::DnsServerSettings;
     use crate::Shared;
-
-    #[test]
-    fn throttle_passes_one_line_per_period() {
-        let start = Instant::now();
-        let mut t = Throttle::new(Duration::from_secs(10));
-        // 314 failures 100 ms apart (31.3 s): lines at 0, 10, 20 and 30 s.
-        let passed: Vec<(u64, u64)> = (0..314u64)
-            .filter_map(|i| {
-                let at = start + Duration::from_millis(100 * i);
-                t.pass(at).map(|held| (i, held))
-            })
-            .collect();
-        assert_eq!(passed, [(0, 0), (100, 99), (200, 99), (300, 99)]);
-    }
 
     /// Fails every accept with EMFILE, `left` times, then waits forever.
     struct OutOfFiles {
