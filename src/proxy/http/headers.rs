@@ -83,7 +83,8 @@ pub(super) fn prepare_upstream_request<B>(
                 chain.push_str(", ");
             }
         }
-        chain.push_str(&conn.client.ip().to_string());
+        // `conn.xff` is the client's address, formatted once per connection.
+        chain.push_str(conn.xff.to_str().unwrap_or_default());
         HeaderValue::from_str(&chain).unwrap_or(conn.xff.clone())
     } else {
         conn.xff.clone()
