@@ -16,10 +16,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use drover::catalog::cluster::Cluster;
 use drover::dns::name::LabelRules;
-use drover::dns::records::{self, IpSource, ResolvedHosts};
+use drover::dns::records::{self, IpSource};
 use drover::dns::zone::{Zone, ZoneInput, ZoneOptions};
-use drover::source::mesos::state::{self, MesosState};
+use drover::source::mesos::cluster::{convert, ResolvedHosts};
+use drover::source::mesos::state;
 
 /// The system allocator, counting live bytes and their high-water mark.
 struct Counting;
@@ -111,15 +113,13 @@ fn options() -> ZoneOptions {
         IpSource::Host,
     ];
     options.records.labels = LabelRules::Rfc952;
-    options.records.masters = vec!["10.0.0.1:5050".into()];
     options
 }
 
-fn compile(state: &MesosState, options: &ZoneOptions) -> Zone {
+fn compile(cluster: &Cluster, options: &ZoneOptions) -> Zone {
     Zone::compile(&ZoneInput {
-        state: Some(state),
+        cluster: Some(cluster),
         marathon_apps: &[],
-        resolved: &ResolvedHosts::new(),
         options,
         serial: 1,
     })
@@ -136,15 +136,19 @@ fn main() {
         .filter_map(|s| s.parse().ok())
         .collect();
     let options = options();
-    println!("tasks\tjson_MiB\tdecode_ms\tcompile_ms(median)\tcompile_ms(min)\trecords\tnames\tzone_MiB\tpeak_during_compile_MiB\tgenerate_ms\tfrom_sets_ms");
+    println!("tasks\tjson_MiB\tdecode_convert_ms\tcompile_ms(median)\tcompile_ms(min)\trecords\tnames\tzone_MiB\tpeak_during_compile_MiB\tgenerate_ms\tfrom_sets_ms");
     for tasks in sizes {
         let json = state_json(tasks);
         let json_len = json.len();
         let t0 = Instant::now();
         let state = state::decode(json.as_bytes()).expect("state decodes");
+        // What the Mesos source does with each read: decode, then convert (no names to
+        // resolve here).
+        let masters = ["10.0.0.1:5050".to_string()];
+        let cluster = convert(&state, &masters, &ResolvedHosts::new());
         let decode = t0.elapsed();
-        assert_eq!(state.frameworks[0].tasks.len(), tasks);
-        drop(json);
+        assert_eq!(cluster.task_count(), tasks);
+        drop((json, state));
 
         let mut times: Vec<Duration> = Vec::new();
         let mut kept = None;
@@ -154,7 +158,7 @@ fn main() {
             let before = LIVE.load(Ordering::Relaxed);
             PEAK.store(before, Ordering::Relaxed);
             let t = Instant::now();
-            let zone = compile(&state, &options);
+            let zone = compile(&cluster, &options);
             times.push(t.elapsed());
             zone_bytes = LIVE.load(Ordering::Relaxed) - before;
             peak_bytes = PEAK.load(Ordering::Relaxed) - before;
@@ -167,8 +171,7 @@ fn main() {
         let (mut generate, mut from_sets) = (Vec::new(), Vec::new());
         for _ in 0..5 {
             let t = Instant::now();
-            let sets =
-                records::generate(Some(&state), &[], &ResolvedHosts::new(), &options.records);
+            let sets = records::generate(Some(&cluster), &[], &options.records);
             generate.push(t.elapsed());
             let t = Instant::now();
             let z = Zone::from_record_sets(sets, &options, 1);

@@ -10,6 +10,8 @@
 //! `build_selected` adds marathon-lb's `--strict-mode` (a port needs `HAPROXY_{n}_ENABLED`);
 //! `build` is the same without it.
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};

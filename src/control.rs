@@ -1,8 +1,10 @@
 //! The one writer. Whenever the config or a source changes, `control` rebuilds the catalog,
 //! compiles a new route table against the previous one (so backend state carries over),
 //! stores it with one `ArcSwap` store, updates the table metrics and tells the listener
-//! reconciler; with `[dns]` it also compiles the DNS zone (from the Mesos leader's state and
-//! the Marathon-only apps) and stores it the same way. Nothing else writes either.
+//! reconciler; with `[dns]` it also compiles the DNS zone (from the catalog's cluster: what
+//! the Mesos leader reported, and the apps only Marathon knows) and stores it the same way.
+//! Nothing else writes either. It only orchestrates: every decision is in `catalog`,
+//! `routing` or `dns`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,15 +12,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::catalog::{self, RawApp};
+use crate::catalog::{self, cluster};
 use crate::config::{Config, DnsConfig, Groups};
-use crate::dns::records::{self, HostRecord, ResolvedHosts};
-use crate::dns::{name::LabelRules, IpSource, MarathonOnlyApp, MarathonOnlyTask, Zone};
+use crate::dns::Zone;
 use crate::dns::{ZoneInput, ZoneOptions};
 use crate::routing::{self, RouteTable};
 use crate::shutdown::Shutdown;
 use crate::source::mesos::poll::MesosSnapshot;
-use crate::source::mesos::state::MesosState;
 use crate::source::Snapshot;
 use crate::Shared;
 
@@ -70,7 +70,7 @@ pub async fn run(
             let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
             if let (true, Some(marathon)) = (mesos_ready, marathon) {
                 zone_version += 1;
-                let zone = compile_zone(&cfg, dns, mesos.clone(), marathon, zone_version).await;
+                let zone = compile_zone(dns, mesos.clone(), marathon, zone_version).await;
                 store_zone(&shared, zone, zone_version);
             }
         } else if shared.zone.load().is_some() {
@@ -170,48 +170,27 @@ fn update_metrics(shared: &Shared, table: &RouteTable) {
     m.app_problems.set(table.problems.len() as i64);
 }
 
-/// How long resolving the host names in a Mesos state may take before the zone is built
-/// without the ones still unresolved.
-const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Compiles the zone from the Mesos leader's state and the apps only Marathon knows,
-/// resolving the host names the state uses instead of addresses first. The compile runs on
-/// a blocking thread: a big cluster's zone takes long enough to stall the probes and admin
-/// answers this runtime also serves.
+/// Compiles the zone from the Mesos leader's cluster and the apps only Marathon knows. The
+/// compile runs on a blocking thread: a big cluster's zone takes long enough to stall the
+/// probes and admin answers this runtime also serves.
 pub async fn compile_zone(
-    config: &Config,
     dns: &DnsConfig,
     mesos: Option<Arc<MesosSnapshot>>,
     marathon: Option<Arc<Snapshot>>,
     serial: u32,
 ) -> Zone {
-    let options = zone_options(config, dns);
-    let state = mesos.as_ref().map(|m| &m.state);
-    let mut resolved = ResolvedHosts::new();
-    for host in records::hosts_to_resolve(state, &options.records) {
-        let lookup = tokio::net::lookup_host((host.clone(), 0));
-        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-            Ok(Ok(addrs)) => {
-                resolved.insert(host, addrs.map(|a| a.ip()).collect());
-            }
-            Ok(Err(e)) => {
-                warn!(%host, error = %e, "cannot resolve a host named in the Mesos state")
-            }
-            Err(_) => warn!(%host, "resolving a host named in the Mesos state timed out"),
-        }
-    }
+    let options = ZoneOptions::from_config(dns);
     let build = move || {
-        let state = mesos.as_ref().map(|m| &m.state);
+        let cluster = mesos.as_ref().map(|m| &m.cluster);
         let apps = marathon
             .as_deref()
-            .map_or_else(Vec::new, |m| marathon_only_apps(&m.apps, state));
+            .map_or_else(Vec::new, |m| cluster::marathon_only_apps(&m.apps, cluster));
         // CPU work on a blocking thread: the real clock, which paused time would stop.
         #[allow(clippy::disallowed_methods)]
         let started = std::time::Instant::now();
         let zone = Zone::compile(&ZoneInput {
-            state,
+            cluster,
             marathon_apps: &apps,
-            resolved: &resolved,
             options: &options,
             serial,
         });
@@ -244,74 +223,4 @@ fn store_zone(shared: &Shared, zone: Zone, serial: u32) {
         .dns_zone_records
         .set(zone.record_count() as i64);
     shared.zone.store(Some(Arc::new(zone)));
-}
-
-/// The zone's settings from `[dns]` and `[mesos]`, with Mesos-DNS's defaults elsewhere.
-pub fn zone_options(config: &Config, dns: &DnsConfig) -> ZoneOptions {
-    let mut options = ZoneOptions::mesos_dns_defaults(dns.domain.as_str());
-    options.ttl = dns.ttl.as_secs().clamp(0, u32::MAX as u64) as u32;
-    options.soa.minimum = options.ttl;
-    options.records.ip_sources = dns
-        .ip_sources
-        .iter()
-        .filter_map(|s| IpSource::from_name(s))
-        .collect();
-    options.records.labels = LabelRules::from_name(&dns.labels).unwrap_or_default();
-    options.records.legacy_discovery_names = dns.legacy_names;
-    options.records.masters = config.mesos.as_ref().map_or_else(Vec::new, |m| {
-        m.masters
-            .iter()
-            .map(|u| {
-                u.trim_start_matches("http://")
-                    .trim_start_matches("https://")
-                    .trim_end_matches('/')
-                    .to_string()
-            })
-            .collect()
-    });
-    // The name server's own name answers with the address DNS listens on, when that is one
-    // address (not 0.0.0.0 / ::).
-    let ip = dns.listen.ip();
-    if !ip.is_unspecified() {
-        options.records.name_server = Some(HostRecord {
-            name: options.soa.mname.clone(),
-            ips: vec![ip],
-        });
-    }
-    options
-}
-
-/// The Marathon apps whose tasks the Mesos state does not list (all of them without
-/// `[mesos]`), in the shape Mesos-DNS names Marathon tasks by.
-fn marathon_only_apps(apps: &[RawApp], state: Option<&MesosState>) -> Vec<MarathonOnlyApp> {
-    let known: HashSet<&str> = state
-        .map(|s| {
-            s.frameworks
-                .iter()
-                .flat_map(|f| f.tasks.iter().map(|t| t.id.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    apps.iter()
-        .filter_map(|app| {
-            let tasks: Vec<MarathonOnlyTask> = app
-                .tasks
-                .iter()
-                .filter(|t| t.state == "TASK_RUNNING" && !known.contains(t.id.as_str()))
-                .filter_map(|t| {
-                    Some(MarathonOnlyTask {
-                        id: t.id.clone(),
-                        host: t.host.parse().ok()?,
-                        ip_addresses: Vec::new(),
-                        ports: t.ports.clone(),
-                        agent_id: None,
-                    })
-                })
-                .collect();
-            (!tasks.is_empty()).then(|| MarathonOnlyApp {
-                id: app.id.clone(),
-                tasks,
-            })
-        })
-        .collect()
 }

@@ -177,8 +177,9 @@ mod mesos_dns {
 
     use super::{json, Bytes, Full};
     use crate::config::Config;
-    use crate::control::zone_options;
+    use crate::dns::ZoneOptions;
     use crate::dns::{api, Zone};
+    use crate::source::mesos::cluster::master_addresses;
 
     #[derive(Serialize)]
     #[serde(rename_all = "PascalCase")]
@@ -207,7 +208,7 @@ mod mesos_dns {
         let Some(dns) = &config.dns else {
             return json!({ "DnsOn": false, "HttpOn": true });
         };
-        let options = zone_options(config, dns);
+        let options = ZoneOptions::from_config(dns);
         let forward: Vec<String> = dns.forward.iter().map(|a| a.ip().to_string()).collect();
         let mesos = config.mesos.as_ref();
         let principal = mesos.and_then(|m| m.principal.clone());
@@ -222,7 +223,7 @@ mod mesos_dns {
             "Port": dns.listen.port(),
             "Listener": dns.listen.ip().to_string(),
             "Domain": options.records.domain,
-            "Masters": options.records.masters,
+            "Masters": mesos.map_or_else(Vec::new, |m| master_addresses(&m.masters)),
             "Resolvers": forward,
             "RecurseOn": !dns.forward.is_empty(),
             "ExternalOn": !dns.forward.is_empty(),

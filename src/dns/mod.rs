@@ -1,12 +1,12 @@
 //! The Mesos-DNS-compatible zone: the names Mesos-DNS gives a cluster's tasks, frameworks,
-//! agents and masters, compiled into an immutable `Zone` that answers lookups. Pure: no
-//! sockets, no clocks, no name resolution (the caller resolves what
-//! `records::hosts_to_resolve` lists and passes the answers in). Encoding answers and the
-//! UDP/TCP server are left to the DNS handler.
+//! agents and masters, compiled into an immutable `Zone` that answers lookups. It reads
+//! only the catalog (`catalog::cluster`), never a source. The compile is pure: no sockets,
+//! no clocks, no name resolution (the Mesos source resolved host names when it read the
+//! state). Encoding answers and the UDP/TCP server are left to the DNS handler.
 //!
 //! - `intern`: names stored once and known by id after that.
 //! - `name`: the label sanitizer (RFC 1123 / RFC 952 rules) and `hash5`.
-//! - `records`: Mesos state + Marathon-only apps + options -> the records of every name.
+//! - `records`: the cluster + Marathon-only apps + options -> the records of every name.
 //! - `zone`: record sets -> `Zone` (apex, additional records, empty non-terminals) and
 //!   `Zone::lookup`.
 //! - `api`: the bodies of the Mesos-DNS HTTP lookups (`/v1/hosts`, `/v1/services`).
@@ -30,10 +30,7 @@ pub mod zone;
 
 pub use fast::FastQuery;
 pub use labels::Transport;
-pub use records::{IpSource, MarathonOnlyApp, MarathonOnlyTask, RecordOptions};
+pub use records::{IpSource, RecordOptions};
 pub use zone::{
     Lookup, NameId, QueryType, Record, RecordData, RecordType, Zone, ZoneInput, ZoneOptions,
 };
-
-#[cfg(test)]
-mod tests;

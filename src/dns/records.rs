@@ -1,5 +1,5 @@
-//! Which names and addresses a cluster gets: the Mesos-DNS record generator. A decoded
-//! Mesos state, Marathon-only apps and the options go in; `RecordSets` (the names,
+//! Which names and addresses a cluster gets: the Mesos-DNS record generator. The catalog's
+//! `Cluster` (what the Mesos leader reported), the Marathon-only apps and the options go in; `RecordSets` (the names,
 //! interned, and their A, AAAA and SRV records) comes out. `dns::zone` turns that into
 //! something that answers queries.
 //!
@@ -21,19 +21,17 @@
 //!   from that list gets the next index);
 //! - the name server's own name.
 //!
-//! Only `TASK_RUNNING` tasks on an agent listed in the state get names. Host names (an agent
-//! or scheduler pid with a name instead of an IP) are never looked up here: the caller
-//! resolves what `hosts_to_resolve` lists and passes the answers in.
+//! Only `TASK_RUNNING` tasks on an agent listed in the state get names. Every address comes
+//! from the cluster as the source converted it (host names already resolved): nothing is
+//! parsed or looked up here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::catalog::cluster::{Cluster, DiscoveryPort, Endpoint, MarathonOnlyApp, TaskIps};
 use crate::dns::intern::{NameId, NameTable};
 use crate::dns::name::{domain_fragment, hash5, label, LabelRules};
 use crate::dns::zone::{Record, RecordData, Srv};
-use crate::source::mesos::state::{
-    parse_port_ranges, split_host_port, DiscoveryPort, MesosState, Pid, Status, Task,
-};
 
 /// Where a task's IP addresses are read from (`[dns] ip_sources`, in priority order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,9 +45,6 @@ pub enum IpSource {
     /// The agent's address.
     Host,
 }
-
-const DOCKER_IP_LABEL: &str = "Docker.NetworkSettings.IPAddress";
-const MESOS_IP_LABEL: &str = "MesosContainerizer.NetworkSettings.IPAddress";
 
 // === impl IpSource ===
 
@@ -82,11 +77,6 @@ pub struct RecordOptions {
     /// Task IP sources in priority order; the first that yields an address wins.
     pub ip_sources: Vec<IpSource>,
     pub labels: LabelRules,
-    /// Masters as `host:port`, in the order `masterN` follows.
-    pub masters: Vec<String>,
-    /// A leader pid (`master@10.0.0.1:5050`) used instead of the state's `leader`: the
-    /// last known leader while none is elected, or a fixed one in tests.
-    pub leader_override: Option<String>,
     /// The name server's own address record (Mesos-DNS's `SOAMname` + listener).
     pub name_server: Option<HostRecord>,
     /// Also publish the names Mesos-DNS builds from a task's *unsanitized* discovery name
@@ -102,37 +92,10 @@ impl Default for RecordOptions {
             domain: "mesos".into(),
             ip_sources: vec![IpSource::Netinfo, IpSource::Mesos, IpSource::Host],
             labels: LabelRules::Rfc1123,
-            masters: Vec::new(),
-            leader_override: None,
             name_server: None,
             legacy_discovery_names: false,
         }
     }
-}
-
-/// An app known only from Marathon (no Mesos state for it). Mesos-DNS names Marathon's
-/// tasks by the app id reversed: `/group/app` becomes task name `app.group`, so
-/// `app-group.marathon.<domain>`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct MarathonOnlyApp {
-    /// Marathon app id, e.g. `/group/app`.
-    pub id: String,
-    pub tasks: Vec<MarathonOnlyTask>,
-}
-
-/// One running task of a `MarathonOnlyApp`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MarathonOnlyTask {
-    /// Unique per task: it is hashed into the canonical name.
-    pub id: String,
-    /// The agent's address.
-    pub host: IpAddr,
-    /// The task's own addresses (IP-per-task networking); the `netinfo` source.
-    pub ip_addresses: Vec<IpAddr>,
-    /// Host ports.
-    pub ports: Vec<u16>,
-    /// The agent id, for the canonical name's tail; without it the name ends at the hash.
-    pub agent_id: Option<String>,
 }
 
 /// Every generated record: the names interned once, the records in the order they were
@@ -203,67 +166,21 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Parses an IP address literal (no brackets, no zone), mapped IPv6 read as IPv4.
-pub fn parse_ip(text: &str) -> Option<IpAddr> {
-    text.parse::<IpAddr>().ok().map(canonical_ip)
-}
-
-/// The host names in `state` and `options` that are not IP literals: what the caller has
-/// to resolve (and pass to `generate`) for their records to exist.
-pub fn hosts_to_resolve(state: Option<&MesosState>, options: &RecordOptions) -> BTreeSet<String> {
-    let mut hosts = BTreeSet::new();
-    let mut want = |host: &str| {
-        if !host.is_empty() && parse_ip(host).is_none() {
-            hosts.insert(host.to_string());
-        }
-    };
-    if let Some(state) = state {
-        for agent in &state.agents {
-            if let Ok(pid) = Pid::parse(&agent.pid) {
-                want(&pid.host);
-            }
-        }
-        for f in &state.frameworks {
-            match f.pid.as_deref().map(Pid::parse) {
-                Some(Ok(pid)) => want(&pid.host),
-                _ => want(&f.hostname),
-            }
-        }
-        if let Ok(pid) = Pid::parse(&state.leader) {
-            want(&pid.host);
-        }
-    }
-    if let Some(Ok(pid)) = options.leader_override.as_deref().map(Pid::parse) {
-        want(&pid.host);
-    }
-    for master in &options.masters {
-        if let Some((host, _)) = split_host_port(master) {
-            want(host);
-        }
-    }
-    hosts
-}
-
-/// Host names resolved by the caller: name -> addresses.
-pub type ResolvedHosts = HashMap<String, Vec<IpAddr>>;
-
-/// Builds every record Mesos-DNS builds for `state` (if any) and `marathon_apps`.
+/// Builds every record Mesos-DNS builds for `cluster` (if any) and `marathon_apps`.
 pub fn generate(
-    state: Option<&MesosState>,
+    cluster: Option<&Cluster>,
     marathon_apps: &[MarathonOnlyApp],
-    resolved: &ResolvedHosts,
     options: &RecordOptions,
 ) -> RecordSets {
     let domain = options.domain.trim_end_matches('.').to_ascii_lowercase();
     // A task has about 3 names of its own and 12 records (the benchmark's mix): room
     // for a little more saves copying the biggest buffers as they grow.
-    let tasks = state.map_or(0, |s| s.frameworks.iter().map(|f| f.tasks.len()).sum())
+    let tasks = cluster.map_or(0, Cluster::task_count)
         + marathon_apps.iter().map(|a| a.tasks.len()).sum::<usize>();
     let mut gen = Generator {
         sets: RecordSets::with_capacity(tasks * 3 + 64, tasks * 14 + 64),
         tail: format!(".{domain}."),
         buf: String::with_capacity(256),
-        resolved,
         options,
     };
     if let Some(name_server) = &options.name_server {
@@ -272,17 +189,13 @@ pub fn generate(
             gen.sets.add_ip(&name, ip);
         }
     }
-    let leader = options
-        .leader_override
-        .as_deref()
-        .or(state.map(|s| s.leader.as_str()));
-    if let Some(leader) = leader {
-        gen.masters(leader);
-    }
-    if let Some(state) = state {
-        gen.frameworks(state);
-        let agents = gen.agents(state);
-        gen.mesos_tasks(state, &agents);
+    if let Some(cluster) = cluster {
+        if let Some(leader) = &cluster.leader {
+            gen.masters(leader, &cluster.masters);
+        }
+        gen.frameworks(cluster);
+        let agents = gen.agents(cluster);
+        gen.mesos_tasks(cluster, &agents);
     }
     for app in marathon_apps {
         gen.marathon_app(app);
@@ -303,7 +216,6 @@ struct Generator<'a> {
     tail: String,
     /// Scratch space for building names.
     buf: String,
-    resolved: &'a ResolvedHosts,
     options: &'a RecordOptions,
 }
 
@@ -313,10 +225,10 @@ struct TaskNames<'t> {
     framework: &'t str,
     /// `{hash5(task id)}-{agent tail}` or `{hash5}` alone.
     suffix: String,
-    task_ips: Vec<IpAddr>,
+    task_ips: &'t [IpAddr],
     agent_ips: &'t [IpAddr],
     /// Resource (host) ports.
-    ports: Vec<u16>,
+    ports: &'t [u16],
     /// Discovery ports, `None` for a task without a discovery name.
     discovery: Option<&'t [DiscoveryPort]>,
 }
@@ -324,56 +236,39 @@ struct TaskNames<'t> {
 // === impl Generator ===
 
 impl Generator<'_> {
-    /// The addresses of a host: itself if it is an IP literal, else what the caller resolved.
-    fn ips_of(&self, host: &str) -> Vec<IpAddr> {
-        match parse_ip(host) {
-            Some(ip) => vec![ip],
-            None => self
-                .resolved
-                .get(host)
-                .map(|ips| ips.iter().copied().map(canonical_ip).collect())
-                .unwrap_or_default(),
-        }
-    }
-
     fn label(&self, text: &str) -> String {
         label(text, self.options.labels)
     }
 
     /// `leader`, `master`, `masterN`, `_leader._tcp`, `_leader._udp`. Nothing at all when
-    /// the leader pid does not parse or its host has no address.
-    fn masters(&mut self, leader: &str) {
-        let Ok(pid) = Pid::parse(leader) else { return };
-        let leader_ips = self.ips_of(&pid.host);
+    /// the leader's host has no address.
+    fn masters(&mut self, leader: &Endpoint, masters: &[Endpoint]) {
+        let leader_ips = &leader.ips;
         if leader_ips.is_empty() {
             return;
         }
-        // Masters are matched to the leader by their exact `host:port` text.
-        let leader_address = leader.trim().split_once('@').map_or("", |(_, a)| a);
         let tail = &self.tail;
         let master = format!("master{tail}");
-        for &ip in &leader_ips {
+        for &ip in leader_ips {
             self.sets.add_ip(&format!("leader{tail}"), ip);
             self.sets.add_ip(&master, ip);
         }
         let leader_target = self.sets.target(&format!("leader{tail}"));
         self.sets
-            .add_srv(&format!("_leader._tcp{tail}"), leader_target, pid.port);
+            .add_srv(&format!("_leader._tcp{tail}"), leader_target, leader.port);
         self.sets
-            .add_srv(&format!("_leader._udp{tail}"), leader_target, pid.port);
+            .add_srv(&format!("_leader._udp{tail}"), leader_target, leader.port);
 
         let mut all_master_ips = leader_ips.clone();
         let mut index = 0;
         let mut leader_indexed = false;
-        for listed in &self.options.masters {
-            let Some((host, _)) = split_host_port(listed) else {
-                continue;
-            };
-            let ips = self.ips_of(host);
+        for listed in masters {
+            let ips = &listed.ips;
             if ips.is_empty() {
                 continue;
             }
-            let is_leader = listed == leader_address;
+            // Masters are matched to the leader by their exact `host:port` text.
+            let is_leader = listed.address == leader.address;
             if !is_leader {
                 let new: Vec<IpAddr> = ips
                     .iter()
@@ -391,14 +286,14 @@ impl Generator<'_> {
             } else if leader_indexed {
                 continue;
             }
-            for &ip in &ips {
+            for &ip in ips {
                 self.sets.add_ip(&format!("master{index}{tail}"), ip);
             }
             index += 1;
             leader_indexed |= is_leader;
         }
         if !leader_indexed {
-            for &ip in &leader_ips {
+            for &ip in leader_ips {
                 self.sets.add_ip(&format!("master{index}{tail}"), ip);
             }
         }
@@ -406,19 +301,15 @@ impl Generator<'_> {
 
     /// `fw.domain` at the scheduler's address and `_framework._tcp.fw.domain` at its port.
     /// A framework without a pid is named at its `hostname`, without SRV.
-    fn frameworks(&mut self, state: &MesosState) {
-        for f in &state.frameworks {
-            let (host, port) = match f.pid.as_deref().map(Pid::parse) {
-                Some(Ok(pid)) => (pid.host, Some(pid.port)),
-                _ => (f.hostname.clone(), None),
-            };
-            let ips = self.ips_of(&host);
+    fn frameworks(&mut self, cluster: &Cluster) {
+        for f in &cluster.frameworks {
+            let (ips, port) = (&f.ips, f.port);
             let fragment = domain_fragment(&f.name, self.options.labels);
             if ips.is_empty() || fragment.is_empty() {
                 continue;
             }
             let name = format!("{fragment}{}", self.tail);
-            for ip in ips {
+            for &ip in ips {
                 self.sets.add_ip(&name, ip);
             }
             if let Some(port) = port {
@@ -430,51 +321,46 @@ impl Generator<'_> {
     }
 
     /// `slave.domain` and `_slave._tcp.domain`; returns each agent's addresses by id.
-    fn agents<'s>(&mut self, state: &'s MesosState) -> HashMap<&'s str, Vec<IpAddr>> {
+    fn agents<'c>(&mut self, cluster: &'c Cluster) -> HashMap<&'c str, &'c [IpAddr]> {
         let name = format!("slave{}", self.tail);
         let srv = format!("_slave._tcp{}", self.tail);
-        let mut agents = HashMap::with_capacity(state.agents.len());
-        for agent in &state.agents {
-            let pid = Pid::parse(&agent.pid).ok();
-            let ips = pid
-                .as_ref()
-                .map(|p| self.ips_of(&p.host))
-                .unwrap_or_default();
-            if let (Some(pid), false) = (&pid, ips.is_empty()) {
-                for &ip in &ips {
+        let mut agents = HashMap::with_capacity(cluster.agents.len());
+        for agent in &cluster.agents {
+            let ips: &[IpAddr] = agent.endpoint.as_ref().map_or(&[], |e| &e.ips);
+            if let Some(endpoint) = agent.endpoint.as_ref().filter(|e| !e.ips.is_empty()) {
+                for &ip in ips {
                     self.sets.add_ip(&name, ip);
                 }
                 let target = self.sets.target(&name);
-                self.sets.add_srv(&srv, target, pid.port);
+                self.sets.add_srv(&srv, target, endpoint.port);
             }
             agents.insert(agent.id.as_str(), ips);
         }
         agents
     }
 
-    fn mesos_tasks(&mut self, state: &MesosState, agents: &HashMap<&str, Vec<IpAddr>>) {
-        for f in &state.frameworks {
+    fn mesos_tasks(&mut self, cluster: &Cluster, agents: &HashMap<&str, &[IpAddr]>) {
+        for f in &cluster.frameworks {
             let framework = domain_fragment(&f.name, self.options.labels);
             if framework.is_empty() {
                 continue;
             }
             for task in &f.tasks {
-                let Some(agent_ips) = agents.get(task.slave_id.as_str()) else {
+                let Some(&agent_ips) = agents.get(task.agent_id.as_str()) else {
                     continue;
                 };
                 if task.state != "TASK_RUNNING" {
                     continue;
                 }
-                let discovery = task.discovery.as_ref().filter(|d| !d.name.is_empty());
                 let names = TaskNames {
                     framework: &framework,
-                    suffix: canonical_suffix(&task.id, Some(&task.slave_id)),
-                    task_ips: task_ips(task, agent_ips, &self.options.ip_sources),
+                    suffix: canonical_suffix(&task.id, Some(&task.agent_id)),
+                    task_ips: task_ips(&task.ips, agent_ips, &self.options.ip_sources),
                     agent_ips,
-                    ports: parse_port_ranges(&task.resources.ports),
-                    discovery: discovery.map(|d| d.ports.ports.as_slice()),
+                    ports: &task.ports,
+                    discovery: task.discovery.as_ref().map(|d| d.ports.as_slice()),
                 };
-                match discovery {
+                match &task.discovery {
                     Some(d) => {
                         if self.options.legacy_discovery_names {
                             self.task(&d.name.to_ascii_lowercase(), &names);
@@ -498,24 +384,16 @@ impl Generator<'_> {
         let framework = domain_fragment("marathon", self.options.labels);
         for task in &app.tasks {
             let agent_ips = [canonical_ip(task.host)];
-            let mut task_ips = Vec::new();
-            for source in &self.options.ip_sources {
-                task_ips = match source {
-                    IpSource::Netinfo => task.ip_addresses.clone(),
-                    IpSource::Host => agent_ips.to_vec(),
-                    IpSource::Docker | IpSource::Mesos => Vec::new(),
-                };
-                if !task_ips.is_empty() {
-                    break;
-                }
-            }
-            let suffix = canonical_suffix(&task.id, task.agent_id.as_deref());
+            let own = TaskIps {
+                netinfo: task.ip_addresses.clone(),
+                ..TaskIps::default()
+            };
             let names = TaskNames {
                 framework: &framework,
-                suffix,
-                task_ips,
+                suffix: canonical_suffix(&task.id, task.agent_id.as_deref()),
+                task_ips: task_ips(&own, &agent_ips, &self.options.ip_sources),
                 agent_ips: &agent_ips,
-                ports: task.ports.clone(),
+                ports: &task.ports,
                 discovery: None,
             };
             self.task(&l, &names);
@@ -541,9 +419,9 @@ impl Generator<'_> {
         let suffix = t.suffix.as_str();
 
         put(buf, &[task_label, ".", fw, tail]);
-        sets.add_ips(buf, &t.task_ips);
+        sets.add_ips(buf, t.task_ips);
         put(buf, &[task_label, "-", suffix, ".", fw, tail]);
-        let canonical = sets.add_ips(buf, &t.task_ips);
+        let canonical = sets.add_ips(buf, t.task_ips);
         let task_target = t
             .discovery
             .is_some()
@@ -557,10 +435,10 @@ impl Generator<'_> {
             let agent_target = canonical_slave.unwrap_or_else(|| sets.target(buf));
             for protocol in ["_tcp.", "_udp."] {
                 put(buf, &["_", task_label, ".", protocol, fw, ".slave", tail]);
-                sets.add_srvs(buf, agent_target, &t.ports);
+                sets.add_srvs(buf, agent_target, t.ports);
                 if t.discovery.is_none() {
                     put(buf, &["_", task_label, ".", protocol, fw, tail]);
-                    sets.add_srvs(buf, agent_target, &t.ports);
+                    sets.add_srvs(buf, agent_target, t.ports);
                 }
             }
         }
@@ -569,9 +447,7 @@ impl Generator<'_> {
             return;
         };
         for dp in discovery_ports {
-            let Ok(port) = u16::try_from(dp.number) else {
-                continue;
-            };
+            let port = dp.number;
             let protocol = label(&dp.protocol, options.labels);
             let protocols: &[&str] = if protocol.is_empty() {
                 &["tcp", "udp"]
@@ -613,53 +489,22 @@ fn canonical_suffix(task_id: &str, agent_id: Option<&str>) -> String {
 }
 
 /// A task's IP addresses: those of the first source in `sources` that yields any.
-/// `agent_ips` is the `host` source. The container sources read only the newest (by
-/// timestamp) `TASK_RUNNING` status.
-pub fn task_ips(task: &Task, agent_ips: &[IpAddr], sources: &[IpSource]) -> Vec<IpAddr> {
-    let newest_running = task
-        .statuses
-        .iter()
-        .filter(|s| s.state == "TASK_RUNNING")
-        .fold(None::<&Status>, |best, s| match best {
-            Some(b) if b.timestamp >= s.timestamp => Some(b),
-            _ => Some(s),
-        });
+/// `agent_ips` is the `host` source.
+pub fn task_ips<'a>(
+    ips: &'a TaskIps,
+    agent_ips: &'a [IpAddr],
+    sources: &[IpSource],
+) -> &'a [IpAddr] {
     for source in sources {
-        let ips: Vec<IpAddr> = match source {
-            IpSource::Host => agent_ips.to_vec(),
-            IpSource::Netinfo => newest_running
-                .map(|s| {
-                    s.container_status
-                        .network_infos
-                        .iter()
-                        .flat_map(|n| {
-                            // The 0.26 list wins; the 0.25 single address only without it.
-                            let listed = n.ip_addresses.iter().map(|a| a.ip_address.as_str());
-                            let legacy = n.ip_addresses.is_empty().then_some(n.ip_address.as_str());
-                            listed.chain(legacy)
-                        })
-                        .filter_map(parse_ip)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            IpSource::Docker => label_ips(newest_running, DOCKER_IP_LABEL),
-            IpSource::Mesos => label_ips(newest_running, MESOS_IP_LABEL),
+        let from: &[IpAddr] = match source {
+            IpSource::Host => agent_ips,
+            IpSource::Netinfo => &ips.netinfo,
+            IpSource::Docker => &ips.docker,
+            IpSource::Mesos => &ips.mesos,
         };
-        if !ips.is_empty() {
-            return ips;
+        if !from.is_empty() {
+            return from;
         }
     }
-    Vec::new()
-}
-
-fn label_ips(status: Option<&Status>, key: &str) -> Vec<IpAddr> {
-    status
-        .map(|s| {
-            s.labels
-                .iter()
-                .filter(|l| l.key == key)
-                .filter_map(|l| parse_ip(&l.value))
-                .collect()
-        })
-        .unwrap_or_default()
+    &[]
 }

@@ -15,12 +15,7 @@ impl Zone {
     /// a label longer than 63 bytes or not a host-name label, more than 253 characters) is
     /// left out and listed in `dropped_names`.
     pub fn compile(input: &ZoneInput) -> Zone {
-        let sets = records::generate(
-            input.state,
-            input.marathon_apps,
-            input.resolved,
-            &input.options.records,
-        );
+        let sets = records::generate(input.cluster, input.marathon_apps, &input.options.records);
         Zone::from_record_sets(sets, input.options, input.serial)
     }
 

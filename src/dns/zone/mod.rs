@@ -15,20 +15,21 @@ mod build;
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::catalog::cluster::{Cluster, MarathonOnlyApp};
+use crate::config::DnsConfig;
 pub use crate::dns::intern::NameId;
 use crate::dns::intern::NameTable;
-use crate::dns::records::{MarathonOnlyApp, RecordOptions, ResolvedHosts};
-use crate::source::mesos::state::MesosState;
+use crate::dns::name::LabelRules;
+use crate::dns::records::{HostRecord, IpSource, RecordOptions};
 
 /// Everything a zone is compiled from.
 #[derive(Debug, Clone, Copy)]
 pub struct ZoneInput<'a> {
-    /// The leading master's state; `None` before the first good read.
-    pub state: Option<&'a MesosState>,
+    /// What the leading Mesos master reported; `None` without `[mesos]` or before the first
+    /// good read.
+    pub cluster: Option<&'a Cluster>,
     /// Apps known only from Marathon.
     pub marathon_apps: &'a [MarathonOnlyApp],
-    /// Host names (from `records::hosts_to_resolve`) the caller resolved.
-    pub resolved: &'a ResolvedHosts,
     pub options: &'a ZoneOptions,
     /// The SOA serial. `control` starts it at the Unix time in seconds when Drover starts and
     /// adds one per zone build, so it grows across restarts too; it is not tied to the
@@ -87,6 +88,30 @@ impl ZoneOptions {
                 minimum: 60,
             },
         }
+    }
+
+    /// The settings `[dns]` asks for, with Mesos-DNS's defaults elsewhere.
+    pub fn from_config(dns: &DnsConfig) -> ZoneOptions {
+        let mut options = ZoneOptions::mesos_dns_defaults(dns.domain.as_str());
+        options.ttl = dns.ttl.as_secs().clamp(0, u32::MAX as u64) as u32;
+        options.soa.minimum = options.ttl;
+        options.records.ip_sources = dns
+            .ip_sources
+            .iter()
+            .filter_map(|s| IpSource::from_name(s))
+            .collect();
+        options.records.labels = LabelRules::from_name(&dns.labels).unwrap_or_default();
+        options.records.legacy_discovery_names = dns.legacy_names;
+        // The name server's own name answers with the address DNS listens on, when that is
+        // one address (not 0.0.0.0 / ::).
+        let ip = dns.listen.ip();
+        if !ip.is_unspecified() {
+            options.records.name_server = Some(HostRecord {
+                name: options.soa.mname.clone(),
+                ips: vec![ip],
+            });
+        }
+        options
     }
 }
 

@@ -1,9 +1,14 @@
-//! The Mesos source: the leading master's `/master/state`, decoded into raw types. Only
-//! this module knows Mesos's JSON; `dns::records` gives the decoded state its Mesos-DNS
-//! meaning.
+//! The Mesos source: the leading master's `/master/state`, decoded and converted into the
+//! catalog's `Cluster`. Only this module knows Mesos's JSON and its string formats;
+//! `dns::records` gives the cluster its Mesos-DNS names.
 //!
 //! - `state`: the serde types, `decode`, and the pid and port-range parsers.
+//! - `cluster`: a decoded state as a `catalog::cluster::Cluster`, host names resolved.
 //! - `poll`: reads the leader's state every `[mesos] poll` and publishes it.
 
+pub mod cluster;
 pub mod poll;
 pub mod state;
+
+#[cfg(test)]
+mod dns_tests;

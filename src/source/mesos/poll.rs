@@ -27,7 +27,9 @@ use hyper::{Request, StatusCode};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::cluster::{master_addresses, resolve_and_convert};
 use super::state::{self, split_host_port, MesosState, Pid};
+use crate::catalog::cluster::Cluster;
 use crate::config::{Config, MesosConfig};
 use crate::shutdown::Shutdown;
 use crate::source::https::{basic_auth, read_body, Get, GetError, TlsClient, TlsSetupError};
@@ -42,10 +44,10 @@ const MAX_BODY: usize = 512 * 1024 * 1024;
 /// How long one request (connect, head and body) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One good read: the leader's state and where it came from.
+/// One good read: the cluster the leader's state describes, and where it came from.
 #[derive(Debug)]
 pub struct MesosSnapshot {
-    pub state: MesosState,
+    pub cluster: Cluster,
     /// `host:port` of the master that answered (the leader).
     pub leader: String,
 }
@@ -235,6 +237,8 @@ pub async fn run(
 /// The reading side, apart from scheduling (tests drive it directly).
 pub struct Poller {
     masters: Vec<Result<Master, MasterUrlError>>,
+    /// The masters as `host:port`, in the configured order: the cluster's `masters`.
+    master_addresses: Vec<String>,
     /// `Err` when the TLS roots could not be loaded: every read says why.
     transport: Result<Transport, Arc<TlsSetupError>>,
     /// `[mesos] principal` and `secret_file`.
@@ -252,6 +256,7 @@ impl Poller {
         let masters = cfg.masters.iter().map(|url| Master::parse(url)).collect();
         Poller {
             masters,
+            master_addresses: master_addresses(&cfg.masters),
             transport: Transport::new(cfg).map_err(Arc::new),
             credentials: cfg.principal.clone().zip(cfg.secret_file.clone()),
             preferred: 0,
@@ -285,14 +290,18 @@ impl Poller {
                 }
             };
             match read_leader(&master, transport).await {
-                Ok(snapshot) => {
+                Ok((state, leader)) => {
                     // Start with the leader next time when it is one of ours.
                     let leader_index = self
                         .masters
                         .iter()
-                        .position(|m| m.as_ref().is_ok_and(|m| m.authority == snapshot.leader));
+                        .position(|m| m.as_ref().is_ok_and(|m| m.authority == leader));
                     self.preferred = leader_index.unwrap_or(index);
-                    return Ok(snapshot);
+                    if let Some(first) = state.problems.first() {
+                        warn!(count = state.problems.len(), %first, "Mesos state entries left out");
+                    }
+                    let cluster = resolve_and_convert(&state, &self.master_addresses).await;
+                    return Ok(MesosSnapshot { cluster, leader });
                 }
                 Err(e) => {
                     debug!(error = %e, "Mesos master did not give a leader's state");
@@ -305,12 +314,7 @@ impl Poller {
 
     /// Applies the shrink guard: `None` while a sharply smaller state waits to be confirmed.
     pub fn confirm(&mut self, snapshot: MesosSnapshot) -> Option<MesosSnapshot> {
-        let tasks = snapshot
-            .state
-            .frameworks
-            .iter()
-            .map(|f| f.tasks.len())
-            .sum::<usize>();
+        let tasks = snapshot.cluster.task_count();
         let shrunk = self.last_tasks.is_some_and(|last| tasks * 2 < last);
         if shrunk && !self.held {
             warn!(
@@ -328,8 +332,12 @@ impl Poller {
 }
 
 /// Reads `/master/state` from `master`, following a 307 or a `leader` naming another
-/// master once; accepts only a state whose master says it leads.
-async fn read_leader(master: &Master, transport: &Transport) -> Result<MesosSnapshot, PollError> {
+/// master once; accepts only a state whose master says it leads. Returns the state and
+/// the `host:port` it was read from.
+async fn read_leader(
+    master: &Master,
+    transport: &Transport,
+) -> Result<(MesosState, String), PollError> {
     let (status, location, body) = get(master, "/master/state", transport).await?;
     let (from, body) = match status {
         StatusCode::OK => (master.clone(), body),
@@ -351,10 +359,7 @@ async fn read_leader(master: &Master, transport: &Transport) -> Result<MesosSnap
     };
     let state = state::decode(&body).map_err(|e| PollError::Decode(from.authority.clone(), e))?;
     if leads(&state, &from.authority) {
-        return Ok(MesosSnapshot {
-            state,
-            leader: from.authority,
-        });
+        return Ok((state, from.authority));
     }
     // The master that answered names someone else: read from that one, once.
     let not_leader = || PollError::NotLeader(from.authority.clone(), format!("{:?}", state.leader));
@@ -366,10 +371,7 @@ async fn read_leader(master: &Master, transport: &Transport) -> Result<MesosSnap
     }
     let state = state::decode(&body).map_err(|e| PollError::Decode(leader.authority.clone(), e))?;
     if leads(&state, &leader.authority) {
-        Ok(MesosSnapshot {
-            state,
-            leader: leader.authority,
-        })
+        Ok((state, leader.authority))
     } else {
         Err(PollError::NotLeader(leader.authority, state.leader.clone()))
     }

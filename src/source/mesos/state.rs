@@ -1,8 +1,8 @@
 //! The Mesos master's `/master/state` (formerly `state.json`): serde types for the parts
 //! that name things (leader, frameworks, their tasks, agents), `decode`, and the two small
 //! string formats inside it, the libprocess pid (`name@host:port`) and the port-range
-//! string (`[31000-31005, 31010-31010]`). What the fields mean for DNS is `dns::records`'
-//! job; fetching the document is elsewhere.
+//! string (`[31000-31005, 31010-31010]`). `cluster` turns the decoded state into the
+//! catalog's terms; fetching the document is `poll`'s job.
 //!
 //! Tolerance, chosen so a big state is not refused for one odd entry:
 //! - unknown fields are skipped, missing fields and `null` read as empty;
@@ -12,8 +12,8 @@
 //! - the document itself must be JSON with a non-empty `leader`: a master that knows no
 //!   leader is mid-election, and its state must not replace a good one.
 //!
-//! Pids and port ranges are kept as the strings Mesos wrote; `Pid::parse` and
-//! `parse_port_ranges` read them where they are used.
+//! Pids and port ranges are kept as the strings Mesos wrote; `cluster::convert` reads them
+//! with `Pid::parse` and `parse_port_ranges`, once per state.
 
 use std::fmt;
 

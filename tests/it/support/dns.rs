@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover::dns::name::LabelRules;
-use drover::dns::records::{HostRecord, IpSource, RecordOptions, ResolvedHosts};
+use drover::dns::records::{HostRecord, IpSource, RecordOptions};
 use drover::dns::server::{serve, DnsServerSettings};
 use drover::dns::zone::{Zone, ZoneInput, ZoneOptions};
 use drover::metrics::Metrics;
 use drover::shutdown::Shutdown;
+use drover::source::mesos::cluster::{convert, ResolvedHosts};
 use drover::source::mesos::state::{self, MesosState};
 use drover::Shared;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -34,7 +35,8 @@ pub fn fixture_state() -> MesosState {
 }
 
 /// EXPECTED.md §0 config R: domain `mesos`, sources netinfo, docker, mesos, host, RFC 952,
-/// master 144.76.157.37:5050, name server `mesos-dns.mesos.` at 127.0.0.1, TTL 60.
+/// name server `mesos-dns.mesos.` at 127.0.0.1, TTL 60 (and master 144.76.157.37:5050: see
+/// `compile`).
 pub fn config_r(legacy: bool) -> ZoneOptions {
     let mut options = ZoneOptions::mesos_dns_defaults("mesos");
     options.records = RecordOptions {
@@ -46,8 +48,6 @@ pub fn config_r(legacy: bool) -> ZoneOptions {
             IpSource::Host,
         ],
         labels: LabelRules::Rfc952,
-        masters: vec!["144.76.157.37:5050".into()],
-        leader_override: None,
         name_server: Some(HostRecord {
             name: "mesos-dns.mesos.".into(),
             ips: vec!["127.0.0.1".parse().unwrap()],
@@ -57,14 +57,15 @@ pub fn config_r(legacy: bool) -> ZoneOptions {
     options
 }
 
+/// The zone of `state` as the Mesos source converts it, config R's master configured.
 pub fn compile(state: &MesosState, options: &ZoneOptions) -> Zone {
     // The fixture's `no pid` framework is named at `localhost`, resolved as 127.0.0.1.
     let resolved: ResolvedHosts =
         [("localhost".to_string(), vec!["127.0.0.1".parse().unwrap()])].into();
+    let cluster = convert(state, &["144.76.157.37:5050".to_string()], &resolved);
     Zone::compile(&ZoneInput {
-        state: Some(state),
+        cluster: Some(&cluster),
         marathon_apps: &[],
-        resolved: &resolved,
         options,
         serial: 0,
     })

@@ -1,4 +1,5 @@
-//! The zone against `tests/fixtures/mesos/`: the complete record sets of every variant in
+//! The Mesos source's states named as Mesos-DNS names them: a state decoded and converted
+//! (`state`, `cluster`), then compiled into a zone (`dns`), against `tests/fixtures/mesos/`: the complete record sets of every variant in
 //! `mesos-dns-fake.records.json`, the [U] and [D] rows of `EXPECTED.md`, and all 338
 //! answers of `mesos-dns-fake.dns-answers.json`, each compared with the [Q] choices below.
 //!
@@ -21,14 +22,13 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::api::{hosts, services, HostEntry, ServiceEntry};
-use super::name::LabelRules;
-use super::records::{
-    generate, hosts_to_resolve, task_ips, HostRecord, IpSource, MarathonOnlyApp, MarathonOnlyTask,
-    RecordOptions, RecordSets, ResolvedHosts,
-};
-use super::zone::{Lookup, QueryType, Record, RecordData, Zone, ZoneInput, ZoneOptions};
-use crate::source::mesos::state::{self, MesosState, Task};
+use super::cluster::{self, convert, hosts_to_resolve, pid_endpoint, ResolvedHosts};
+use super::state::{self, MesosState, Task};
+use crate::catalog::cluster::{Cluster, MarathonOnlyApp, MarathonOnlyTask};
+use crate::dns::api::{hosts, services, HostEntry, ServiceEntry};
+use crate::dns::name::LabelRules;
+use crate::dns::records::{generate, HostRecord, IpSource, RecordOptions, RecordSets};
+use crate::dns::zone::{Lookup, QueryType, Record, RecordData, Zone, ZoneInput, ZoneOptions};
 
 // === fixtures ===
 
@@ -51,8 +51,16 @@ fn resolved() -> ResolvedHosts {
     HashMap::from([("localhost".to_string(), vec!["127.0.0.1".parse().unwrap()])])
 }
 
-/// The record-generator options of a `records.json` variant (see its `config`).
-fn variant_options(config: &Value, legacy: bool) -> ZoneOptions {
+/// A `records.json` variant (see its `config`): the zone's options, and the masters and
+/// leader its cluster gets.
+struct Variant {
+    options: ZoneOptions,
+    masters: Vec<String>,
+    /// A leader other than the state's own.
+    leader: Option<String>,
+}
+
+fn variant_options(config: &Value, legacy: bool) -> Variant {
     let strings = |key: &str| -> Vec<String> {
         config[key]
             .as_array()
@@ -70,16 +78,38 @@ fn variant_options(config: &Value, legacy: bool) -> ZoneOptions {
             .filter_map(|s| IpSource::from_name(s))
             .collect(),
         labels: LabelRules::from_name(config["spec"].as_str().unwrap()).expect("spec"),
-        masters: strings("masters"),
-        // The state's own leader goes through the state; others are an override.
-        leader_override: (leader != "master@1.2.3.4:5050").then(|| leader.to_string()),
         name_server: Some(HostRecord {
             name: config["ns"].as_str().unwrap().to_string(),
             ips: vec![config["listener"].as_str().unwrap().parse().unwrap()],
         }),
         legacy_discovery_names: legacy,
     };
-    options
+    Variant {
+        options,
+        masters: strings("masters"),
+        // The state's own leader comes with the state; others replace it.
+        leader: (leader != "master@1.2.3.4:5050").then(|| leader.to_string()),
+    }
+}
+
+impl Variant {
+    /// Mesos-DNS's defaults for `domain`, no masters, the state's leader.
+    fn defaults(domain: &str) -> Variant {
+        Variant {
+            options: ZoneOptions::mesos_dns_defaults(domain),
+            masters: Vec::new(),
+            leader: None,
+        }
+    }
+}
+
+/// `state` as the Mesos source converts it, with the variant's masters and leader.
+fn cluster_of(state: &MesosState, variant: &Variant, resolved: &ResolvedHosts) -> Cluster {
+    let mut cluster = convert(state, &variant.masters, resolved);
+    if let Some(leader) = &variant.leader {
+        cluster.leader = pid_endpoint(leader, resolved);
+    }
+    cluster
 }
 
 /// Short names of EXPECTED.md §0 -> variants of `records.json`.
@@ -100,17 +130,16 @@ fn records_json() -> Value {
     fixture_json("mesos-dns-fake.records.json")
 }
 
-fn config_options(config: &str, legacy: bool) -> ZoneOptions {
+fn config_options(config: &str, legacy: bool) -> Variant {
     let variants = records_json();
     variant_options(&variants["variants"][variant_id(config)]["config"], legacy)
 }
 
-fn zone_for(state: &MesosState, options: &ZoneOptions) -> Zone {
+fn zone_for(state: &MesosState, variant: &Variant) -> Zone {
     Zone::compile(&ZoneInput {
-        state: Some(state),
+        cluster: Some(&cluster_of(state, variant, &resolved())),
         marathon_apps: &[],
-        resolved: &resolved(),
-        options,
+        options: &variant.options,
         serial: 0,
     })
 }
@@ -219,7 +248,8 @@ fn complete_record_sets_of_every_variant() {
         let want = sets_of_json(variant);
         for legacy in [true, false] {
             let options = variant_options(&variant["config"], legacy);
-            let generated = generate(Some(&state), &[], &resolved(), &options.records);
+            let cluster = cluster_of(&state, &options, &resolved());
+            let generated = generate(Some(&cluster), &[], &options.options.records);
             let zone = zone_for(&state, &options);
             let mut want = want.clone();
             if !legacy {
@@ -1122,8 +1152,8 @@ fn services_give_one_entry_per_family() {
         leader: "master@[2001:db8::5]:5050".into(),
         ..Default::default()
     };
-    let mut options = ZoneOptions::mesos_dns_defaults("mesos");
-    options.records.masters = vec!["[2001:db8::5]:5050".into()];
+    let mut options = Variant::defaults("mesos");
+    options.masters = vec!["[2001:db8::5]:5050".into()];
     let zone = zone_for(&state, &options);
     let entries = services(&zone, "_leader._udp.mesos");
     assert_eq!(entries.len(), 1);
@@ -1136,13 +1166,17 @@ fn services_give_one_entry_per_family() {
 /// The complete record map for a leader and masters list, domain `foo.com`, as
 /// `TYPE name value` lines (SOA/NS of the apex left out).
 fn master_records(leader: &str, masters: &[&str]) -> BTreeSet<String> {
-    let mut options = RecordOptions {
+    let options = RecordOptions {
         domain: "foo.com".into(),
-        masters: masters.iter().map(|m| m.to_string()).collect(),
         ..RecordOptions::default()
     };
-    options.leader_override = Some(leader.to_string());
-    let sets = generate(None, &[], &ResolvedHosts::new(), &options);
+    let state = MesosState {
+        leader: leader.to_string(),
+        ..MesosState::default()
+    };
+    let masters: Vec<String> = masters.iter().map(|m| m.to_string()).collect();
+    let cluster = convert(&state, &masters, &ResolvedHosts::new());
+    let sets = generate(Some(&cluster), &[], &options);
     let mut lines = BTreeSet::new();
     for (t, names) in sets_of_generator(&sets) {
         for (name, values) in names {
@@ -1233,15 +1267,15 @@ fn master_and_leader_records() {
     );
 }
 
-/// The leader override wins over the state's leader (the last known leader while none is
-/// elected); a master given by host name needs the caller's resolution.
+/// A cluster's leader replaced (as a test sets it); a master given by host name needs the
+/// source's resolution.
 #[test]
-fn leader_override_and_resolved_masters() {
+fn replaced_leader_and_resolved_masters() {
     let state = fixture_state();
-    let mut options = ZoneOptions::mesos_dns_defaults("mesos");
-    options.records.leader_override = Some("master@10.0.0.9:5050".into());
-    options.records.masters = vec!["m1.example.com:5050".into(), "10.0.0.9:5050".into()];
-    let wanted = hosts_to_resolve(Some(&state), &options.records);
+    let mut options = Variant::defaults("mesos");
+    options.leader = Some("master@10.0.0.9:5050".into());
+    options.masters = vec!["m1.example.com:5050".into(), "10.0.0.9:5050".into()];
+    let wanted = hosts_to_resolve(&state, &options.masters);
     assert_eq!(
         wanted,
         BTreeSet::from(["localhost".to_string(), "m1.example.com".to_string()])
@@ -1249,10 +1283,9 @@ fn leader_override_and_resolved_masters() {
     let mut resolved = resolved();
     resolved.insert("m1.example.com".into(), vec!["10.0.0.1".parse().unwrap()]);
     let zone = Zone::compile(&ZoneInput {
-        state: Some(&state),
+        cluster: Some(&cluster_of(&state, &options, &resolved)),
         marathon_apps: &[],
-        resolved: &resolved,
-        options: &options,
+        options: &options.options,
         serial: 7,
     });
     assert_eq!(
@@ -1280,9 +1313,9 @@ fn name_server_record() {
         ("jdef123.mesos.", "4.5.6.7", QueryType::A),
         ("ack456.mesos.", "2001:db8::1", QueryType::AAAA),
     ] {
-        let mut options = ZoneOptions::mesos_dns_defaults("mesos");
-        options.soa.mname = name.into();
-        options.records.name_server = Some(HostRecord {
+        let mut options = Variant::defaults("mesos");
+        options.options.soa.mname = name.into();
+        options.options.records.name_server = Some(HostRecord {
             name: name.into(),
             ips: vec![ip.parse().unwrap()],
         });
@@ -1352,6 +1385,11 @@ fn sources(names: &[&str]) -> Vec<IpSource> {
         .iter()
         .filter_map(|n| IpSource::from_name(n))
         .collect()
+}
+
+/// The task's addresses as the source reads them, then as DNS picks them.
+fn task_ips(task: &Task, agent_ips: &[IpAddr], sources: &[IpSource]) -> Vec<IpAddr> {
+    crate::dns::records::task_ips(&cluster::task_ips(task), agent_ips, sources).to_vec()
 }
 
 fn ips(list: &[&str]) -> Vec<IpAddr> {
@@ -1502,9 +1540,8 @@ fn marathon_only_apps() {
     }];
     let options = ZoneOptions::mesos_dns_defaults("mesos");
     let zone = Zone::compile(&ZoneInput {
-        state: None,
+        cluster: None,
         marathon_apps: &apps,
-        resolved: &ResolvedHosts::new(),
         options: &options,
         serial: 1,
     });
@@ -1517,8 +1554,8 @@ fn marathon_only_apps() {
         answer_set(&zone, "web-shop.marathon.slave.mesos", QueryType::A),
         Some(set(&["10.0.0.5", "10.0.0.6"]))
     );
-    let h1 = super::name::hash5("shop_web.1");
-    let h2 = super::name::hash5("shop_web.2");
+    let h1 = crate::dns::name::hash5("shop_web.1");
+    let h2 = crate::dns::name::hash5("shop_web.2");
     assert_eq!(
         answer_set(&zone, "_web-shop._tcp.marathon.mesos", QueryType::SRV),
         Some(set(&[
@@ -1557,9 +1594,9 @@ fn unpublishable_names_are_dropped() {
         "slaves": [{"id": "a-0", "pid": "slave(1)@1.2.3.7:5051"}]
     }"#;
     let state = state::decode(body.as_bytes()).unwrap();
-    let mut options = ZoneOptions::mesos_dns_defaults("mesos");
-    options.records.legacy_discovery_names = true;
-    options.records.name_server = Some(HostRecord {
+    let mut options = Variant::defaults("mesos");
+    options.options.records.legacy_discovery_names = true;
+    options.options.records.name_server = Some(HostRecord {
         name: "ns.elsewhere.org".into(),
         ips: ips(&["1.1.1.1"]),
     });
