@@ -205,6 +205,32 @@ fn is_serving(state: &str) -> bool {
     matches!(state, "TASK_RUNNING" | "TASK_LOST" | "TASK_UNREACHABLE")
 }
 
+/// One source's apps as `merge` takes them.
+pub struct SourceApps<'a> {
+    pub apps: &'a [RawApp],
+    /// What the source found wrong while decoding them.
+    pub problems: &'a [AppProblem],
+    /// Which of them to serve.
+    pub selection: Selection,
+}
+
+/// The catalog of several sources: each source's apps built with its own selection (its
+/// decode problems before its build problems), the services in one order across sources
+/// (by app id, then index) so that conflicts settle the same way on every rebuild.
+pub fn merge<'a>(sources: impl IntoIterator<Item = SourceApps<'a>>) -> Catalog {
+    let mut catalog = Catalog::default();
+    for source in sources {
+        let built = build_selected(source.apps, &source.selection);
+        catalog.problems.extend(source.problems.iter().cloned());
+        catalog.problems.extend(built.problems);
+        catalog.services.extend(built.services);
+    }
+    catalog
+        .services
+        .sort_by(|a, b| (&a.app_id, a.index).cmp(&(&b.app_id, b.index)));
+    catalog
+}
+
 /// Builds the catalog from every source's apps. Apps whose group is not selected are left
 /// out silently (that is what groups are for); apps with bad labels are left out with a
 /// problem naming the label. Not strict: see `build_selected`.

@@ -255,3 +255,45 @@ fn bad_weight_or_boolean_disables_the_app() {
         assert!(c.problems[0].message.contains(label), "{}", c.problems[0]);
     }
 }
+
+#[test]
+fn merge_applies_each_sources_selection_and_orders_services_across_sources() {
+    let file_apps = [app("/z/file", &[], &[10010], &[("127.0.0.1", &[31000])])];
+    let marathon_apps = [
+        app("/a/plain", &[], &[10001], &[("127.0.0.2", &[31001])]),
+        app(
+            "/m/enabled",
+            &[("HAPROXY_0_ENABLED", "true")],
+            &[10002],
+            &[("127.0.0.3", &[31002])],
+        ),
+        app(
+            "/m/bad",
+            &[("HAPROXY_0_ENABLED", "true"), ("HAPROXY_0_MODE", "udp")],
+            &[10003],
+            &[],
+        ),
+    ];
+    let decode_problem = AppProblem {
+        app_id: "/m/undecodable".into(),
+        message: "does not decode".into(),
+    };
+    let catalog = merge([
+        SourceApps {
+            apps: &file_apps,
+            problems: &[],
+            selection: selection(false),
+        },
+        SourceApps {
+            apps: &marathon_apps,
+            problems: std::slice::from_ref(&decode_problem),
+            selection: selection(true),
+        },
+    ]);
+    // Strict mode applies to Marathon's apps only; the file's app needs no label.
+    let ids: Vec<&str> = catalog.services.iter().map(|s| s.app_id.as_str()).collect();
+    assert_eq!(ids, ["/m/enabled", "/z/file"]);
+    // A source's decode problems come before the problems its apps' labels gave.
+    let problem_apps: Vec<&str> = catalog.problems.iter().map(|p| p.app_id.as_str()).collect();
+    assert_eq!(problem_apps, ["/m/undecodable", "/m/bad"]);
+}

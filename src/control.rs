@@ -102,28 +102,29 @@ pub fn rebuild(
     sources: Sources<'_>,
     version: u64,
 ) -> Arc<RouteTable> {
-    let file_groups = config
-        .catalog
-        .as_ref()
-        .map_or_else(Groups::all, |c| c.groups.clone());
-    let mut catalog = catalog::build(&sources.file.apps, &file_groups);
-    catalog
-        .problems
-        .splice(0..0, sources.file.problems.iter().cloned());
-    if let (Some(snapshot), Some(marathon)) = (sources.marathon, &config.marathon) {
-        let selection = catalog::Selection {
-            groups: marathon.groups.clone(),
-            strict: marathon.strict,
-        };
-        let more = catalog::build_selected(&snapshot.apps, &selection);
-        catalog.problems.extend(snapshot.problems.iter().cloned());
-        catalog.problems.extend(more.problems);
-        catalog.services.extend(more.services);
-        // One order across sources, so conflicts settle the same way on every rebuild.
-        catalog
-            .services
-            .sort_by(|a, b| (&a.app_id, a.index).cmp(&(&b.app_id, b.index)));
-    }
+    let file = catalog::SourceApps {
+        apps: &sources.file.apps,
+        problems: &sources.file.problems,
+        selection: catalog::Selection {
+            groups: config
+                .catalog
+                .as_ref()
+                .map_or_else(Groups::all, |c| c.groups.clone()),
+            strict: false,
+        },
+    };
+    let marathon = sources
+        .marathon
+        .zip(config.marathon.as_ref())
+        .map(|(snapshot, marathon)| catalog::SourceApps {
+            apps: &snapshot.apps,
+            problems: &snapshot.problems,
+            selection: catalog::Selection {
+                groups: marathon.groups.clone(),
+                strict: marathon.strict,
+            },
+        });
+    let catalog = catalog::merge(std::iter::once(file).chain(marathon));
     let previous = shared.table.load_full();
     let table = routing::compile(&catalog, config, version, &previous, &shared.metrics);
     report(&previous, &table);
