@@ -34,6 +34,7 @@
 //! more such thread; the DNS server on one of its own; zone compiles on a blocking thread.
 
 pub mod accept;
+pub mod access_log;
 pub mod admin;
 pub mod catalog;
 pub mod cidr;

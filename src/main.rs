@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use drover::config::Config;
+use drover::config::{Config, LogConfig, LogFormat};
 use drover::server::{Options, Server};
 
 /// Fronts a Mesos/Marathon cluster: Host-routing HTTP proxy, TCP service ports, metrics.
@@ -27,19 +27,38 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // hickory's server logs every query at info.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn")),
-        )
-        .with_writer(|| LossyStderr)
-        // Colour codes only for a terminal: in a log file or a journal they are noise.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     match cli.command {
-        Some(Command::Check) => check(&cli.config),
+        Some(Command::Check) => {
+            init_logging(&LogConfig::default());
+            check(&cli.config)
+        }
         None => run(&cli.config),
+    }
+}
+
+/// Drover's own log lines on stderr, as `[log]` asks: the filter from `RUST_LOG`, else
+/// `[log] level`, else `info`; text for people or one JSON object a line for shippers.
+/// Set once at start: a reload that changes `[log]` takes effect at the next start.
+fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| match &log.level {
+        // Checked by the config already.
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+        // hickory's server logs every query at info.
+        None => EnvFilter::new("info,hickory_server=warn"),
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| LossyStderr);
+    match log.format {
+        LogFormat::Json => builder
+            .json()
+            // Fields at the top level, beside `timestamp`, `level` and `target`.
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        // Colour codes only for a terminal: in a log file or a journal they are noise.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
@@ -140,6 +159,21 @@ fn unreadable_files(config: &Config) -> Vec<String> {
         files.extend(m.ca_file.as_deref().map(|f| ("mesos.ca_file", f, true)));
     }
     let mut problems = Vec::new();
+    if let Some(drover::config::AccessLogConfig {
+        target: drover::config::AccessLogTarget::File(path),
+        ..
+    }) = &config.access_log
+    {
+        // Drover creates the file, not its directory.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+            problems.push(format!(
+                "access_log.path = {:?}: directory {} does not exist",
+                path.display().to_string(),
+                dir.display()
+            ));
+        }
+    }
     for (key, file, ca) in files {
         let shown = format!("{key} = {:?}", file.display().to_string());
         if let Err(e) = std::fs::read(file) {
@@ -156,7 +190,10 @@ fn unreadable_files(config: &Config) -> Vec<String> {
 
 fn run(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
-        Ok(c) => c,
+        Ok(c) => {
+            init_logging(&c.log);
+            c
+        }
         Err(e) => {
             // A catalog file's `[[app]]` would read as an unknown section: say what it is.
             match catalog_file_hint(path) {

@@ -117,6 +117,22 @@ pub struct RawCatalog {
     pub groups: Option<Vec<String>>,
 }
 
+/// `[access_log]`: one line per HTTP request and per TCP connection.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
+}
+
+/// `[log]`: Drover's own log lines.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
 /// `[runtime]`: threads and shutdown.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

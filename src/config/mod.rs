@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use crate::access_log::{
+    AccessLogConfig, Format as AccessLogFormat, Target as AccessLogTarget,
+};
 use crate::cidr::Cidr;
 use crate::host::HostName;
 use file::*;
@@ -82,9 +85,28 @@ pub struct Config {
     pub marathon: Option<MarathonConfig>,
     pub mesos: Option<MesosConfig>,
     pub catalog: Option<CatalogConfig>,
+    pub access_log: Option<AccessLogConfig>,
+    pub log: LogConfig,
     pub runtime: RuntimeConfig,
     pub ejection: EjectionConfig,
     pub aliases: Vec<AliasConfig>,
+}
+
+/// `[log]`: how Drover's own log lines look.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `debug,hyper=warn`); `RUST_LOG` wins over it.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// For people: one line per event, `key=value` fields.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -331,9 +353,20 @@ impl Config {
                 return Err(c.problems);
             }
         };
-        const SECTIONS: [&str; 11] = [
-            "http", "https", "tcp", "dns", "admin", "marathon", "mesos", "catalog", "runtime",
-            "ejection", "alias",
+        const SECTIONS: [&str; 13] = [
+            "http",
+            "https",
+            "tcp",
+            "dns",
+            "admin",
+            "marathon",
+            "mesos",
+            "catalog",
+            "access_log",
+            "log",
+            "runtime",
+            "ejection",
+            "alias",
         ];
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
@@ -364,6 +397,11 @@ impl Config {
         let catalog = c
             .section::<RawCatalog>(&mut table, "catalog")
             .and_then(|r| c.catalog(r));
+        let access_log = c
+            .section::<RawAccessLog>(&mut table, "access_log")
+            .map(|r| c.access_log(r));
+        let log = c.section::<RawLog>(&mut table, "log").unwrap_or_default();
+        let log = c.log(log);
         let runtime = c
             .section::<RawRuntime>(&mut table, "runtime")
             .unwrap_or_default();
@@ -396,6 +434,8 @@ impl Config {
                 marathon,
                 mesos,
                 catalog,
+                access_log,
+                log,
                 runtime,
                 ejection,
                 aliases,

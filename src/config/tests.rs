@@ -927,3 +927,42 @@ fn proxy_protocol_sources_and_the_version_sent() {
         ["http.proxy_protocol[0]", "tcp.send_proxy_protocol"]
     );
 }
+
+#[test]
+fn access_log_and_log_sections() {
+    let c = parse_ok("");
+    assert_eq!(c.access_log, None, "off unless asked for");
+    assert_eq!(c.log, LogConfig::default());
+    let c = parse_ok("[access_log]\n");
+    assert_eq!(
+        c.access_log,
+        Some(AccessLogConfig {
+            target: AccessLogTarget::Stdout,
+            format: AccessLogFormat::Json
+        })
+    );
+    let c = parse_ok(
+        "[access_log]\npath = \"access.log\"\nformat = \"combined\"\n[log]\nformat = \"json\"\nlevel = \"debug,hyper=warn\"\n",
+    );
+    let log = c.access_log.unwrap();
+    assert_eq!(log.format, AccessLogFormat::Combined);
+    // Relative to the config file's directory.
+    assert_eq!(
+        log.target,
+        AccessLogTarget::File(PathBuf::from("/etc/drover/access.log"))
+    );
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.level.as_deref(), Some("debug,hyper=warn"));
+    let problems = parse_err(
+        "[access_log]\npath = \"\"\nformat = \"clf\"\n[log]\nformat = \"xml\"\nlevel = \"==\"\n",
+    );
+    assert_eq!(
+        paths(&problems),
+        [
+            "access_log.path",
+            "access_log.format",
+            "log.format",
+            "log.level"
+        ]
+    );
+}

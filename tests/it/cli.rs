@@ -521,3 +521,54 @@ async fn logs_in_a_file_are_plain_and_say_each_problem_once() {
         "the bad app is warned once:\n{logs}"
     );
 }
+
+/// `[log] format = "json"`: every line Drover writes is one JSON object with a timestamp,
+/// a level and the message, fields beside them; `[log] level` filters.
+#[tokio::test]
+async fn json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("services.toml"), "").expect("write catalog");
+    let path = dir.path().join("drover.toml");
+    let http = free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[catalog]\nfile = \"services.toml\"\n\n\
+             [log]\nformat = \"json\"\nlevel = \"warn,drover::control=info\"\n\n\
+             [runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n"
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("drover.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Running::spawn(
+        drover(&["--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    log_shows(&log_path, "route table stored", 1).await;
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(child.pid(), libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    child.exit_within(DEADLINE).expect("exits after SIGTERM");
+    let logs = std::fs::read_to_string(&log_path).expect("read log");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let stored = lines
+        .iter()
+        .find(|l| l["message"] == "route table stored")
+        .unwrap_or_else(|| panic!("no route table line:\n{logs}"));
+    assert_eq!(stored["level"], "INFO");
+    assert_eq!(stored["version"], 1);
+    assert!(stored["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    // The level filter: info only from drover::control.
+    assert!(
+        !logs.contains("HTTP router listening"),
+        "an info line of another module passed the filter:\n{logs}"
+    );
+}
