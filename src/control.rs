@@ -125,7 +125,8 @@ pub fn rebuild(
             .sort_by(|a, b| (&a.app_id, a.index).cmp(&(&b.app_id, b.index)));
     }
     let previous = shared.table.load_full();
-    let table = routing::compile(&catalog, config, version, &previous, &shared.metrics);
+    let stats = |route: &str| shared.metrics.route_stats(route);
+    let table = routing::compile(&catalog, config, version, &previous, &stats);
     report(&previous, &table);
     update_metrics(shared, &table);
     let stored = Arc::new(table);
