@@ -42,6 +42,7 @@ pub mod control;
 pub mod dns;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handles;
 pub mod health;
 pub mod host;
 pub mod logfmt;
