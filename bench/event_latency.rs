@@ -11,7 +11,7 @@
 //! - kill: `TASK_KILLED` is pushed, then the snapshot loses the task; latency runs from the
 //!   push to the first table without its address (the kill path, no re-read needed).
 //!
-//! The main thread polls `shared().table.load()` every `POLL` and timestamps with `Instant`.
+//! The main thread polls `view().routes.load()` every `POLL` and timestamps with `Instant`.
 //! Rounds are `PAUSE` apart so one round's events and re-reads never coalesce with the next;
 //! a round gives up after `ROUND_TIMEOUT` and counts as a timeout.
 
@@ -56,7 +56,7 @@ fn status_update(task_id: &str, status: &str, addr: SocketAddr) -> Value {
 
 /// The backend addresses of `ROUTE` in the table in use.
 fn pool(server: &Server) -> Vec<SocketAddr> {
-    let table = server.shared().table.load();
+    let table = server.view().routes.load();
     table
         .routes
         .iter()
@@ -170,7 +170,7 @@ fn run() -> Result<(), String> {
     let start = Instant::now();
     let initial = |p: Vec<SocketAddr>| tasks.iter().all(|(_, a)| p.contains(a));
     until(start, SETUP_TIMEOUT, || {
-        server.shared().is_ready() && fake.subscriptions() >= 1 && initial(pool(&server))
+        server.view().routes.is_ready() && fake.subscriptions() >= 1 && initial(pool(&server))
     })
     .ok_or("Drover did not route the initial snapshot or subscribe to events in time")?;
     // Let the re-read that follows a (re)connect settle before the first round.

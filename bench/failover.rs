@@ -129,13 +129,13 @@ fn start_drover(aliases: &str) -> Result<Server, String> {
 /// The leader Drover's pool for `host` routes to now.
 fn drover_leader(server: &Server, host: &str) -> Option<SocketAddr> {
     let name = alias_route_name(&HostName::parse(host).ok()?);
-    let table = server.shared().table.load();
+    let table = server.view().routes.load();
     let route = table.routes.iter().find(|r| r.name == name)?;
     route.pool.current_leader().map(|b| b.addr)
 }
 
 fn counter(server: &Server, which: &str) -> u64 {
-    let m = &server.shared().metrics;
+    let m = &server.view().metrics;
     match which {
         "conflicts" => m.leader_conflicts.with_label_values(&[HOST]).get(),
         _ => m.leader_changes.with_label_values(&[HOST]).get(),

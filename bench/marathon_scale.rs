@@ -173,7 +173,8 @@ impl Env {
         let build = t.elapsed();
 
         let t = Instant::now();
-        let table = routing::compile(&catalog, &self.config, version, previous, &self.metrics);
+        let stats = |name: &str| self.metrics.route_stats(name);
+        let table = routing::compile(&catalog, &self.config, version, previous, &stats);
         let compile = t.elapsed();
 
         Pass {
@@ -290,7 +291,7 @@ fn main() {
             &env.config,
             version + 1,
             &previous,
-            &env.metrics,
+            &|name: &str| env.metrics.route_stats(name),
         );
         let r = t.elapsed();
         let pipeline = p.decode + p.convert + p.build;

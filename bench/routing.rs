@@ -111,7 +111,9 @@ fn catalog(n: usize, paths: bool) -> Catalog {
 }
 
 fn table(catalog: &Catalog) -> RouteTable {
-    let t = routing::compile(catalog, &config(), 1, &RouteTable::default(), &metrics());
+    let m = metrics();
+    let stats = |name: &str| m.route_stats(name);
+    let t = routing::compile(catalog, &config(), 1, &RouteTable::default(), &stats);
     assert!(t.conflicts.is_empty(), "bench table: {:?}", t.conflicts);
     t
 }
@@ -197,21 +199,14 @@ fn bench_compile(c: &mut Criterion) {
     let mut g = c.benchmark_group("compile");
     g.sample_size(20);
     let (config, metrics) = (config(), metrics());
+    let stats = |name: &str| metrics.route_stats(name);
     let cat = catalog(1000, false);
-    let previous = routing::compile(&cat, &config, 1, &RouteTable::default(), &metrics);
+    let previous = routing::compile(&cat, &config, 1, &RouteTable::default(), &stats);
     g.bench_function("1000_services/fresh", |b| {
-        b.iter(|| {
-            routing::compile(
-                black_box(&cat),
-                &config,
-                2,
-                &RouteTable::default(),
-                &metrics,
-            )
-        })
+        b.iter(|| routing::compile(black_box(&cat), &config, 2, &RouteTable::default(), &stats))
     });
     g.bench_function("1000_services/reload", |b| {
-        b.iter(|| routing::compile(black_box(&cat), &config, 2, &previous, &metrics))
+        b.iter(|| routing::compile(black_box(&cat), &config, 2, &previous, &stats))
     });
     let apps: Vec<RawApp> = (0..1000)
         .map(|i| {

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use drover::dns::records::RecordSets;
 use drover::dns::server::{serve, DnsServerSettings};
 use drover::dns::zone::{Zone, ZoneOptions};
+use drover::handles::ZoneWriter;
 use drover::metrics::Metrics;
 use drover::shutdown::Shutdown;
-use drover::Shared;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,8 +70,9 @@ fn main() {
         started.elapsed()
     );
 
-    let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
-    shared.zone.store(Some(Arc::new(zone)));
+    let metrics = Metrics::new(prometheus::Registry::new());
+    let writer = ZoneWriter::new();
+    writer.store(Some(Arc::new(zone)));
     let udp = std::net::UdpSocket::bind(listen).expect("bind UDP");
     let tcp = std::net::TcpListener::bind(listen).expect("bind TCP");
     udp.set_nonblocking(true).unwrap();
@@ -80,7 +81,7 @@ fn main() {
     let handles: Vec<_> = (0..threads.max(1))
         .map(|_| {
             let (udp, tcp) = (udp.try_clone().unwrap(), tcp.try_clone().unwrap());
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            let (zone, metrics, shutdown) = (writer.reader(), metrics.clone(), shutdown.clone());
             let settings = DnsServerSettings::new(&origin, Vec::new());
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,7 +91,7 @@ fn main() {
                 rt.block_on(async move {
                     let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
                     let tcp = tokio::net::TcpListener::from_std(tcp).unwrap();
-                    serve(udp, tcp, settings, shared, shutdown).await;
+                    serve(udp, tcp, settings, zone, metrics, shutdown).await;
                 });
             })
         })

@@ -16,11 +16,12 @@ use crate::catalog::{self, cluster};
 use crate::config::{Config, DnsConfig, Groups};
 use crate::dns::Zone;
 use crate::dns::{ZoneInput, ZoneOptions};
+use crate::handles::{ConfigInUse, ConfigWriter, RouteTableWriter, ZoneWriter};
+use crate::metrics::Metrics;
 use crate::routing::{self, RouteTable};
 use crate::shutdown::Shutdown;
 use crate::source::mesos::poll::MesosSnapshot;
 use crate::source::Snapshot;
-use crate::Shared;
 
 /// What `control` rebuilds from: the config and every source's latest good snapshot
 /// (`None` until that source's first good read).
@@ -31,9 +32,18 @@ pub struct Inputs {
     pub mesos: watch::Receiver<Option<Arc<MesosSnapshot>>>,
 }
 
+/// What `control` writes; it holds the only writer of each.
+pub struct Outputs {
+    pub table: RouteTableWriter,
+    pub zone: ZoneWriter,
+    pub config: ConfigWriter,
+    /// For the table and zone gauges, and each route's metric handles.
+    pub metrics: Metrics,
+}
+
 /// Rebuilds on every input change until shutdown; publishes each stored table on `tables`.
 pub async fn run(
-    shared: Arc<Shared>,
+    out: Outputs,
     mut inputs: Inputs,
     tables: watch::Sender<Arc<RouteTable>>,
     shutdown: Shutdown,
@@ -46,7 +56,10 @@ pub async fn run(
         .map_or(1, |d| d.as_secs() as u32);
     loop {
         let cfg = inputs.config.borrow_and_update().clone();
-        shared.config.store(Some(cfg.clone()));
+        out.config.store(ConfigInUse {
+            config: cfg.clone(),
+            zone: cfg.dns.as_ref().map(ZoneOptions::from_config),
+        });
         let file = inputs.file.borrow_and_update().clone();
         let marathon = inputs.marathon.borrow_and_update().clone();
         let mesos = inputs.mesos.borrow_and_update().clone();
@@ -63,7 +76,7 @@ pub async fn run(
                 file: &file,
                 marathon: marathon.as_deref(),
             };
-            tables.send_replace(rebuild(&shared, &cfg, sources, version));
+            tables.send_replace(rebuild(&out, &cfg, sources, version));
         }
         if let Some(dns) = &cfg.dns {
             // The zone waits only for the sources it is built from.
@@ -71,11 +84,11 @@ pub async fn run(
             if let (true, Some(marathon)) = (mesos_ready, marathon) {
                 zone_version += 1;
                 let zone = compile_zone(dns, mesos.clone(), marathon, zone_version).await;
-                store_zone(&shared, zone, zone_version);
+                store_zone(&out, zone, zone_version);
             }
-        } else if shared.zone.load().is_some() {
-            shared.zone.store(None);
-            shared.metrics.dns_zone_records.set(0);
+        } else if out.zone.is_set() {
+            out.zone.store(None);
+            out.metrics.dns_zone_records.set(0);
         }
         tokio::select! {
             r = inputs.config.changed() => if r.is_err() { return },
@@ -97,7 +110,7 @@ pub struct Sources<'a> {
 
 /// One rebuild: catalog, compile, store, metrics, logs. Returns the stored table.
 pub fn rebuild(
-    shared: &Shared,
+    out: &Outputs,
     config: &Config,
     sources: Sources<'_>,
     version: u64,
@@ -125,13 +138,13 @@ pub fn rebuild(
             },
         });
     let catalog = catalog::merge(std::iter::once(file).chain(marathon));
-    let previous = shared.table.load_full();
-    let table = routing::compile(&catalog, config, version, &previous, &shared.metrics);
+    let previous = out.table.current();
+    let stats = |route: &str| out.metrics.route_stats(route);
+    let table = routing::compile(&catalog, config, version, &previous, &stats);
     report(&previous, &table);
-    update_metrics(shared, &table);
+    update_metrics(&out.metrics, &table);
     let stored = Arc::new(table);
-    shared.table.store(stored.clone());
-    shared.set_ready();
+    out.table.store(stored.clone());
     stored
 }
 
@@ -164,8 +177,7 @@ fn report(previous: &RouteTable, table: &RouteTable) {
     }
 }
 
-fn update_metrics(shared: &Shared, table: &RouteTable) {
-    let m = &shared.metrics;
+fn update_metrics(m: &Metrics, table: &RouteTable) {
     m.route_table_version.set(table.version as i64);
     m.route_conflicts.set(table.conflicts.len() as i64);
     m.app_problems.set(table.problems.len() as i64);
@@ -217,11 +229,8 @@ pub async fn compile_zone(
     zone
 }
 
-fn store_zone(shared: &Shared, zone: Zone, serial: u32) {
+fn store_zone(out: &Outputs, zone: Zone, serial: u32) {
     debug!(serial, "DNS zone stored");
-    shared
-        .metrics
-        .dns_zone_records
-        .set(zone.record_count() as i64);
-    shared.zone.store(Some(Arc::new(zone)));
+    out.metrics.dns_zone_records.set(zone.record_count() as i64);
+    out.zone.store(Some(Arc::new(zone)));
 }

@@ -482,8 +482,8 @@ fn dns_handler() -> &'static crate::dns::handler::DnsHandler {
     use crate::dns::records::RecordSets;
     use crate::dns::server::DnsServerSettings;
     use crate::dns::zone::{Zone, ZoneOptions};
+    use crate::handles::ZoneWriter;
     use crate::metrics::Metrics;
-    use crate::Shared;
 
     static HANDLER: OnceLock<DnsHandler> = OnceLock::new();
     HANDLER.get_or_init(|| {
@@ -508,8 +508,13 @@ fn dns_handler() -> &'static crate::dns::handler::DnsHandler {
         let mut options = ZoneOptions::mesos_dns_defaults("mesos");
         options.soa.mname = "ns1.mesos.".into();
         let zone = Zone::from_record_sets(sets, &options, 1);
-        let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
-        shared.zone.store(Some(Arc::new(zone)));
-        DnsHandler::new(&DnsServerSettings::new("mesos", Vec::new()), shared)
+        let writer = ZoneWriter::new();
+        writer.store(Some(Arc::new(zone)));
+        let metrics = Metrics::new(prometheus::Registry::new());
+        DnsHandler::new(
+            &DnsServerSettings::new("mesos", Vec::new()),
+            writer.reader(),
+            &metrics,
+        )
     })
 }

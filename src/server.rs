@@ -13,14 +13,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::accept::Gate;
+use crate::admin::AdminView;
 use crate::config::{reload, Config, DnsConfig, DEFAULT_MAX_CONNECTIONS};
 use crate::dns::server::DnsServerSettings;
+use crate::handles::{
+    self, ConfigWriter, EjectionReceiver, HealthStatusWriter, ListenerStatusWriter,
+    RouteTableWriter, SourceErrors, ZoneReader, ZoneWriter,
+};
 use crate::metrics::Metrics;
 use crate::proxy::http::RouteBy;
 use crate::proxy::tls::CertStore;
+use crate::proxy::DataPlane;
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
-use crate::{admin, control, dns, health, proxy, source, Shared};
+use crate::{admin, control, dns, health, proxy, source};
 
 /// Why Drover could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +45,7 @@ pub enum StartError {
 
 /// A running Drover.
 pub struct Server {
-    shared: Arc<Shared>,
+    view: Arc<AdminView>,
     shutdown: Shutdown,
     http_addr: Option<SocketAddr>,
     appid_addr: Option<SocketAddr>,
@@ -101,12 +107,12 @@ impl Server {
             .as_ref()
             .map(|(udp, _)| udp.local_addr().expect("bound socket"));
 
-        let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
+        let wiring = Wiring::new();
         // Certificates load before anything starts: a bad directory is refused at start.
         let certs = config
             .https
             .as_ref()
-            .map(|h| CertStore::load(&h.certs, &shared.metrics).map(Arc::new))
+            .map(|h| CertStore::load(&h.certs, &wiring.metrics).map(Arc::new))
             .transpose()
             .map_err(StartError::Tls)?;
         let shutdown = Shutdown::new();
@@ -114,7 +120,8 @@ impl Server {
         let (workers, mut worker_threads) = start_workers(config.runtime.workers, &workers_stop)?;
         if let (Some((udp, tcp)), Some(dns_config)) = (dns, config.dns.as_ref()) {
             let settings = DnsServerSettings::from_config(dns_config);
-            worker_threads.push(start_dns(udp, tcp, settings, &shared, &shutdown)?);
+            let (zone, metrics) = (wiring.out.zone.reader(), wiring.metrics.clone());
+            worker_threads.push(start_dns(udp, tcp, settings, zone, metrics, &shutdown)?);
         }
 
         let max_connections = config
@@ -132,13 +139,14 @@ impl Server {
                 RouteBy::AppId => "X-Marathon-App-Id",
             };
             info!(%addr, by = by_what, workers = workers.len(), max_connections, "HTTP router listening");
-            let gate = Gate::new(name, max_connections, &shared.metrics);
+            let gate = Gate::new(name, max_connections, &wiring.metrics);
             for handle in &workers {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
-                let (shared, shutdown, gate) = (shared.clone(), shutdown.clone(), gate.clone());
+                let (plane, shutdown, gate) =
+                    (wiring.plane.clone(), shutdown.clone(), gate.clone());
                 handle.spawn(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => proxy::http::serve(l, gate, by, shared, shutdown).await,
+                        Ok(l) => proxy::http::serve(l, gate, by, plane, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTP listener"),
                     }
                 });
@@ -149,33 +157,33 @@ impl Server {
             let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config());
             let addr = listener.local_addr().map_err(StartError::Runtime)?;
             info!(%addr, workers = workers.len(), max_connections, "HTTPS router listening");
-            let gate = Gate::new("https", max_connections, &shared.metrics);
+            let gate = Gate::new("https", max_connections, &wiring.metrics);
             for handle in &workers {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
-                let (shared, shutdown, acceptor, gate) = (
-                    shared.clone(),
+                let (plane, shutdown, acceptor, gate) = (
+                    wiring.plane.clone(),
                     shutdown.clone(),
                     acceptor.clone(),
                     gate.clone(),
                 );
                 handle.spawn(async move {
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => proxy::http::serve_tls(l, gate, acceptor, shared, shutdown).await,
+                        Ok(l) => proxy::http::serve_tls(l, gate, acceptor, plane, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTPS listener"),
                     }
                 });
             }
         }
 
+        let view = wiring.view.clone();
         let control = {
-            let shared = shared.clone();
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name("drover-control".into())
                 .spawn(move || {
                     let rt = current_thread_runtime().expect("control runtime");
                     let clean = rt.block_on(control_plane(
-                        config, options, shared, shutdown, workers, admin, certs,
+                        config, options, wiring, shutdown, workers, admin, certs,
                     ));
                     workers_stop.cancel();
                     for t in worker_threads {
@@ -186,7 +194,7 @@ impl Server {
                 .map_err(StartError::Runtime)?
         };
         Ok(Server {
-            shared,
+            view,
             shutdown,
             http_addr,
             appid_addr,
@@ -222,8 +230,9 @@ impl Server {
         self.admin_addr
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// What admin shows: the table, zone and statuses in use, and the metrics.
+    pub fn view(&self) -> &AdminView {
+        &self.view
     }
 
     /// Starts a graceful shutdown (as SIGTERM does).
@@ -257,7 +266,7 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError>
 /// connections keep the certificate they were made with.
 async fn watch_certs(
     store: Arc<CertStore>,
-    shared: Arc<Shared>,
+    metrics: Metrics,
     mut reread: watch::Receiver<()>,
     shutdown: Shutdown,
 ) {
@@ -268,13 +277,9 @@ async fn watch_certs(
             r = reread.changed() => if r.is_err() { return },
             _ = shutdown.triggered() => return,
         }
-        if let Err(e) = store.reload(&shared.metrics) {
+        if let Err(e) = store.reload(&metrics) {
             warn!(error = %e, "certificates not reloaded; the loaded ones stay");
-            shared
-                .metrics
-                .tls_reloads
-                .with_label_values(&["error"])
-                .inc();
+            metrics.tls_reloads.with_label_values(&["error"]).inc();
         }
     }
 }
@@ -305,10 +310,11 @@ fn start_dns(
     udp: std::net::UdpSocket,
     tcp: StdListener,
     settings: DnsServerSettings,
-    shared: &Arc<Shared>,
+    zone: ZoneReader,
+    metrics: Metrics,
     shutdown: &Shutdown,
 ) -> Result<JoinHandle<()>, StartError> {
-    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+    let shutdown = shutdown.clone();
     let addr = udp.local_addr().map_err(StartError::Runtime)?;
     std::thread::Builder::new()
         .name("drover-dns".into())
@@ -328,7 +334,7 @@ fn start_dns(
                 match sockets {
                     (Ok(udp), Ok(tcp)) => {
                         info!(%addr, "DNS listening (UDP and TCP)");
-                        dns::server::serve(udp, tcp, settings, shared, shutdown).await;
+                        dns::server::serve(udp, tcp, settings, zone, metrics, shutdown).await;
                     }
                     (Err(e), _) | (_, Err(e)) => {
                         error!(error = %e, "cannot register the DNS sockets")
@@ -373,11 +379,64 @@ fn start_workers(
     Ok((handles, threads))
 }
 
+/// Every handle of every task, made once in `start` and given out task by task, each task
+/// only its own.
+struct Wiring {
+    metrics: Metrics,
+    /// `control`'s writers: the table, the zone, the config in use.
+    out: control::Outputs,
+    health: HealthStatusWriter,
+    listeners: ListenerStatusWriter,
+    sources: SourceErrors,
+    ejections: EjectionReceiver,
+    /// What the proxies share: the table reader, metrics, the ejections' sending end.
+    plane: Arc<DataPlane>,
+    view: Arc<AdminView>,
+}
+
+// === impl Wiring ===
+
+impl Wiring {
+    fn new() -> Wiring {
+        let metrics = Metrics::new(prometheus::Registry::new());
+        let out = control::Outputs {
+            table: RouteTableWriter::new(),
+            zone: ZoneWriter::new(),
+            config: ConfigWriter::new(),
+            metrics: metrics.clone(),
+        };
+        let health = HealthStatusWriter::new();
+        let listeners = ListenerStatusWriter::new();
+        let sources = SourceErrors::new();
+        let (ejected, ejections) = handles::ejections();
+        let plane = Arc::new(DataPlane::new(out.table.reader(), metrics.clone(), ejected));
+        let view = Arc::new(AdminView {
+            routes: out.table.reader(),
+            zone: out.zone.reader(),
+            config: out.config.reader(),
+            health: health.reader(),
+            listeners: listeners.reader(),
+            sources: sources.reader(),
+            metrics: metrics.clone(),
+        });
+        Wiring {
+            metrics,
+            out,
+            health,
+            listeners,
+            sources,
+            ejections,
+            plane,
+            view,
+        }
+    }
+}
+
 /// Everything that is not the data plane. Returns after the drain, with its verdict.
 async fn control_plane(
     config: Config,
     options: Options,
-    shared: Arc<Shared>,
+    wiring: Wiring,
     shutdown: Shutdown,
     workers: Vec<Handle>,
     admin: Option<StdListener>,
@@ -390,7 +449,7 @@ async fn control_plane(
     let (marathon_tx, marathon_rx) = watch::channel(None);
     let (mesos_tx, mesos_rx) = watch::channel(None);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(RouteTable::default()));
-    let metrics = shared.metrics.clone();
+    let metrics = wiring.metrics.clone();
 
     if let Some(path) = options.config_path.clone() {
         tokio::spawn(
@@ -418,7 +477,8 @@ async fn control_plane(
         source::marathon::sync::run(
             config_rx.clone(),
             marathon_tx,
-            shared.clone(),
+            metrics.clone(),
+            wiring.sources.status(source::marathon::sync::SOURCE),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_marathon")),
@@ -427,7 +487,8 @@ async fn control_plane(
         source::mesos::poll::run(
             config_rx.clone(),
             mesos_tx,
-            shared.clone(),
+            metrics.clone(),
+            wiring.sources.status(source::mesos::poll::SOURCE),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_mesos")),
@@ -438,16 +499,24 @@ async fn control_plane(
         marathon: marathon_rx,
         mesos: mesos_rx,
     };
+    let monitor = health::monitor::Handles {
+        status: wiring.health,
+        routes: wiring.out.table.reader(),
+        ejections: wiring.ejections,
+        metrics: metrics.clone(),
+    };
     tokio::spawn(
-        control::run(shared.clone(), inputs, tables_tx, shutdown.clone())
+        control::run(wiring.out, inputs, tables_tx, shutdown.clone())
             .instrument(tracing::info_span!("control")),
     );
     tokio::spawn(
-        health::monitor::run(shared.clone(), tables_rx.clone(), shutdown.clone())
+        health::monitor::run(monitor, tables_rx.clone(), shutdown.clone())
             .instrument(tracing::info_span!("health")),
     );
+    let listeners =
+        proxy::listeners::Listeners::new(workers, wiring.plane, wiring.listeners, shutdown.clone());
     tokio::spawn(
-        proxy::listeners::Listeners::new(workers, shared.clone(), shutdown.clone())
+        listeners
             .run(tables_rx)
             .instrument(tracing::info_span!("listeners")),
     );
@@ -456,7 +525,7 @@ async fn control_plane(
             Ok(l) => {
                 info!(addr = %l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "admin listening");
                 tokio::spawn(
-                    admin::serve(l, shared.clone(), shutdown.clone())
+                    admin::serve(l, wiring.view, shutdown.clone())
                         .instrument(tracing::info_span!("admin")),
                 );
             }
@@ -465,7 +534,7 @@ async fn control_plane(
     }
     if let Some(store) = certs {
         tokio::spawn(
-            watch_certs(store, shared.clone(), certs_reread, shutdown.clone())
+            watch_certs(store, metrics.clone(), certs_reread, shutdown.clone())
                 .instrument(tracing::info_span!("tls")),
         );
     }

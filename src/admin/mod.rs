@@ -1,8 +1,8 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (the first route table is
 //! stored), `/metrics` (Prometheus text) and `/debug/routes` (the route table in use, as
-//! JSON). It runs on the control thread and only reads what the control plane published:
-//! the route table snapshot, the metrics registry and the TCP listener states. It never
-//! changes anything, so a busy or hostile admin client cannot affect routing.
+//! JSON). It runs on the control thread and only reads what the other tasks published,
+//! through an [`AdminView`]: it holds no writer, so a busy or hostile admin client cannot
+//! affect routing.
 
 mod routes;
 
@@ -24,9 +24,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::accept::Gate;
+use crate::handles::{
+    ConfigReader, HealthStatusReader, ListenerStatusReader, RouteTableReader, SourceErrorsReader,
+    ZoneReader,
+};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::Shared;
 use routes::{refresh_backend_gauges, routes_dump};
+
+/// Everything admin shows, each through a reader. Also how tests and benches look at a
+/// running Drover (`Server::view`).
+#[derive(Clone)]
+pub struct AdminView {
+    pub routes: RouteTableReader,
+    pub zone: ZoneReader,
+    pub config: ConfigReader,
+    pub health: HealthStatusReader,
+    pub listeners: ListenerStatusReader,
+    pub sources: SourceErrorsReader,
+    /// Rendered at `/metrics`; the `drover_backends` gauges are set just before.
+    pub metrics: Metrics,
+}
 
 /// Longest an admin client may take to send a request head; an idle or slow client must not
 /// hold a connection (and a task) forever.
@@ -45,15 +63,15 @@ const ENDPOINTS: &str =
 /// Accepts admin connections until shutdown; one task per connection. Connections are not
 /// tracked by the drain: an admin client (a scraper with keep-alive) must not hold up the
 /// exit. Open connections finish their current request and close when shutdown starts.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+pub async fn serve(listener: TcpListener, view: Arc<AdminView>, shutdown: Shutdown) {
     // Its own cap, so the admin port answers while the data plane is at its limits.
-    let gate = Gate::new("admin", MAX_CONNECTIONS, &shared.metrics);
+    let gate = Gate::new("admin", MAX_CONNECTIONS, &view.metrics);
     loop {
         let (stream, peer, slot) = tokio::select! {
             accepted = gate.accept(&listener) => accepted,
             _ = shutdown.triggered() => return,
         };
-        let served = connection(stream, peer, shared.clone(), shutdown.clone());
+        let served = connection(stream, peer, view.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _slot = slot;
             served.await
@@ -62,11 +80,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdow
 }
 
 /// Serves one connection; on shutdown it finishes the request in progress, then closes.
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: Shutdown) {
+async fn connection(stream: TcpStream, peer: SocketAddr, view: Arc<AdminView>, shutdown: Shutdown) {
     let service = {
         let shutdown = shutdown.clone();
         service_fn(move |req: Request<Incoming>| {
-            std::future::ready(Ok::<_, Infallible>(respond(&shared, &shutdown, &req)))
+            std::future::ready(Ok::<_, Infallible>(respond(&view, &shutdown, &req)))
         })
     };
     let conn = http1::Builder::new()
@@ -87,8 +105,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, sh
     }
 }
 
-/// Answers one admin request. Pure apart from reading the shared snapshots.
-pub fn respond<B>(shared: &Shared, shutdown: &Shutdown, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Answers one admin request. Pure apart from reading the published snapshots.
+pub fn respond<B>(
+    view: &AdminView,
+    shutdown: &Shutdown,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -100,17 +122,17 @@ pub fn respond<B>(shared: &Shared, shutdown: &Shutdown, req: &Request<B>) -> Res
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => readiness(shared, shutdown),
+        "/readyz" => readiness(view, shutdown),
         "/metrics" => {
-            refresh_backend_gauges(shared);
+            refresh_backend_gauges(view);
             body(
                 StatusCode::OK,
                 PROMETHEUS_TEXT,
-                shared.metrics.render().into(),
+                view.metrics.render().into(),
             )
         }
         "/debug/routes" => {
-            let dump = routes_dump(shared);
+            let dump = routes_dump(view);
             match serde_json::to_vec_pretty(&dump) {
                 Ok(mut json) => {
                     json.push(b'\n');
@@ -126,15 +148,15 @@ pub fn respond<B>(shared: &Shared, shutdown: &Shutdown, req: &Request<B>) -> Res
             }
         }
         "/v1/version" => json(StatusCode::OK, &mesos_dns::version()),
-        "/v1/config" => match shared.config.load_full() {
-            Some(config) => json(StatusCode::OK, &mesos_dns::config(&config)),
+        "/v1/config" => match view.config.load_full() {
+            Some(in_use) => json(StatusCode::OK, &mesos_dns::config(&in_use)),
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no config loaded yet\n".into(),
             ),
         },
         path if path.starts_with("/v1/hosts/") || path.starts_with("/v1/services/") => {
-            let Some(zone) = shared.zone.load_full() else {
+            let Some(zone) = view.zone.load_full() else {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no DNS zone yet: [dns] is off, or its sources have not been read\n".into(),
@@ -176,9 +198,8 @@ mod mesos_dns {
     use serde_json::{json, Value};
 
     use super::{json, Bytes, Full};
-    use crate::config::Config;
-    use crate::dns::ZoneOptions;
     use crate::dns::{api, Zone};
+    use crate::handles::ConfigInUse;
     use crate::source::mesos::cluster::master_addresses;
 
     #[derive(Serialize)]
@@ -204,11 +225,11 @@ mod mesos_dns {
     /// The running DNS configuration under Mesos-DNS's field names. Nothing secret is in it:
     /// the Mesos secret (Mesos-DNS shows it here) and the Marathon password are files Drover
     /// reads, and neither their contents nor their paths are shown.
-    pub fn config(config: &Config) -> Value {
-        let Some(dns) = &config.dns else {
+    pub fn config(in_use: &ConfigInUse) -> Value {
+        let config = &in_use.config;
+        let (Some(dns), Some(options)) = (&config.dns, &in_use.zone) else {
             return json!({ "DnsOn": false, "HttpOn": true });
         };
-        let options = ZoneOptions::from_config(dns);
         let forward: Vec<String> = dns.forward.iter().map(|a| a.ip().to_string()).collect();
         let mesos = config.mesos.as_ref();
         let principal = mesos.and_then(|m| m.principal.clone());
@@ -264,7 +285,7 @@ mod mesos_dns {
     }
 }
 
-fn readiness(shared: &Shared, shutdown: &Shutdown) -> Response<Full<Bytes>> {
+fn readiness(view: &AdminView, shutdown: &Shutdown) -> Response<Full<Bytes>> {
     // A draining process says "not ready" so load balancers in front stop sending to it.
     if shutdown.is_triggered() {
         return text(
@@ -272,7 +293,7 @@ fn readiness(shared: &Shared, shutdown: &Shutdown) -> Response<Full<Bytes>> {
             "not ready: shutting down\n".into(),
         );
     }
-    if !shared.is_ready() {
+    if !view.routes.is_ready() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no route table yet (waiting for the first good catalog read)\n".into(),
@@ -298,10 +319,25 @@ fn body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Fu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::handles::{
+        ConfigWriter, HealthStatusWriter, ListenerStatusWriter, RouteTableWriter, SourceErrors,
+        ZoneWriter,
+    };
+    use crate::routing::RouteTable;
 
-    fn shared() -> Shared {
-        Shared::new(Metrics::new(prometheus::Registry::new()))
+    /// A view of nothing published yet, and the table writer to publish with.
+    fn view() -> (AdminView, RouteTableWriter) {
+        let table = RouteTableWriter::new();
+        let view = AdminView {
+            routes: table.reader(),
+            zone: ZoneWriter::new().reader(),
+            config: ConfigWriter::new().reader(),
+            health: HealthStatusWriter::new().reader(),
+            listeners: ListenerStatusWriter::new().reader(),
+            sources: SourceErrors::new().reader(),
+            metrics: Metrics::new(prometheus::Registry::new()),
+        };
+        (view, table)
     }
 
     fn get(path: &str) -> Request<()> {
@@ -310,12 +346,12 @@ mod tests {
 
     #[test]
     fn readyz_follows_the_first_table_and_the_shutdown() {
-        let (s, shutdown) = (shared(), Shutdown::new());
+        let ((s, table), shutdown) = (view(), Shutdown::new());
         assert_eq!(
             respond(&s, &shutdown, &get("/readyz")).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-        s.set_ready();
+        table.store(Arc::new(RouteTable::default()));
         assert_eq!(
             respond(&s, &shutdown, &get("/readyz")).status(),
             StatusCode::OK
@@ -334,7 +370,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_methods_are_refused() {
-        let (s, shutdown) = (shared(), Shutdown::new());
+        let ((s, _), shutdown) = (view(), Shutdown::new());
         assert_eq!(
             respond(&s, &shutdown, &get("/nope")).status(),
             StatusCode::NOT_FOUND
@@ -347,7 +383,7 @@ mod tests {
 
     #[test]
     fn an_empty_table_dumps_empty_lists() {
-        let json = serde_json::to_value(routes_dump(&shared())).expect("json");
+        let json = serde_json::to_value(routes_dump(&view().0)).expect("json");
         assert_eq!(json["version"], 0);
         assert_eq!(json["ready"], false);
         for key in [

@@ -7,8 +7,9 @@ use crate::config::LeaderCheck;
 use crate::health::monitor::{HealthStatus, TargetStatus};
 use crate::routing::pool::Backend;
 use crate::routing::{Claim, Route, RouteKind, RouteTable};
-use crate::Shared;
 use serde::Serialize;
+
+use super::AdminView;
 
 /// The whole dump; field order is the order in the JSON.
 #[derive(Debug, Serialize)]
@@ -147,37 +148,21 @@ pub struct ListenerDump {
 }
 
 /// Builds the dump from the table in use (one `load()`) and the listener states.
-pub fn routes_dump(shared: &Shared) -> RoutesDump {
-    let table = shared.table.load_full();
-    let tcp_listeners = {
-        // A poisoned lock only means a writer panicked mid-update; the map is still a
-        // readable snapshot, and a debug dump should show it rather than fail.
-        let listeners = shared
-            .tcp_listeners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        listeners
-            .iter()
-            .map(|(addr, state)| ListenerDump {
-                addr: addr.to_string(),
-                state: state.clone(),
-            })
-            .collect()
-    };
+pub fn routes_dump(view: &AdminView) -> RoutesDump {
+    let table = view.routes.load_full();
     let mut dump = table_dump(&table);
-    {
-        let status = shared.health.lock().unwrap_or_else(|p| p.into_inner());
-        add_health(&mut dump, &table, &status);
-    }
-    dump.ready = shared.is_ready();
-    dump.tcp_listeners = tcp_listeners;
-    dump.source_errors = shared
-        .source_errors
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    add_health(&mut dump, &table, &view.health.load_full());
+    dump.ready = view.routes.is_ready();
+    dump.tcp_listeners = view
+        .listeners
+        .load_full()
         .iter()
-        .map(|(source, error)| (source.to_string(), error.clone()))
+        .map(|(addr, state)| ListenerDump {
+            addr: addr.to_string(),
+            state: state.clone(),
+        })
         .collect();
+    dump.source_errors = view.sources.snapshot();
     dump
 }
 
@@ -413,9 +398,9 @@ pub(super) fn backend_state(route: &Route, b: &Backend) -> &'static str {
 /// states live in atomics the data plane and the health monitor flip, so a gauge set at
 /// table build would go stale. Every state of a route's kind is written, zero included,
 /// and routes that are gone disappear.
-pub(super) fn refresh_backend_gauges(shared: &Shared) {
-    let table = shared.table.load();
-    let gauge = &shared.metrics.backends;
+pub(super) fn refresh_backend_gauges(view: &AdminView) {
+    let table = view.routes.load();
+    let gauge = &view.metrics.backends;
     gauge.reset();
     for route in &table.routes {
         let states: &[&str] = if route.pool.is_leader_pool() {

@@ -37,7 +37,7 @@ impl DnsHandler {
         if matches!(qtype, QueryType::Other(_)) {
             return false;
         }
-        let guard = self.shared.zone.load();
+        let guard = self.zone.load();
         let Some(zone) = guard.as_ref() else {
             return false;
         };

@@ -28,14 +28,15 @@ use crate::dns::labels::{QtypeLabel, QueryCounters, Transport};
 use crate::dns::server::DnsServerSettings;
 use crate::dns::wire::{query_key, WireAnswer, CACHE, NAME_BUF};
 use crate::dns::zone::{Lookup, QueryType};
-use crate::Shared;
+use crate::handles::ZoneReader;
+use crate::metrics::Metrics;
 
 /// RFC 1035: the UDP limit without EDNS; RFC 6891 §6.2.5: the least an EDNS size means.
 pub(crate) const MIN_UDP_PAYLOAD: u16 = 512;
 
-/// Answers queries from the zone in `Shared.zone` (one `load()` per query).
+/// Answers queries from the zone in use (one `load()` per query).
 pub struct DnsHandler {
-    pub(super) shared: Arc<Shared>,
+    pub(super) zone: ZoneReader,
     /// `mesos.` and `.mesos.`, lower case.
     apex: Box<str>,
     dot_apex: Box<str>,
@@ -97,13 +98,13 @@ thread_local! {
 // === impl DnsHandler ===
 
 impl DnsHandler {
-    /// A handler for `settings`' domain and forwarders, answering from `shared.zone` and
-    /// counting into `shared.metrics`.
-    pub fn new(settings: &DnsServerSettings, shared: Arc<Shared>) -> DnsHandler {
+    /// A handler for `settings`' domain and forwarders, answering from `zone` and counting
+    /// into `metrics`.
+    pub fn new(settings: &DnsServerSettings, zone: ZoneReader, metrics: &Metrics) -> DnsHandler {
         let domain = settings.domain.trim_end_matches('.').to_ascii_lowercase();
         DnsHandler {
-            counters: QueryCounters::new(shared.metrics.dns_queries.clone()),
-            shared,
+            counters: QueryCounters::new(metrics.dns_queries.clone()),
+            zone,
             apex: format!("{domain}.").into(),
             dot_apex: format!(".{domain}.").into(),
             forwarder: (!settings.forward.is_empty())
@@ -233,7 +234,7 @@ impl DnsHandler {
     /// The answer the zone gives, as wire records, or why there is none. Holds the zone
     /// guard only while reading it; the wire records come from this thread's `WireCache`.
     fn answer_from_zone(&self, key: &str, qtype: QueryType) -> ZoneAnswer {
-        let guard = self.shared.zone.load();
+        let guard = self.zone.load();
         let Some(zone) = guard.as_ref() else {
             return if self.in_domain(key) {
                 ZoneAnswer::NotReady

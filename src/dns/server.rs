@@ -1,5 +1,5 @@
-//! The DNS server: UDP and TCP on one address, answering from the compiled `Zone` in
-//! `Shared.zone`. Names outside the domain are refused, or passed to `forward` resolvers
+//! The DNS server: UDP and TCP on one address, answering from the compiled `Zone` a
+//! `ZoneReader` gives. Names outside the domain are refused, or passed to `forward` resolvers
 //! when there are some (`dns::forward`). What a name holds is `dns::zone`'s job; turning a
 //! packet into a reply is `dns::handler`'s (the UDP fast path `dns::fast` first); the TCP
 //! connections are `dns::tcp`'s; this module owns the settings, the UDP loop, and the
@@ -57,8 +57,9 @@ use crate::config::DnsConfig;
 use crate::dns::handler::{DnsHandler, Outcome};
 use crate::dns::labels::Transport;
 use crate::dns::tcp::{self, TcpLimits};
+use crate::handles::ZoneReader;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::Shared;
 
 /// How the DNS server runs; everything but the sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +110,8 @@ pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     settings: DnsServerSettings,
-    shared: Arc<Shared>,
+    zone: ZoneReader,
+    metrics: Metrics,
     shutdown: Shutdown,
 ) {
     if let (Ok(u), Ok(t)) = (udp.local_addr(), tcp.local_addr()) {
@@ -119,7 +121,7 @@ pub async fn serve(
         max_connections: settings.tcp_max_connections,
         idle_timeout: settings.tcp_idle_timeout,
     };
-    let handler = Arc::new(DnsHandler::new(&settings, shared.clone()));
+    let handler = Arc::new(DnsHandler::new(&settings, zone, &metrics));
     let udp = async {
         udp_loop(Arc::new(udp), handler.clone()).await;
         warn!("DNS UDP socket failed; UDP service stopped");
@@ -127,7 +129,7 @@ pub async fn serve(
     };
     tokio::select! {
         () = udp => {}
-        () = tcp::serve(tcp, handler.clone(), limits, &shared.metrics, shutdown.clone()) => {}
+        () = tcp::serve(tcp, handler.clone(), limits, &metrics, shutdown.clone()) => {}
         () = shutdown.triggered() => {}
     }
     debug!("DNS server stopped");

@@ -193,7 +193,7 @@ async fn read_message(
 mod tests {
     use super::*;
     use crate::dns::server::DnsServerSettings;
-    use crate::Shared;
+    use crate::handles::ZoneWriter;
 
     /// Fails every accept with EMFILE, `left` times, then waits forever.
     struct OutOfFiles {
@@ -214,23 +214,21 @@ mod tests {
     /// survives it and stops on shutdown.
     #[tokio::test(start_paused = true)]
     async fn accept_errors_back_off_and_are_counted() {
-        let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
+        let metrics = Metrics::new(prometheus::Registry::new());
         let settings = DnsServerSettings::new("mesos", vec![]);
-        let handler = Arc::new(DnsHandler::new(&settings, shared.clone()));
+        let zone = ZoneWriter::new().reader();
+        let handler = Arc::new(DnsHandler::new(&settings, zone, &metrics));
         let limits = TcpLimits {
             max_connections: 4,
             idle_timeout: Duration::from_secs(1),
         };
         let shutdown = Shutdown::new();
-        let errors = shared
-            .metrics
-            .accept_errors
-            .with_label_values(&[LISTENER_DNS]);
+        let errors = metrics.accept_errors.with_label_values(&[LISTENER_DNS]);
         let task = {
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let incoming = OutOfFiles { left: 314 };
-                serve(incoming, handler, limits, &shared.metrics, shutdown).await;
+                serve(incoming, handler, limits, &metrics, shutdown).await;
             })
         };
         tokio::time::sleep(Duration::from_millis(1_050)).await;

@@ -5,8 +5,8 @@
 //! failure is reported, never fatal.
 //!
 //! What a connection does once accepted is `proxy::tcp`'s job. The state of every address
-//! ("open" or the bind error) is published in `Shared::tcp_listeners` and the
-//! `drover_tcp_listeners` gauge.
+//! ("open" or the bind error) is published through a `ListenerStatusWriter` (admin shows
+//! it) and in the `drover_tcp_listeners` gauge.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,10 +20,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::proxy::tcp;
+use crate::handles::ListenerStatusWriter;
+use crate::proxy::{tcp, DataPlane};
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
-use crate::Shared;
 
 /// First retry of a failed bind; doubles per failure up to `RETRY_MAX`. Short at first
 /// because the usual cause is our own listener for that port still closing on a worker.
@@ -34,7 +34,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct Listeners {
     /// The data-plane runtimes; every open address has an accept loop on each.
     workers: Vec<Handle>,
-    shared: Arc<Shared>,
+    /// Handed to each port's accept loops.
+    plane: Arc<DataPlane>,
+    status: ListenerStatusWriter,
     shutdown: Shutdown,
     /// Open addresses; cancelling the token stops their accept loops and closes the port.
     open: BTreeMap<SocketAddr, CancellationToken>,
@@ -53,10 +55,16 @@ struct Failed {
 // === impl Listeners ===
 
 impl Listeners {
-    pub fn new(workers: Vec<Handle>, shared: Arc<Shared>, shutdown: Shutdown) -> Listeners {
+    pub fn new(
+        workers: Vec<Handle>,
+        plane: Arc<DataPlane>,
+        status: ListenerStatusWriter,
+        shutdown: Shutdown,
+    ) -> Listeners {
         Listeners {
             workers,
-            shared,
+            plane,
+            status,
             shutdown,
             open: BTreeMap::new(),
             failed: BTreeMap::new(),
@@ -189,12 +197,11 @@ impl Listeners {
         drop(listener);
         let stop = self.shutdown.child_token();
         for (i, (worker, listener)) in self.workers.iter().zip(clones).enumerate() {
-            let (shared, stop, shutdown) =
-                (self.shared.clone(), stop.clone(), self.shutdown.clone());
+            let (plane, stop, shutdown) = (self.plane.clone(), stop.clone(), self.shutdown.clone());
             let accept = async move {
                 // from_std must run inside the worker's runtime to register with its reactor.
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => tcp::serve_port(l, port, shared, stop, shutdown).await,
+                    Ok(l) => tcp::serve_port(l, port, plane, stop, shutdown).await,
                     Err(e) => {
                         error!(%addr, error = %e, "cannot register the service-port listener on this worker")
                     }
@@ -205,7 +212,7 @@ impl Listeners {
         Ok(stop)
     }
 
-    /// Writes every address's state to `Shared::tcp_listeners` and the gauge.
+    /// Publishes every address's state, and the gauge.
     fn publish(&self) {
         let states: BTreeMap<SocketAddr, String> = self
             .open
@@ -214,19 +221,14 @@ impl Listeners {
             .chain(self.failed.iter().map(|(a, f)| (*a, f.error.clone())))
             .collect();
         // Gauge first: whoever sees the new map also sees the matching counts.
-        let gauge = &self.shared.metrics.tcp_listeners;
+        let gauge = &self.plane.metrics.tcp_listeners;
         gauge
             .with_label_values(&["open"])
             .set(self.open.len() as i64);
         gauge
             .with_label_values(&["failed"])
             .set(self.failed.len() as i64);
-        // A poisoned lock only means a reader panicked; the map is replaced whole anyway.
-        *self
-            .shared
-            .tcp_listeners
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = states;
+        self.status.publish(states);
     }
 }
 

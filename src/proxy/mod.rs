@@ -19,9 +19,35 @@ use tracing::{debug, warn};
 
 use crate::cidr::{is_trusted, Cidr};
 
+use crate::handles::{EjectionSender, RouteTableReader};
+use crate::metrics::{self, Metrics, RouteStats};
 use crate::routing::pool::{Backend, Failure};
 use crate::routing::Route;
-use crate::Shared;
+
+/// What every proxy task (HTTP, HTTPS, TCP, the listener reconciler) reads and writes: the
+/// table it routes by, the metrics it counts into, and where ejections go. Shared behind
+/// one `Arc`, so a connection costs one reference count.
+pub struct DataPlane {
+    pub table: RouteTableReader,
+    pub metrics: Metrics,
+    /// Metric handles for requests that match no route (unknown Host, refused requests).
+    pub unrouted: RouteStats,
+    /// Tells the health monitor of each ejection, to watch the backend come back.
+    pub ejections: EjectionSender,
+}
+
+// === impl DataPlane ===
+
+impl DataPlane {
+    pub fn new(table: RouteTableReader, metrics: Metrics, ejections: EjectionSender) -> DataPlane {
+        DataPlane {
+            table,
+            unrouted: metrics.route_stats(metrics::UNROUTED),
+            metrics,
+            ejections,
+        }
+    }
+}
 
 /// Whose fault a failed request or connection was, for logs (and the access log): the
 /// client's (a refused or broken request, a stall, an unknown host), the upstream side's (a
@@ -46,18 +72,18 @@ impl Fault {
 /// Counts a failed exchange (connect error, timeout, 5xx) against `backend` and, when that
 /// ejects it, logs and counts the ejection and hands it to the health monitor, which brings
 /// the metrics back when the ejection ends.
-pub fn note_failure(shared: &Shared, route: &Route, backend: &Arc<Backend>) {
+pub fn note_failure(plane: &DataPlane, route: &Route, backend: &Arc<Backend>) {
     match route.pool.failed(backend) {
         Failure::Counted => {}
         Failure::Ejected(length) => {
             warn!(route = %route.name, backend = %backend.addr,
                 ejected_for = %humantime::format_duration(length), "backend ejected");
-            let m = &shared.metrics;
+            let m = &plane.metrics;
             m.backend_ejections.with_label_values(&[&route.name]).inc();
             m.backend_up
                 .with_label_values(&[&route.name, &backend.addr.to_string()])
                 .set(0);
-            shared.note_ejected(&route.name, backend);
+            plane.ejections.send(&route.name, backend);
         }
         Failure::Capped => {
             warn!(route = %route.name, backend = %backend.addr,

@@ -16,13 +16,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use super::{note_failure, Fault};
+use super::{note_failure, DataPlane, Fault};
 use crate::accept::Gate;
 use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::routing::pool::InFlight;
 use crate::routing::Route;
 use crate::shutdown::Shutdown;
-use crate::Shared;
 
 /// Connect timeout when the table carries no TCP settings (no `[tcp]` section, e.g. an
 /// alias port only).
@@ -38,22 +37,22 @@ const COPY_BUF_MAX: usize = 64 * 1024;
 pub async fn serve_port(
     listener: TcpListener,
     port: u16,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     stop: CancellationToken,
     shutdown: Shutdown,
 ) {
     // One label lookup per listener, not per connection.
-    let accepted = shared
+    let accepted = plane
         .metrics
         .tcp_connections
         .with_label_values(&[&port.to_string()]);
-    let limit = shared
+    let limit = plane
         .table
         .load()
         .tcp_settings
         .as_ref()
         .map_or(DEFAULT_MAX_CONNECTIONS, |t| t.max_connections);
-    let gate = Gate::new(&format!("tcp:{port}"), limit, &shared.metrics);
+    let gate = Gate::new(&format!("tcp:{port}"), limit, &plane.metrics);
     loop {
         let (client, peer, slot) = tokio::select! {
             biased;
@@ -62,7 +61,7 @@ pub async fn serve_port(
             next = gate.accept(&listener) => next,
         };
         accepted.inc();
-        let served = proxy(client, peer, port, shared.clone());
+        let served = proxy(client, peer, port, plane.clone());
         let conn = shutdown.track(async move {
             let _slot = slot;
             served.await
@@ -73,10 +72,10 @@ pub async fn serve_port(
 }
 
 /// Serves one accepted connection to its end.
-async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
+async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, plane: Arc<DataPlane>) {
     // One load per connection; keep only what is needed, drop the guard before any await.
     let (route, connect_timeout, trusted, send_proxy) = {
-        let table = shared.table.load();
+        let table = plane.table.load();
         let Some(route) = table.lookup_tcp(port) else {
             // The port was removed between accept and now: nothing to reach.
             debug!(port, %peer, fault = Fault::Drover.as_str(), "no route for this port (the table changed since the accept); closing");
@@ -110,14 +109,14 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, shared: Arc<S
             send_proxy,
             local,
         };
-        return proxy_tls(client, peer, port, cert, &route, upstream, &shared).await;
+        return proxy_tls(client, peer, port, cert, &route, upstream, &plane).await;
     }
     let Some(first) = route.pool.pick(peer.ip()) else {
         // A port with no usable task closes at once, so the client sees it is down.
         debug!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend in the pool; closing");
         return;
     };
-    let Some((mut upstream, _in_flight)) = connect(&route, first, connect_timeout, &shared).await
+    let Some((mut upstream, _in_flight)) = connect(&route, first, connect_timeout, &plane).await
     else {
         warn!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend reachable; closing");
         return;
@@ -186,7 +185,7 @@ async fn proxy_tls(
     cert: &std::path::Path,
     route: &Route,
     announce: Upstream,
-    shared: &Shared,
+    plane: &DataPlane,
 ) {
     let acceptor = match port_acceptor(cert) {
         Ok(a) => a,
@@ -211,7 +210,7 @@ async fn proxy_tls(
         return;
     };
     let Some((mut upstream, _in_flight)) =
-        connect(route, first, announce.connect_timeout, shared).await
+        connect(route, first, announce.connect_timeout, plane).await
     else {
         warn!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend reachable; closing");
         return;
@@ -289,7 +288,7 @@ async fn connect(
     route: &Route,
     first: usize,
     timeout: Duration,
-    shared: &Shared,
+    plane: &DataPlane,
 ) -> Option<(TcpStream, InFlight)> {
     for attempt in 0..route.pool.max_attempts() {
         let Some(backend) = route.pool.attempt(first, attempt) else {
@@ -314,8 +313,8 @@ async fn connect(
                 return Some((stream, in_flight));
             }
             Err(e) => {
-                note_failure(shared, route, backend);
-                shared
+                note_failure(plane, route, backend);
+                plane
                     .metrics
                     .upstream_errors
                     .with_label_values(&[&route.name, "connect"])

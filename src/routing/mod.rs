@@ -23,7 +23,7 @@ use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
 use crate::cidr::Cidr;
 use crate::config::{AliasConfig, Config, LeaderCheck, UnderscoreHeaders};
 use crate::host::{lookup_key, HostName};
-use crate::metrics::{Metrics, RouteStats};
+use crate::metrics::RouteStats;
 use pool::{Backend, EjectPolicy, Pool};
 
 /// Settings of the HTTP router that may change on a config reload.
@@ -262,12 +262,16 @@ fn reuse_backends(old: Option<&Route>, addrs: &[SocketAddr]) -> Vec<Arc<Backend>
 /// Builds the route table for `catalog` under `config`. Backends whose address is in
 /// `previous` keep their state object; conflicts are settled in favour of `previous`'s
 /// holder.
+///
+/// `stats` gives each route (by name) its metric handles. It is passed in, as a clock would
+/// be, so that compiling never touches the metrics registry itself, while a request still
+/// reaches its route's handles in `Route::stats` without a lookup.
 pub fn compile(
     catalog: &Catalog,
     config: &Config,
     version: u64,
     previous: &RouteTable,
-    metrics: &Metrics,
+    stats: &dyn Fn(&str) -> RouteStats,
 ) -> RouteTable {
     let old_routes = previous.routes_by_name();
     let eject = (config.ejection.after > 0).then_some(EjectPolicy {
@@ -282,7 +286,7 @@ pub fn compile(
 
     // Aliases first: operator config outranks discovered apps.
     for alias in &config.aliases {
-        let route = alias_route(alias, config, &old_routes, metrics);
+        let route = alias_route(alias, config, &old_routes, stats);
         if let Some(addr) = route.listen {
             tcp.insert(addr.port(), route.clone());
         }
@@ -352,7 +356,7 @@ pub fn compile(
             path: s.path.clone(),
             listen,
             pool: Pool::new(backends, s.balance, eject),
-            stats: metrics.route_stats(&s.name),
+            stats: stats(&s.name),
             rules: HttpRules::of(s),
         });
         if listen.is_some() {
@@ -442,7 +446,7 @@ fn alias_route(
     alias: &AliasConfig,
     config: &Config,
     old_routes: &HashMap<&str, &Route>,
-    metrics: &Metrics,
+    stats: &dyn Fn(&str) -> RouteStats,
 ) -> Arc<Route> {
     let name = alias_route_name(&alias.host);
     let kind = RouteKind::Alias {
@@ -481,7 +485,7 @@ fn alias_route(
         path: None,
         listen: alias.port.map(|p| SocketAddr::new(bind, p)),
         pool: Pool::leader(reuse_backends(old, &masters)),
-        stats: metrics.route_stats(&name),
+        stats: stats(&name),
         rules: HttpRules::default(),
         name,
     })

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::catalog::{self, RawApp, RawTask};
 use crate::config::Groups;
+use crate::metrics::Metrics;
 
 /// `[tcp]` on 127.0.0.1 for ports 10000-10100.
 const TCP: &str = "[tcp]\nbind = \"127.0.0.1\"\nports = \"10000-10100\"\n";
@@ -16,8 +17,10 @@ fn config(text: &str) -> Config {
     Config::parse(text, Path::new(".")).unwrap_or_else(|p| panic!("test config: {p:#?}"))
 }
 
-fn metrics() -> Metrics {
-    Metrics::new(prometheus::Registry::new())
+/// Route stats on a registry nobody reads.
+fn stats(name: &str) -> RouteStats {
+    thread_local!(static METRICS: Metrics = Metrics::new(prometheus::Registry::new()));
+    METRICS.with(|m| m.route_stats(name))
 }
 
 /// An app with one task per entry of `tasks` (host ports by service-port index).
@@ -50,7 +53,7 @@ fn compile_with(apps: &[RawApp], cfg: &str, previous: &RouteTable) -> RouteTable
         &config(cfg),
         previous.version + 1,
         previous,
-        &metrics(),
+        &stats,
     )
 }
 
@@ -232,13 +235,7 @@ fn only_apps_in_the_selected_groups_get_routes() {
         app("/none", &[], &[10003], &[&[31003]]),
     ];
     let catalog = catalog::build(&apps, &Groups(vec!["external".into()]));
-    let t = compile(
-        &catalog,
-        &config(TCP),
-        1,
-        &RouteTable::default(),
-        &metrics(),
-    );
+    let t = compile(&catalog, &config(TCP), 1, &RouteTable::default(), &stats);
     assert_eq!(names(&t), ["ext_10001"]);
     assert_eq!(
         http(&t, "ext.example.com", "/").as_deref(),
@@ -250,13 +247,7 @@ fn only_apps_in_the_selected_groups_get_routes() {
     assert_eq!(tcp(&t, 10003), None);
 
     let catalog = catalog::build(&apps, &Groups::all());
-    let t = compile(
-        &catalog,
-        &config(TCP),
-        1,
-        &RouteTable::default(),
-        &metrics(),
-    );
+    let t = compile(&catalog, &config(TCP), 1, &RouteTable::default(), &stats);
     assert_eq!(names(&t), ["ext_10001", "int_10002", "none_10003"]);
 }
 
@@ -349,7 +340,7 @@ fn without_a_tcp_section_nothing_listens() {
 fn http_settings_and_version_come_from_the_inputs() {
     let catalog = catalog::build(&[], &Groups::all());
     let cfg = config("[http]\nheader_timeout = \"3s\"\nmax_header_bytes = 4096\n");
-    let t = compile(&catalog, &cfg, 42, &RouteTable::default(), &metrics());
+    let t = compile(&catalog, &cfg, 42, &RouteTable::default(), &stats);
     assert_eq!(t.version, 42);
     assert_eq!(
         t.http,
@@ -364,7 +355,7 @@ fn http_settings_and_version_come_from_the_inputs() {
             https_proxy_protocol: vec![],
         })
     );
-    let t = compile(&catalog, &config(""), 1, &RouteTable::default(), &metrics());
+    let t = compile(&catalog, &config(""), 1, &RouteTable::default(), &stats);
     assert_eq!(t.http, None);
 }
 

@@ -457,7 +457,7 @@ async fn no_zone_yet() {
     assert_eq!(r.metadata.response_code, ResponseCode::Refused);
 
     // Once a zone is stored, the next query sees it.
-    dns.shared.zone.store(Some(fixture_zone(false).into()));
+    dns.zone.store(Some(fixture_zone(false).into()));
     let r = udp(
         dns.addr,
         &query("leader.mesos.", RecordType::A, false, None),
@@ -576,7 +576,7 @@ async fn classes_types_and_labels() {
     assert_eq!(dns.count("other", "NOERROR", "udp"), 2);
     // In the exposition too.
     let text = prometheus::TextEncoder::new()
-        .encode_to_string(&dns.shared.metrics.registry.gather())
+        .encode_to_string(&dns.metrics.registry.gather())
         .unwrap();
     assert!(
         text.contains(

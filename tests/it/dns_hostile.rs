@@ -708,7 +708,7 @@ async fn tcp_connection_cap() {
         closed_within(&mut over, REPLY_WAIT).await,
         "over the cap: closed"
     );
-    let metrics = &dns.shared.metrics;
+    let metrics = &dns.metrics;
     let dns_label = [drover::metrics::LISTENER_DNS];
     assert_eq!(
         metrics

@@ -98,7 +98,7 @@ async fn no_backends_is_503_and_unreachable_backends_502() {
     assert_eq!(empty.status, StatusCode::SERVICE_UNAVAILABLE);
     let dead = get(drover.http(), "dead.example.com", "/").await;
     assert_eq!(dead.status, StatusCode::BAD_GATEWAY);
-    let text = drover.server().shared().metrics.render();
+    let text = drover.server().view().metrics.render();
     assert!(
         text.contains(r#"drover_upstream_errors_total{kind="connect",route="dead_10002"} 1"#),
         "{text}"
@@ -383,7 +383,7 @@ async fn a_broken_catalog_file_keeps_the_routes() {
     drover.ready().await;
     let version = drover.version();
     drover.write("catalog.toml", "[[app]\nid = \"/web\"\n");
-    let metrics = drover.server().shared().metrics.clone();
+    let metrics = drover.server().view().metrics.clone();
     eventually("the refused read to be counted", || {
         let n = metrics
             .discovery_syncs

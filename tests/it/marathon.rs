@@ -24,7 +24,7 @@ fn drover_on(urls: &[String], more: &str) -> Drover {
 
 /// The backends of route `name` in the table in use (empty if there is no such route).
 fn pool(drover: &Drover, name: &str) -> Vec<SocketAddr> {
-    let table = drover.server().shared().table.load();
+    let table = drover.server().view().routes.load();
     let mut addrs: Vec<SocketAddr> = table
         .routes
         .iter()
@@ -146,7 +146,7 @@ async fn tasks_added_killed_and_health_flipped_apply_within_a_second() {
     fake.push(marathon::health_status_changed("/web", &tc, false));
     let took = pool_becomes(&drover, "web_10001", &[b.addr]).await;
     assert!(took < Duration::from_secs(1), "health flip after {took:?}");
-    let text = drover.server().shared().metrics.render();
+    let text = drover.server().view().metrics.render();
     assert!(
         text.contains("drover_discovery_event_stream_up{source=\"marathon\"} 1"),
         "{text}"
@@ -199,7 +199,7 @@ async fn an_empty_snapshot_does_not_empty_the_pools() {
         10009,
         &[],
     )));
-    let metrics = drover.server().shared().metrics.clone();
+    let metrics = drover.server().view().metrics.clone();
     eventually("the refused read", || {
         let n = metrics
             .discovery_syncs
@@ -276,21 +276,16 @@ async fn missing_credentials_give_a_clear_error_naming_the_url() {
     fake.require_basic_auth("drover", "s3cret");
     fake.set_apps(web(&[FakeTask::new(&marathon::task_id("/web", 1), a.addr)]));
     let drover = drover_on(&[fake.url()], "");
-    let shared = drover.server().shared().clone();
+    let view = drover.server().view().clone();
     let error = eventually("the source error", || {
-        let e = shared
-            .source_errors
-            .lock()
-            .unwrap()
-            .get("marathon")
-            .cloned();
+        let e = view.sources.snapshot().remove("marathon");
         async move { e }
     })
     .await;
     assert!(error.contains(&fake.url()), "{error}");
     assert!(error.contains("401"), "{error}");
     assert!(
-        !drover.server().shared().is_ready(),
+        !drover.server().view().routes.is_ready(),
         "no table without Marathon's first read"
     );
 
@@ -366,14 +361,9 @@ fn ca_file(pem: &str) -> (tempfile::TempDir, String) {
 
 /// The `source_errors["marathon"]` entry, once there is one.
 async fn marathon_error(drover: &Drover) -> String {
-    let shared = drover.server().shared().clone();
+    let view = drover.server().view().clone();
     eventually("the marathon source error", || {
-        let e = shared
-            .source_errors
-            .lock()
-            .unwrap()
-            .get("marathon")
-            .cloned();
+        let e = view.sources.snapshot().remove("marathon");
         async move { e }
     })
     .await
@@ -414,10 +404,9 @@ async fn an_https_marathon_is_followed_with_its_ca_file() {
     pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
     assert!(!drover
         .server()
-        .shared()
-        .source_errors
-        .lock()
-        .unwrap()
+        .view()
+        .sources
+        .snapshot()
         .contains_key("marathon"));
 }
 
@@ -432,7 +421,7 @@ async fn a_certificate_from_another_ca_is_refused_naming_the_url() {
     assert!(error.contains(&fake.url()), "{error}");
     assert!(error.contains("certificate"), "{error}");
     assert!(
-        !drover.server().shared().is_ready(),
+        !drover.server().view().routes.is_ready(),
         "no table without Marathon's first read"
     );
     assert_eq!(
@@ -453,7 +442,7 @@ async fn a_missing_ca_file_is_a_source_error_naming_the_file() {
     );
     let error = marathon_error(&drover).await;
     assert!(error.contains(&missing.display().to_string()), "{error}");
-    assert!(!drover.server().shared().is_ready());
+    assert!(!drover.server().view().routes.is_ready());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ async fn a_changed_config_applies_without_restart() {
         get(drover.http(), "api.example.com", "/").await.status,
         StatusCode::NOT_FOUND
     );
-    let text = drover.server().shared().metrics.render();
+    let text = drover.server().view().metrics.render();
     assert!(
         text.contains(r#"drover_config_reloads_total{result="ok"} 1"#),
         "{text}"
@@ -54,7 +54,7 @@ async fn a_broken_config_is_refused_and_the_old_one_serves() {
     let drover = Drover::start("", &grouped_catalog(&web, &api));
     drover.ready().await;
     let version = drover.version();
-    let metrics = drover.server().shared().metrics.clone();
+    let metrics = drover.server().view().metrics.clone();
     let errors = move || metrics.config_reloads.with_label_values(&["error"]).get();
 
     // A typo in a key, then a value out of range.
@@ -130,16 +130,16 @@ async fn a_catalog_rewritten_without_pause_is_applied_while_the_writes_go_on() {
     let (first, _) = steady_catalog(0, &backends);
     let drover = Drover::start("", &first);
     drover.ready().await;
-    let shared = drover.server().shared().clone();
+    let routes = drover.server().view().routes.clone();
     let stop = Arc::new(AtomicBool::new(false));
 
     // Every table change, with when it was first seen and the write it was built from.
     let watcher = tokio::spawn({
-        let (shared, stop) = (shared.clone(), stop.clone());
+        let (routes, stop) = (routes.clone(), stop.clone());
         async move {
             let mut seen: Vec<(Instant, u64, usize)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let table = shared.table.load();
+                let table = routes.load();
                 if seen.last().is_none_or(|s| s.1 != table.version) {
                     seen.push((
                         Instant::now(),
@@ -190,7 +190,7 @@ async fn a_catalog_rewritten_without_pause_is_applied_while_the_writes_go_on() {
     let last_write = writes.last().expect("writes").0;
     // Long enough for the last write to be applied.
     eventually("the last write to be applied", || {
-        let seq = table_seq(&shared.table.load());
+        let seq = table_seq(&routes.load());
         async move { (seq == Some(WRITES)).then_some(()) }
     })
     .await;

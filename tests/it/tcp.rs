@@ -58,14 +58,9 @@ async fn connect_when_open(port: u16) -> TcpStream {
 
 /// Waits until the admin status of the service port on 127.0.0.1 is `want` (None: absent).
 async fn listener_state(drover: &Drover, port: u16, want: Option<&str>) {
-    let shared = drover.server().shared().clone();
+    let view = drover.server().view().clone();
     eventually(&format!("listener {port} to be {want:?}"), || {
-        let state = shared
-            .tcp_listeners
-            .lock()
-            .unwrap()
-            .get(&local(port))
-            .cloned();
+        let state = view.listeners.load_full().get(&local(port)).cloned();
         async move { (state.as_deref() == want).then_some(()) }
     })
     .await
@@ -147,14 +142,14 @@ async fn a_refused_backend_falls_through_to_the_next() {
         let msg = format!("try {i}");
         assert_eq!(round_trip(&mut s, msg.as_bytes()).await, msg.as_bytes());
     }
-    let metrics = &drover.server().shared().metrics;
+    let metrics = &drover.server().view().metrics;
     let route = format!("echo_{port}");
     let failed = metrics
         .upstream_errors
         .with_label_values(&[&route, "connect"])
         .get();
     assert!(failed >= 1, "connect failures counted: {failed}");
-    let table = drover.server().shared().table.load();
+    let table = drover.server().view().routes.load();
     let pool = &table.lookup_tcp(port).expect("route").pool;
     let dead_backend = pool
         .backends()
@@ -222,7 +217,7 @@ async fn adding_an_app_opens_its_port() {
 
     listener_state(&drover, first, Some("open")).await;
     listener_state(&drover, second, Some("open")).await;
-    let metrics = &drover.server().shared().metrics;
+    let metrics = &drover.server().view().metrics;
     assert_eq!(metrics.tcp_listeners.with_label_values(&["open"]).get(), 2);
 }
 
@@ -235,19 +230,14 @@ async fn a_failed_bind_is_reported_and_retried() {
     let drover = Drover::start(TCP, &support::app("/echo", "", port, &[echo.addr]));
     drover.ready().await;
 
-    let shared = drover.server().shared().clone();
+    let view = drover.server().view().clone();
     let error = eventually("the bind failure to be reported", || {
-        let state = shared
-            .tcp_listeners
-            .lock()
-            .unwrap()
-            .get(&local(port))
-            .cloned();
+        let state = view.listeners.load_full().get(&local(port)).cloned();
         async move { state.filter(|s| s != "open") }
     })
     .await;
     assert!(!error.is_empty());
-    let failed = shared
+    let failed = view
         .metrics
         .tcp_listeners
         .with_label_values(&["failed"])
@@ -260,8 +250,7 @@ async fn a_failed_bind_is_reported_and_retried() {
     assert_eq!(round_trip(&mut s, b"late").await, b"late");
     listener_state(&drover, port, Some("open")).await;
     assert_eq!(
-        shared
-            .metrics
+        view.metrics
             .tcp_listeners
             .with_label_values(&["failed"])
             .get(),
@@ -278,7 +267,7 @@ async fn tcp_connections_are_counted_by_port() {
 
     let mut s = connect_when_open(port).await;
     assert_eq!(round_trip(&mut s, b"count me").await, b"count me");
-    let text = drover.server().shared().metrics.render();
+    let text = drover.server().view().metrics.render();
     let line = format!("drover_tcp_connections_total{{port=\"{port}\"}}");
     assert!(text.contains(&line), "{line} missing from:\n{text}");
 }

@@ -76,8 +76,7 @@ impl Monitor {
             warn!(alias = %host, claimants = %logfmt::list(&claimants),
                 kept = %logfmt::or_none(w.tracker.leader()),
                 "more than one master claims leadership; the incumbent keeps the role");
-            self.shared
-                .metrics
+            self.metrics
                 .leader_conflicts
                 .with_label_values(&[&host])
                 .inc();
@@ -103,8 +102,7 @@ impl Monitor {
                     "alias has no elected leader; answering 503")
             }
         }
-        self.shared
-            .metrics
+        self.metrics
             .leader_changes
             .with_label_values(&[&host])
             .inc();
@@ -116,7 +114,7 @@ impl Monitor {
     }
 
     pub(super) fn set_alias_gauge(&self, route: &Route, backend: &Backend, leader: bool) {
-        let m = &self.shared.metrics;
+        let m = &self.metrics;
         let addr = backend.addr.to_string();
         let host = alias_host(route);
         m.alias_leader

@@ -27,11 +27,12 @@ use super::leader::{LeaderTracker, LEADER_FALL, LEADER_RISE};
 use super::probe::{self, Probe, ProbeResult};
 use super::{Health, State};
 use crate::catalog::{ActiveCheck, CheckKind};
+use crate::handles::{Ejection, EjectionReceiver, HealthStatusWriter, RouteTableReader};
 use crate::logfmt;
+use crate::metrics::Metrics;
 use crate::routing::pool::Backend;
 use crate::routing::{Route, RouteKind, RouteTable};
 use crate::shutdown::Shutdown;
-use crate::{Ejection, Shared};
 
 /// How often ejected backends are looked at to see whether they are back.
 const EJECTION_SWEEP: Duration = Duration::from_secs(1);
@@ -124,17 +125,29 @@ struct CheckWatch {
     routing_to_all: bool,
 }
 
+/// What the monitor reads and writes besides the tables it follows.
+pub struct Handles {
+    /// Where its view goes, for `/debug/routes`.
+    pub status: HealthStatusWriter,
+    /// The table in use, to tell a returned backend from a removed one.
+    pub routes: RouteTableReader,
+    /// Backends the data plane ejected.
+    pub ejections: EjectionReceiver,
+    pub metrics: Metrics,
+}
+
 /// Runs until shutdown, following every table published on `tables`.
 pub async fn run(
-    shared: Arc<Shared>,
+    handles: Handles,
     mut tables: watch::Receiver<Arc<RouteTable>>,
     shutdown: Shutdown,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let ejections = shared.take_ejections();
     let mut monitor = Monitor {
-        shared,
-        ejections,
+        status: handles.status,
+        routes: handles.routes,
+        ejections: handles.ejections,
+        metrics: handles.metrics,
         ejected: Vec::new(),
         tx,
         stop: shutdown.child_token(),
@@ -173,9 +186,11 @@ pub async fn run(
 }
 
 struct Monitor {
-    shared: Arc<Shared>,
-    /// Ejections reported by the data plane (`None` if another monitor took them).
-    ejections: Option<mpsc::UnboundedReceiver<Ejection>>,
+    status: HealthStatusWriter,
+    routes: RouteTableReader,
+    /// Ejections reported by the data plane.
+    ejections: EjectionReceiver,
+    metrics: Metrics,
     /// Ejected backends being watched until they are back.
     ejected: Vec<Ejection>,
     tx: mpsc::UnboundedSender<Outcome>,
@@ -354,7 +369,7 @@ impl Monitor {
                     .insert(*addr, Health::new(check.rise, check.fall, now));
             }
         }
-        let backend_up = &self.shared.metrics.backend_up;
+        let backend_up = &self.metrics.backend_up;
         w.probes.retain(|addr, token| {
             let keep = addrs.contains(addr);
             if !keep {
@@ -385,7 +400,7 @@ impl Monitor {
         let tx = self.tx.clone();
         let spec = spec.clone();
         let token = token.clone();
-        let metrics = self.shared.metrics.clone();
+        let metrics = self.metrics.clone();
         let kind = if matches!(spec.probe, Probe::HttpAlive { .. } | Probe::Tcp) {
             "app"
         } else {
@@ -484,8 +499,7 @@ impl Monitor {
                 .get(&b.addr)
                 .is_some_and(|h| h.state() == State::Down);
             b.set_check_down(is_down && !to_all);
-            self.shared
-                .metrics
+            self.metrics
                 .backend_up
                 .with_label_values(&[&w.route.name, &b.addr.to_string()])
                 .set(i64::from(b.is_available()));
@@ -494,15 +508,13 @@ impl Monitor {
 
     /// Logs and meters backends whose passive ejection has ended.
     fn sweep_ejected(&mut self) {
-        if let Some(ejections) = self.ejections.as_mut() {
-            while let Ok((route, backend)) = ejections.try_recv() {
-                let known = self
-                    .ejected
-                    .iter()
-                    .any(|(r, b)| *r == route && Arc::ptr_eq(b, &backend));
-                if !known {
-                    self.ejected.push((route, backend));
-                }
+        while let Ok((route, backend)) = self.ejections.try_recv() {
+            let known = self
+                .ejected
+                .iter()
+                .any(|(r, b)| *r == route && Arc::ptr_eq(b, &backend));
+            if !known {
+                self.ejected.push((route, backend));
             }
         }
         let (returned, still_out): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ejected)
@@ -512,19 +524,18 @@ impl Monitor {
         if returned.is_empty() {
             return;
         }
-        let table = self.shared.table.load();
+        let table = self.routes.load();
         for (route, backend) in returned {
             let labels = [route.as_str(), &backend.addr.to_string()];
             let still_there = table.routes.iter().any(|r| {
                 r.name == route && r.pool.backends().iter().any(|b| Arc::ptr_eq(b, &backend))
             });
             if !still_there {
-                let _ = self.shared.metrics.backend_up.remove_label_values(&labels);
+                let _ = self.metrics.backend_up.remove_label_values(&labels);
                 continue;
             }
             info!(route = %route, backend = %backend.addr, "ejected backend back in rotation");
-            self.shared
-                .metrics
+            self.metrics
                 .backend_up
                 .with_label_values(&labels)
                 .set(i64::from(backend.is_available()));
@@ -533,7 +544,7 @@ impl Monitor {
 
     /// Drops every per-backend series of a route (it left, or starts over).
     fn forget_metrics(&self, route: &Route) {
-        let m = &self.shared.metrics;
+        let m = &self.metrics;
         let host = alias_host(route);
         for b in route.pool.backends() {
             let addr = b.addr.to_string();
@@ -586,7 +597,7 @@ impl Monitor {
                 },
             );
         }
-        *self.shared.health.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        self.status.publish(status);
     }
 }
 

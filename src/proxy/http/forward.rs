@@ -56,7 +56,7 @@ pub(super) async fn forward(
         let Ready { mut sender, shaky } = match checkout(backend, settings.connect_timeout).await {
             Some(ready) => ready,
             None => {
-                note_failure(&conn.shared, route, backend);
+                note_failure(&conn.plane, route, backend);
                 continue;
             }
         };
@@ -98,7 +98,7 @@ pub(super) async fn forward(
         // The exchange's outcome feeds passive ejection: 5xx answers count like failures.
         match &result {
             Ok(resp) if !resp.status().is_server_error() => backend.succeeded(),
-            _ => note_failure(&conn.shared, route, backend),
+            _ => note_failure(&conn.plane, route, backend),
         }
         if let Some(at) = sent_at {
             backend.observe_latency(at.elapsed());

@@ -15,8 +15,8 @@ use tracing::debug;
 use crate::accept::{Gate, Slot};
 use crate::proxy::h1_guard::{GuardSettings, GuardedIo};
 use crate::proxy::h1_scan::Limits;
+use crate::proxy::DataPlane;
 use crate::shutdown::Shutdown;
-use crate::Shared;
 
 use super::respond::handle;
 use super::{http_settings, Conn, RouteBy};
@@ -28,15 +28,15 @@ pub async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
     by: RouteBy,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
-        let trusted = http_settings(&shared).proxy_protocol;
+        let trusted = http_settings(&plane).proxy_protocol;
         if trusted.is_empty() {
             let conn = Arc::new(Conn::new(
-                shared.clone(),
+                plane.clone(),
                 by,
                 client,
                 local_port,
@@ -50,7 +50,7 @@ pub async fn serve(
             continue;
         }
         // Behind a load balancer: the PROXY header names the client.
-        let (shared, shutdown2) = (shared.clone(), shutdown.clone());
+        let (plane, shutdown2) = (plane.clone(), shutdown.clone());
         tokio::spawn(shutdown.track(async move {
             let _slot = slot;
             let mut stream = stream;
@@ -58,7 +58,7 @@ pub async fn serve(
             else {
                 return;
             };
-            let conn = Arc::new(Conn::new(shared, by, client, local_port, shutdown2.clone()));
+            let conn = Arc::new(Conn::new(plane, by, client, local_port, shutdown2.clone()));
             serve_connection(stream, conn, shutdown2).await;
         }));
     }
@@ -79,13 +79,13 @@ pub async fn serve_tls(
     listener: TcpListener,
     gate: Arc<Gate>,
     acceptor: tokio_rustls::TlsAcceptor,
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
-        let trusted = http_settings(&shared).https_proxy_protocol;
-        let (acceptor, shutdown2, shared) = (acceptor.clone(), shutdown.clone(), shared.clone());
+        let trusted = http_settings(&plane).https_proxy_protocol;
+        let (acceptor, shutdown2, plane) = (acceptor.clone(), shutdown.clone(), plane.clone());
         tokio::spawn(shutdown.track(async move {
             let _slot = slot;
             let mut stream = stream;
@@ -98,10 +98,10 @@ pub async fn serve_tls(
                     None => return,
                 }
             };
-            let mut conn = Conn::new(shared, RouteBy::Host, client, local_port, shutdown2.clone());
+            let mut conn = Conn::new(plane, RouteBy::Host, client, local_port, shutdown2.clone());
             conn.proto = HeaderValue::from_static("https");
             let conn = Arc::new(conn);
-            let handshake_timeout = http_settings(&conn.shared).header_timeout;
+            let handshake_timeout = http_settings(&conn.plane).header_timeout;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -140,7 +140,7 @@ pub(super) async fn serve_h2<S>(stream: S, conn: Arc<Conn>, shutdown: Shutdown)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let max_header = http_settings(&conn.shared).max_header_bytes;
+    let max_header = http_settings(&conn.plane).max_header_bytes;
     let service_conn = conn.clone();
     // Boxed: hyper spawns a task per stream, and moving the request future (several KiB)
     // into it by value was a large part of the CPU an HTTP/2 request cost.
@@ -177,7 +177,7 @@ pub(super) async fn serve_connection<S>(stream: S, conn: Arc<Conn>, shutdown: Sh
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = http_settings(&conn.shared);
+    let settings = http_settings(&conn.plane);
     let guard = GuardSettings {
         limits: Limits {
             max_head: settings.max_header_bytes,

@@ -40,9 +40,9 @@ use hyper::header::HeaderValue;
 
 use crate::config::UnderscoreHeaders;
 use crate::proxy::h1_guard::Signals;
+use crate::proxy::DataPlane;
 use crate::routing::HttpSettings;
 use crate::shutdown::Shutdown;
-use crate::Shared;
 
 pub use listen::{serve, serve_tls};
 pub use upstream::UpstreamBody;
@@ -92,8 +92,8 @@ impl Drop for ConnBody {
 }
 
 /// The router settings of the table in use.
-fn http_settings(shared: &Shared) -> HttpSettings {
-    shared
+fn http_settings(plane: &DataPlane) -> HttpSettings {
+    plane
         .table
         .load()
         .http
@@ -127,7 +127,7 @@ pub enum RouteBy {
 
 /// What every request on one client connection shares.
 struct Conn {
-    shared: Arc<Shared>,
+    plane: Arc<DataPlane>,
     by: RouteBy,
     client: SocketAddr,
     /// `X-Forwarded-For` value for requests that arrive without one.
@@ -146,7 +146,7 @@ struct Conn {
 
 impl Conn {
     fn new(
-        shared: Arc<Shared>,
+        plane: Arc<DataPlane>,
         by: RouteBy,
         client: SocketAddr,
         local_port: u16,
@@ -154,7 +154,7 @@ impl Conn {
     ) -> Conn {
         let ip = client.ip().to_canonical();
         Conn {
-            shared,
+            plane,
             by,
             client: SocketAddr::new(ip, client.port()),
             xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),

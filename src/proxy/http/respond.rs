@@ -29,7 +29,7 @@ pub(super) async fn handle(
 pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody> {
     let start = Instant::now();
     let routed = {
-        let table = conn.shared.table.load();
+        let table = conn.plane.table.load();
         let number = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
         match conn.guard.rejection_for(number) {
             Some(why) => Err(ProxyError::Refused(why)),
@@ -57,8 +57,8 @@ pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Respons
         Ok(r) => r,
         Err(e) => {
             let resp = e.response();
-            conn.shared.unrouted.count(resp.status().as_u16());
-            conn.shared
+            conn.plane.unrouted.count(resp.status().as_u16());
+            conn.plane
                 .unrouted
                 .duration
                 .observe(start.elapsed().as_secs_f64());
@@ -73,7 +73,7 @@ pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Respons
         Ok(resp) => resp,
         Err(e) => {
             if let Some(kind) = e.upstream_kind() {
-                conn.shared
+                conn.plane
                     .metrics
                     .upstream_errors
                     .with_label_values(&[&route.name, kind])

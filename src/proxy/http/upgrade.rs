@@ -67,7 +67,7 @@ pub(super) async fn forward_upgrade(
                 picked = Some((backend, sender));
                 break;
             }
-            None => note_failure(&conn.shared, route, backend),
+            None => note_failure(&conn.plane, route, backend),
         }
     }
     let (backend, mut sender) = picked.ok_or(ProxyError::Connect)?;
@@ -75,18 +75,18 @@ pub(super) async fn forward_upgrade(
     let sent = tokio::time::timeout(settings.response_timeout, sender.send_request(req)).await;
     let mut resp = match sent {
         Err(_elapsed) => {
-            note_failure(&conn.shared, route, backend);
+            note_failure(&conn.plane, route, backend);
             return Err(ProxyError::Timeout);
         }
         Ok(Err(e)) => {
-            note_failure(&conn.shared, route, backend);
+            note_failure(&conn.plane, route, backend);
             return Err(ProxyError::Upstream(e));
         }
         Ok(Ok(resp)) => resp,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         if resp.status().is_server_error() {
-            note_failure(&conn.shared, route, backend);
+            note_failure(&conn.plane, route, backend);
         } else {
             backend.succeeded();
         }
@@ -109,7 +109,7 @@ pub(super) async fn forward_upgrade(
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 
-    let metrics = conn.shared.metrics.clone();
+    let metrics = conn.plane.metrics.clone();
     metrics
         .http_upgrades
         .with_label_values(&[&route.name])

@@ -55,7 +55,8 @@ fn build(rel: &str, lb: &Lb) -> Built {
     // Every port listens, so bind ports are asserted as they are.
     let config = Config::parse("[tcp]\nports = \"1-65535\"\n", Path::new(".")).unwrap();
     let metrics = Metrics::new(prometheus::Registry::new());
-    let table = routing::compile(&catalog, &config, 1, &RouteTable::default(), &metrics);
+    let stats = |name: &str| metrics.route_stats(name);
+    let table = routing::compile(&catalog, &config, 1, &RouteTable::default(), &stats);
     Built {
         catalog,
         table,

@@ -20,11 +20,11 @@ use super::client::{Client, SetupError};
 use super::events::{self, Effect, SseParser};
 use crate::catalog::RawApp;
 use crate::config::{Config, MarathonConfig};
+use crate::handles::SourceStatus;
 use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::Snapshot;
-use crate::Shared;
 
 /// The label value of `source` in discovery metrics.
 pub const SOURCE: &str = "marathon";
@@ -43,11 +43,13 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Follows Marathon as `[marathon]` in the current config says, publishing each accepted
-/// snapshot on `tx` (`None` until the first good read). Restarts when `[marathon]` changes.
+/// snapshot on `tx` (`None` until the first good read) and each read's error on `status`.
+/// Restarts when `[marathon]` changes.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
-    shared: Arc<Shared>,
+    metrics: Metrics,
+    status: SourceStatus,
     shutdown: Shutdown,
 ) {
     loop {
@@ -55,7 +57,7 @@ pub async fn run(
         let followed = current.clone();
         let follow = async {
             match followed {
-                Some(cfg) => follow(cfg, &tx, &shared).await,
+                Some(cfg) => follow(cfg, &tx, &metrics, &status).await,
                 None => std::future::pending().await,
             }
         };
@@ -68,8 +70,7 @@ pub async fn run(
         // The old cluster's apps must not stand in for the new one's: control keeps the
         // running table until the first read of the new configuration.
         tx.send_replace(None);
-        shared
-            .metrics
+        metrics
             .discovery_stream_up
             .with_label_values(&[SOURCE])
             .set(0);
@@ -123,16 +124,16 @@ impl State {
 async fn follow(
     cfg: MarathonConfig,
     tx: &watch::Sender<Option<Arc<Snapshot>>>,
-    shared: &Arc<Shared>,
+    metrics: &Metrics,
+    status: &SourceStatus,
 ) {
-    let metrics = &shared.metrics;
     let setup = read_credentials(&cfg)
         .and_then(|auth| Client::new(&cfg.urls, auth, cfg.ca_file.as_deref(), REQUEST_TIMEOUT));
     let client = match setup {
         Ok(client) => client,
         Err(e) => {
             warn!("[marathon] {e}; not following Marathon until the config changes");
-            shared.set_source_error(SOURCE, Some(e.to_string()));
+            status.failed(e.to_string());
             return std::future::pending().await;
         }
     };
@@ -167,7 +168,7 @@ async fn follow(
         tokio::select! {
             _ = read_due => {
                 state.last_read = Some(Instant::now());
-                next_read = read_once(&mut client, &mut state, &options, tx, shared).await;
+                next_read = read_once(&mut client, &mut state, &options, tx, metrics, status).await;
             }
             _ = tokio::time::sleep_until(resync_at) => {
                 resync_at = Instant::now() + cfg.resync;
@@ -194,9 +195,9 @@ async fn read_once(
     state: &mut State,
     options: &ConvertOptions,
     tx: &watch::Sender<Option<Arc<Snapshot>>>,
-    shared: &Shared,
+    metrics: &Metrics,
+    status: &SourceStatus,
 ) -> Option<Instant> {
-    let metrics = &shared.metrics;
     let fetched = client
         .apps()
         .await
@@ -211,12 +212,12 @@ async fn read_once(
             state.failures += 1;
             let delay = backoff(state.failures);
             warn!(error = %e, retry_in = %logfmt::duration(delay), "Marathon read failed; keeping the last good apps");
-            shared.set_source_error(SOURCE, Some(e));
+            status.failed(e);
             return Some(Instant::now() + delay);
         }
     };
     state.failures = 0;
-    shared.set_source_error(SOURCE, None);
+    status.ok();
     metrics.discovery_ok(SOURCE);
     let (mut raw, problems) = apps::to_raw_apps(&decoded, &mut state.health, options);
     crate::source::resolve_hosts(&mut raw).await;

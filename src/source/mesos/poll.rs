@@ -31,9 +31,10 @@ use super::cluster::{master_addresses, resolve_and_convert};
 use super::state::{self, split_host_port, MesosState, Pid};
 use crate::catalog::cluster::Cluster;
 use crate::config::{Config, MesosConfig};
+use crate::handles::SourceStatus;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::https::{basic_auth, read_body, Get, GetError, TlsClient, TlsSetupError};
-use crate::Shared;
 
 /// The label value of `source` in discovery metrics.
 pub const SOURCE: &str = "mesos";
@@ -182,14 +183,15 @@ pub enum PollError {
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     tx: watch::Sender<Option<Arc<MesosSnapshot>>>,
-    shared: Arc<Shared>,
+    metrics: Metrics,
+    status: SourceStatus,
     shutdown: Shutdown,
 ) {
     loop {
         let cfg = config.borrow_and_update().mesos.clone();
         let Some(cfg) = cfg else {
             tx.send_replace(None);
-            shared.set_source_error(SOURCE, None);
+            status.ok();
             tokio::select! {
                 r = config.changed() => if r.is_err() { return } else { continue },
                 _ = shutdown.triggered() => return,
@@ -218,16 +220,16 @@ pub async fn run(
             };
             match round {
                 Ok(snapshot) => {
-                    shared.metrics.discovery_ok(SOURCE);
-                    shared.set_source_error(SOURCE, None);
+                    metrics.discovery_ok(SOURCE);
+                    status.ok();
                     if let Some(snapshot) = poller.confirm(snapshot) {
                         tx.send_replace(Some(Arc::new(snapshot)));
                     }
                 }
                 Err(errors) => {
-                    shared.metrics.discovery_error(SOURCE);
+                    metrics.discovery_error(SOURCE);
                     warn!(error = %errors, "no Mesos leader state read; keeping the last good one");
-                    shared.set_source_error(SOURCE, Some(errors));
+                    status.failed(errors);
                 }
             }
         }

@@ -12,11 +12,11 @@ use drover::dns::name::LabelRules;
 use drover::dns::records::{HostRecord, IpSource, RecordOptions};
 use drover::dns::server::{serve, DnsServerSettings};
 use drover::dns::zone::{Zone, ZoneInput, ZoneOptions};
+use drover::handles::ZoneWriter;
 use drover::metrics::Metrics;
 use drover::shutdown::Shutdown;
 use drover::source::mesos::cluster::{convert, ResolvedHosts};
 use drover::source::mesos::state::{self, MesosState};
-use drover::Shared;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,7 +79,9 @@ pub fn fixture_zone(legacy: bool) -> Zone {
 /// A DNS server of its own, on its own runtime thread, stopped on drop.
 pub struct TestDns {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    /// Stores the zone the server answers from.
+    pub zone: ZoneWriter,
+    pub metrics: Metrics,
     shutdown: Shutdown,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -93,12 +95,13 @@ impl TestDns {
     }
 
     pub fn start_with(zone: Option<Zone>, settings: DnsServerSettings) -> TestDns {
-        let shared = Arc::new(Shared::new(Metrics::new(prometheus::Registry::new())));
-        shared.zone.store(zone.map(Arc::new));
+        let metrics = Metrics::new(prometheus::Registry::new());
+        let writer = ZoneWriter::new();
+        writer.store(zone.map(Arc::new));
         let shutdown = Shutdown::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = {
-            let (shared, shutdown) = (shared.clone(), shutdown.clone());
+            let (reader, metrics, shutdown) = (writer.reader(), metrics.clone(), shutdown.clone());
             std::thread::spawn(move || {
                 // As in Drover: a current-thread runtime.
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -108,14 +111,15 @@ impl TestDns {
                 rt.block_on(async move {
                     let (udp, tcp) = bind_pair().await;
                     tx.send(udp.local_addr().unwrap()).unwrap();
-                    serve(udp, tcp, settings, shared, shutdown).await;
+                    serve(udp, tcp, settings, reader, metrics, shutdown).await;
                 });
             })
         };
         let addr = rx.recv_timeout(REPLY_WAIT).expect("DNS server bound");
         TestDns {
             addr,
-            shared,
+            zone: writer,
+            metrics,
             shutdown,
             thread: Some(thread),
         }
@@ -123,8 +127,7 @@ impl TestDns {
 
     /// The value of `drover_dns_queries_total{qtype,rcode,transport}`.
     pub fn count(&self, qtype: &str, rcode: &str, transport: &str) -> u64 {
-        self.shared
-            .metrics
+        self.metrics
             .dns_queries
             .get_metric_with_label_values(&[qtype, rcode, transport])
             .map(|c| c.get())

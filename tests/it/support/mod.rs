@@ -126,14 +126,14 @@ impl Drover {
 
     /// The version of the route table in use.
     pub fn version(&self) -> u64 {
-        self.server().shared().table.load().version
+        self.server().view().routes.load().version
     }
 
     /// Waits for the first route table.
     pub async fn ready(&self) {
-        let shared = self.server().shared().clone();
+        let routes = self.server().view().routes.clone();
         eventually("the first route table", || {
-            let ready = shared.is_ready();
+            let ready = routes.is_ready();
             async move { ready.then_some(()) }
         })
         .await
@@ -141,9 +141,9 @@ impl Drover {
 
     /// Waits until a table newer than `version` is in use.
     pub async fn newer_than(&self, version: u64) {
-        let shared = self.server().shared().clone();
+        let routes = self.server().view().routes.clone();
         eventually("a newer route table", || {
-            let v = shared.table.load().version;
+            let v = routes.load().version;
             async move { (v > version).then_some(()) }
         })
         .await

@@ -1,0 +1,33 @@
+//! The handles tasks are given instead of one shared god-object: each holds one value (or
+//! one channel) and says by its type whether its holder reads or writes it. A task gets only
+//! the handles of what it touches, so the wiring in `server` shows who depends on what.
+//!
+//! | handle | written by | read by |
+//! | --- | --- | --- |
+//! | [`RouteTableWriter`] / [`RouteTableReader`] | `control` | proxies, health monitor, admin |
+//! | [`ZoneWriter`] / [`ZoneReader`] | `control` | `dns::server`, admin |
+//! | [`ConfigWriter`] / [`ConfigReader`] | `control` | admin (`/v1/config`) |
+//! | [`SourceStatus`] (from [`SourceErrors`]) / [`SourceErrorsReader`] | each source | admin |
+//! | [`HealthStatusWriter`] / [`HealthStatusReader`] | health monitor | admin |
+//! | [`ListenerStatusWriter`] / [`ListenerStatusReader`] | `proxy::listeners` | admin |
+//! | [`EjectionSender`] / [`EjectionReceiver`] | proxies | health monitor |
+//!
+//! A value replaced whole has one writer, not `Clone`, which hands out the readers; readers
+//! clone cheaply (one `Arc`). What the data plane reads (the table, the zone) is behind an
+//! `ArcSwap`, and what it writes (ejections) is an unbounded channel: no request or query
+//! ever takes a lock here. `Metrics` is not a handle: its handles are passed as they are.
+
+mod config;
+mod ejections;
+mod status;
+mod table;
+mod zone;
+
+pub use config::{ConfigInUse, ConfigReader, ConfigWriter};
+pub use ejections::{ejections, Ejection, EjectionReceiver, EjectionSender};
+pub use status::{
+    HealthStatusReader, HealthStatusWriter, ListenerStatusReader, ListenerStatusWriter,
+    SourceErrors, SourceErrorsReader, SourceStatus,
+};
+pub use table::{RouteTableReader, RouteTableWriter};
+pub use zone::{ZoneReader, ZoneWriter};
