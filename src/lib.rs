@@ -6,18 +6,24 @@
 //! # Layout
 //!
 //! ```text
-//! catalog file -> source::file ------+ raw apps         config file -> config::reload
-//! Marathon     -> source::marathon --+                            | Arc<Config> (watch)
-//! Mesos master -> source::mesos -----|--------------+             |
-//!                                    v              |             v
-//!            control: the one writer; recompiles when any input changes
-//!              |-- catalog::build -> routing::compile -> ArcSwap<RouteTable>
-//!              |        -> proxy::http (by Host; TLS by SNI on [https]; HTTP/2)
-//!              |        -> proxy::tcp (one per service port) / proxy::listeners
-//!              '-- dns::records -> dns::zone -> ArcSwap<Zone> -> dns::server (UDP + TCP)
-//!  health::monitor: probes alias masters and checked backends, sets the pools' flags
-//!  metrics: every stage counts into Metrics; admin shows the same snapshots at /debug/routes
+//!  sources decode once, into catalog types           config file -> config::reload
+//!  catalog file -> source::file -----> RawApp ---+                 | Arc<Config> (watch)
+//!  Marathon     -> source::marathon -> RawApp ---+                 |
+//!  Mesos master -> source::mesos ----> Cluster --+ (pids, port ranges, IPs, names resolved)
+//!                                                v                 v
+//!    control: the one writer; orchestrates on every input change, decides nothing itself
+//!      |-- catalog::merge -> Catalog -> routing::compile -> RouteTableWriter
+//!      |       RouteTableReader -> proxy::http (by Host; TLS by SNI; HTTP/2), proxy::tcp,
+//!      |                           proxy::listeners (one listener per service port)
+//!      '-- catalog::cluster (Cluster + Marathon-only apps) -> dns::records -> dns::zone
+//!              -> ZoneWriter;  ZoneReader -> dns::server (UDP fast path, hickory, TCP)
+//!  health::monitor: probes alias masters and checked backends, sets the pools' flags;
+//!                   the proxies send it their ejections (EjectionSender)
+//!  admin: a read-only AdminView of all of the above; metrics: one registry, every stage
+//!  access_log: the proxies queue one entry per request or connection; one writer thread
 //! ```
+//!
+//! Nothing under `dns` or `routing` imports a source: they read the catalog only.
 //!
 //! No task holds all of this: each gets the [`handles`] of what it reads or writes (a
 //! route-table reader for the proxies, a zone reader for DNS, a status handle for each
@@ -25,6 +31,7 @@
 //!
 //! - Upstream of `control`, values travel on `tokio::sync::watch`: the latest wins.
 //! - `catalog`, `routing`, `dns::records` and `dns::zone` are pure: data in, data out.
+//!   Parsing Mesos's strings and resolving host names happen once, in the source.
 //! - The data plane does one lock-free `load()` of the route table per request or
 //!   connection and never waits on the control plane.
 //! - A bad config, catalog file or scheduler answer never empties the table or the zone:

@@ -20,6 +20,15 @@ pub enum Format {
     Combined,
 }
 
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Json => "json",
+            Format::Combined => "combined",
+        })
+    }
+}
+
 impl Format {
     pub fn from_name(name: &str) -> Option<Format> {
         match name {

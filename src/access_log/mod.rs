@@ -124,9 +124,9 @@ impl AccessLog {
             reopen,
         })));
         match &config.target {
-            Target::Stdout => info!(format = ?config.format, "access log to stdout"),
+            Target::Stdout => info!(format = %config.format, "access log to stdout"),
             Target::File(path) => {
-                info!(path = %path.display(), format = ?config.format, "access log to a file")
+                info!(path = %path.display(), format = %config.format, "access log to a file")
             }
         }
         Ok(())
