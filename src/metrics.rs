@@ -42,6 +42,13 @@ pub const CONNECTION_LIMIT_WAITS: &str = "drover_connection_limit_waits_total";
 pub const CONNECTIONS_OPEN: &str = "drover_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "drover_connections_rejected_total";
 pub const ACCEPT_ERRORS: &str = "drover_accept_errors_total";
+pub const HTTP_IN_FLIGHT: &str = "drover_http_requests_in_flight";
+pub const TCP_BYTES: &str = "drover_tcp_bytes_total";
+pub const UPSTREAM_CONNECT_DURATION: &str = "drover_upstream_connect_duration_seconds";
+pub const ACCESS_LOG_DROPPED: &str = "drover_access_log_dropped_total";
+/// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
+/// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
+pub const PROCESS_NAMESPACE: &str = "drover";
 
 /// The `listener` label of the DNS TCP listener.
 pub const LISTENER_DNS: &str = "dns";
@@ -84,6 +91,10 @@ pub struct Metrics {
     pub connections_rejected: IntCounterVec,
     pub connection_limit_waits: IntCounterVec,
     pub accept_errors: IntCounterVec,
+    pub http_in_flight: IntGauge,
+    pub tcp_bytes: IntCounterVec,
+    pub upstream_connect_duration: Histogram,
+    pub access_log_dropped: IntCounter,
 }
 
 // === impl Metrics ===
@@ -295,8 +306,51 @@ impl Metrics {
                 "Failed accepts (out of file descriptors and the like), by listener; each one pauses accepting briefly.",
                 &["listener"],
             ),
+            http_in_flight: reg(
+                &registry,
+                IntGauge::new(
+                    HTTP_IN_FLIGHT,
+                    "HTTP requests between their head and the last byte of their answer, now.",
+                )
+                .expect("valid metric"),
+            ),
+            tcp_bytes: counter(
+                TCP_BYTES,
+                "Bytes proxied on service ports, by port and direction (in: client to backend, out: backend to client).",
+                &["port", "direction"],
+            ),
+            upstream_connect_duration: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        UPSTREAM_CONNECT_DURATION,
+                        "Time to open a new connection to a backend (HTTP and TCP), failures included.",
+                    )
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                )
+                .expect("valid metric"),
+            ),
+            access_log_dropped: reg(
+                &registry,
+                IntCounter::new(
+                    ACCESS_LOG_DROPPED,
+                    "Access-log lines dropped because the writer was behind (a full queue).",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         };
+        // CPU, memory, file descriptors and start time of this process, read at each scrape.
+        let process = prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            PROCESS_NAMESPACE,
+        );
+        // A second collector for the same process in one registry cannot happen (tests
+        // make one registry per instance), so a failure here is not worth a panic.
+        let _ = metrics.registry.register(Box::new(process));
         metrics
             .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::accept::Gate;
+use crate::access_log::{self, AccessLog};
 use crate::admin::AdminView;
 use crate::config::{reload, Config, DnsConfig, DEFAULT_MAX_CONNECTIONS};
 use crate::dns::server::DnsServerSettings;
@@ -409,7 +410,11 @@ impl Wiring {
         let listeners = ListenerStatusWriter::new();
         let sources = SourceErrors::new();
         let (ejected, ejections) = handles::ejections();
-        let plane = Arc::new(DataPlane::new(out.table.reader(), metrics.clone(), ejected));
+        let access_log = AccessLog::new(metrics.access_log_dropped.clone());
+        let plane = Arc::new(
+            DataPlane::new(out.table.reader(), metrics.clone(), ejected)
+                .with_access_log(access_log),
+        );
         let view = Arc::new(AdminView {
             routes: out.table.reader(),
             zone: out.zone.reader(),
@@ -450,6 +455,7 @@ async fn control_plane(
     let (mesos_tx, mesos_rx) = watch::channel(None);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(RouteTable::default()));
     let metrics = wiring.metrics.clone();
+    let access_log = wiring.plane.access_log.clone();
 
     if let Some(path) = options.config_path.clone() {
         tokio::spawn(
@@ -538,8 +544,12 @@ async fn control_plane(
                 .instrument(tracing::info_span!("tls")),
         );
     }
+    tokio::spawn(
+        access_log::follow_config(access_log.clone(), config_rx.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("access_log")),
+    );
     if options.handle_signals {
-        tokio::spawn(signals(shutdown.clone(), reread_tx));
+        tokio::spawn(signals(shutdown.clone(), reread_tx, access_log));
     } else {
         // Keep the channel open so the watchers do not see it as closed.
         std::mem::forget(reread_tx);
@@ -565,13 +575,15 @@ async fn control_plane(
     clean
 }
 
-/// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and the catalog file.
-async fn signals(shutdown: Shutdown, reread: watch::Sender<()>) {
+/// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and the catalog file;
+/// SIGUSR1 reopens the access log (after logrotate moved it).
+async fn signals(shutdown: Shutdown, reread: watch::Sender<()>, access_log: AccessLog) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         error!("cannot install signal handlers");
         return;
@@ -581,6 +593,7 @@ async fn signals(shutdown: Shutdown, reread: watch::Sender<()>) {
             _ = term.recv() => { info!("SIGTERM"); shutdown.trigger(); return }
             _ = int.recv() => { info!("SIGINT"); shutdown.trigger(); return }
             _ = hup.recv() => { info!("SIGHUP: re-reading config and catalog"); reread.send_replace(()); }
+            _ = usr1.recv() => { info!("SIGUSR1: reopening the access log"); access_log.reopen(); }
         }
     }
 }

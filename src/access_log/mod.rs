@@ -23,6 +23,9 @@ use arc_swap::ArcSwapOption;
 use prometheus::IntCounter;
 use tracing::{info, warn};
 
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+
 pub use format::{Entry, FaultNote, Format, HttpEntry, TcpEntry, TlsNote};
 
 /// Entries waiting for the writer; more are dropped. About 10 MiB of entries at most.
@@ -130,6 +133,25 @@ impl AccessLog {
             }
         }
         Ok(())
+    }
+}
+
+/// Applies `[access_log]` from every config the reloader publishes, until shutdown. A
+/// writer that cannot start leaves the log as it was (logged).
+pub async fn follow_config(
+    log: AccessLog,
+    mut config: tokio::sync::watch::Receiver<Arc<Config>>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let wanted = config.borrow_and_update().access_log.clone();
+        if let Err(e) = log.configure(wanted.as_ref()) {
+            warn!(error = %e, "cannot start the access log writer; keeping the log as it was");
+        }
+        tokio::select! {
+            changed = config.changed() => if changed.is_err() { return },
+            _ = shutdown.triggered() => return,
+        }
     }
 }
 

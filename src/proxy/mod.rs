@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::io::AsyncRead;
 use tracing::{debug, warn};
 
+use crate::access_log::AccessLog;
 use crate::cidr::{is_trusted, Cidr};
 
 use crate::handles::{EjectionSender, RouteTableReader};
@@ -34,6 +35,8 @@ pub struct DataPlane {
     pub unrouted: RouteStats,
     /// Tells the health monitor of each ejection, to watch the backend come back.
     pub ejections: EjectionSender,
+    /// One entry per request and per TCP connection, while `[access_log]` is on.
+    pub access_log: AccessLog,
 }
 
 // === impl DataPlane ===
@@ -43,9 +46,16 @@ impl DataPlane {
         DataPlane {
             table,
             unrouted: metrics.route_stats(metrics::UNROUTED),
+            access_log: AccessLog::new(metrics.access_log_dropped.clone()),
             metrics,
             ejections,
         }
+    }
+
+    /// The same, writing to `log` (which `[access_log]` turns on and off).
+    pub fn with_access_log(mut self, log: AccessLog) -> DataPlane {
+        self.access_log = log;
+        self
     }
 }
 

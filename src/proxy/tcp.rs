@@ -8,7 +8,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use prometheus::IntCounter;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -18,6 +20,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::{note_failure, DataPlane, Fault};
 use crate::accept::Gate;
+use crate::access_log::{Entry, FaultNote, TcpEntry};
 use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::routing::pool::InFlight;
 use crate::routing::Route;
@@ -46,6 +49,7 @@ pub async fn serve_port(
         .metrics
         .tcp_connections
         .with_label_values(&[&port.to_string()]);
+    let bytes = PortBytes::new(&plane, port);
     let limit = plane
         .table
         .load()
@@ -61,7 +65,7 @@ pub async fn serve_port(
             next = gate.accept(&listener) => next,
         };
         accepted.inc();
-        let served = proxy(client, peer, port, plane.clone());
+        let served = proxy(client, peer, port, plane.clone(), bytes.clone());
         let conn = shutdown.track(async move {
             let _slot = slot;
             served.await
@@ -71,15 +75,92 @@ pub async fn serve_port(
     debug!(port, "stopped accepting");
 }
 
-/// Serves one accepted connection to its end.
-async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, plane: Arc<DataPlane>) {
+/// `drover_tcp_bytes_total` of one port, looked up once per listener.
+#[derive(Clone)]
+struct PortBytes {
+    sent: IntCounter,
+    received: IntCounter,
+}
+
+impl PortBytes {
+    fn new(plane: &DataPlane, port: u16) -> PortBytes {
+        let port = port.to_string();
+        let bytes = &plane.metrics.tcp_bytes;
+        PortBytes {
+            sent: bytes.with_label_values(&[&port, "in"]),
+            received: bytes.with_label_values(&[&port, "out"]),
+        }
+    }
+}
+
+/// What one connection came to: for the byte counters and the access log.
+#[derive(Default)]
+struct Outcome {
+    route: Option<Arc<str>>,
+    upstream: Option<SocketAddr>,
+    /// Client to backend.
+    sent: u64,
+    /// Backend to client.
+    received: u64,
+    fault: Option<FaultNote>,
+}
+
+impl Outcome {
+    fn fault(&mut self, kind: Fault, reason: &str) {
+        self.fault = Some(FaultNote {
+            kind,
+            reason: reason.to_string(),
+        });
+    }
+}
+
+/// Serves one accepted connection to its end, then counts its bytes and logs it.
+async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    plane: Arc<DataPlane>,
+    bytes: PortBytes,
+) {
+    let logging = plane.access_log.enabled();
+    let start = logging.then(SystemTime::now);
+    let started = tokio::time::Instant::now();
+    let mut outcome = Outcome::default();
+    let client_addr = serve(client, peer, port, &plane, &mut outcome).await;
+    bytes.sent.inc_by(outcome.sent);
+    bytes.received.inc_by(outcome.received);
+    if let Some(start) = start {
+        plane.access_log.log(Entry::Tcp(Box::new(TcpEntry {
+            start,
+            client: client_addr,
+            port,
+            route: outcome.route.unwrap_or_else(|| Arc::from("")),
+            upstream: outcome.upstream,
+            bytes_in: outcome.sent,
+            bytes_out: outcome.received,
+            duration: started.elapsed(),
+            fault: outcome.fault,
+        })));
+    }
+}
+
+/// The connection itself; returns the client's address (the PROXY-protocol client when
+/// that is trusted).
+async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    plane: &DataPlane,
+    outcome: &mut Outcome,
+) -> SocketAddr {
     // One load per connection; keep only what is needed, drop the guard before any await.
     let (route, connect_timeout, trusted, send_proxy) = {
         let table = plane.table.load();
         let Some(route) = table.lookup_tcp(port) else {
             // The port was removed between accept and now: nothing to reach.
             debug!(port, %peer, fault = Fault::Drover.as_str(), "no route for this port (the table changed since the accept); closing");
-            return;
+            outcome.fault(Fault::Drover, "no route for this port");
+            return peer;
         };
         let settings = table.tcp_settings.as_ref();
         (
@@ -89,19 +170,24 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, plane: Arc<Da
             settings.and_then(|t| t.send_proxy_protocol),
         )
     };
+    outcome.route = Some(Arc::from(format!("{}:{}", route.app_id, route.port)));
     let local = client.local_addr().unwrap_or(peer);
     let peer = if trusted.is_empty() {
         peer
     } else {
         match super::proxied_client(&mut client, peer, &trusted).await {
             Some(p) => p,
-            None => return,
+            None => {
+                outcome.fault(Fault::Client, "no valid PROXY protocol header");
+                return peer;
+            }
         }
     };
     if !route.rules.admits(peer.ip()) {
         // HAPROXY_{n}_BACKEND_NETWORK_ALLOWED_ACL: a TCP client from elsewhere is closed on.
         debug!(port, %peer, route = %route.name, fault = Fault::Client.as_str(), "source not allowed; closing");
-        return;
+        outcome.fault(Fault::Client, "source not allowed");
+        return peer;
     }
     if let Some(cert) = &route.rules.ssl_cert {
         let upstream = Upstream {
@@ -109,18 +195,23 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, plane: Arc<Da
             send_proxy,
             local,
         };
-        return proxy_tls(client, peer, port, cert, &route, upstream, &plane).await;
+        proxy_tls(client, peer, (port, cert), &route, upstream, plane, outcome).await;
+        return peer;
     }
     let Some(first) = route.pool.pick(peer.ip()) else {
         // A port with no usable task closes at once, so the client sees it is down.
         debug!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend in the pool; closing");
-        return;
+        outcome.fault(Fault::Upstream, "no backend in the pool");
+        return peer;
     };
-    let Some((mut upstream, _in_flight)) = connect(&route, first, connect_timeout, &plane).await
+    let Some((mut upstream, _in_flight, backend)) =
+        connect(&route, first, connect_timeout, plane).await
     else {
         warn!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend reachable; closing");
-        return;
+        outcome.fault(Fault::Upstream, "no backend reachable");
+        return peer;
     };
+    outcome.upstream = Some(backend);
     let announce = Upstream {
         connect_timeout,
         send_proxy,
@@ -128,7 +219,8 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, plane: Arc<Da
     };
     if let Err(e) = announce.send(&mut upstream, peer).await {
         debug!(port, %peer, fault = Fault::Upstream.as_str(), error = %e, "cannot send the PROXY header; closing");
-        return;
+        outcome.fault(Fault::Upstream, "cannot send the PROXY header");
+        return peer;
     }
     for (side, stream) in [("client", &client), ("backend", &upstream)] {
         if let Err(e) = stream.set_nodelay(true) {
@@ -139,17 +231,33 @@ async fn proxy(mut client: TcpStream, peer: SocketAddr, port: u16, plane: Arc<Da
     let (upstream_read, upstream_write) = upstream.split();
     // Each direction runs until its reader's EOF, which it passes on as a write shutdown, so
     // a half-close goes through; an error in either direction ends both.
+    let (mut sent, mut received) = (0, 0);
     let copied = tokio::try_join!(
-        pump(client_read, upstream_write),
-        pump(upstream_read, client_write)
+        pump(
+            client_read,
+            upstream_write,
+            &mut sent,
+            (Fault::Client, Fault::Upstream)
+        ),
+        pump(
+            upstream_read,
+            client_write,
+            &mut received,
+            (Fault::Upstream, Fault::Client)
+        )
     );
+    (outcome.sent, outcome.received) = (sent, received);
     match copied {
-        Ok((sent, received)) => {
+        Ok(_) => {
             debug!(port, %peer, route = %route.name, sent, received, "connection done")
         }
         // Resets and broken pipes are the peers' doing and routine; keep them out of warn.
-        Err(e) => debug!(port, %peer, route = %route.name, error = %e, "connection ended"),
+        Err((side, e)) => {
+            debug!(port, %peer, route = %route.name, fault = side.as_str(), error = %e, "connection ended");
+            outcome.fault(side, &format!("connection ended: {e}"));
+        }
     }
+    peer
 }
 
 /// How backends are reached: the connect timeout, and whether and how a backend is told
@@ -181,16 +289,17 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 async fn proxy_tls(
     client: TcpStream,
     peer: SocketAddr,
-    port: u16,
-    cert: &std::path::Path,
+    (port, cert): (u16, &std::path::Path),
     route: &Route,
     announce: Upstream,
     plane: &DataPlane,
+    outcome: &mut Outcome,
 ) {
     let acceptor = match port_acceptor(cert) {
         Ok(a) => a,
         Err(e) => {
             warn!(port, route = %route.name, fault = Fault::Drover.as_str(), error = %e, "service port certificate does not load; closing");
+            outcome.fault(Fault::Drover, "service port certificate does not load");
             return;
         }
     };
@@ -198,33 +307,44 @@ async fn proxy_tls(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             debug!(port, %peer, fault = Fault::Client.as_str(), error = %e, "TLS handshake failed");
+            outcome.fault(Fault::Client, "TLS handshake failed");
             return;
         }
         Err(_) => {
             debug!(port, %peer, fault = Fault::Client.as_str(), "no TLS handshake in time; closing");
+            outcome.fault(Fault::Client, "no TLS handshake in time");
             return;
         }
     };
     let Some(first) = route.pool.pick(peer.ip()) else {
         debug!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend in the pool; closing");
+        outcome.fault(Fault::Upstream, "no backend in the pool");
         return;
     };
-    let Some((mut upstream, _in_flight)) =
+    let Some((mut upstream, _in_flight, backend)) =
         connect(route, first, announce.connect_timeout, plane).await
     else {
         warn!(port, %peer, route = %route.name, fault = Fault::Upstream.as_str(), "no backend reachable; closing");
+        outcome.fault(Fault::Upstream, "no backend reachable");
         return;
     };
+    outcome.upstream = Some(backend);
     let _ = upstream.set_nodelay(true);
     if let Err(e) = announce.send(&mut upstream, peer).await {
         debug!(port, %peer, fault = Fault::Upstream.as_str(), error = %e, "cannot send the PROXY header; closing");
+        outcome.fault(Fault::Upstream, "cannot send the PROXY header");
         return;
     }
     match tokio::io::copy_bidirectional(&mut tls, &mut upstream).await {
         Ok((sent, received)) => {
+            (outcome.sent, outcome.received) = (sent, received);
             debug!(port, %peer, route = %route.name, sent, received, "TLS connection done")
         }
-        Err(e) => debug!(port, %peer, route = %route.name, error = %e, "TLS connection ended"),
+        Err(e) => {
+            // copy_bidirectional does not say which side failed.
+            debug!(port, %peer, route = %route.name, error = %e, "TLS connection ended");
+            outcome.fault(Fault::Client, &format!("connection ended: {e}"));
+        }
     }
 }
 
@@ -265,17 +385,23 @@ fn port_acceptor(
 /// Copies `from` to `to` until EOF, then shuts `to` down. The buffer starts small and
 /// doubles (up to `COPY_BUF_MAX`) each time a read fills it: short exchanges keep a small
 /// footprint per connection, bulk streams soon move 64 KiB per syscall.
-async fn pump(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<u64> {
+/// `total` counts what was written, kept when the copy ends in an error. An error says
+/// whose it was: `from`'s (a failed read) or `to`'s (a failed write).
+async fn pump(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    total: &mut u64,
+    (from_side, to_side): (Fault, Fault),
+) -> Result<(), (Fault, io::Error)> {
     let mut buf = vec![0u8; COPY_BUF_FIRST];
-    let mut total = 0;
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = from.read(&mut buf).await.map_err(|e| (from_side, e))?;
         if n == 0 {
-            to.shutdown().await?;
-            return Ok(total);
+            to.shutdown().await.map_err(|e| (to_side, e))?;
+            return Ok(());
         }
-        to.write_all(&buf[..n]).await?;
-        total += n as u64;
+        to.write_all(&buf[..n]).await.map_err(|e| (to_side, e))?;
+        *total += n as u64;
         if n == buf.len() && buf.len() < COPY_BUF_MAX {
             buf.resize(buf.len() * 2, 0);
         }
@@ -289,15 +415,20 @@ async fn connect(
     first: usize,
     timeout: Duration,
     plane: &DataPlane,
-) -> Option<(TcpStream, InFlight)> {
+) -> Option<(TcpStream, InFlight, SocketAddr)> {
     for attempt in 0..route.pool.max_attempts() {
         let Some(backend) = route.pool.attempt(first, attempt) else {
             continue;
         };
         // Count the attempt as in flight so leastconn sees connects still pending.
         let in_flight = backend.start();
-        let started = route.pool.tracks_latency().then(tokio::time::Instant::now);
-        let result = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
+        let started = tokio::time::Instant::now();
+        let connected = tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await;
+        plane
+            .metrics
+            .upstream_connect_duration
+            .observe(started.elapsed().as_secs_f64());
+        let result = match connected {
             Ok(r) => r,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -307,10 +438,10 @@ async fn connect(
         match result {
             Ok(stream) => {
                 backend.succeeded();
-                if let Some(at) = started {
-                    backend.observe_latency(at.elapsed());
+                if route.pool.tracks_latency() {
+                    backend.observe_latency(started.elapsed());
                 }
-                return Some((stream, in_flight));
+                return Some((stream, in_flight, backend.addr));
             }
             Err(e) => {
                 note_failure(plane, route, backend);

@@ -572,3 +572,55 @@ async fn json_logs_are_one_object_a_line() {
         "an info line of another module passed the filter:\n{logs}"
     );
 }
+
+/// logrotate's way: the access log is renamed, then SIGUSR1; the next lines go to a new
+/// file at the configured path, and the renamed one keeps what it had.
+#[tokio::test]
+async fn sigusr1_reopens_the_access_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("services.toml"), "").expect("write catalog");
+    let http = free_port();
+    let path = dir.path().join("drover.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\n\n[catalog]\nfile = \"services.toml\"\n\n\
+             [access_log]\npath = \"access.log\"\n\n[runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n"
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("drover.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Running::spawn(
+        drover(&["--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let access = dir.path().join("access.log");
+    let addr = format!("127.0.0.1:{http}");
+    // Requests to an unknown host: 404s, each one line.
+    let start = Instant::now();
+    while !std::fs::read_to_string(&access).is_ok_and(|t| t.contains("/first")) {
+        status_of(&addr, "/first").await;
+        assert!(start.elapsed() < DEADLINE, "no first line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&access, &rotated).expect("rotate");
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+    let rc = unsafe { libc::kill(child.pid(), libc::SIGUSR1) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    let start = Instant::now();
+    while !std::fs::read_to_string(&access).is_ok_and(|t| t.contains("/second")) {
+        status_of(&addr, "/second").await;
+        assert!(start.elapsed() < DEADLINE, "no line in a new file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = std::fs::read_to_string(&rotated).expect("rotated file");
+    assert!(old.contains("/first"), "{old}");
+    log_shows(&log_path, "SIGUSR1", 1).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(child.pid(), libc::SIGTERM) };
+    child.exit_within(DEADLINE).expect("exits after SIGTERM");
+}

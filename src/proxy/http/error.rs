@@ -7,6 +7,7 @@ use http_body_util::{Either, Full};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
+use crate::access_log::FaultNote;
 use crate::proxy::h1_guard::ClientFault;
 use crate::proxy::h1_scan::Rejection;
 use crate::proxy::Fault;
@@ -85,6 +86,14 @@ impl ProxyError {
             | ProxyError::Timeout
             | ProxyError::Upstream(_) => Some(Fault::Upstream),
         }
+    }
+
+    /// Whose fault it was and why, for the access log.
+    pub(super) fn fault_note(&self) -> Option<FaultNote> {
+        self.fault().map(|kind| FaultNote {
+            kind,
+            reason: self.to_string(),
+        })
     }
 
     /// The `kind` label of `drover_upstream_errors_total`, for the backend's failures.

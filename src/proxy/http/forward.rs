@@ -2,6 +2,7 @@
 //! connect failure for idempotent methods, and on a drop before any answer for body-less
 //! ones), passive ejection's bookkeeping and the sticky cookie.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use http_body_util::{Either, Empty};
@@ -15,10 +16,11 @@ use crate::routing::{HttpSettings, Route};
 
 use super::error::ProxyError;
 use super::headers::prepare_upstream_request;
+use super::record::Exchange;
 use super::rules::{sticky_backend, sticky_token, strip_proxypass, STICKY_COOKIE};
 use super::upgrade::{forward_upgrade, upgrade_protocol};
 use super::upstream::{checkout, connect, upstream_response, Ready};
-use super::{Conn, ProxyBody, UpstreamRequestBody};
+use super::{Conn, CountedBody, ProxyBody, UpstreamRequestBody};
 
 /// Picks a backend, connects, sends, and wraps the response body. An idempotent request
 /// moves on to the next backend when a connect fails, and, when it has no body, also when
@@ -28,9 +30,11 @@ pub(super) async fn forward(
     conn: &Conn,
     route: &Arc<Route>,
     settings: &HttpSettings,
+    exchange: &mut Exchange,
+    body_in: Option<Arc<AtomicU64>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Some(protocol) = upgrade_protocol(req.headers()) {
-        return forward_upgrade(req, conn, route, settings, protocol).await;
+        return forward_upgrade(req, conn, route, settings, protocol, exchange).await;
     }
     let pool = &route.pool;
     let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));
@@ -38,11 +42,12 @@ pub(super) async fn forward(
         Some(i) => i,
         None => pick(conn, route)?,
     };
-    let mut req = req.map(Either::Left);
+    let mut req = req.map(|body| Either::Left(CountedBody::new(body, body_in)));
     prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
     }
+    let connect_time = &conn.plane.metrics.upstream_connect_duration;
     let attempts = if is_idempotent(req.method()) {
         pool.max_attempts()
     } else {
@@ -52,19 +57,22 @@ pub(super) async fn forward(
         let Some(backend) = pool.attempt(first, attempt) else {
             continue;
         };
+        exchange.upstream = Some(backend.addr);
+        exchange.retries = attempt as u32;
         let in_flight = backend.start();
-        let Ready { mut sender, shaky } = match checkout(backend, settings.connect_timeout).await {
-            Some(ready) => ready,
-            None => {
-                note_failure(&conn.plane, route, backend);
-                continue;
-            }
-        };
+        let Ready { mut sender, shaky } =
+            match checkout(backend, settings.connect_timeout, connect_time).await {
+                Some(ready) => ready,
+                None => {
+                    note_failure(&conn.plane, route, backend);
+                    continue;
+                }
+            };
         // Kept to send again should this backend drop the request unanswered.
         let retryable = attempt + 1 < attempts && req.body().is_end_stream();
         let spare = (retryable && shaky).then(|| head_copy(&req));
-        // Latency feeds p2c only; other pools skip the clock read.
-        let sent_at = pool.tracks_latency().then(Instant::now);
+        // Latency feeds p2c and the access log only; otherwise no clock read.
+        let sent_at = (pool.tracks_latency() || exchange.timed).then(Instant::now);
         let sent =
             tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
         let result = match sent {
@@ -73,19 +81,23 @@ pub(super) async fn forward(
             Ok(Err(mut e)) => match e.take_message() {
                 // Never written: the pooled connection had just closed. Safe to resend
                 // on a fresh connection whatever the method.
-                Some(unsent) => match connect(backend, settings.connect_timeout).await {
-                    None => Err(ProxyError::Connect),
-                    Some(mut fresh) => match tokio::time::timeout(
-                        settings.response_timeout,
-                        fresh.send_request(unsent),
-                    )
-                    .await
-                    {
-                        Err(_elapsed) => Err(ProxyError::Timeout),
-                        Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, fresh, in_flight)),
-                        Ok(Err(e)) => Err(ProxyError::Upstream(e)),
-                    },
-                },
+                Some(unsent) => {
+                    match connect(backend, settings.connect_timeout, connect_time).await {
+                        None => Err(ProxyError::Connect),
+                        Some(mut fresh) => match tokio::time::timeout(
+                            settings.response_timeout,
+                            fresh.send_request(unsent),
+                        )
+                        .await
+                        {
+                            Err(_elapsed) => Err(ProxyError::Timeout),
+                            Ok(Ok(resp)) => {
+                                Ok(upstream_response(resp, backend.addr, fresh, in_flight))
+                            }
+                            Ok(Err(e)) => Err(ProxyError::Upstream(e)),
+                        },
+                    }
+                }
                 None => Err(ProxyError::Upstream(e.into_error())),
             },
         };
@@ -101,7 +113,16 @@ pub(super) async fn forward(
             _ => note_failure(&conn.plane, route, backend),
         }
         if let Some(at) = sent_at {
-            backend.observe_latency(at.elapsed());
+            let took = at.elapsed();
+            if pool.tracks_latency() {
+                backend.observe_latency(took);
+            }
+            if let Ok(resp) = &result {
+                exchange.upstream_time = Some(took);
+                exchange.upstream_status = Some(resp.status().as_u16());
+            }
+        } else if let Ok(resp) = &result {
+            exchange.upstream_status = Some(resp.status().as_u16());
         }
         if let (Err(ProxyError::Upstream(_) | ProxyError::Connect), Some(spare)) = (&result, spare)
         {

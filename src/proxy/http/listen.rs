@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use crate::accept::{Gate, Slot};
+use crate::access_log::TlsNote;
 use crate::proxy::h1_guard::{GuardSettings, GuardedIo};
 use crate::proxy::h1_scan::Limits;
 use crate::proxy::DataPlane;
@@ -98,10 +99,7 @@ pub async fn serve_tls(
                     None => return,
                 }
             };
-            let mut conn = Conn::new(plane, RouteBy::Host, client, local_port, shutdown2.clone());
-            conn.proto = HeaderValue::from_static("https");
-            let conn = Arc::new(conn);
-            let handshake_timeout = http_settings(&conn.plane).header_timeout;
+            let handshake_timeout = http_settings(&plane).header_timeout;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -113,7 +111,19 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let session = tls.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let mut conn = Conn::new(plane, RouteBy::Host, client, local_port, shutdown2.clone());
+            conn.proto = HeaderValue::from_static("https");
+            conn.tls = Some(TlsNote {
+                version: match session.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    _ => "TLS",
+                },
+                sni: session.server_name().map(str::to_string),
+            });
+            let conn = Arc::new(conn);
             if h2 {
                 serve_h2(tls, conn, shutdown2).await;
             } else {

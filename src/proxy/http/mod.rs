@@ -15,12 +15,14 @@
 //! The rooms: `listen` (accept loops, one connection), `respond` (one request), `rules`
 //! (label rules before a backend), `forward` (backends and retries), `upgrade` (tunnels),
 //! `headers` (what the backend is sent), `upstream` (the connection pool), `error` (the
-//! answers to failures). Here: what one connection's requests share (`Conn`).
+//! answers to failures), `record` (what a request leaves: the in-flight gauge and its
+//! access-log entry). Here: what one connection's requests share (`Conn`).
 
 mod error;
 mod forward;
 mod headers;
 mod listen;
+mod record;
 mod respond;
 mod rules;
 mod upgrade;
@@ -28,7 +30,7 @@ mod upstream;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,6 +40,7 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
 
+use crate::access_log::TlsNote;
 use crate::config::UnderscoreHeaders;
 use crate::proxy::h1_guard::Signals;
 use crate::proxy::DataPlane;
@@ -51,13 +54,54 @@ pub use upstream::UpstreamBody;
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// What a backend is sent: the client's body, or none (a request sent again elsewhere).
-pub type UpstreamRequestBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamRequestBody = Either<CountedBody, Empty<Bytes>>;
+
+/// The client's request body on its way to the backend, its bytes counted for the access
+/// log while that is on (`None`: nothing counted).
+pub struct CountedBody {
+    inner: Incoming,
+    count: Option<Arc<AtomicU64>>,
+}
+
+impl CountedBody {
+    fn new(inner: Incoming, count: Option<Arc<AtomicU64>>) -> CountedBody {
+        CountedBody { inner, count }
+    }
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Some(count), Poll::Ready(Some(Ok(frame)))) = (&self.count, &polled) {
+            if let Some(data) = frame.data_ref() {
+                count.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A response body that tells its connection's `HeadClock` when the response is over, so
-/// the wait for the next request head is timed from then.
+/// the wait for the next request head is timed from then, and carries the request's
+/// record until its last byte is sent.
 pub struct ConnBody {
     inner: ProxyBody,
     conn: Arc<Conn>,
+    record: record::Record,
 }
 
 impl Body for ConnBody {
@@ -68,12 +112,19 @@ impl Body for ConnBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.inner {
+        let polled = match &mut self.inner {
             Either::Left(upstream) => Pin::new(upstream).poll_frame(cx),
             Either::Right(ours) => Pin::new(ours)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let len = data.len();
+                self.record.sent(len);
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -142,6 +193,8 @@ struct Conn {
     shutdown: Shutdown,
     /// `X-Forwarded-Proto`: `https` on the TLS listener.
     proto: HeaderValue,
+    /// The TLS version and SNI on the TLS listener, for the access log.
+    tls: Option<TlsNote>,
 }
 
 impl Conn {
@@ -163,6 +216,7 @@ impl Conn {
             requests: AtomicU64::new(0),
             shutdown,
             proto: HeaderValue::from_static("http"),
+            tls: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::error::ProxyError;
 use super::forward::forward;
+use super::record::Record;
 use super::rules::admit;
 use super::{default_settings, Conn, ConnBody, ProxyBody, RouteBy};
 
@@ -21,12 +22,21 @@ pub(super) async fn handle(
     conn: Arc<Conn>,
 ) -> Result<Response<ConnBody>, Infallible> {
     conn.guard.request_started();
-    let resp = respond(req, &conn).await;
-    Ok(resp.map(|inner| ConnBody { inner, conn }))
+    let mut record = Record::start(&conn, &req);
+    let resp = respond(req, &conn, &mut record).await;
+    Ok(resp.map(|inner| ConnBody {
+        inner,
+        conn,
+        record,
+    }))
 }
 
 /// Routes one request and answers it, counting it under its route.
-pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Response<ProxyBody> {
+pub(super) async fn respond(
+    req: Request<Incoming>,
+    conn: &Arc<Conn>,
+    record: &mut Record,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let routed = {
         let table = conn.plane.table.load();
@@ -57,6 +67,7 @@ pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Respons
         Ok(r) => r,
         Err(e) => {
             let resp = e.response();
+            record.answered(resp.status().as_u16(), None, e.fault_note());
             conn.plane.unrouted.count(resp.status().as_u16());
             conn.plane
                 .unrouted
@@ -67,11 +78,16 @@ pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Respons
     };
     let resp = match admit(&req, conn, &route) {
         Err(e) => Err(e),
-        Ok(()) => forward(req, conn, &route, &settings).await,
+        Ok(()) => {
+            let body_in = record.body_counter();
+            forward(req, conn, &route, &settings, &mut record.exchange, body_in).await
+        }
     };
+    let mut fault = None;
     let mut resp = match resp {
         Ok(resp) => resp,
         Err(e) => {
+            fault = e.fault_note();
             if let Some(kind) = e.upstream_kind() {
                 conn.plane
                     .metrics
@@ -92,6 +108,7 @@ pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Respons
     }
     route.stats.count(resp.status().as_u16());
     route.stats.duration.observe(start.elapsed().as_secs_f64());
+    record.answered(resp.status().as_u16(), Some(&route), fault);
     resp
 }
 

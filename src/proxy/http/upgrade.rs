@@ -18,9 +18,10 @@ use crate::routing::{HttpSettings, Route};
 use super::error::ProxyError;
 use super::forward::pick;
 use super::headers::{prepare_upstream_request, strip_hop_by_hop};
+use super::record::Exchange;
 use super::rules::strip_proxypass;
 use super::upstream::{connect_with, upstream_response};
-use super::{Conn, ProxyBody};
+use super::{Conn, CountedBody, ProxyBody};
 
 /// The `Upgrade` value of a request that asks to switch protocols (`Connection: upgrade`).
 pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -44,11 +45,13 @@ pub(super) async fn forward_upgrade(
     route: &Arc<Route>,
     settings: &HttpSettings,
     protocol: HeaderValue,
+    exchange: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let pool = &route.pool;
     let first = pick(conn, route)?;
     let client_side = hyper::upgrade::on(&mut req);
-    let mut req = req.map(Either::Left);
+    // An upgrade request has no body to count: what follows it is the tunnel's.
+    let mut req = req.map(|body| Either::Left(CountedBody::new(body, None)));
     prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
@@ -62,7 +65,16 @@ pub(super) async fn forward_upgrade(
         let Some(backend) = pool.attempt(first, attempt) else {
             continue;
         };
-        match connect_with(backend, settings.connect_timeout, true).await {
+        exchange.upstream = Some(backend.addr);
+        exchange.retries = attempt as u32;
+        match connect_with(
+            backend,
+            settings.connect_timeout,
+            true,
+            &conn.plane.metrics.upstream_connect_duration,
+        )
+        .await
+        {
             Some(sender) => {
                 picked = Some((backend, sender));
                 break;
@@ -84,6 +96,7 @@ pub(super) async fn forward_upgrade(
         }
         Ok(Ok(resp)) => resp,
     };
+    exchange.upstream_status = Some(resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         if resp.status().is_server_error() {
             note_failure(&conn.plane, route, backend);

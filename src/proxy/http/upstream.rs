@@ -17,6 +17,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::Response;
 use hyper_util::rt::TokioIo;
+use prometheus::Histogram;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
@@ -126,7 +127,11 @@ pub(super) struct Ready {
 }
 
 /// A ready connection to `backend`: a pooled one if any is still open, else a new one.
-pub(super) async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Option<Ready> {
+pub(super) async fn checkout(
+    backend: &Arc<Backend>,
+    timeout: Duration,
+    connect_time: &Histogram,
+) -> Option<Ready> {
     loop {
         let pooled = IDLE.with(|idle| idle.borrow_mut().get_mut(&backend.addr).and_then(Vec::pop));
         let Some((mut sender, since)) = pooled else {
@@ -142,7 +147,7 @@ pub(super) async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Optio
             return Some(Ready { sender, shaky });
         }
     }
-    let sender = connect(backend, timeout).await?;
+    let sender = connect(backend, timeout, connect_time).await?;
     Some(Ready {
         sender,
         shaky: true,
@@ -153,8 +158,9 @@ pub(super) async fn checkout(backend: &Arc<Backend>, timeout: Duration) -> Optio
 pub(super) async fn connect(
     backend: &Arc<Backend>,
     timeout: Duration,
+    connect_time: &Histogram,
 ) -> Option<SendRequest<UpstreamRequestBody>> {
-    connect_with(backend, timeout, false).await
+    connect_with(backend, timeout, false, connect_time).await
 }
 
 /// Opens a new upstream connection, able to be upgraded when `upgrades` is set.
@@ -162,8 +168,12 @@ pub(super) async fn connect_with(
     backend: &Arc<Backend>,
     timeout: Duration,
     upgrades: bool,
+    connect_time: &Histogram,
 ) -> Option<SendRequest<UpstreamRequestBody>> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await {
+    let started = Instant::now();
+    let connected = tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await;
+    connect_time.observe(started.elapsed().as_secs_f64());
+    let stream = match connected {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(backend = %backend.addr, error = %e, "connect failed");
