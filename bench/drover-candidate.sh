@@ -16,7 +16,9 @@
 #
 # Environment: DROVER_BIN (default <repo>/target/release/drover), RUST_LOG (default warn,
 # so logging costs nothing), DROVER_ADMIN_LISTEN (optional, e.g. 127.0.0.1:18090: adds
-# [admin] for /debug/routes and /metrics while debugging).
+# [admin] for /debug/routes and /metrics while debugging), DROVER_ACCESS_LOG (optional, a
+# file path: adds [access_log] with that path, to measure what the log costs),
+# DROVER_ACCESS_LOG_FORMAT (json or combined; default json).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
@@ -67,6 +69,10 @@ catalog=$BENCH_DIR/catalog.toml
   esac
   if [[ -n ${DROVER_ADMIN_LISTEN:-} ]]; then
     printf '[admin]\nlisten = "%s"\n\n' "$DROVER_ADMIN_LISTEN"
+  fi
+  if [[ -n ${DROVER_ACCESS_LOG:-} ]]; then
+    printf '[access_log]\npath = "%s"\nformat = "%s"\n\n' "$DROVER_ACCESS_LOG" \
+      "${DROVER_ACCESS_LOG_FORMAT:-json}"
   fi
   printf '[catalog]\nfile = "%s"\n\n' "$catalog"
   # A short drain: the harness stops the candidate with SIGTERM and kills it after 5 s.

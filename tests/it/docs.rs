@@ -381,3 +381,54 @@ fn anchors_follow_github() {
         ["a", "a-1", "a-2"]
     );
 }
+
+/// Every metric the Grafana dashboard in `docs/` asks for is one Drover exports: a name
+/// constant of `src/metrics.rs` or a family of a fresh registry's exposition (the process
+/// collector's), with `_bucket`/`_count`/`_sum` taken as their histogram.
+#[test]
+fn the_grafana_dashboard_names_only_exported_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).expect("read");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let source = std::fs::read_to_string(root.join("src/metrics.rs")).expect("metrics.rs");
+    let rendered = drover::metrics::Metrics::new(prometheus::Registry::new()).render();
+    let exported: std::collections::BTreeSet<String> = metric_names(&source)
+        .into_iter()
+        .chain(metric_names(&rendered))
+        .collect();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in metric_names(expr) {
+                asked += 1;
+                let family = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|base| exported.contains(*base))
+                    .unwrap_or(&name);
+                assert!(
+                    exported.contains(family),
+                    "panel {:?} asks for {name}, which Drover does not export",
+                    panel["title"]
+                );
+            }
+        }
+    }
+    assert!(asked >= 20, "only {asked} metric names in the dashboard");
+}
+
+/// The `drover_...` words of `text`.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("drover_") {
+        let word: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + word.len()..];
+        names.push(word);
+    }
+    names
+}
