@@ -2,12 +2,9 @@
 //! default, for log shippers) and nginx's `combined` format (for the tools that already
 //! parse nginx's logs). Formatting happens on the writer thread, never on the data plane.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-use serde::Serialize;
 
 use crate::proxy::Fault;
 
@@ -114,127 +111,265 @@ pub enum Entry {
     Tcp(Box<TcpEntry>),
 }
 
-/// Appends `entry` in `format` to `out`, newline included.
-pub fn write_line(out: &mut Vec<u8>, entry: &Entry, format: Format) {
+/// Appends `entry` in `format` to `out`, newline included. `stamps` caches the time text
+/// of the current second (the writer formats thousands of lines a second).
+pub fn write_line(out: &mut Vec<u8>, entry: &Entry, format: Format, stamps: &mut Stamps) {
     match (format, entry) {
-        (Format::Json, Entry::Http(e)) => json_line(out, &http_json(e)),
-        (Format::Json, Entry::Tcp(e)) => json_line(out, &tcp_json(e)),
-        (Format::Combined, Entry::Http(e)) => combined_http(out, e),
-        (Format::Combined, Entry::Tcp(e)) => combined_tcp(out, e),
+        (Format::Json, Entry::Http(e)) => http_json(out, e, stamps),
+        (Format::Json, Entry::Tcp(e)) => tcp_json(out, e, stamps),
+        (Format::Combined, Entry::Http(e)) => combined_http(out, e, stamps),
+        (Format::Combined, Entry::Tcp(e)) => combined_tcp(out, e, stamps),
     }
 }
 
-fn json_line(out: &mut Vec<u8>, value: &impl Serialize) {
-    // Serializing plain structs of strings and numbers cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
-    out.push(b'\n');
+/// The time texts of one second, made once per second.
+#[derive(Debug, Default)]
+pub struct Stamps {
+    secs: Option<u64>,
+    /// `2026-12-07T13:40:18`
+    iso: String,
+    /// `07/Dec/2026:13:40:18 +0000`
+    clf: String,
 }
 
-#[derive(Serialize)]
-struct HttpJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ts: String,
-    client: String,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    proto: &'static str,
-    status: u16,
-    upstream_status: Option<u16>,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_ms: f64,
-    upstream_ms: Option<f64>,
-    route: &'a str,
-    upstream: String,
-    retries: u32,
-    fault: &'static str,
-    fault_reason: &'a str,
-    tls: Option<TlsJson<'a>>,
-    user_agent: &'a str,
-    referer: &'a str,
-}
-
-#[derive(Serialize)]
-struct TlsJson<'a> {
-    version: &'static str,
-    sni: &'a str,
-}
-
-#[derive(Serialize)]
-struct TcpJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ts: String,
-    client: String,
-    port: u16,
-    route: &'a str,
-    upstream: String,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_ms: f64,
-    fault: &'static str,
-    fault_reason: &'a str,
-}
-
-fn http_json(e: &HttpEntry) -> HttpJson<'_> {
-    HttpJson {
-        kind: "http",
-        ts: timestamp(e.start),
-        client: e.client.to_string(),
-        method: e.method.as_str(),
-        host: &e.host,
-        path: &e.path,
-        proto: proto(e.version),
-        status: e.status,
-        upstream_status: e.upstream_status,
-        bytes_in: e.bytes_in,
-        bytes_out: e.bytes_out,
-        duration_ms: millis(e.duration),
-        upstream_ms: e.upstream_time.map(millis),
-        route: &e.route,
-        upstream: e.upstream.map_or_else(String::new, |a| a.to_string()),
-        retries: e.retries,
-        fault: fault_kind(&e.fault),
-        fault_reason: e.fault.as_ref().map_or("", |f| f.reason.as_str()),
-        tls: e.tls.as_ref().map(|t| TlsJson {
-            version: t.version,
-            sni: t.sni.as_deref().unwrap_or(""),
-        }),
-        user_agent: e.user_agent.as_deref().unwrap_or(""),
-        referer: e.referer.as_deref().unwrap_or(""),
+impl Stamps {
+    /// Makes the texts for `t`'s second if they are not those already; returns the
+    /// milliseconds within it.
+    fn at(&mut self, t: SystemTime) -> u32 {
+        let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if self.secs != Some(since.as_secs()) {
+            self.secs = Some(since.as_secs());
+            // humantime gives `2026-12-07T13:40:18Z`: take its parts.
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
+            let s = humantime::format_rfc3339_seconds(whole).to_string();
+            self.iso = s[..19].to_string();
+            self.clf = clf_time(&s);
+        }
+        since.subsec_millis()
     }
 }
 
-fn tcp_json(e: &TcpEntry) -> TcpJson<'_> {
-    TcpJson {
-        kind: "tcp",
-        ts: timestamp(e.start),
-        client: e.client.to_string(),
-        port: e.port,
-        route: &e.route,
-        upstream: e.upstream.map_or_else(String::new, |a| a.to_string()),
-        bytes_in: e.bytes_in,
-        bytes_out: e.bytes_out,
-        duration_ms: millis(e.duration),
-        fault: fault_kind(&e.fault),
-        fault_reason: e.fault.as_ref().map_or("", |f| f.reason.as_str()),
+/// nginx's `$time_local` in UTC from `2026-12-07T13:40:18Z`: `07/Dec/2026:13:40:18 +0000`.
+fn clf_time(rfc3339: &str) -> String {
+    let (year, month, day, time) = (
+        &rfc3339[0..4],
+        &rfc3339[5..7],
+        &rfc3339[8..10],
+        &rfc3339[11..19],
+    );
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = month
+        .parse::<usize>()
+        .ok()
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .copied()
+        .unwrap_or("Jan");
+    format!("{day}/{month}/{year}:{time} +0000")
+}
+
+/// A JSON object written field by field straight into the line buffer: the writer's hot
+/// loop, so no intermediate values and no formatting machinery.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Object<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Object<'a> {
+        out.push(b'{');
+        Object { out, first: true }
     }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        json_string(self.key(key), value);
+    }
+
+    fn num(&mut self, key: &str, value: u64) {
+        let out = self.key(key);
+        out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    fn opt_num(&mut self, key: &str, value: Option<u64>) {
+        match value {
+            Some(v) => self.num(key, v),
+            None => self.key(key).extend_from_slice(b"null"),
+        }
+    }
+
+    /// Milliseconds with microseconds: `12.345`.
+    fn ms(&mut self, key: &str, d: Duration) {
+        let out = self.key(key);
+        write_ms(out, d);
+    }
+
+    fn opt_ms(&mut self, key: &str, d: Option<Duration>) {
+        match d {
+            Some(d) => self.ms(key, d),
+            None => self.key(key).extend_from_slice(b"null"),
+        }
+    }
+
+    /// An address as a string; `""` for none.
+    fn addr(&mut self, key: &str, addr: Option<SocketAddr>) {
+        let out = self.key(key);
+        out.push(b'"');
+        if let Some(a) = addr {
+            write_addr(out, a);
+        }
+        out.push(b'"');
+    }
+
+    fn ts(&mut self, t: SystemTime, stamps: &mut Stamps) {
+        let millis = stamps.at(t);
+        let out = self.key("ts");
+        out.push(b'"');
+        out.extend_from_slice(stamps.iso.as_bytes());
+        out.push(b'.');
+        let mut digits = itoa::Buffer::new();
+        let text = digits.format(millis);
+        out.extend(std::iter::repeat_n(b'0', 3 - text.len()));
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"Z\"");
+    }
+
+    fn end(self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+fn write_ms(out: &mut Vec<u8>, d: Duration) {
+    let micros = d.as_micros() as u64;
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(digits.format(micros / 1000).as_bytes());
+    out.push(b'.');
+    let frac = digits.format(micros % 1000);
+    out.extend(std::iter::repeat_n(b'0', 3 - frac.len()));
+    out.extend_from_slice(frac.as_bytes());
+}
+
+/// `ip:port` (`[v6]:port`) without the formatting machinery for the usual IPv4.
+fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    let mut digits = itoa::Buffer::new();
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(*octet).as_bytes());
+            }
+        }
+        SocketAddr::V6(a) => {
+            use std::io::Write as _;
+            let _ = write!(out, "[{}]", a.ip());
+        }
+    }
+    out.push(b':');
+    out.extend_from_slice(digits.format(addr.port()).as_bytes());
+}
+
+/// A JSON string (RFC 8259): `"` and `\` escaped, control characters as `\u00XX`; the
+/// rest (valid UTF-8) as it is. Most values need no escape and are copied at once.
+fn json_string(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[from..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+        from = i + 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
+    out.push(b'"');
+}
+
+fn http_json(out: &mut Vec<u8>, e: &HttpEntry, stamps: &mut Stamps) {
+    let mut o = Object::new(out);
+    o.str("type", "http");
+    o.ts(e.start, stamps);
+    o.addr("client", Some(e.client));
+    o.str("method", e.method.as_str());
+    o.str("host", &e.host);
+    o.str("path", &e.path);
+    o.str("proto", proto(e.version));
+    o.num("status", e.status.into());
+    o.opt_num("upstream_status", e.upstream_status.map(u64::from));
+    o.num("bytes_in", e.bytes_in);
+    o.num("bytes_out", e.bytes_out);
+    o.ms("duration_ms", e.duration);
+    o.opt_ms("upstream_ms", e.upstream_time);
+    o.str("route", &e.route);
+    o.addr("upstream", e.upstream);
+    o.num("retries", e.retries.into());
+    o.str("fault", fault_kind(&e.fault));
+    o.str(
+        "fault_reason",
+        e.fault.as_ref().map_or("", |f| f.reason.as_str()),
+    );
+    match &e.tls {
+        Some(t) => {
+            let out = o.key("tls");
+            let mut tls = Object::new(out);
+            tls.str("version", t.version);
+            tls.str("sni", t.sni.as_deref().unwrap_or(""));
+            tls.out.push(b'}');
+        }
+        None => o.key("tls").extend_from_slice(b"null"),
+    }
+    o.str("user_agent", e.user_agent.as_deref().unwrap_or(""));
+    o.str("referer", e.referer.as_deref().unwrap_or(""));
+    o.end();
+}
+
+fn tcp_json(out: &mut Vec<u8>, e: &TcpEntry, stamps: &mut Stamps) {
+    let mut o = Object::new(out);
+    o.str("type", "tcp");
+    o.ts(e.start, stamps);
+    o.addr("client", Some(e.client));
+    o.num("port", e.port.into());
+    o.str("route", &e.route);
+    o.addr("upstream", e.upstream);
+    o.num("bytes_in", e.bytes_in);
+    o.num("bytes_out", e.bytes_out);
+    o.ms("duration_ms", e.duration);
+    o.str("fault", fault_kind(&e.fault));
+    o.str(
+        "fault_reason",
+        e.fault.as_ref().map_or("", |f| f.reason.as_str()),
+    );
+    o.end();
 }
 
 fn fault_kind(fault: &Option<FaultNote>) -> &'static str {
     fault.as_ref().map_or("none", |f| f.kind.as_str())
-}
-
-/// Milliseconds with microsecond precision: `12.345`.
-fn millis(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
-}
-
-/// RFC 3339, UTC, milliseconds: `2026-12-07T13:40:18.123Z`.
-fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
 }
 
 fn proto(v: hyper::Version) -> &'static str {
@@ -249,69 +384,82 @@ fn proto(v: hyper::Version) -> &'static str {
 
 // === combined ===
 
-/// nginx's `$time_local` in UTC: `07/Dec/2026:13:40:18 +0000`.
-fn time_local(t: SystemTime) -> String {
-    // humantime gives `2026-12-07T13:40:18Z`: take its parts.
-    let s = humantime::format_rfc3339_seconds(t).to_string();
-    let (year, month, day, time) = (&s[0..4], &s[5..7], &s[8..10], &s[11..19]);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = month
-        .parse::<usize>()
-        .ok()
-        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
-        .copied()
-        .unwrap_or("Jan");
-    format!("{day}/{month}/{year}:{time} +0000")
-}
-
-/// A value inside `"..."` as nginx escapes it: `"`, `\` and bytes outside printable ASCII
-/// as `\xHH`; an empty value as `-`.
-fn quoted(out: &mut String, value: &str) {
+/// A value inside `"..."` as nginx escapes it: `"`, `\\` and bytes outside printable ASCII
+/// as `\\xHH`; an empty value as `-`.
+fn quoted(out: &mut Vec<u8>, value: &str) {
     if value.is_empty() {
-        out.push('-');
+        out.push(b'-');
         return;
     }
-    for b in value.bytes() {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in value.as_bytes() {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
+            out.extend_from_slice(b"\\x");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
         } else {
-            out.push(b as char);
+            out.push(b);
         }
     }
 }
 
-fn combined_http(out: &mut Vec<u8>, e: &HttpEntry) {
-    let mut line = String::with_capacity(160);
-    let _ = write!(line, "{} - - [{}] \"", e.client.ip(), time_local(e.start));
-    let request = format!("{} {} {}", e.method, e.path, proto(e.version));
-    quoted(&mut line, &request);
-    let _ = write!(line, "\" {} {} \"", e.status, e.bytes_out);
-    quoted(&mut line, e.referer.as_deref().unwrap_or(""));
-    line.push_str("\" \"");
-    quoted(&mut line, e.user_agent.as_deref().unwrap_or(""));
-    line.push_str("\"\n");
-    out.extend_from_slice(line.as_bytes());
+/// `addr - - [time] "` for both kinds of line.
+fn combined_start(out: &mut Vec<u8>, client: SocketAddr, start: SystemTime, stamps: &mut Stamps) {
+    stamps.at(start);
+    let mut digits = itoa::Buffer::new();
+    match client {
+        SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(*octet).as_bytes());
+            }
+        }
+        SocketAddr::V6(a) => out.extend_from_slice(a.ip().to_string().as_bytes()),
+    }
+    out.extend_from_slice(b" - - [");
+    out.extend_from_slice(stamps.clf.as_bytes());
+    out.extend_from_slice(b"] \"");
+}
+
+fn combined_http(out: &mut Vec<u8>, e: &HttpEntry, stamps: &mut Stamps) {
+    combined_start(out, e.client, e.start, stamps);
+    quoted(out, e.method.as_str());
+    out.push(b' ');
+    quoted(out, &e.path);
+    out.push(b' ');
+    out.extend_from_slice(proto(e.version).as_bytes());
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(b"\" ");
+    out.extend_from_slice(digits.format(e.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(digits.format(e.bytes_out).as_bytes());
+    out.extend_from_slice(b" \"");
+    quoted(out, e.referer.as_deref().unwrap_or(""));
+    out.extend_from_slice(b"\" \"");
+    quoted(out, e.user_agent.as_deref().unwrap_or(""));
+    out.extend_from_slice(b"\"\n");
 }
 
 /// A TCP connection in the same shape, as nginx's stream module reports status: 200 done,
 /// 400 the client's fault, 502 the backend's, 500 Drover's. The request is `TCP port`.
-fn combined_tcp(out: &mut Vec<u8>, e: &TcpEntry) {
-    let status = match e.fault.as_ref().map(|f| f.kind) {
+fn combined_tcp(out: &mut Vec<u8>, e: &TcpEntry, stamps: &mut Stamps) {
+    let status: u16 = match e.fault.as_ref().map(|f| f.kind) {
         None => 200,
         Some(Fault::Client) => 400,
         Some(Fault::Upstream) => 502,
         Some(Fault::Drover) => 500,
     };
-    let line = format!(
-        "{} - - [{}] \"TCP {}\" {status} {} \"-\" \"-\"\n",
-        e.client.ip(),
-        time_local(e.start),
-        e.port,
-        e.bytes_out
-    );
-    out.extend_from_slice(line.as_bytes());
+    combined_start(out, e.client, e.start, stamps);
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(b"TCP ");
+    out.extend_from_slice(digits.format(e.port).as_bytes());
+    out.extend_from_slice(b"\" ");
+    out.extend_from_slice(digits.format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(digits.format(e.bytes_out).as_bytes());
+    out.extend_from_slice(b" \"-\" \"-\"\n");
 }
 
 #[cfg(test)]
@@ -355,7 +503,7 @@ mod tests {
 
     fn line(entry: &Entry, format: Format) -> String {
         let mut out = Vec::new();
-        write_line(&mut out, entry, format);
+        write_line(&mut out, entry, format, &mut Stamps::default());
         String::from_utf8(out).unwrap()
     }
 

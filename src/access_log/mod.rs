@@ -178,15 +178,16 @@ impl Writer {
     fn run(mut self, rx: Receiver<Entry>) {
         let mut out = self.open();
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut stamps = format::Stamps::default();
         let mut checked = std::time::Instant::now();
         loop {
             match rx.recv_timeout(MOVED_CHECK) {
                 Ok(entry) => {
-                    format::write_line(&mut buf, &entry, self.format);
+                    format::write_line(&mut buf, &entry, self.format, &mut stamps);
                     // Everything already queued goes in the same write.
                     while buf.len() < 60 * 1024 {
                         let Ok(entry) = rx.try_recv() else { break };
-                        format::write_line(&mut buf, &entry, self.format);
+                        format::write_line(&mut buf, &entry, self.format, &mut stamps);
                     }
                     self.write(&mut out, &buf);
                     buf.clear();
