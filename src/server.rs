@@ -17,7 +17,7 @@ use crate::admin::AdminView;
 use crate::config::{reload, Config, DnsConfig, DEFAULT_MAX_CONNECTIONS};
 use crate::dns::server::DnsServerSettings;
 use crate::handles::{
-    self, ConfigWriter, EjectionReceiver, HealthStatusWriter, ListenerStatusWriter,
+    self, ConfigWriter, EjectionReceiver, HealthStatusWriter, ListenerStatusWriter, Reread,
     RouteTableWriter, SourceErrors, ZoneReader, ZoneWriter,
 };
 use crate::metrics::Metrics;
@@ -389,6 +389,8 @@ struct Wiring {
     listeners: ListenerStatusWriter,
     sources: SourceErrors,
     ejections: EjectionReceiver,
+    /// Re-read requests: SIGHUP and admin ask, the reload, the sources and TLS listen.
+    reread: Reread,
     /// What the proxies share: the table reader, metrics, the ejections' sending end.
     plane: Arc<DataPlane>,
     view: Arc<AdminView>,
@@ -409,6 +411,7 @@ impl Wiring {
         let listeners = ListenerStatusWriter::new();
         let sources = SourceErrors::new();
         let (ejected, ejections) = handles::ejections();
+        let reread = Reread::new();
         let plane = Arc::new(DataPlane::new(out.table.reader(), metrics.clone(), ejected));
         let view = Arc::new(AdminView {
             routes: out.table.reader(),
@@ -418,6 +421,7 @@ impl Wiring {
             listeners: listeners.reader(),
             sources: sources.reader(),
             metrics: metrics.clone(),
+            reread: reread.clone(),
         });
         Wiring {
             metrics,
@@ -426,6 +430,7 @@ impl Wiring {
             listeners,
             sources,
             ejections,
+            reread,
             plane,
             view,
         }
@@ -443,8 +448,8 @@ async fn control_plane(
     certs: Option<Arc<CertStore>>,
 ) -> bool {
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
-    let (reread_tx, reread_rx) = watch::channel(());
-    let certs_reread = reread_rx.clone();
+    // Held to the end, so the readers never see the channel closed while Drover runs.
+    let reread = wiring.reread.clone();
     let (file_tx, file_rx) = watch::channel(None);
     let (marathon_tx, marathon_rx) = watch::channel(None);
     let (mesos_tx, mesos_rx) = watch::channel(None);
@@ -457,7 +462,7 @@ async fn control_plane(
                 path,
                 config_tx.clone(),
                 metrics.clone(),
-                reread_rx.clone(),
+                reread.subscribe(),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("config_reload")),
@@ -468,7 +473,7 @@ async fn control_plane(
             config_rx.clone(),
             file_tx,
             metrics.clone(),
-            reread_rx,
+            reread.subscribe(),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_file")),
@@ -479,6 +484,7 @@ async fn control_plane(
             marathon_tx,
             metrics.clone(),
             wiring.sources.status(source::marathon::sync::SOURCE),
+            reread.subscribe(),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_marathon")),
@@ -489,6 +495,7 @@ async fn control_plane(
             mesos_tx,
             metrics.clone(),
             wiring.sources.status(source::mesos::poll::SOURCE),
+            reread.subscribe(),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_mesos")),
@@ -534,15 +541,12 @@ async fn control_plane(
     }
     if let Some(store) = certs {
         tokio::spawn(
-            watch_certs(store, metrics.clone(), certs_reread, shutdown.clone())
+            watch_certs(store, metrics.clone(), reread.subscribe(), shutdown.clone())
                 .instrument(tracing::info_span!("tls")),
         );
     }
     if options.handle_signals {
-        tokio::spawn(signals(shutdown.clone(), reread_tx));
-    } else {
-        // Keep the channel open so the watchers do not see it as closed.
-        std::mem::forget(reread_tx);
+        tokio::spawn(signals(shutdown.clone(), reread.clone()));
     }
 
     shutdown.triggered().await;
@@ -562,11 +566,12 @@ async fn control_plane(
         );
     }
     drop(config_tx);
+    drop(reread);
     clean
 }
 
-/// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and the catalog file.
-async fn signals(shutdown: Shutdown, reread: watch::Sender<()>) {
+/// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and every source.
+async fn signals(shutdown: Shutdown, reread: Reread) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -580,7 +585,7 @@ async fn signals(shutdown: Shutdown, reread: watch::Sender<()>) {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); shutdown.trigger(); return }
             _ = int.recv() => { info!("SIGINT"); shutdown.trigger(); return }
-            _ = hup.recv() => { info!("SIGHUP: re-reading config and catalog"); reread.send_replace(()); }
+            _ = hup.recv() => { info!("SIGHUP: re-reading the config and every source"); reread.request(); }
         }
     }
 }

@@ -178,15 +178,18 @@ pub enum PollError {
     Unauthorized(String, StatusCode),
 }
 
-/// Polls while `[mesos]` is configured; follows config changes. `None` on the channel
-/// means "not read yet"; a changed master list starts from `None` again.
+/// Polls while `[mesos]` is configured; follows config changes, and polls at once on each
+/// `reread` (SIGHUP, `/_mlb_signal/hup`). `None` on the channel means "not read yet"; a
+/// changed master list starts from `None` again.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     tx: watch::Sender<Option<Arc<MesosSnapshot>>>,
     metrics: Metrics,
     status: SourceStatus,
+    mut reread: watch::Receiver<()>,
     shutdown: Shutdown,
 ) {
+    let mut reread_open = true;
     loop {
         let cfg = config.borrow_and_update().mesos.clone();
         let Some(cfg) = cfg else {
@@ -201,9 +204,20 @@ pub async fn run(
         let mut poller = Poller::new(&cfg);
         let mut tick = tokio::time::interval(cfg.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick polls at once: earlier requests are answered by it.
+        reread.borrow_and_update();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                r = reread.changed(), if reread_open => {
+                    if r.is_err() {
+                        reread_open = false;
+                        continue;
+                    }
+                    info!("re-read requested; polling the Mesos master now");
+                    // The next regular poll comes a whole `poll` after this one.
+                    tick.reset();
+                }
                 r = config.changed() => {
                     if r.is_err() { return }
                     if config.borrow().mesos.as_ref() != Some(&cfg) {
