@@ -18,6 +18,7 @@ mod http_hostile;
 mod labels;
 mod marathon;
 mod mesos;
+mod mlb;
 mod overload;
 mod proxy_protocol;
 mod reload;
