@@ -45,6 +45,10 @@ const MAX_BODY: usize = 512 * 1024 * 1024;
 /// How long one request (connect, head and body) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Least time from one poll's start to a poll asked for by a re-read: a state can be tens of
+/// MiB, and a loop of requests must not become a loop of full reads of the leader.
+const REREAD_GAP: Duration = Duration::from_secs(1);
+
 /// One good read: the cluster the leader's state describes, and where it came from.
 #[derive(Debug)]
 pub struct MesosSnapshot {
@@ -206,6 +210,7 @@ pub async fn run(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick polls at once: earlier requests are answered by it.
         reread.borrow_and_update();
+        let mut last_poll: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -215,8 +220,13 @@ pub async fn run(
                         continue;
                     }
                     info!("re-read requested; polling the Mesos master now");
-                    // The next regular poll comes a whole `poll` after this one.
-                    tick.reset();
+                    // The tick polls: at once, or `REREAD_GAP` after the last poll began
+                    // (never later than the regular tick). Regular polls go on a whole
+                    // `poll` after that one.
+                    let now = tokio::time::Instant::now();
+                    let gap = REREAD_GAP.min(cfg.poll);
+                    tick.reset_at(last_poll.map_or(now, |at| (at + gap).max(now)));
+                    continue;
                 }
                 r = config.changed() => {
                     if r.is_err() { return }
@@ -228,6 +238,7 @@ pub async fn run(
                 }
                 _ = shutdown.triggered() => return,
             }
+            last_poll = Some(tokio::time::Instant::now());
             let round = tokio::select! {
                 r = poller.read() => r,
                 _ = shutdown.triggered() => return,
