@@ -119,7 +119,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, view: Arc<AdminView>, s
     }
 }
 
-/// Answers one admin request. Pure apart from reading the published snapshots.
+/// Answers one admin request. Pure apart from reading the published snapshots and, on
+/// `/_mlb_signal/*`, asking for a re-read.
 pub fn respond<B>(
     view: &AdminView,
     shutdown: &Shutdown,
