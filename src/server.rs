@@ -18,7 +18,7 @@ use crate::admin::AdminView;
 use crate::config::{reload, Config, DnsConfig, DEFAULT_MAX_CONNECTIONS};
 use crate::dns::server::DnsServerSettings;
 use crate::handles::{
-    self, ConfigWriter, EjectionReceiver, HealthStatusWriter, ListenerStatusWriter,
+    self, ConfigWriter, EjectionReceiver, HealthStatusWriter, ListenerStatusWriter, Reread,
     RouteTableWriter, SourceErrors, ZoneReader, ZoneWriter,
 };
 use crate::metrics::Metrics;
@@ -390,6 +390,8 @@ struct Wiring {
     listeners: ListenerStatusWriter,
     sources: SourceErrors,
     ejections: EjectionReceiver,
+    /// Re-read requests: SIGHUP and admin ask, the reload, the sources and TLS listen.
+    reread: Reread,
     /// What the proxies share: the table reader, metrics, the ejections' sending end.
     plane: Arc<DataPlane>,
     view: Arc<AdminView>,
@@ -410,6 +412,7 @@ impl Wiring {
         let listeners = ListenerStatusWriter::new();
         let sources = SourceErrors::new();
         let (ejected, ejections) = handles::ejections();
+        let reread = Reread::new();
         let access_log = AccessLog::new(metrics.access_log_dropped.clone());
         let plane = Arc::new(
             DataPlane::new(out.table.reader(), metrics.clone(), ejected)
@@ -423,6 +426,7 @@ impl Wiring {
             listeners: listeners.reader(),
             sources: sources.reader(),
             metrics: metrics.clone(),
+            reread: reread.clone(),
         });
         Wiring {
             metrics,
@@ -431,6 +435,7 @@ impl Wiring {
             listeners,
             sources,
             ejections,
+            reread,
             plane,
             view,
         }
@@ -448,8 +453,8 @@ async fn control_plane(
     certs: Option<Arc<CertStore>>,
 ) -> bool {
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
-    let (reread_tx, reread_rx) = watch::channel(());
-    let certs_reread = reread_rx.clone();
+    // Held to the end, so the readers never see the channel closed while Drover runs.
+    let reread = wiring.reread.clone();
     let (file_tx, file_rx) = watch::channel(None);
     let (marathon_tx, marathon_rx) = watch::channel(None);
     let (mesos_tx, mesos_rx) = watch::channel(None);
@@ -463,7 +468,7 @@ async fn control_plane(
                 path,
                 config_tx.clone(),
                 metrics.clone(),
-                reread_rx.clone(),
+                reread.subscribe(),
                 shutdown.clone(),
             )
             .instrument(tracing::info_span!("config_reload")),
@@ -474,7 +479,7 @@ async fn control_plane(
             config_rx.clone(),
             file_tx,
             metrics.clone(),
-            reread_rx,
+            reread.subscribe(),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_file")),
@@ -485,6 +490,7 @@ async fn control_plane(
             marathon_tx,
             metrics.clone(),
             wiring.sources.status(source::marathon::sync::SOURCE),
+            reread.subscribe(),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_marathon")),
@@ -495,6 +501,7 @@ async fn control_plane(
             mesos_tx,
             metrics.clone(),
             wiring.sources.status(source::mesos::poll::SOURCE),
+            reread.subscribe(),
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("source_mesos")),
@@ -540,7 +547,7 @@ async fn control_plane(
     }
     if let Some(store) = certs {
         tokio::spawn(
-            watch_certs(store, metrics.clone(), certs_reread, shutdown.clone())
+            watch_certs(store, metrics.clone(), reread.subscribe(), shutdown.clone())
                 .instrument(tracing::info_span!("tls")),
         );
     }
@@ -549,10 +556,7 @@ async fn control_plane(
             .instrument(tracing::info_span!("access_log")),
     );
     if options.handle_signals {
-        tokio::spawn(signals(shutdown.clone(), reread_tx, access_log));
-    } else {
-        // Keep the channel open so the watchers do not see it as closed.
-        std::mem::forget(reread_tx);
+        tokio::spawn(signals(shutdown.clone(), reread.clone(), access_log));
     }
 
     shutdown.triggered().await;
@@ -572,12 +576,13 @@ async fn control_plane(
         );
     }
     drop(config_tx);
+    drop(reread);
     clean
 }
 
-/// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and the catalog file;
+/// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and every source;
 /// SIGUSR1 reopens the access log (after logrotate moved it).
-async fn signals(shutdown: Shutdown, reread: watch::Sender<()>, access_log: AccessLog) {
+async fn signals(shutdown: Shutdown, reread: Reread, access_log: AccessLog) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
@@ -592,7 +597,7 @@ async fn signals(shutdown: Shutdown, reread: watch::Sender<()>, access_log: Acce
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); shutdown.trigger(); return }
             _ = int.recv() => { info!("SIGINT"); shutdown.trigger(); return }
-            _ = hup.recv() => { info!("SIGHUP: re-reading config and catalog"); reread.send_replace(()); }
+            _ = hup.recv() => { info!("SIGHUP: re-reading the config and every source"); reread.request(); }
             _ = usr1.recv() => { info!("SIGUSR1: reopening the access log"); access_log.reopen(); }
         }
     }

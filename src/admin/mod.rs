@@ -1,9 +1,10 @@
 //! The admin listener: `/healthz` (the process answers), `/readyz` (the first route table is
-//! stored), `/metrics` (Prometheus text) and `/debug/routes` (the route table in use, as
-//! JSON). It runs on the control thread and only reads what the other tasks published,
+//! stored), `/metrics` (Prometheus text), `/debug/routes` (the route table in use, as
+//! JSON), and marathon-lb's `/_haproxy_*` and `/_mlb_signal/*` (`mlb`). It runs on the control thread and only reads what the other tasks published,
 //! through an [`AdminView`]: it holds no writer, so a busy or hostile admin client cannot
-//! affect routing.
+//! affect routing (it can ask for a re-read, as SIGHUP does).
 
+pub mod mlb;
 mod routes;
 
 use std::convert::Infallible;
@@ -25,8 +26,8 @@ use tracing::{debug, warn};
 
 use crate::accept::Gate;
 use crate::handles::{
-    ConfigReader, HealthStatusReader, ListenerStatusReader, RouteTableReader, SourceErrorsReader,
-    ZoneReader,
+    ConfigReader, HealthStatusReader, ListenerStatusReader, Reread, RouteTableReader,
+    SourceErrorsReader, ZoneReader,
 };
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -44,6 +45,8 @@ pub struct AdminView {
     pub sources: SourceErrorsReader,
     /// Rendered at `/metrics`; the `drover_backends` gauges are set just before.
     pub metrics: Metrics,
+    /// What `/_mlb_signal/hup` and `/_mlb_signal/usr1` pull: SIGHUP's re-read.
+    pub reread: Reread,
 }
 
 /// Longest an admin client may take to send a request head; an idle or slow client must not
@@ -57,20 +60,22 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON: &str = "application/json";
 
-const ENDPOINTS: &str =
-    "endpoints: /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n";
+const ENDPOINTS: &str = concat!(
+    "endpoints: /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n",
+    "marathon-lb compatibility: /_haproxy_health_check /_haproxy_getvhostmap /_haproxy_getappmap /_haproxy_getconfig /_mlb_signal/hup /_mlb_signal/usr1\n",
+);
 
-/// Accepts admin connections until shutdown; one task per connection. Connections are not
-/// tracked by the drain: an admin client (a scraper with keep-alive) must not hold up the
-/// exit. Open connections finish their current request and close when shutdown starts.
+/// Accepts admin connections for as long as Drover runs, the drain included, so that load
+/// balancers in front read the drain in `/readyz` and `/_haproxy_health_check` (a 503)
+/// rather than guess it from a refused connection. One task per connection. Connections
+/// are not tracked by the drain: an admin client (a scraper with keep-alive) must not hold
+/// up the exit. When shutdown starts, open connections finish their current request and
+/// close; later ones answer one request each.
 pub async fn serve(listener: TcpListener, view: Arc<AdminView>, shutdown: Shutdown) {
     // Its own cap, so the admin port answers while the data plane is at its limits.
     let gate = Gate::new("admin", MAX_CONNECTIONS, &view.metrics);
     loop {
-        let (stream, peer, slot) = tokio::select! {
-            accepted = gate.accept(&listener) => accepted,
-            _ = shutdown.triggered() => return,
-        };
+        let (stream, peer, slot) = gate.accept(&listener).await;
         let served = connection(stream, peer, view.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _slot = slot;
@@ -80,7 +85,9 @@ pub async fn serve(listener: TcpListener, view: Arc<AdminView>, shutdown: Shutdo
 }
 
 /// Serves one connection; on shutdown it finishes the request in progress, then closes.
+/// While draining it serves one request, then closes.
 async fn connection(stream: TcpStream, peer: SocketAddr, view: Arc<AdminView>, shutdown: Shutdown) {
+    let draining = shutdown.is_triggered();
     let service = {
         let shutdown = shutdown.clone();
         service_fn(move |req: Request<Incoming>| {
@@ -90,13 +97,20 @@ async fn connection(stream: TcpStream, peer: SocketAddr, view: Arc<AdminView>, s
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(!draining)
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.triggered() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    // hyper's graceful shutdown closes a connection that has not sent a byte yet: one
+    // accepted while draining is left to finish its one request instead.
+    let result = if draining {
+        conn.await
+    } else {
+        tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown.triggered() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
     };
     if let Err(e) = result {
@@ -105,12 +119,17 @@ async fn connection(stream: TcpStream, peer: SocketAddr, view: Arc<AdminView>, s
     }
 }
 
-/// Answers one admin request. Pure apart from reading the published snapshots.
+/// Answers one admin request. Pure apart from reading the published snapshots and, on
+/// `/_mlb_signal/*`, asking for a re-read.
 pub fn respond<B>(
     view: &AdminView,
     shutdown: &Shutdown,
     req: &Request<B>,
 ) -> Response<Full<Bytes>> {
+    // Before the method check: the signals take POST too.
+    if let Some(resp) = mlb::respond(view, shutdown, req.method(), req.uri().path()) {
+        return resp;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -336,6 +355,7 @@ mod tests {
             listeners: ListenerStatusWriter::new().reader(),
             sources: SourceErrors::new().reader(),
             metrics: Metrics::new(prometheus::Registry::new()),
+            reread: crate::handles::Reread::new(),
         };
         (view, table)
     }

@@ -8,6 +8,7 @@
 mod check;
 pub mod file;
 pub mod reload;
+pub mod render;
 
 use check::Checker;
 

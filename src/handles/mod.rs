@@ -11,6 +11,7 @@
 //! | [`HealthStatusWriter`] / [`HealthStatusReader`] | health monitor | admin |
 //! | [`ListenerStatusWriter`] / [`ListenerStatusReader`] | `proxy::listeners` | admin |
 //! | [`EjectionSender`] / [`EjectionReceiver`] | proxies | health monitor |
+//! | [`Reread`] (requests) / its `watch::Receiver<()>`s | SIGHUP, admin (`/_mlb_signal/*`) | config reload, every source, certificates |
 //!
 //! A value replaced whole has one writer, not `Clone`, which hands out the readers; readers
 //! clone cheaply (one `Arc`). What the data plane reads (the table, the zone) is behind an
@@ -19,12 +20,14 @@
 
 mod config;
 mod ejections;
+mod reread;
 mod status;
 mod table;
 mod zone;
 
 pub use config::{ConfigInUse, ConfigReader, ConfigWriter};
 pub use ejections::{ejections, Ejection, EjectionReceiver, EjectionSender};
+pub use reread::Reread;
 pub use status::{
     HealthStatusReader, HealthStatusWriter, ListenerStatusReader, ListenerStatusWriter,
     SourceErrors, SourceErrorsReader, SourceStatus,

@@ -19,6 +19,7 @@ mod http_hostile;
 mod labels;
 mod marathon;
 mod mesos;
+mod mlb;
 mod overload;
 mod proxy_protocol;
 mod reload;

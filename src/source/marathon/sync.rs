@@ -1,6 +1,7 @@
 //! Keeping Drover's view of Marathon current: a full snapshot at start, on every event that
-//! may change routes (coalesced over `DEBOUNCE`), after a stream reconnect, and every
-//! `resync`; kill events remove their task at once, before the re-read.
+//! may change routes (coalesced over `DEBOUNCE`), after a stream reconnect, on a re-read
+//! request (SIGHUP, `/_mlb_signal/hup`), and every `resync`; kill events remove their task
+//! at once, before the re-read.
 //!
 //! Nothing read here can empty a pool by mistake: a failed or undecodable read keeps the last
 //! good apps, and a snapshot that is empty, or drops more than half of any app's tasks
@@ -44,12 +45,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Follows Marathon as `[marathon]` in the current config says, publishing each accepted
 /// snapshot on `tx` (`None` until the first good read) and each read's error on `status`.
-/// Restarts when `[marathon]` changes.
+/// Restarts when `[marathon]` changes; reads the whole app list again on each `reread`.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     tx: watch::Sender<Option<Arc<Snapshot>>>,
     metrics: Metrics,
     status: SourceStatus,
+    mut reread: watch::Receiver<()>,
     shutdown: Shutdown,
 ) {
     loop {
@@ -57,7 +59,7 @@ pub async fn run(
         let followed = current.clone();
         let follow = async {
             match followed {
-                Some(cfg) => follow(cfg, &tx, &metrics, &status).await,
+                Some(cfg) => follow(cfg, &tx, &metrics, &status, &mut reread).await,
                 None => std::future::pending().await,
             }
         };
@@ -126,7 +128,11 @@ async fn follow(
     tx: &watch::Sender<Option<Arc<Snapshot>>>,
     metrics: &Metrics,
     status: &SourceStatus,
+    reread: &mut watch::Receiver<()>,
 ) {
+    // A follow starts with a read anyway: requests made before it are answered by that.
+    reread.borrow_and_update();
+    let mut reread_open = true;
     let setup = read_credentials(&cfg)
         .and_then(|auth| Client::new(&cfg.urls, auth, cfg.ca_file.as_deref(), REQUEST_TIMEOUT));
     let client = match setup {
@@ -173,6 +179,19 @@ async fn follow(
             _ = tokio::time::sleep_until(resync_at) => {
                 resync_at = Instant::now() + cfg.resync;
                 next_read.get_or_insert_with(Instant::now);
+            }
+            r = reread.changed(), if reread_open => {
+                if r.is_err() {
+                    reread_open = false;
+                    continue;
+                }
+                info!("re-read requested; reading every Marathon app now");
+                // Sooner than a pending backoff or confirmation read (the operator asked),
+                // but never inside the debounce window: a loop of requests is one read per
+                // window. It counts as the resync.
+                let slot = state.read_slot();
+                next_read = Some(next_read.map_or(slot, |at| at.min(slot)));
+                resync_at = Instant::now() + cfg.resync;
             }
             effect = effects.recv() => match effect {
                 None => return,

@@ -45,6 +45,10 @@ const MAX_BODY: usize = 512 * 1024 * 1024;
 /// How long one request (connect, head and body) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Least time from one poll's start to a poll asked for by a re-read: a state can be tens of
+/// MiB, and a loop of requests must not become a loop of full reads of the leader.
+const REREAD_GAP: Duration = Duration::from_secs(1);
+
 /// One good read: the cluster the leader's state describes, and where it came from.
 #[derive(Debug)]
 pub struct MesosSnapshot {
@@ -178,15 +182,18 @@ pub enum PollError {
     Unauthorized(String, StatusCode),
 }
 
-/// Polls while `[mesos]` is configured; follows config changes. `None` on the channel
-/// means "not read yet"; a changed master list starts from `None` again.
+/// Polls while `[mesos]` is configured; follows config changes, and polls at once on each
+/// `reread` (SIGHUP, `/_mlb_signal/hup`). `None` on the channel means "not read yet"; a
+/// changed master list starts from `None` again.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     tx: watch::Sender<Option<Arc<MesosSnapshot>>>,
     metrics: Metrics,
     status: SourceStatus,
+    mut reread: watch::Receiver<()>,
     shutdown: Shutdown,
 ) {
+    let mut reread_open = true;
     loop {
         let cfg = config.borrow_and_update().mesos.clone();
         let Some(cfg) = cfg else {
@@ -201,9 +208,26 @@ pub async fn run(
         let mut poller = Poller::new(&cfg);
         let mut tick = tokio::time::interval(cfg.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick polls at once: earlier requests are answered by it.
+        reread.borrow_and_update();
+        let mut last_poll: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                r = reread.changed(), if reread_open => {
+                    if r.is_err() {
+                        reread_open = false;
+                        continue;
+                    }
+                    info!("re-read requested; polling the Mesos master now");
+                    // The tick polls: at once, or `REREAD_GAP` after the last poll began
+                    // (never later than the regular tick). Regular polls go on a whole
+                    // `poll` after that one.
+                    let now = tokio::time::Instant::now();
+                    let gap = REREAD_GAP.min(cfg.poll);
+                    tick.reset_at(last_poll.map_or(now, |at| (at + gap).max(now)));
+                    continue;
+                }
                 r = config.changed() => {
                     if r.is_err() { return }
                     if config.borrow().mesos.as_ref() != Some(&cfg) {
@@ -214,6 +238,7 @@ pub async fn run(
                 }
                 _ = shutdown.triggered() => return,
             }
+            last_poll = Some(tokio::time::Instant::now());
             let round = tokio::select! {
                 r = poller.read() => r,
                 _ = shutdown.triggered() => return,
