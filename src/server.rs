@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::accept::Gate;
+use crate::admin::status::Sampler;
 use crate::admin::AdminView;
 use crate::config::{reload, Config, DnsConfig, DEFAULT_MAX_CONNECTIONS};
 use crate::dns::server::DnsServerSettings;
 use crate::handles::{
     self, ConfigWriter, EjectionReceiver, HealthStatusWriter, ListenerStatusWriter,
-    RouteTableWriter, SourceErrors, ZoneReader, ZoneWriter,
+    RouteTableWriter, SourceErrors, UpstreamErrorLog, ZoneReader, ZoneWriter,
 };
 use crate::metrics::Metrics;
 use crate::proxy::http::RouteBy;
@@ -389,7 +390,12 @@ struct Wiring {
     listeners: ListenerStatusWriter,
     sources: SourceErrors,
     ejections: EjectionReceiver,
-    /// What the proxies share: the table reader, metrics, the ejections' sending end.
+    /// Keeps the last upstream errors the proxies report, for the status page.
+    upstream_errors: UpstreamErrorLog,
+    /// The status page's rates and latencies, sampled from the metrics.
+    sampler: Sampler,
+    /// What the proxies share: the table reader, metrics, the ejections' and upstream
+    /// errors' sending ends.
     plane: Arc<DataPlane>,
     view: Arc<AdminView>,
 }
@@ -409,7 +415,14 @@ impl Wiring {
         let listeners = ListenerStatusWriter::new();
         let sources = SourceErrors::new();
         let (ejected, ejections) = handles::ejections();
-        let plane = Arc::new(DataPlane::new(out.table.reader(), metrics.clone(), ejected));
+        let (failed, upstream_errors, failures) = handles::upstream_errors();
+        let plane = Arc::new(DataPlane::new(
+            out.table.reader(),
+            metrics.clone(),
+            ejected,
+            failed,
+        ));
+        let sampler = Sampler::new(metrics.clone());
         let view = Arc::new(AdminView {
             routes: out.table.reader(),
             zone: out.zone.reader(),
@@ -418,6 +431,9 @@ impl Wiring {
             listeners: listeners.reader(),
             sources: sources.reader(),
             metrics: metrics.clone(),
+            upstream_errors: failures,
+            traffic: sampler.reader(),
+            started: tokio::time::Instant::now(),
         });
         Wiring {
             metrics,
@@ -426,6 +442,8 @@ impl Wiring {
             listeners,
             sources,
             ejections,
+            upstream_errors,
+            sampler,
             plane,
             view,
         }
@@ -499,6 +517,12 @@ async fn control_plane(
         marathon: marathon_rx,
         mesos: mesos_rx,
     };
+    tokio::spawn(
+        wiring
+            .upstream_errors
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("upstream_errors")),
+    );
     let monitor = health::monitor::Handles {
         status: wiring.health,
         routes: wiring.out.table.reader(),
@@ -527,6 +551,13 @@ async fn control_plane(
                 tokio::spawn(
                     admin::serve(l, wiring.view, shutdown.clone())
                         .instrument(tracing::info_span!("admin")),
+                );
+                // Only the status page reads its numbers: no admin, no sampling.
+                tokio::spawn(
+                    wiring
+                        .sampler
+                        .run(shutdown.clone())
+                        .instrument(tracing::info_span!("status_sampler")),
                 );
             }
             Err(e) => error!(error = %e, "cannot register the admin listener"),

@@ -1,10 +1,11 @@
-//! The admin listener: `/healthz` (the process answers), `/readyz` (the first route table is
-//! stored), `/metrics` (Prometheus text) and `/debug/routes` (the route table in use, as
-//! JSON). It runs on the control thread and only reads what the other tasks published,
-//! through an [`AdminView`]: it holds no writer, so a busy or hostile admin client cannot
-//! affect routing.
+//! The admin listener: `/` (the status page) and `/status.json` (what it shows),
+//! `/healthz` (the process answers), `/readyz` (the first route table is stored), `/metrics`
+//! (Prometheus text) and `/debug/routes` (the route table in use, as JSON). It runs on the
+//! control thread and only reads what the other tasks published, through an [`AdminView`]:
+//! it holds no writer, so a busy or hostile admin client cannot affect routing.
 
 mod routes;
+pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use tracing::{debug, warn};
 use crate::accept::Gate;
 use crate::handles::{
     ConfigReader, HealthStatusReader, ListenerStatusReader, RouteTableReader, SourceErrorsReader,
-    ZoneReader,
+    UpstreamErrorsReader, ZoneReader,
 };
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -44,6 +45,12 @@ pub struct AdminView {
     pub sources: SourceErrorsReader,
     /// Rendered at `/metrics`; the `drover_backends` gauges are set just before.
     pub metrics: Metrics,
+    /// The last upstream errors, for the status page.
+    pub upstream_errors: UpstreamErrorsReader,
+    /// Each route's rates and latency over the last 10 s, from the `status::Sampler`.
+    pub traffic: status::TrafficReader,
+    /// When this Drover started (the status page's uptime).
+    pub started: tokio::time::Instant,
 }
 
 /// Longest an admin client may take to send a request head; an idle or slow client must not
@@ -58,7 +65,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON: &str = "application/json";
 
 const ENDPOINTS: &str =
-    "endpoints: /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n";
+    "endpoints: / (status page) /status.json /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n";
 
 /// Accepts admin connections until shutdown; one task per connection. Connections are not
 /// tracked by the drain: an admin client (a scraper with keep-alive) must not hold up the
@@ -121,6 +128,8 @@ pub fn respond<B>(
         return resp;
     }
     match req.uri().path() {
+        "/" => status::page(),
+        "/status.json" => status::answer(view),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => readiness(view, shutdown),
         "/metrics" => {
@@ -320,8 +329,8 @@ fn body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Fu
 mod tests {
     use super::*;
     use crate::handles::{
-        ConfigWriter, HealthStatusWriter, ListenerStatusWriter, RouteTableWriter, SourceErrors,
-        ZoneWriter,
+        upstream_errors, ConfigWriter, HealthStatusWriter, ListenerStatusWriter, RouteTableWriter,
+        SourceErrors, ZoneWriter,
     };
     use crate::routing::RouteTable;
 
@@ -336,6 +345,9 @@ mod tests {
             listeners: ListenerStatusWriter::new().reader(),
             sources: SourceErrors::new().reader(),
             metrics: Metrics::new(prometheus::Registry::new()),
+            upstream_errors: upstream_errors().2,
+            traffic: Default::default(),
+            started: tokio::time::Instant::now(),
         };
         (view, table)
     }
@@ -379,6 +391,39 @@ mod tests {
         let resp = respond(&s, &shutdown, &post);
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(resp.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn the_status_page_and_its_json() {
+        let ((s, _), shutdown) = (view(), Shutdown::new());
+        let page = respond(&s, &shutdown, &get("/"));
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let policy = page.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.starts_with("default-src 'none'"), "{policy}");
+        // Data goes in as text only: no markup parsing anywhere in the script.
+        for unsafe_sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!status::PAGE.contains(unsafe_sink), "{unsafe_sink}");
+        }
+        assert!(status::PAGE.contains("/status.json"));
+
+        let resp = respond(&s, &shutdown, &get("/status.json"));
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[hyper::header::CACHE_CONTROL], "no-store");
+        let json = serde_json::to_value(status::status(&s)).expect("json");
+        assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(json["ready"], false);
+        assert_eq!(json["dns"], serde_json::Value::Null);
+        for key in ["routes", "aliases", "sources", "upstream_errors"] {
+            assert_eq!(json[key], serde_json::json!([]), "{key}");
+        }
     }
 
     #[test]

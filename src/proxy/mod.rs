@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::cidr::{is_trusted, Cidr};
 
-use crate::handles::{EjectionSender, RouteTableReader};
+use crate::handles::{EjectionSender, RouteTableReader, UpstreamErrorSender};
 use crate::metrics::{self, Metrics, RouteStats};
 use crate::routing::pool::{Backend, Failure};
 use crate::routing::Route;
@@ -34,17 +34,25 @@ pub struct DataPlane {
     pub unrouted: RouteStats,
     /// Tells the health monitor of each ejection, to watch the backend come back.
     pub ejections: EjectionSender,
+    /// Where failed exchanges with backends go for the status page (never waits).
+    pub upstream_errors: UpstreamErrorSender,
 }
 
 // === impl DataPlane ===
 
 impl DataPlane {
-    pub fn new(table: RouteTableReader, metrics: Metrics, ejections: EjectionSender) -> DataPlane {
+    pub fn new(
+        table: RouteTableReader,
+        metrics: Metrics,
+        ejections: EjectionSender,
+        upstream_errors: UpstreamErrorSender,
+    ) -> DataPlane {
         DataPlane {
             table,
             unrouted: metrics.route_stats(metrics::UNROUTED),
             metrics,
             ejections,
+            upstream_errors,
         }
     }
 }

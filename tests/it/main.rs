@@ -21,6 +21,7 @@ mod mesos;
 mod overload;
 mod proxy_protocol;
 mod reload;
+mod status_page;
 mod tcp;
 mod tls;
 mod websocket;

@@ -15,6 +15,7 @@ use super::error::ProxyError;
 use super::forward::forward;
 use super::rules::admit;
 use super::{default_settings, Conn, ConnBody, ProxyBody, RouteBy};
+use crate::proxy::Fault;
 
 pub(super) async fn handle(
     req: Request<Incoming>,
@@ -78,6 +79,13 @@ pub(super) async fn respond(req: Request<Incoming>, conn: &Arc<Conn>) -> Respons
                     .upstream_errors
                     .with_label_values(&[&route.name, kind])
                     .inc();
+            }
+            // For the status page: what went wrong past the client (a backend that failed,
+            // none to pick, no leader). The backend is not in the error; left empty here.
+            if let Some(fault @ (Fault::Upstream | Fault::Drover)) = e.fault() {
+                conn.plane
+                    .upstream_errors
+                    .report(&route.name, None, fault, &e);
             }
             if let Some(fault) = e.fault() {
                 debug!(route = %route.name, client = %conn.client, fault = fault.as_str(),
