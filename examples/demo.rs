@@ -20,6 +20,8 @@
 //!   Three master aliases front them: `mesos.localhost` (check `mesos`, also on a TCP port),
 //!   `marathon.localhost` (check `marathon`) and `chronos.localhost` (a custom check).
 //!   Drover's `alias leader changed` lines follow each move within a probe interval.
+//! - The status page at the admin port's `/` (the URL is printed) shows all of it live:
+//!   routes and backends, the aliases' leaders, the sources, the last upstream errors.
 //!
 //! The simulated Marathon and masters are `drover::sim`'s, the same ones the integration
 //! tests and the benches run against (feature `sim`, on for examples without a flag); this
@@ -157,7 +159,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     println!(
-        "\nDrover is running (config {}, catalog {}).\nTry:\n\
+        "\nDrover is running (config {}, catalog {}).\
+         \nStatus page (live, in a browser): http://127.0.0.1:{admin}/\nTry:\n\
          \n  curl -H 'Host: shop.localhost' http://127.0.0.1:{http}/        # blue-1 and blue-2 in turn\
          \n  curl -H 'Host: shop.localhost' http://127.0.0.1:{http}/api/x   # green-1: longest path prefix wins\
          \n  curl -H 'Host: blog.localhost' http://127.0.0.1:{http}/        # the /blog tasks Marathon runs now\

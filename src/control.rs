@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -16,7 +17,7 @@ use crate::catalog::{self, cluster};
 use crate::config::{Config, DnsConfig, Groups};
 use crate::dns::Zone;
 use crate::dns::{ZoneInput, ZoneOptions};
-use crate::handles::{ConfigInUse, ConfigWriter, RouteTableWriter, ZoneWriter};
+use crate::handles::{ConfigInUse, ConfigWriter, RouteTableWriter, ZoneInfo, ZoneWriter};
 use crate::metrics::Metrics;
 use crate::routing::{self, RouteTable};
 use crate::shutdown::Shutdown;
@@ -83,8 +84,8 @@ pub async fn run(
             let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
             if let (true, Some(marathon)) = (mesos_ready, marathon) {
                 zone_version += 1;
-                let zone = compile_zone(dns, mesos.clone(), marathon, zone_version).await;
-                store_zone(&out, zone, zone_version);
+                let compiled = compile_zone(dns, mesos.clone(), marathon, zone_version).await;
+                store_zone(&out, compiled, zone_version);
             }
         } else if out.zone.is_set() {
             out.zone.store(None);
@@ -183,15 +184,15 @@ fn update_metrics(m: &Metrics, table: &RouteTable) {
     m.app_problems.set(table.problems.len() as i64);
 }
 
-/// Compiles the zone from the Mesos leader's cluster and the apps only Marathon knows. The
-/// compile runs on a blocking thread: a big cluster's zone takes long enough to stall the
-/// probes and admin answers this runtime also serves.
+/// Compiles the zone from the Mesos leader's cluster and the apps only Marathon knows, and
+/// says how long that took. The compile runs on a blocking thread: a big cluster's zone
+/// takes long enough to stall the probes and admin answers this runtime also serves.
 pub async fn compile_zone(
     dns: &DnsConfig,
     mesos: Option<Arc<MesosSnapshot>>,
     marathon: Option<Arc<Snapshot>>,
     serial: u32,
-) -> Zone {
+) -> (Zone, Duration) {
     let options = ZoneOptions::from_config(dns);
     let build = move || {
         let cluster = mesos.as_ref().map(|m| &m.cluster);
@@ -226,11 +227,18 @@ pub async fn compile_zone(
             "names left out of the DNS zone (not valid on the wire)"
         );
     }
-    zone
+    (zone, took)
 }
 
-fn store_zone(out: &Outputs, zone: Zone, serial: u32) {
+fn store_zone(out: &Outputs, (zone, took): (Zone, Duration), serial: u32) {
     debug!(serial, "DNS zone stored");
-    out.metrics.dns_zone_records.set(zone.record_count() as i64);
-    out.zone.store(Some(Arc::new(zone)));
+    let records = zone.record_count();
+    out.metrics.dns_zone_records.set(records as i64);
+    let info = ZoneInfo {
+        serial,
+        records,
+        compiled_at: std::time::SystemTime::now(),
+        took,
+    };
+    out.zone.store_compiled(Arc::new(zone), info);
 }

@@ -14,12 +14,13 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::accept::Gate;
 use crate::access_log::{self, AccessLog};
+use crate::admin::status::Sampler;
 use crate::admin::AdminView;
 use crate::config::{reload, Config, DnsConfig, DEFAULT_MAX_CONNECTIONS};
 use crate::dns::server::DnsServerSettings;
 use crate::handles::{
     self, ConfigWriter, EjectionReceiver, HealthStatusWriter, ListenerStatusWriter, Reread,
-    RouteTableWriter, SourceErrors, ZoneReader, ZoneWriter,
+    RouteTableWriter, SourceErrors, UpstreamErrorLog, ZoneReader, ZoneWriter,
 };
 use crate::metrics::Metrics;
 use crate::proxy::http::RouteBy;
@@ -392,7 +393,12 @@ struct Wiring {
     ejections: EjectionReceiver,
     /// Re-read requests: SIGHUP and admin ask, the reload, the sources and TLS listen.
     reread: Reread,
-    /// What the proxies share: the table reader, metrics, the ejections' sending end.
+    /// Keeps the last upstream errors the proxies report, for the status page.
+    upstream_errors: UpstreamErrorLog,
+    /// The status page's rates and latencies, sampled from the metrics.
+    sampler: Sampler,
+    /// What the proxies share: the table reader, metrics, the ejections' and upstream
+    /// errors' sending ends.
     plane: Arc<DataPlane>,
     view: Arc<AdminView>,
 }
@@ -413,11 +419,13 @@ impl Wiring {
         let sources = SourceErrors::new();
         let (ejected, ejections) = handles::ejections();
         let reread = Reread::new();
+        let (failed, upstream_errors, failures) = handles::upstream_errors();
         let access_log = AccessLog::new(metrics.access_log_dropped.clone());
         let plane = Arc::new(
-            DataPlane::new(out.table.reader(), metrics.clone(), ejected)
+            DataPlane::new(out.table.reader(), metrics.clone(), ejected, failed)
                 .with_access_log(access_log),
         );
+        let sampler = Sampler::new(metrics.clone());
         let view = Arc::new(AdminView {
             routes: out.table.reader(),
             zone: out.zone.reader(),
@@ -427,6 +435,9 @@ impl Wiring {
             sources: sources.reader(),
             metrics: metrics.clone(),
             reread: reread.clone(),
+            upstream_errors: failures,
+            traffic: sampler.reader(),
+            started: tokio::time::Instant::now(),
         });
         Wiring {
             metrics,
@@ -436,6 +447,8 @@ impl Wiring {
             sources,
             ejections,
             reread,
+            upstream_errors,
+            sampler,
             plane,
             view,
         }
@@ -512,6 +525,12 @@ async fn control_plane(
         marathon: marathon_rx,
         mesos: mesos_rx,
     };
+    tokio::spawn(
+        wiring
+            .upstream_errors
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("upstream_errors")),
+    );
     let monitor = health::monitor::Handles {
         status: wiring.health,
         routes: wiring.out.table.reader(),
@@ -540,6 +559,13 @@ async fn control_plane(
                 tokio::spawn(
                     admin::serve(l, wiring.view, shutdown.clone())
                         .instrument(tracing::info_span!("admin")),
+                );
+                // Only the status page reads its numbers: no admin, no sampling.
+                tokio::spawn(
+                    wiring
+                        .sampler
+                        .run(shutdown.clone())
+                        .instrument(tracing::info_span!("status_sampler")),
                 );
             }
             Err(e) => error!(error = %e, "cannot register the admin listener"),

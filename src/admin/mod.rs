@@ -1,11 +1,13 @@
-//! The admin listener: `/healthz` (the process answers), `/readyz` (the first route table is
-//! stored), `/metrics` (Prometheus text), `/debug/routes` (the route table in use, as
-//! JSON), and marathon-lb's `/_haproxy_*` and `/_mlb_signal/*` (`mlb`). It runs on the control thread and only reads what the other tasks published,
-//! through an [`AdminView`]: it holds no writer, so a busy or hostile admin client cannot
-//! affect routing (it can ask for a re-read, as SIGHUP does).
+//! The admin listener: `/` (the status page) and `/status.json` (what it shows),
+//! `/healthz` (the process answers), `/readyz` (the first route table is stored), `/metrics`
+//! (Prometheus text), `/debug/routes` (the route table in use, as JSON), and marathon-lb's
+//! `/_haproxy_*` and `/_mlb_signal/*` (`mlb`). It runs on the control thread and only reads
+//! what the other tasks published, through an [`AdminView`]: it holds no writer, so a busy
+//! or hostile admin client cannot affect routing (it can ask for a re-read, as SIGHUP does).
 
 pub mod mlb;
 mod routes;
+pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +29,7 @@ use tracing::{debug, warn};
 use crate::accept::Gate;
 use crate::handles::{
     ConfigReader, HealthStatusReader, ListenerStatusReader, Reread, RouteTableReader,
-    SourceErrorsReader, ZoneReader,
+    SourceErrorsReader, UpstreamErrorsReader, ZoneReader,
 };
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -47,6 +49,12 @@ pub struct AdminView {
     pub metrics: Metrics,
     /// What `/_mlb_signal/hup` and `/_mlb_signal/usr1` pull: SIGHUP's re-read.
     pub reread: Reread,
+    /// The last upstream errors, for the status page.
+    pub upstream_errors: UpstreamErrorsReader,
+    /// Each route's rates and latency over the last 10 s, from the `status::Sampler`.
+    pub traffic: status::TrafficReader,
+    /// When this Drover started (the status page's uptime).
+    pub started: tokio::time::Instant,
 }
 
 /// Longest an admin client may take to send a request head; an idle or slow client must not
@@ -61,7 +69,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON: &str = "application/json";
 
 const ENDPOINTS: &str = concat!(
-    "endpoints: /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n",
+    "endpoints: / (status page) /status.json /healthz /readyz /metrics /debug/routes /v1/version /v1/config /v1/hosts/NAME /v1/services/NAME\n",
     "marathon-lb compatibility: /_haproxy_health_check /_haproxy_getvhostmap /_haproxy_getappmap /_haproxy_getconfig /_mlb_signal/hup /_mlb_signal/usr1\n",
 );
 
@@ -140,6 +148,8 @@ pub fn respond<B>(
         return resp;
     }
     match req.uri().path() {
+        "/" => status::page(),
+        "/status.json" => status::answer(view),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" => readiness(view, shutdown),
         "/metrics" => {
@@ -339,8 +349,8 @@ fn body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<Fu
 mod tests {
     use super::*;
     use crate::handles::{
-        ConfigWriter, HealthStatusWriter, ListenerStatusWriter, RouteTableWriter, SourceErrors,
-        ZoneWriter,
+        upstream_errors, ConfigWriter, HealthStatusWriter, ListenerStatusWriter, RouteTableWriter,
+        SourceErrors, ZoneWriter,
     };
     use crate::routing::RouteTable;
 
@@ -356,6 +366,9 @@ mod tests {
             sources: SourceErrors::new().reader(),
             metrics: Metrics::new(prometheus::Registry::new()),
             reread: crate::handles::Reread::new(),
+            upstream_errors: upstream_errors().2,
+            traffic: Default::default(),
+            started: tokio::time::Instant::now(),
         };
         (view, table)
     }
@@ -399,6 +412,39 @@ mod tests {
         let resp = respond(&s, &shutdown, &post);
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(resp.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn the_status_page_and_its_json() {
+        let ((s, _), shutdown) = (view(), Shutdown::new());
+        let page = respond(&s, &shutdown, &get("/"));
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        let policy = page.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.starts_with("default-src 'none'"), "{policy}");
+        // Data goes in as text only: no markup parsing anywhere in the script.
+        for unsafe_sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(!status::PAGE.contains(unsafe_sink), "{unsafe_sink}");
+        }
+        assert!(status::PAGE.contains("/status.json"));
+
+        let resp = respond(&s, &shutdown, &get("/status.json"));
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[hyper::header::CACHE_CONTROL], "no-store");
+        let json = serde_json::to_value(status::status(&s)).expect("json");
+        assert_eq!(json["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(json["ready"], false);
+        assert_eq!(json["dns"], serde_json::Value::Null);
+        for key in ["routes", "aliases", "sources", "upstream_errors"] {
+            assert_eq!(json[key], serde_json::json!([]), "{key}");
+        }
     }
 
     #[test]

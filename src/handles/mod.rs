@@ -12,17 +12,21 @@
 //! | [`ListenerStatusWriter`] / [`ListenerStatusReader`] | `proxy::listeners` | admin |
 //! | [`EjectionSender`] / [`EjectionReceiver`] | proxies | health monitor |
 //! | [`Reread`] (requests) / its `watch::Receiver<()>`s | SIGHUP, admin (`/_mlb_signal/*`) | config reload, every source, certificates |
+//! | [`UpstreamErrorSender`] / [`UpstreamErrorsReader`] (via [`UpstreamErrorLog`]) | proxies | admin (status page) |
 //!
 //! A value replaced whole has one writer, not `Clone`, which hands out the readers; readers
 //! clone cheaply (one `Arc`). What the data plane reads (the table, the zone) is behind an
 //! `ArcSwap`, and what it writes (ejections) is an unbounded channel: no request or query
-//! ever takes a lock here. `Metrics` is not a handle: its handles are passed as they are.
+//! ever takes a lock here; the upstream errors are a bounded channel the proxies `try_send`
+//! into (a report is dropped, and counted, rather than waited for). `Metrics` is not a
+//! handle: its handles are passed as they are.
 
 mod config;
 mod ejections;
 mod reread;
 mod status;
 mod table;
+mod upstream_errors;
 mod zone;
 
 pub use config::{ConfigInUse, ConfigReader, ConfigWriter};
@@ -33,4 +37,7 @@ pub use status::{
     SourceErrors, SourceErrorsReader, SourceStatus,
 };
 pub use table::{RouteTableReader, RouteTableWriter};
-pub use zone::{ZoneReader, ZoneWriter};
+pub use upstream_errors::{
+    upstream_errors, UpstreamError, UpstreamErrorLog, UpstreamErrorSender, UpstreamErrorsReader,
+};
+pub use zone::{ZoneInfo, ZoneReader, ZoneWriter};

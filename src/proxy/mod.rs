@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use crate::access_log::AccessLog;
 use crate::cidr::{is_trusted, Cidr};
 
-use crate::handles::{EjectionSender, RouteTableReader};
+use crate::handles::{EjectionSender, RouteTableReader, UpstreamErrorSender};
 use crate::metrics::{self, Metrics, RouteStats};
 use crate::routing::pool::{Backend, Failure};
 use crate::routing::Route;
@@ -37,18 +37,26 @@ pub struct DataPlane {
     pub ejections: EjectionSender,
     /// One entry per request and per TCP connection, while `[access_log]` is on.
     pub access_log: AccessLog,
+    /// Where failed exchanges with backends go for the status page (never waits).
+    pub upstream_errors: UpstreamErrorSender,
 }
 
 // === impl DataPlane ===
 
 impl DataPlane {
-    pub fn new(table: RouteTableReader, metrics: Metrics, ejections: EjectionSender) -> DataPlane {
+    pub fn new(
+        table: RouteTableReader,
+        metrics: Metrics,
+        ejections: EjectionSender,
+        upstream_errors: UpstreamErrorSender,
+    ) -> DataPlane {
         DataPlane {
             table,
             unrouted: metrics.route_stats(metrics::UNROUTED),
             access_log: AccessLog::new(metrics.access_log_dropped.clone()),
             metrics,
             ejections,
+            upstream_errors,
         }
     }
 

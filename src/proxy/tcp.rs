@@ -450,6 +450,12 @@ async fn connect(
                     .upstream_errors
                     .with_label_values(&[&route.name, "connect"])
                     .inc();
+                plane.upstream_errors.report(
+                    &route.name,
+                    Some(backend.addr),
+                    Fault::Upstream,
+                    format_args!("cannot connect: {e}"),
+                );
                 warn!(route = %route.name, backend = %backend.addr, attempt, error = %e,
                     "cannot connect to backend");
             }

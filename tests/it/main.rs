@@ -23,6 +23,7 @@ mod mlb;
 mod overload;
 mod proxy_protocol;
 mod reload;
+mod status_page;
 mod tcp;
 mod tls;
 mod websocket;

@@ -16,6 +16,7 @@ use super::forward::forward;
 use super::record::Record;
 use super::rules::admit;
 use super::{default_settings, Conn, ConnBody, ProxyBody, RouteBy};
+use crate::proxy::Fault;
 
 pub(super) async fn handle(
     req: Request<Incoming>,
@@ -94,6 +95,13 @@ pub(super) async fn respond(
                     .upstream_errors
                     .with_label_values(&[&route.name, kind])
                     .inc();
+            }
+            // For the status page: what went wrong past the client (a backend that failed,
+            // none to pick, no leader), with the backend last tried.
+            if let Some(fault @ (Fault::Upstream | Fault::Drover)) = e.fault() {
+                conn.plane
+                    .upstream_errors
+                    .report(&route.name, record.exchange.upstream, fault, &e);
             }
             if let Some(fault) = e.fault() {
                 debug!(route = %route.name, client = %conn.client, fault = fault.as_str(),
