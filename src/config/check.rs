@@ -446,62 +446,6 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn access_log(&mut self, r: RawAccessLog) -> AccessLogConfig {
-        let target = match r.path.as_deref() {
-            None | Some("-") => AccessLogTarget::Stdout,
-            Some("") => {
-                self.problem(
-                    "access_log.path",
-                    "\"\"",
-                    "empty; write \"-\" for stdout or a file path",
-                );
-                AccessLogTarget::Stdout
-            }
-            // Whether its directory exists is `drover check`'s question (a file system).
-            Some(raw) => AccessLogTarget::File(self.path(raw)),
-        };
-        let format = match r.format.as_deref() {
-            None => AccessLogFormat::Json,
-            Some(raw) => AccessLogFormat::from_name(raw).unwrap_or_else(|| {
-                self.problem(
-                    "access_log.format",
-                    &format!("{raw:?}"),
-                    "expected \"json\" or \"combined\"",
-                );
-                AccessLogFormat::Json
-            }),
-        };
-        AccessLogConfig { target, format }
-    }
-
-    pub(super) fn log(&mut self, r: RawLog) -> LogConfig {
-        let format = match r.format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(raw) => {
-                self.problem(
-                    "log.format",
-                    &format!("{raw:?}"),
-                    "expected \"text\" or \"json\"",
-                );
-                LogFormat::Text
-            }
-        };
-        if let Some(level) = &r.level {
-            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
-                self.problem(
-                    "log.level",
-                    &format!("{level:?}"),
-                    format!("not a log filter ({e}); write e.g. \"info\" or \"debug,hyper=warn\""),
-                );
-            }
-        }
-        LogConfig {
-            format,
-            level: r.level,
-        }
-    }
-
     pub(super) fn runtime(&mut self, r: RawRuntime) -> RuntimeConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = match r.workers {

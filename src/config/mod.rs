@@ -6,6 +6,7 @@
 //! mistakes in the others. What the file means at run time is left to `control`.
 
 mod check;
+mod check_logs;
 pub mod file;
 pub mod reload;
 pub mod render;
