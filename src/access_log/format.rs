@@ -3,7 +3,6 @@
 //! parse nginx's logs). Formatting happens on the writer thread, never on the data plane.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::proxy::Fault;
@@ -52,17 +51,18 @@ pub struct TlsNote {
     pub sni: Option<String>,
 }
 
-/// One HTTP request as the access log reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpEntry {
+/// One HTTP request as the access log reports it, borrowed from where the request's
+/// record keeps it: the line is formatted on the request's own thread, with no copies.
+#[derive(Debug, Clone)]
+pub struct HttpLine<'a> {
     /// When the request head had arrived.
     pub start: SystemTime,
     /// The client (the PROXY-protocol client when that is trusted).
     pub client: SocketAddr,
-    pub method: hyper::Method,
-    pub host: String,
+    pub method: &'a str,
+    pub host: &'a str,
     /// Path and query as the client sent them.
-    pub path: String,
+    pub path: &'a str,
     pub version: hyper::Version,
     /// Sent to the client.
     pub status: u16,
@@ -76,49 +76,48 @@ pub struct HttpEntry {
     pub duration: Duration,
     /// Request sent to the backend's response head.
     pub upstream_time: Option<Duration>,
-    /// The app id and service port (`/shop/web:10001`), or the alias's host; empty when
-    /// nothing matched.
-    pub route: Arc<str>,
+    /// The app id and service port (`/shop/web:10001`), or the alias's route name; empty
+    /// when nothing matched.
+    pub route: &'a str,
     pub upstream: Option<SocketAddr>,
     pub retries: u32,
-    pub fault: Option<FaultNote>,
-    pub tls: Option<TlsNote>,
-    pub user_agent: Option<String>,
-    pub referer: Option<String>,
+    pub fault: Option<&'a FaultNote>,
+    pub tls: Option<&'a TlsNote>,
+    pub user_agent: &'a str,
+    pub referer: &'a str,
 }
 
 /// One TCP connection as the access log reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TcpEntry {
+#[derive(Debug, Clone)]
+pub struct TcpLine<'a> {
     pub start: SystemTime,
     pub client: SocketAddr,
     /// The service port the client connected to.
     pub port: u16,
-    pub route: Arc<str>,
+    pub route: &'a str,
     pub upstream: Option<SocketAddr>,
     /// Bytes from the client to the backend.
     pub bytes_in: u64,
     /// Bytes from the backend to the client.
     pub bytes_out: u64,
     pub duration: Duration,
-    pub fault: Option<FaultNote>,
+    pub fault: Option<&'a FaultNote>,
 }
 
-/// A line to write.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Entry {
-    Http(Box<HttpEntry>),
-    Tcp(Box<TcpEntry>),
+/// Appends the line of `e` in `format` to `out`, newline included. `stamps` caches the
+/// time text of the current second (thousands of lines a second share it).
+pub fn http_line(out: &mut Vec<u8>, e: &HttpLine, format: Format, stamps: &mut Stamps) {
+    match format {
+        Format::Json => http_json(out, e, stamps),
+        Format::Combined => combined_http(out, e, stamps),
+    }
 }
 
-/// Appends `entry` in `format` to `out`, newline included. `stamps` caches the time text
-/// of the current second (the writer formats thousands of lines a second).
-pub fn write_line(out: &mut Vec<u8>, entry: &Entry, format: Format, stamps: &mut Stamps) {
-    match (format, entry) {
-        (Format::Json, Entry::Http(e)) => http_json(out, e, stamps),
-        (Format::Json, Entry::Tcp(e)) => tcp_json(out, e, stamps),
-        (Format::Combined, Entry::Http(e)) => combined_http(out, e, stamps),
-        (Format::Combined, Entry::Tcp(e)) => combined_tcp(out, e, stamps),
+/// As `http_line`, for a TCP connection.
+pub fn tcp_line(out: &mut Vec<u8>, e: &TcpLine, format: Format, stamps: &mut Stamps) {
+    match format {
+        Format::Json => tcp_json(out, e, stamps),
+        Format::Combined => combined_tcp(out, e, stamps),
     }
 }
 
@@ -311,14 +310,14 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
 }
 
-fn http_json(out: &mut Vec<u8>, e: &HttpEntry, stamps: &mut Stamps) {
+fn http_json(out: &mut Vec<u8>, e: &HttpLine, stamps: &mut Stamps) {
     let mut o = Object::new(out);
     o.str("type", "http");
     o.ts(e.start, stamps);
     o.addr("client", Some(e.client));
-    o.str("method", e.method.as_str());
-    o.str("host", &e.host);
-    o.str("path", &e.path);
+    o.str("method", e.method);
+    o.str("host", e.host);
+    o.str("path", e.path);
     o.str("proto", proto(e.version));
     o.num("status", e.status.into());
     o.opt_num("upstream_status", e.upstream_status.map(u64::from));
@@ -329,7 +328,7 @@ fn http_json(out: &mut Vec<u8>, e: &HttpEntry, stamps: &mut Stamps) {
     o.str("route", &e.route);
     o.addr("upstream", e.upstream);
     o.num("retries", e.retries.into());
-    o.str("fault", fault_kind(&e.fault));
+    o.str("fault", fault_kind(e.fault));
     o.str(
         "fault_reason",
         e.fault.as_ref().map_or("", |f| f.reason.as_str()),
@@ -344,12 +343,12 @@ fn http_json(out: &mut Vec<u8>, e: &HttpEntry, stamps: &mut Stamps) {
         }
         None => o.key("tls").extend_from_slice(b"null"),
     }
-    o.str("user_agent", e.user_agent.as_deref().unwrap_or(""));
-    o.str("referer", e.referer.as_deref().unwrap_or(""));
+    o.str("user_agent", e.user_agent);
+    o.str("referer", e.referer);
     o.end();
 }
 
-fn tcp_json(out: &mut Vec<u8>, e: &TcpEntry, stamps: &mut Stamps) {
+fn tcp_json(out: &mut Vec<u8>, e: &TcpLine, stamps: &mut Stamps) {
     let mut o = Object::new(out);
     o.str("type", "tcp");
     o.ts(e.start, stamps);
@@ -360,7 +359,7 @@ fn tcp_json(out: &mut Vec<u8>, e: &TcpEntry, stamps: &mut Stamps) {
     o.num("bytes_in", e.bytes_in);
     o.num("bytes_out", e.bytes_out);
     o.ms("duration_ms", e.duration);
-    o.str("fault", fault_kind(&e.fault));
+    o.str("fault", fault_kind(e.fault));
     o.str(
         "fault_reason",
         e.fault.as_ref().map_or("", |f| f.reason.as_str()),
@@ -368,8 +367,8 @@ fn tcp_json(out: &mut Vec<u8>, e: &TcpEntry, stamps: &mut Stamps) {
     o.end();
 }
 
-fn fault_kind(fault: &Option<FaultNote>) -> &'static str {
-    fault.as_ref().map_or("none", |f| f.kind.as_str())
+fn fault_kind(fault: Option<&FaultNote>) -> &'static str {
+    fault.map_or("none", |f| f.kind.as_str())
 }
 
 fn proto(v: hyper::Version) -> &'static str {
@@ -423,11 +422,11 @@ fn combined_start(out: &mut Vec<u8>, client: SocketAddr, start: SystemTime, stam
     out.extend_from_slice(b"] \"");
 }
 
-fn combined_http(out: &mut Vec<u8>, e: &HttpEntry, stamps: &mut Stamps) {
+fn combined_http(out: &mut Vec<u8>, e: &HttpLine, stamps: &mut Stamps) {
     combined_start(out, e.client, e.start, stamps);
-    quoted(out, e.method.as_str());
+    quoted(out, e.method);
     out.push(b' ');
-    quoted(out, &e.path);
+    quoted(out, e.path);
     out.push(b' ');
     out.extend_from_slice(proto(e.version).as_bytes());
     let mut digits = itoa::Buffer::new();
@@ -436,16 +435,16 @@ fn combined_http(out: &mut Vec<u8>, e: &HttpEntry, stamps: &mut Stamps) {
     out.push(b' ');
     out.extend_from_slice(digits.format(e.bytes_out).as_bytes());
     out.extend_from_slice(b" \"");
-    quoted(out, e.referer.as_deref().unwrap_or(""));
+    quoted(out, e.referer);
     out.extend_from_slice(b"\" \"");
-    quoted(out, e.user_agent.as_deref().unwrap_or(""));
+    quoted(out, e.user_agent);
     out.extend_from_slice(b"\"\n");
 }
 
 /// A TCP connection in the same shape, as nginx's stream module reports status: 200 done,
 /// 400 the client's fault, 502 the backend's, 500 Drover's. The request is `TCP port`.
-fn combined_tcp(out: &mut Vec<u8>, e: &TcpEntry, stamps: &mut Stamps) {
-    let status: u16 = match e.fault.as_ref().map(|f| f.kind) {
+fn combined_tcp(out: &mut Vec<u8>, e: &TcpLine, stamps: &mut Stamps) {
+    let status: u16 = match e.fault.map(|f| f.kind) {
         None => 200,
         Some(Fault::Client) => 400,
         Some(Fault::Upstream) => 502,
@@ -470,59 +469,73 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis)
     }
 
-    fn http_entry() -> HttpEntry {
-        HttpEntry {
+    fn upstream_fault() -> FaultNote {
+        FaultNote {
+            kind: Fault::Upstream,
+            reason: "connect refused".into(),
+        }
+    }
+
+    fn tls() -> TlsNote {
+        TlsNote {
+            version: "TLSv1.3",
+            sni: Some("web.example.com".into()),
+        }
+    }
+
+    fn http<'a>(fault: Option<&'a FaultNote>, tls: Option<&'a TlsNote>) -> HttpLine<'a> {
+        HttpLine {
             // 2026-12-07T13:40:18.250Z
             start: at(1_796_650_818, 250),
             client: "127.0.0.9:40000".parse().unwrap(),
-            method: hyper::Method::GET,
-            host: "web.example.com".into(),
-            path: "/a?b=\"c\"".into(),
+            method: "GET",
+            host: "web.example.com",
+            path: "/a?b=\"c\"\u{1}",
             version: hyper::Version::HTTP_11,
             status: 502,
             upstream_status: None,
             bytes_in: 0,
             bytes_out: 123,
             duration: Duration::from_micros(12_345),
-            upstream_time: None,
-            route: "/shop/web:10001".into(),
+            upstream_time: Some(Duration::from_micros(7)),
+            route: "/shop/web:10001",
             upstream: Some("127.0.0.2:31000".parse().unwrap()),
             retries: 1,
-            fault: Some(FaultNote {
-                kind: Fault::Upstream,
-                reason: "connect refused".into(),
-            }),
-            tls: Some(TlsNote {
-                version: "TLSv1.3",
-                sni: Some("web.example.com".into()),
-            }),
-            user_agent: Some("curl/8.0".into()),
-            referer: None,
+            fault,
+            tls,
+            user_agent: "curl/8.0",
+            referer: "",
         }
     }
 
-    fn line(entry: &Entry, format: Format) -> String {
-        let mut out = Vec::new();
-        write_line(&mut out, entry, format, &mut Stamps::default());
+    fn text(out: Vec<u8>) -> String {
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn http_json_carries_every_field() {
-        let text = line(&Entry::Http(Box::new(http_entry())), Format::Json);
-        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (fault, tls) = (upstream_fault(), tls());
+        let mut out = Vec::new();
+        http_line(
+            &mut out,
+            &http(Some(&fault), Some(&tls)),
+            Format::Json,
+            &mut Stamps::default(),
+        );
+        let line = text(out);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["type"], "http");
         assert_eq!(v["ts"], "2026-12-07T13:40:18.250Z");
         assert_eq!(v["client"], "127.0.0.9:40000");
         assert_eq!(v["method"], "GET");
-        assert_eq!(v["path"], "/a?b=\"c\"");
+        assert_eq!(v["path"], "/a?b=\"c\"\u{1}", "escaped, then read back");
         assert_eq!(v["proto"], "HTTP/1.1");
         assert_eq!(v["status"], 502);
         assert!(v["upstream_status"].is_null());
         assert_eq!(v["bytes_out"], 123);
         assert_eq!(v["duration_ms"], 12.345);
-        assert!(v["upstream_ms"].is_null());
+        assert_eq!(v["upstream_ms"], 0.007);
         assert_eq!(v["route"], "/shop/web:10001");
         assert_eq!(v["upstream"], "127.0.0.2:31000");
         assert_eq!(v["retries"], 1);
@@ -532,45 +545,64 @@ mod tests {
         assert_eq!(v["tls"]["sni"], "web.example.com");
         assert_eq!(v["user_agent"], "curl/8.0");
         assert_eq!(v["referer"], "");
+        // Without TLS and fault.
+        let mut out = Vec::new();
+        http_line(
+            &mut out,
+            &http(None, None),
+            Format::Json,
+            &mut Stamps::default(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&text(out)).unwrap();
+        assert!(v["tls"].is_null());
+        assert_eq!(v["fault"], "none");
+        assert_eq!(v["fault_reason"], "");
     }
 
     #[test]
     fn combined_matches_nginx() {
-        let mut e = http_entry();
+        let mut e = http(None, None);
         e.status = 200;
-        e.fault = None;
-        let text = line(&Entry::Http(Box::new(e)), Format::Combined);
+        e.path = "/a?b=\"c\"";
+        let mut out = Vec::new();
+        http_line(&mut out, &e, Format::Combined, &mut Stamps::default());
         assert_eq!(
-            text,
+            text(out),
             "127.0.0.9 - - [07/Dec/2026:13:40:18 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 123 \"-\" \"curl/8.0\"\n"
         );
     }
 
     #[test]
     fn tcp_lines_in_both_formats() {
-        let e = TcpEntry {
+        let fault = FaultNote {
+            kind: Fault::Upstream,
+            reason: "no backend".into(),
+        };
+        let e = TcpLine {
             start: at(1_796_650_818, 0),
             client: "[::1]:5000".parse().unwrap(),
             port: 10010,
-            route: "/db:10010".into(),
+            route: "/db:10010",
             upstream: None,
             bytes_in: 10,
             bytes_out: 20,
             duration: Duration::from_millis(5),
-            fault: Some(FaultNote {
-                kind: Fault::Upstream,
-                reason: "no backend".into(),
-            }),
+            fault: Some(&fault),
         };
-        let entry = Entry::Tcp(Box::new(e));
-        let v: serde_json::Value = serde_json::from_str(&line(&entry, Format::Json)).unwrap();
+        let mut stamps = Stamps::default();
+        let mut out = Vec::new();
+        tcp_line(&mut out, &e, Format::Json, &mut stamps);
+        let v: serde_json::Value = serde_json::from_str(&text(out)).unwrap();
         assert_eq!(v["type"], "tcp");
+        assert_eq!(v["client"], "[::1]:5000");
         assert_eq!(v["port"], 10010);
         assert_eq!(v["upstream"], "");
         assert_eq!(v["bytes_in"], 10);
         assert_eq!(v["fault"], "upstream");
+        let mut out = Vec::new();
+        tcp_line(&mut out, &e, Format::Combined, &mut stamps);
         assert_eq!(
-            line(&entry, Format::Combined),
+            text(out),
             "::1 - - [07/Dec/2026:13:40:18 +0000] \"TCP 10010\" 502 20 \"-\" \"-\"\n"
         );
     }

@@ -1,9 +1,9 @@
 //! The access log (`[access_log]`): one line per HTTP request and per TCP connection.
 //!
-//! The data plane never waits on it: an entry goes into a bounded queue with `try_send`,
-//! and when the queue is full the entry is dropped and counted
-//! (`drover_access_log_dropped_total`). One writer thread formats the entries (`format`)
-//! and writes them in batches. A file is reopened on `reopen` (SIGUSR1) and when it has
+//! The data plane never waits on it: the request's own thread formats its line (`format`,
+//! straight from what the request kept, into one buffer) and puts it into a bounded queue
+//! with `try_send`; when the queue is full the line is dropped and counted
+//! (`drover_access_log_dropped_total`). One writer thread writes the lines in batches. A file is reopened on `reopen` (SIGUSR1) and when it has
 //! been moved away or deleted (logrotate without `copytruncate`), checked once a second.
 //! The file is opened by the writer thread too, so a path that blocks on open (a FIFO
 //! nobody reads, a hung network file system) stalls only the writer.
@@ -26,10 +26,18 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 
-pub use format::{Entry, FaultNote, Format, HttpEntry, TcpEntry, TlsNote};
+pub use format::{FaultNote, Format, HttpLine, TcpLine, TlsNote};
 
-/// Entries waiting for the writer; more are dropped. About 10 MiB of entries at most.
+/// Lines waiting for the writer; more are dropped. About 8 MiB of lines at most.
 const QUEUE: usize = 16 * 1024;
+
+/// Room for a usual line, so formatting one seldom grows its buffer.
+const LINE_CAPACITY: usize = 512;
+
+thread_local! {
+    /// Each thread's time texts of the current second.
+    static STAMPS: std::cell::RefCell<format::Stamps> = Default::default();
+}
 
 /// How often the writer looks whether its file was moved away.
 const MOVED_CHECK: Duration = Duration::from_secs(1);
@@ -61,7 +69,7 @@ pub struct AccessLog {
 /// One running writer. Dropping the last `Sink` ends its thread after it wrote the rest.
 struct Sink {
     config: AccessLogConfig,
-    queue: SyncSender<Entry>,
+    queue: SyncSender<Vec<u8>>,
     reopen: Arc<AtomicBool>,
 }
 
@@ -79,11 +87,24 @@ impl AccessLog {
         self.sink.load().is_some()
     }
 
-    /// Queues `entry`, or drops and counts it when the writer is behind.
-    pub fn log(&self, entry: Entry) {
+    /// Formats and queues the line of one HTTP request.
+    pub fn http(&self, line: &HttpLine) {
+        self.write(|out, format, stamps| format::http_line(out, line, format, stamps));
+    }
+
+    /// Formats and queues the line of one TCP connection.
+    pub fn tcp(&self, line: &TcpLine) {
+        self.write(|out, format, stamps| format::tcp_line(out, line, format, stamps));
+    }
+
+    /// Formats a line with `format_line` on this thread and queues it, or drops and counts
+    /// it when the writer is behind.
+    fn write(&self, format_line: impl FnOnce(&mut Vec<u8>, Format, &mut format::Stamps)) {
         let sink = self.sink.load();
         let Some(sink) = sink.as_ref() else { return };
-        match sink.queue.try_send(entry) {
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        STAMPS.with_borrow_mut(|stamps| format_line(&mut line, sink.config.format, stamps));
+        match sink.queue.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.inc();
@@ -114,7 +135,6 @@ impl AccessLog {
         let reopen = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             target: config.target.clone(),
-            format: config.format,
             reopen: reopen.clone(),
             warned: None,
         };
@@ -158,7 +178,6 @@ pub async fn follow_config(
 /// The writer thread's state.
 struct Writer {
     target: Target,
-    format: Format,
     reopen: Arc<AtomicBool>,
     /// When a failed write was last logged.
     warned: Option<std::time::Instant>,
@@ -175,19 +194,18 @@ enum Output {
 impl Writer {
     // A plain thread, outside any runtime: its own clock and blocking waits.
     #[allow(clippy::disallowed_methods)]
-    fn run(mut self, rx: Receiver<Entry>) {
+    fn run(mut self, rx: Receiver<Vec<u8>>) {
         let mut out = self.open();
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-        let mut stamps = format::Stamps::default();
         let mut checked = std::time::Instant::now();
         loop {
             match rx.recv_timeout(MOVED_CHECK) {
-                Ok(entry) => {
-                    format::write_line(&mut buf, &entry, self.format, &mut stamps);
+                Ok(line) => {
+                    buf.extend_from_slice(&line);
                     // Everything already queued goes in the same write.
                     while buf.len() < 60 * 1024 {
-                        let Ok(entry) = rx.try_recv() else { break };
-                        format::write_line(&mut buf, &entry, self.format, &mut stamps);
+                        let Ok(line) = rx.try_recv() else { break };
+                        buf.extend_from_slice(&line);
                     }
                     self.write(&mut out, &buf);
                     buf.clear();

@@ -6,18 +6,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 
-fn entry(port: u16) -> Entry {
-    Entry::Tcp(Box::new(TcpEntry {
+fn entry(port: u16) -> TcpLine<'static> {
+    TcpLine {
         start: SystemTime::now(),
         client: "127.0.0.1:40000".parse::<SocketAddr>().unwrap(),
         port,
-        route: "/db:10010".into(),
+        route: "/db:10010",
         upstream: Some("127.0.0.2:31000".parse().unwrap()),
         bytes_in: 1,
         bytes_out: 2,
         duration: Duration::from_millis(3),
         fault: None,
-    }))
+    }
 }
 
 fn counter() -> IntCounter {
@@ -64,11 +64,11 @@ fn off_until_configured_then_lines_reach_the_file() {
     let path = dir.join("access.log");
     let log = AccessLog::new(counter());
     assert!(!log.enabled());
-    log.log(entry(1)); // off: nothing is written, nothing counted
+    log.tcp(&entry(1)); // off: nothing is written, nothing counted
     log.configure(Some(&file_config(&path))).unwrap();
     assert!(log.enabled());
     for port in 2..=4 {
-        log.log(entry(port));
+        log.tcp(&entry(port));
     }
     assert_eq!(ports_in(&path, 3), [2, 3, 4]);
     assert_eq!(log.dropped.get(), 0);
@@ -82,28 +82,28 @@ fn a_moved_file_is_reopened_and_so_is_one_on_request() {
     let path = dir.join("access.log");
     let log = AccessLog::new(counter());
     log.configure(Some(&file_config(&path))).unwrap();
-    log.log(entry(1));
+    log.tcp(&entry(1));
     assert_eq!(ports_in(&path, 1), [1]);
     // logrotate: rename, then the writer finds the path gone within a second or two.
     let rotated = dir.join("access.log.1");
     std::fs::rename(&path, &rotated).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !path.exists() && Instant::now() < deadline {
-        log.log(entry(2));
+        log.tcp(&entry(2));
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(path.exists(), "the writer made a new file at the path");
-    log.log(entry(3));
+    log.tcp(&entry(3));
     assert!(ports_in(&path, 1).contains(&3));
     // SIGUSR1: rename again and ask; the next lines go to the new file.
     std::fs::rename(&path, dir.join("access.log.2")).unwrap();
     log.reopen();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !path.exists() && Instant::now() < deadline {
-        log.log(entry(4));
+        log.tcp(&entry(4));
         std::thread::sleep(Duration::from_millis(20));
     }
-    log.log(entry(5));
+    log.tcp(&entry(5));
     assert!(ports_in(&path, 1).contains(&5));
     assert_eq!(ports_in(&rotated, 1)[0], 1);
 }
@@ -121,7 +121,7 @@ fn a_blocked_writer_drops_and_counts_instead_of_stalling() {
     let extra = 500;
     let started = Instant::now();
     for port in 0..(QUEUE + extra) {
-        log.log(entry(port as u16));
+        log.tcp(&entry(port as u16));
     }
     let took = started.elapsed();
     assert_eq!(log.dropped.get(), extra as u64);

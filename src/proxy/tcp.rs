@@ -20,7 +20,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::{note_failure, DataPlane, Fault};
 use crate::accept::Gate;
-use crate::access_log::{Entry, FaultNote, TcpEntry};
+use crate::access_log::{FaultNote, TcpLine};
 use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::routing::pool::InFlight;
 use crate::routing::Route;
@@ -96,7 +96,7 @@ impl PortBytes {
 /// What one connection came to: for the byte counters and the access log.
 #[derive(Default)]
 struct Outcome {
-    route: Option<Arc<str>>,
+    route: Option<Arc<Route>>,
     upstream: Option<SocketAddr>,
     /// Client to backend.
     sent: u64,
@@ -130,17 +130,17 @@ async fn proxy(
     bytes.sent.inc_by(outcome.sent);
     bytes.received.inc_by(outcome.received);
     if let Some(start) = start {
-        plane.access_log.log(Entry::Tcp(Box::new(TcpEntry {
+        plane.access_log.tcp(&TcpLine {
             start,
             client: client_addr,
             port,
-            route: outcome.route.unwrap_or_else(|| Arc::from("")),
+            route: outcome.route.as_ref().map_or("", |r| r.log_name.as_str()),
             upstream: outcome.upstream,
             bytes_in: outcome.sent,
             bytes_out: outcome.received,
             duration: started.elapsed(),
-            fault: outcome.fault,
-        })));
+            fault: outcome.fault.as_ref(),
+        });
     }
 }
 
@@ -170,7 +170,7 @@ async fn serve(
             settings.and_then(|t| t.send_proxy_protocol),
         )
     };
-    outcome.route = Some(Arc::from(format!("{}:{}", route.app_id, route.port)));
+    outcome.route = Some(route.clone());
     let local = client.local_addr().unwrap_or(peer);
     let peer = if trusted.is_empty() {
         peer

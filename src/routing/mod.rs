@@ -117,6 +117,9 @@ pub struct Route {
     pub pool: Pool,
     pub stats: RouteStats,
     pub rules: HttpRules,
+    /// The access log's name: the app id and service port (`/shop/web:10001`), or an
+    /// alias's route name (`alias:mesos.example.com`).
+    pub log_name: String,
 }
 
 /// A path prefix on a vhost; the empty prefix matches every path.
@@ -358,6 +361,7 @@ pub fn compile(
             pool: Pool::new(backends, s.balance, eject),
             stats: stats(&s.name),
             rules: HttpRules::of(s),
+            log_name: format!("{}:{}", s.app_id, s.port),
         });
         if listen.is_some() {
             tcp.insert(s.port, route.clone());
@@ -487,6 +491,7 @@ fn alias_route(
         pool: Pool::leader(reuse_backends(old, &masters)),
         stats: stats(&name),
         rules: HttpRules::default(),
+        log_name: name.clone(),
         name,
     })
 }

@@ -3,21 +3,22 @@
 //! routed and forwarded, rides on the response body, and is logged when that body is done
 //! (or when the request is abandoned: the client left before the answer).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap};
-use hyper::Request;
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Uri, Version};
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
 use super::Conn;
-use crate::access_log::{AccessLog, Entry, FaultNote, HttpEntry};
+use crate::access_log::{FaultNote, HttpLine};
 use crate::proxy::Fault;
-use crate::routing::{Route, RouteKind};
+use crate::routing::Route;
 
 /// What forwarding learned of the backend side, for the access log.
 #[derive(Debug, Default)]
@@ -40,52 +41,49 @@ pub(super) struct Record {
     logged: Option<Logged>,
 }
 
-/// The access-log side, present only while the log is on.
+/// The access-log side, present only while the log is on. What the request said is kept
+/// as cheap clones (shared buffers), and the line is formatted once, when it is done.
 struct Logged {
-    log: AccessLog,
-    entry: Box<HttpEntry>,
+    conn: Arc<Conn>,
+    start: SystemTime,
     started: Instant,
-    /// Request body bytes, counted as the body streams to the backend.
-    body_in: Arc<AtomicU64>,
-    answered: bool,
+    method: Method,
+    uri: Uri,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    version: Version,
+    /// Request body bytes, counted as the body streams to the backend; `None` for a
+    /// request without a body.
+    body_in: Option<Arc<AtomicU64>>,
+    bytes_out: u64,
+    status: Option<u16>,
+    route: Option<Arc<Route>>,
+    fault: Option<FaultNote>,
 }
 
 impl Record {
-    pub fn start(conn: &Conn, req: &Request<Incoming>) -> Record {
+    pub fn start(conn: &Arc<Conn>, req: &Request<Incoming>) -> Record {
         let in_flight = conn.plane.metrics.http_in_flight.clone();
         in_flight.inc();
-        let log = &conn.plane.access_log;
-        let logged = log.enabled().then(|| Logged {
-            log: log.clone(),
-            entry: Box::new(HttpEntry {
+        let logged = conn.plane.access_log.enabled().then(|| {
+            let headers = req.headers();
+            Logged {
+                conn: conn.clone(),
                 start: SystemTime::now(),
-                client: conn.client,
+                started: Instant::now(),
                 method: req.method().clone(),
-                host: super::respond::request_host(req)
-                    .unwrap_or_default()
-                    .to_string(),
-                path: req
-                    .uri()
-                    .path_and_query()
-                    .map_or_else(|| req.uri().path().to_string(), |p| p.to_string()),
+                uri: req.uri().clone(),
+                host: headers.get(header::HOST).cloned(),
+                user_agent: headers.get(header::USER_AGENT).cloned(),
+                referer: headers.get(header::REFERER).cloned(),
                 version: req.version(),
-                status: 0,
-                upstream_status: None,
-                bytes_in: 0,
+                body_in: (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0))),
                 bytes_out: 0,
-                duration: Duration::ZERO,
-                upstream_time: None,
-                route: Arc::from(""),
-                upstream: None,
-                retries: 0,
+                status: None,
+                route: None,
                 fault: None,
-                tls: conn.tls.clone(),
-                user_agent: header_text(req.headers(), header::USER_AGENT),
-                referer: header_text(req.headers(), header::REFERER),
-            }),
-            started: Instant::now(),
-            body_in: Arc::new(AtomicU64::new(0)),
-            answered: false,
+            }
         });
         Record {
             in_flight,
@@ -99,29 +97,22 @@ impl Record {
 
     /// Where the request body's bytes are counted, while the log is on.
     pub fn body_counter(&self) -> Option<Arc<AtomicU64>> {
-        self.logged.as_ref().map(|l| l.body_in.clone())
+        self.logged.as_ref().and_then(|l| l.body_in.clone())
     }
 
     /// The answer is decided: its status, the route (if any), and whose fault a failure was.
-    pub fn answered(&mut self, status: u16, route: Option<&Route>, fault: Option<FaultNote>) {
-        let Some(logged) = &mut self.logged else {
-            return;
-        };
-        logged.answered = true;
-        let e = &mut logged.entry;
-        e.status = status;
-        e.route = route.map_or_else(|| Arc::from(""), |r| Arc::from(log_name(r)));
-        e.fault = fault;
-        e.upstream = self.exchange.upstream;
-        e.upstream_status = self.exchange.upstream_status;
-        e.upstream_time = self.exchange.upstream_time;
-        e.retries = self.exchange.retries;
+    pub fn answered(&mut self, status: u16, route: Option<&Arc<Route>>, fault: Option<FaultNote>) {
+        if let Some(logged) = &mut self.logged {
+            logged.status = Some(status);
+            logged.route = route.cloned();
+            logged.fault = fault;
+        }
     }
 
     /// `bytes` of the answer's body went to the client.
     pub fn sent(&mut self, bytes: usize) {
         if let Some(logged) = &mut self.logged {
-            logged.entry.bytes_out += bytes as u64;
+            logged.bytes_out += bytes as u64;
         }
     }
 }
@@ -129,36 +120,61 @@ impl Record {
 impl Drop for Record {
     fn drop(&mut self) {
         self.in_flight.dec();
-        let Some(mut logged) = self.logged.take() else {
+        let Some(logged) = self.logged.take() else {
             return;
         };
-        if !logged.answered {
-            // The client went away before the answer: nginx's 499.
-            logged.entry.status = 499;
-            logged.entry.fault = Some(FaultNote {
-                kind: Fault::Client,
-                reason: "client closed the connection before the answer".into(),
-            });
-            logged.entry.upstream = self.exchange.upstream;
-            logged.entry.retries = self.exchange.retries;
-        }
-        logged.entry.duration = logged.started.elapsed();
-        logged.entry.bytes_in = logged.body_in.load(Ordering::Relaxed);
-        logged.log.log(Entry::Http(logged.entry));
+        let gone;
+        let (status, fault) = match logged.status {
+            Some(status) => (status, logged.fault.as_ref()),
+            None => {
+                // The client went away before the answer: nginx's 499.
+                gone = FaultNote {
+                    kind: Fault::Client,
+                    reason: "client closed the connection before the answer".into(),
+                };
+                (499, Some(&gone))
+            }
+        };
+        let host = match &logged.host {
+            Some(h) => text(h),
+            None => Cow::Borrowed(logged.uri.authority().map_or("", |a| a.as_str())),
+        };
+        let path = logged
+            .uri
+            .path_and_query()
+            .map_or_else(|| logged.uri.path(), |p| p.as_str());
+        let user_agent = logged.user_agent.as_ref().map(text);
+        let referer = logged.referer.as_ref().map(text);
+        let conn = &logged.conn;
+        let exchange = &self.exchange;
+        conn.plane.access_log.http(&HttpLine {
+            start: logged.start,
+            client: conn.client,
+            method: logged.method.as_str(),
+            host: &host,
+            path,
+            version: logged.version,
+            status,
+            upstream_status: exchange.upstream_status,
+            bytes_in: logged
+                .body_in
+                .as_ref()
+                .map_or(0, |n| n.load(Ordering::Relaxed)),
+            bytes_out: logged.bytes_out,
+            duration: logged.started.elapsed(),
+            upstream_time: exchange.upstream_time,
+            route: logged.route.as_ref().map_or("", |r| r.log_name.as_str()),
+            upstream: exchange.upstream,
+            retries: exchange.retries,
+            fault,
+            tls: conn.tls.as_ref(),
+            user_agent: user_agent.as_deref().unwrap_or(""),
+            referer: referer.as_deref().unwrap_or(""),
+        });
     }
 }
 
-/// The access log's name of a route: the app id and service port (`/shop/web:10001`), or an
-/// alias's own name (`alias:mesos.example.com`).
-fn log_name(route: &Route) -> String {
-    match route.kind {
-        RouteKind::Alias { .. } => route.name.clone(),
-        _ => format!("{}:{}", route.app_id, route.port),
-    }
-}
-
-fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+/// A header's text; bytes that are not UTF-8 (obs-text) as replacement characters.
+fn text(value: &HeaderValue) -> Cow<'_, str> {
+    String::from_utf8_lossy(value.as_bytes())
 }
