@@ -325,7 +325,7 @@ fn http_json(out: &mut Vec<u8>, e: &HttpLine, stamps: &mut Stamps) {
     o.num("bytes_out", e.bytes_out);
     o.ms("duration_ms", e.duration);
     o.opt_ms("upstream_ms", e.upstream_time);
-    o.str("route", &e.route);
+    o.str("route", e.route);
     o.addr("upstream", e.upstream);
     o.num("retries", e.retries.into());
     o.str("fault", fault_kind(e.fault));
@@ -354,7 +354,7 @@ fn tcp_json(out: &mut Vec<u8>, e: &TcpLine, stamps: &mut Stamps) {
     o.ts(e.start, stamps);
     o.addr("client", Some(e.client));
     o.num("port", e.port.into());
-    o.str("route", &e.route);
+    o.str("route", e.route);
     o.addr("upstream", e.upstream);
     o.num("bytes_in", e.bytes_in);
     o.num("bytes_out", e.bytes_out);
