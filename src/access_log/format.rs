@@ -168,95 +168,83 @@ fn clf_time(rfc3339: &str) -> String {
     format!("{day}/{month}/{year}:{time} +0000")
 }
 
-/// A JSON object written field by field straight into the line buffer: the writer's hot
-/// loop, so no intermediate values and no formatting machinery.
-struct Object<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
+/// A line under construction: the constant text between values goes in as one piece
+/// (`","host":"`), each value as it is or escaped. The request's own thread runs this for
+/// every request while the log is on, so it avoids the formatting machinery.
+struct Line<'a>(&'a mut Vec<u8>);
 
-impl<'a> Object<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Object<'a> {
-        out.push(b'{');
-        Object { out, first: true }
+impl Line<'_> {
+    fn raw(&mut self, text: &str) -> &mut Self {
+        self.0.extend_from_slice(text.as_bytes());
+        self
     }
 
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
-        self.out
+    /// A JSON string's contents (the quotes are in the constant text around it).
+    fn esc(&mut self, value: &str) -> &mut Self {
+        json_escaped(self.0, value);
+        self
     }
 
-    fn str(&mut self, key: &str, value: &str) {
-        json_string(self.key(key), value);
+    fn num(&mut self, value: u64) -> &mut Self {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self
     }
 
-    fn num(&mut self, key: &str, value: u64) {
-        let out = self.key(key);
-        out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-    }
-
-    fn opt_num(&mut self, key: &str, value: Option<u64>) {
+    fn opt_num(&mut self, value: Option<u64>) -> &mut Self {
         match value {
-            Some(v) => self.num(key, v),
-            None => self.key(key).extend_from_slice(b"null"),
+            Some(v) => self.num(v),
+            None => self.raw("null"),
         }
     }
 
     /// Milliseconds with microseconds: `12.345`.
-    fn ms(&mut self, key: &str, d: Duration) {
-        let out = self.key(key);
-        write_ms(out, d);
+    fn ms(&mut self, d: Duration) -> &mut Self {
+        write_ms(self.0, d);
+        self
     }
 
-    fn opt_ms(&mut self, key: &str, d: Option<Duration>) {
+    fn opt_ms(&mut self, d: Option<Duration>) -> &mut Self {
         match d {
-            Some(d) => self.ms(key, d),
-            None => self.key(key).extend_from_slice(b"null"),
+            Some(d) => self.ms(d),
+            None => self.raw("null"),
         }
     }
 
-    /// An address as a string; `""` for none.
-    fn addr(&mut self, key: &str, addr: Option<SocketAddr>) {
-        let out = self.key(key);
-        out.push(b'"');
+    /// `ip:port`, nothing for none.
+    fn addr(&mut self, addr: Option<SocketAddr>) -> &mut Self {
         if let Some(a) = addr {
-            write_addr(out, a);
+            write_addr(self.0, a);
         }
-        out.push(b'"');
+        self
     }
 
-    fn ts(&mut self, t: SystemTime, stamps: &mut Stamps) {
+    /// `2026-12-07T13:40:18.250Z`
+    fn ts(&mut self, t: SystemTime, stamps: &mut Stamps) -> &mut Self {
         let millis = stamps.at(t);
-        let out = self.key("ts");
-        out.push(b'"');
-        out.extend_from_slice(stamps.iso.as_bytes());
-        out.push(b'.');
-        let mut digits = itoa::Buffer::new();
-        let text = digits.format(millis);
-        out.extend(std::iter::repeat_n(b'0', 3 - text.len()));
-        out.extend_from_slice(text.as_bytes());
-        out.extend_from_slice(b"Z\"");
-    }
-
-    fn end(self) {
-        self.out.extend_from_slice(b"}\n");
+        self.0.extend_from_slice(stamps.iso.as_bytes());
+        let digits = [
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ];
+        self.0.extend_from_slice(&digits);
+        self
     }
 }
 
 fn write_ms(out: &mut Vec<u8>, d: Duration) {
     let micros = d.as_micros() as u64;
-    let mut digits = itoa::Buffer::new();
-    out.extend_from_slice(digits.format(micros / 1000).as_bytes());
-    out.push(b'.');
-    let frac = digits.format(micros % 1000);
-    out.extend(std::iter::repeat_n(b'0', 3 - frac.len()));
-    out.extend_from_slice(frac.as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let frac = (micros % 1000) as u16;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 /// `ip:port` (`[v6]:port`) without the formatting machinery for the usual IPv4.
@@ -264,11 +252,12 @@ fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     let mut digits = itoa::Buffer::new();
     match addr {
         SocketAddr::V4(a) => {
-            for (i, octet) in a.ip().octets().iter().enumerate() {
+            let [a1, a2, a3, a4] = a.ip().octets();
+            for (i, octet) in [a1, a2, a3, a4].into_iter().enumerate() {
                 if i > 0 {
                     out.push(b'.');
                 }
-                out.extend_from_slice(digits.format(*octet).as_bytes());
+                out.extend_from_slice(digits.format(octet).as_bytes());
             }
         }
         SocketAddr::V6(a) => {
@@ -280,14 +269,28 @@ fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     out.extend_from_slice(digits.format(addr.port()).as_bytes());
 }
 
-/// A JSON string (RFC 8259): `"` and `\` escaped, control characters as `\u00XX`; the
-/// rest (valid UTF-8) as it is. Most values need no escape and are copied at once.
-fn json_string(out: &mut Vec<u8>, value: &str) {
-    out.push(b'"');
+/// Bytes a JSON string cannot hold as they are: `"`, `\` and control characters.
+const fn escapes() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+}
+static ESCAPE: [bool; 256] = escapes();
+
+/// A JSON string's contents (RFC 8259): `"` and `\` escaped, control characters as
+/// `\u00XX`; the rest (valid UTF-8) as it is. Most values need no escape and are copied
+/// in one piece.
+fn json_escaped(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     let mut from = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
+        if !ESCAPE[b as usize] {
             continue;
         }
         out.extend_from_slice(&bytes[from..i]);
@@ -299,72 +302,95 @@ fn json_string(out: &mut Vec<u8>, value: &str) {
             b'\t' => out.extend_from_slice(b"\\t"),
             _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ]);
             }
         }
         from = i + 1;
     }
     out.extend_from_slice(&bytes[from..]);
-    out.push(b'"');
 }
 
 fn http_json(out: &mut Vec<u8>, e: &HttpLine, stamps: &mut Stamps) {
-    let mut o = Object::new(out);
-    o.str("type", "http");
-    o.ts(e.start, stamps);
-    o.addr("client", Some(e.client));
-    o.str("method", e.method);
-    o.str("host", e.host);
-    o.str("path", e.path);
-    o.str("proto", proto(e.version));
-    o.num("status", e.status.into());
-    o.opt_num("upstream_status", e.upstream_status.map(u64::from));
-    o.num("bytes_in", e.bytes_in);
-    o.num("bytes_out", e.bytes_out);
-    o.ms("duration_ms", e.duration);
-    o.opt_ms("upstream_ms", e.upstream_time);
-    o.str("route", e.route);
-    o.addr("upstream", e.upstream);
-    o.num("retries", e.retries.into());
-    o.str("fault", fault_kind(e.fault));
-    o.str(
-        "fault_reason",
-        e.fault.as_ref().map_or("", |f| f.reason.as_str()),
-    );
-    match &e.tls {
-        Some(t) => {
-            let out = o.key("tls");
-            let mut tls = Object::new(out);
-            tls.str("version", t.version);
-            tls.str("sni", t.sni.as_deref().unwrap_or(""));
-            tls.out.push(b'}');
-        }
-        None => o.key("tls").extend_from_slice(b"null"),
-    }
-    o.str("user_agent", e.user_agent);
-    o.str("referer", e.referer);
-    o.end();
+    let mut l = Line(out);
+    l.raw(r#"{"type":"http","ts":""#)
+        .ts(e.start, stamps)
+        .raw(r#"","client":""#)
+        .addr(Some(e.client))
+        .raw(r#"","method":""#)
+        .esc(e.method)
+        .raw(r#"","host":""#)
+        .esc(e.host)
+        .raw(r#"","path":""#)
+        .esc(e.path)
+        .raw(r#"","proto":""#)
+        .raw(proto(e.version))
+        .raw(r#"","status":"#)
+        .num(e.status.into())
+        .raw(r#","upstream_status":"#)
+        .opt_num(e.upstream_status.map(u64::from))
+        .raw(r#","bytes_in":"#)
+        .num(e.bytes_in)
+        .raw(r#","bytes_out":"#)
+        .num(e.bytes_out)
+        .raw(r#","duration_ms":"#)
+        .ms(e.duration)
+        .raw(r#","upstream_ms":"#)
+        .opt_ms(e.upstream_time)
+        .raw(r#","route":""#)
+        .esc(e.route)
+        .raw(r#"","upstream":""#)
+        .addr(e.upstream)
+        .raw(r#"","retries":"#)
+        .num(e.retries.into())
+        .raw(r#","fault":""#)
+        .raw(fault_kind(e.fault))
+        .raw(r#"","fault_reason":""#)
+        .esc(e.fault.map_or("", |f| f.reason.as_str()));
+    match e.tls {
+        Some(t) => l
+            .raw(r#"","tls":{"version":""#)
+            .raw(t.version)
+            .raw(r#"","sni":""#)
+            .esc(t.sni.as_deref().unwrap_or(""))
+            .raw(r#""},"user_agent":""#),
+        None => l.raw(r#"","tls":null,"user_agent":""#),
+    };
+    l.esc(e.user_agent)
+        .raw(r#"","referer":""#)
+        .esc(e.referer)
+        .raw("\"}\n");
 }
 
 fn tcp_json(out: &mut Vec<u8>, e: &TcpLine, stamps: &mut Stamps) {
-    let mut o = Object::new(out);
-    o.str("type", "tcp");
-    o.ts(e.start, stamps);
-    o.addr("client", Some(e.client));
-    o.num("port", e.port.into());
-    o.str("route", e.route);
-    o.addr("upstream", e.upstream);
-    o.num("bytes_in", e.bytes_in);
-    o.num("bytes_out", e.bytes_out);
-    o.ms("duration_ms", e.duration);
-    o.str("fault", fault_kind(e.fault));
-    o.str(
-        "fault_reason",
-        e.fault.as_ref().map_or("", |f| f.reason.as_str()),
-    );
-    o.end();
+    Line(out)
+        .raw(r#"{"type":"tcp","ts":""#)
+        .ts(e.start, stamps)
+        .raw(r#"","client":""#)
+        .addr(Some(e.client))
+        .raw(r#"","port":"#)
+        .num(e.port.into())
+        .raw(r#","route":""#)
+        .esc(e.route)
+        .raw(r#"","upstream":""#)
+        .addr(e.upstream)
+        .raw(r#"","bytes_in":"#)
+        .num(e.bytes_in)
+        .raw(r#","bytes_out":"#)
+        .num(e.bytes_out)
+        .raw(r#","duration_ms":"#)
+        .ms(e.duration)
+        .raw(r#","fault":""#)
+        .raw(fault_kind(e.fault))
+        .raw(r#"","fault_reason":""#)
+        .esc(e.fault.map_or("", |f| f.reason.as_str()))
+        .raw("\"}\n");
 }
 
 fn fault_kind(fault: Option<&FaultNote>) -> &'static str {
