@@ -582,7 +582,11 @@ async fn control_plane(
             .instrument(tracing::info_span!("access_log")),
     );
     if options.handle_signals {
-        tokio::spawn(signals(shutdown.clone(), reread.clone(), access_log));
+        tokio::spawn(signals(
+            shutdown.clone(),
+            reread.clone(),
+            access_log.clone(),
+        ));
     }
 
     shutdown.triggered().await;
@@ -601,6 +605,8 @@ async fn control_plane(
             "drain deadline passed; closing what is left"
         );
     }
+    // The access log's last lines (it writes every 100 ms) before the process ends.
+    let _ = tokio::task::spawn_blocking(move || access_log.close()).await;
     drop(config_tx);
     drop(reread);
     clean

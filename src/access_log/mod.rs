@@ -1,9 +1,11 @@
 //! The access log (`[access_log]`): one line per HTTP request and per TCP connection.
 //!
 //! The data plane never waits on it: the request's own thread formats its line (`format`,
-//! straight from what the request kept, into one buffer) and puts it into a bounded queue
-//! with `try_send`; when the queue is full the line is dropped and counted
-//! (`drover_access_log_dropped_total`). One writer thread writes the lines in batches. A file is reopened on `reopen` (SIGUSR1) and when it has
+//! straight from what the request kept) at the end of its thread's buffer (a shard; one
+//! lock that only that thread and, every 100 ms, the writer take). One writer thread takes
+//! each shard's lines whole and writes them; a shard over 64 KiB wakes it early. A shard
+//! that has reached 2 MiB means the writer is stuck (a disk that stalls): further lines are
+//! dropped and counted (`drover_access_log_dropped_total`) until it catches up. A file is reopened on `reopen` (SIGUSR1) and when it has
 //! been moved away or deleted (logrotate without `copytruncate`), checked once a second.
 //! The file is opened by the writer thread too, so a path that blocks on open (a FIFO
 //! nobody reads, a hung network file system) stalls only the writer.
@@ -14,9 +16,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -28,16 +31,33 @@ use crate::shutdown::Shutdown;
 
 pub use format::{FaultNote, Format, HttpLine, TcpLine, TlsNote};
 
-/// Lines waiting for the writer; more are dropped. About 8 MiB of lines at most.
-const QUEUE: usize = 16 * 1024;
+/// Buffers lines are appended to, one per thread (threads beyond this share).
+const SHARDS: usize = 8;
 
-/// Room for a usual line, so formatting one seldom grows its buffer.
-const LINE_CAPACITY: usize = 512;
+/// How long a line may wait in its shard before the writer takes it.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// A shard this full wakes the writer at once.
+const WAKE_AT: usize = 64 * 1024;
+
+/// A shard this full means the writer is stuck: further lines are dropped (and counted).
+const SHARD_MAX: usize = 2 * 1024 * 1024;
+
+/// How long `close` waits for the writer's last write.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 thread_local! {
     /// Each thread's time texts of the current second.
     static STAMPS: std::cell::RefCell<format::Stamps> = Default::default();
+    /// Each thread's shard, handed out in turn.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS
+    };
 }
+
+/// The buffers lines wait in, shared by the data plane and the writer.
+type Shards = [Mutex<Vec<u8>>; SHARDS];
 
 /// How often the writer looks whether its file was moved away.
 const MOVED_CHECK: Duration = Duration::from_secs(1);
@@ -69,8 +89,12 @@ pub struct AccessLog {
 /// One running writer. Dropping the last `Sink` ends its thread after it wrote the rest.
 struct Sink {
     config: AccessLogConfig,
-    queue: SyncSender<Vec<u8>>,
+    shards: Arc<Shards>,
+    /// Wakes the writer before its next tick; dropped, it tells the writer to finish.
+    wake: SyncSender<()>,
     reopen: Arc<AtomicBool>,
+    /// Said by the writer once it wrote its last lines and ended.
+    done: Mutex<Receiver<()>>,
 }
 
 impl AccessLog {
@@ -97,18 +121,44 @@ impl AccessLog {
         self.write(|out, format, stamps| format::tcp_line(out, line, format, stamps));
     }
 
-    /// Formats a line with `format_line` on this thread and queues it, or drops and counts
-    /// it when the writer is behind.
+    /// Formats a line with `format_line` at the end of this thread's shard, or drops and
+    /// counts it when the writer is stuck.
     fn write(&self, format_line: impl FnOnce(&mut Vec<u8>, Format, &mut format::Stamps)) {
         let sink = self.sink.load();
         let Some(sink) = sink.as_ref() else { return };
-        let mut line = Vec::with_capacity(LINE_CAPACITY);
-        STAMPS.with_borrow_mut(|stamps| format_line(&mut line, sink.config.format, stamps));
-        match sink.queue.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.inc();
-            }
+        let shard = &sink.shards[SHARD.with(|s| *s)];
+        let mut buf = shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = buf.len();
+        if before >= SHARD_MAX {
+            drop(buf);
+            self.dropped.inc();
+            return;
+        }
+        STAMPS.with_borrow_mut(|stamps| format_line(&mut buf, sink.config.format, stamps));
+        let wake = before < WAKE_AT && buf.len() >= WAKE_AT;
+        drop(buf);
+        if wake {
+            // Full means a wake is already pending.
+            let _ = sink.wake.try_send(());
+        }
+    }
+
+    /// Turns the log off and waits (up to 2 s) for the writer to write what it has: at
+    /// exit, so the last lines are not lost.
+    pub fn close(&self) {
+        let Some(sink) = self.sink.swap(None) else {
+            return;
+        };
+        let done = std::mem::replace(
+            &mut *sink.done.lock().unwrap_or_else(|p| p.into_inner()),
+            mpsc::channel().1,
+        );
+        // The writer finishes once the last reference to its sink is gone.
+        drop(sink);
+        if done.recv_timeout(CLOSE_WAIT) == Err(RecvTimeoutError::Timeout) {
+            warn!("the access log writer did not finish in time; its last lines may be lost");
         }
     }
 
@@ -131,20 +181,28 @@ impl AccessLog {
             info!("access log off");
             return Ok(());
         };
-        let (queue, rx) = mpsc::sync_channel(QUEUE);
+        let (wake, wakes) = mpsc::sync_channel(1);
+        let (done_tx, done) = mpsc::channel();
         let reopen = Arc::new(AtomicBool::new(false));
+        let shards: Arc<Shards> = Arc::new(std::array::from_fn(|_| Mutex::new(Vec::new())));
         let writer = Writer {
             target: config.target.clone(),
             reopen: reopen.clone(),
             warned: None,
         };
+        let taken = shards.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                writer.run(&taken, wakes);
+                let _ = done_tx.send(());
+            })?;
         self.sink.store(Some(Arc::new(Sink {
             config: config.clone(),
-            queue,
+            shards,
+            wake,
             reopen,
+            done: Mutex::new(done),
         })));
         match &config.target {
             Target::Stdout => info!(format = %config.format, "access log to stdout"),
@@ -194,24 +252,32 @@ enum Output {
 impl Writer {
     // A plain thread, outside any runtime: its own clock and blocking waits.
     #[allow(clippy::disallowed_methods)]
-    fn run(mut self, rx: Receiver<Vec<u8>>) {
+    fn run(mut self, shards: &Shards, wakes: Receiver<()>) {
         let mut out = self.open();
-        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut spare: Vec<u8> = Vec::new();
         let mut checked = std::time::Instant::now();
         loop {
-            match rx.recv_timeout(MOVED_CHECK) {
-                Ok(line) => {
-                    buf.extend_from_slice(&line);
-                    // Everything already queued goes in the same write.
-                    while buf.len() < 60 * 1024 {
-                        let Ok(line) = rx.try_recv() else { break };
-                        buf.extend_from_slice(&line);
-                    }
-                    self.write(&mut out, &buf);
-                    buf.clear();
+            let last = matches!(
+                wakes.recv_timeout(FLUSH_EVERY),
+                Err(RecvTimeoutError::Disconnected)
+            );
+            for shard in shards {
+                // Only a swap under the lock: the data plane is never kept waiting on I/O.
+                std::mem::swap(
+                    &mut *shard.lock().unwrap_or_else(|p| p.into_inner()),
+                    &mut spare,
+                );
+                if !spare.is_empty() {
+                    self.write(&mut out, &spare);
+                    spare.clear();
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                // A burst's big buffer is not kept for ever.
+                if spare.capacity() > 4 * WAKE_AT {
+                    spare = Vec::new();
+                }
+            }
+            if last {
+                return;
             }
             let asked = self.reopen.swap(false, Ordering::AcqRel);
             if asked || checked.elapsed() >= MOVED_CHECK {
