@@ -247,26 +247,45 @@ fn write_ms(out: &mut Vec<u8>, d: Duration) {
     ]);
 }
 
-/// `ip:port` (`[v6]:port`) without the formatting machinery for the usual IPv4.
+/// `ip:port` (`[v6]:port`) without the formatting machinery for the usual IPv4: the text
+/// is put together on the stack and appended once.
 fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
-    let mut digits = itoa::Buffer::new();
     match addr {
         SocketAddr::V4(a) => {
-            let [a1, a2, a3, a4] = a.ip().octets();
-            for (i, octet) in [a1, a2, a3, a4].into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(digits.format(octet).as_bytes());
+            let mut text = [0u8; 21];
+            let mut n = 0;
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
+                n = put_decimal(&mut text, n, octet.into());
+                text[n] = if i < 3 { b'.' } else { b':' };
+                n += 1;
             }
+            n = put_decimal(&mut text, n, a.port().into());
+            out.extend_from_slice(&text[..n]);
         }
         SocketAddr::V6(a) => {
             use std::io::Write as _;
-            let _ = write!(out, "[{}]", a.ip());
+            let _ = write!(out, "[{}]:{}", a.ip(), a.port());
         }
     }
-    out.push(b':');
-    out.extend_from_slice(digits.format(addr.port()).as_bytes());
+}
+
+/// Writes `value` in decimal into `text` at `at`; returns where it ended.
+fn put_decimal(text: &mut [u8], at: usize, value: u32) -> usize {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    let mut v = value;
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        text[at + i] = *d;
+    }
+    at + len
 }
 
 /// Bytes a JSON string cannot hold as they are: `"`, `\` and control characters.
@@ -431,15 +450,18 @@ fn quoted(out: &mut Vec<u8>, value: &str) {
 /// `addr - - [time] "` for both kinds of line.
 fn combined_start(out: &mut Vec<u8>, client: SocketAddr, start: SystemTime, stamps: &mut Stamps) {
     stamps.at(start);
-    let mut digits = itoa::Buffer::new();
     match client {
         SocketAddr::V4(a) => {
-            for (i, octet) in a.ip().octets().iter().enumerate() {
+            let mut text = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in a.ip().octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
-                out.extend_from_slice(digits.format(*octet).as_bytes());
+                n = put_decimal(&mut text, n, octet.into());
             }
+            out.extend_from_slice(&text[..n]);
         }
         SocketAddr::V6(a) => out.extend_from_slice(a.ip().to_string().as_bytes()),
     }
