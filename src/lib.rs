@@ -19,8 +19,10 @@
 //!              -> ZoneWriter;  ZoneReader -> dns::server (UDP fast path, hickory, TCP)
 //!  health::monitor: probes alias masters and checked backends, sets the pools' flags;
 //!                   the proxies send it their ejections (EjectionSender)
-//!  admin: a read-only AdminView of all of the above; metrics: one registry, every stage
-//!  access_log: the proxies queue one entry per request or connection; one writer thread
+//!  admin: a read-only AdminView of all of the above (status page, /debug/routes,
+//!         marathon-lb's endpoints); its one write is a Reread request, as SIGHUP's
+//!  metrics: one registry, every stage; access_log: each proxy thread formats one line per
+//!         request or connection into its own buffer, one writer thread writes them
 //! ```
 //!
 //! Nothing under `dns` or `routing` imports a source: they read the catalog only.
