@@ -7,6 +7,7 @@ mod access_log;
 mod admin;
 mod alias;
 mod cli;
+mod deploy;
 mod dns;
 mod dns_hostile;
 mod docs;
