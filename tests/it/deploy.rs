@@ -31,12 +31,18 @@ fn the_marathon_app_runs_one_drover_per_public_agent() {
     let check = &app.health_checks[0];
     assert_eq!(check.protocol.as_deref(), Some("MESOS_HTTP"));
     assert!(
-        matches!(check.path.as_deref(), Some("/_haproxy_health_check" | "/readyz")),
+        matches!(
+            check.path.as_deref(),
+            Some("/_haproxy_health_check" | "/readyz")
+        ),
         "{check:?}"
     );
 
     let v = marathon_app();
-    assert_eq!(v["acceptedResourceRoles"], serde_json::json!(["slave_public"]));
+    assert_eq!(
+        v["acceptedResourceRoles"],
+        serde_json::json!(["slave_public"])
+    );
     assert!(v["constraints"]
         .as_array()
         .unwrap()
@@ -57,7 +63,10 @@ fn the_marathon_app_runs_one_drover_per_public_agent() {
     let index = check.port_index.unwrap() as usize;
     assert_eq!(ports[index], admin);
     assert_eq!(port_of(env["DROVER_HTTP__LISTEN"].as_str().unwrap()), 80);
-    assert_eq!(port_of(env["DROVER_HTTP__APPID_LISTEN"].as_str().unwrap()), 9091);
+    assert_eq!(
+        port_of(env["DROVER_HTTP__APPID_LISTEN"].as_str().unwrap()),
+        9091
+    );
     assert_eq!(env["DROVER_MARATHON__URLS"], "http://marathon.mesos:8080");
     assert_eq!(env["DROVER_MARATHON__GROUPS"], "external");
 
@@ -67,7 +76,9 @@ fn the_marathon_app_runs_one_drover_per_public_agent() {
     let grace = v["taskKillGracePeriodSeconds"].as_u64().unwrap();
     assert!(grace > drain.as_secs(), "grace {grace}s, drain {drain:?}");
     // Rolling upgrades keep at least half of the instances serving.
-    let keep = v["upgradeStrategy"]["minimumHealthCapacity"].as_f64().unwrap();
+    let keep = v["upgradeStrategy"]["minimumHealthCapacity"]
+        .as_f64()
+        .unwrap();
     assert!((0.5..1.0).contains(&keep), "{keep}");
 }
 
@@ -91,9 +102,8 @@ fn the_dockerfile_runs_the_release_binary_as_the_marathon_app_expects() {
         "the build stage builds the release binary"
     );
     let stage = runtime_stage(&dockerfile);
-    let find = |word: &str| -> Vec<&String> {
-        stage.iter().filter(|l| l.starts_with(word)).collect()
-    };
+    let find =
+        |word: &str| -> Vec<&String> { stage.iter().filter(|l| l.starts_with(word)).collect() };
     let copy = find("COPY");
     assert_eq!(copy.len(), 1, "{copy:?}");
     assert!(
@@ -102,7 +112,10 @@ fn the_dockerfile_runs_the_release_binary_as_the_marathon_app_expects() {
     );
     let user = find("USER");
     assert_eq!(user.len(), 1);
-    assert!(!["USER root", "USER 0"].contains(&user[0].as_str()), "{user:?}");
+    assert!(
+        !["USER root", "USER 0"].contains(&user[0].as_str()),
+        "{user:?}"
+    );
     // The ports are the Marathon app's.
     let exposed: Vec<u64> = find("EXPOSE")[0]
         .split_whitespace()
@@ -128,7 +141,9 @@ fn the_dockerfile_runs_the_release_binary_as_the_marathon_app_expects() {
     // The health check asks /readyz on the admin port the Marathon app configures.
     let admin = port_of(app["env"]["DROVER_ADMIN__LISTEN"].as_str().unwrap());
     assert!(
-        stage.iter().any(|l| l.contains(&format!("127.0.0.1:{admin}/readyz"))),
+        stage
+            .iter()
+            .any(|l| l.contains(&format!("127.0.0.1:{admin}/readyz"))),
         "{stage:#?}"
     );
     // The non-root user may bind port 80: the capability is set on the binary.

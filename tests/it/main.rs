@@ -17,6 +17,7 @@ mod fuzz_corpus;
 mod health;
 mod http;
 mod http_hostile;
+mod instances;
 mod labels;
 mod marathon;
 mod mesos;
