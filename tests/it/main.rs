@@ -10,6 +10,7 @@ mod cli;
 mod dns;
 mod dns_hostile;
 mod docs;
+mod env_config;
 mod fake_marathon;
 mod fake_masters;
 mod fuzz_corpus;
