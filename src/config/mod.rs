@@ -2,6 +2,10 @@
 //! (`SocketAddr`, `Duration`, `PortRange`, `HostName`), defaults applied, and every problem
 //! in the file collected into one `ConfigError`, each naming its key path and the bad value.
 //!
+//! The file may be absent, and `DROVER_<SECTION>__<KEY>` variables go over it (`env`):
+//! `Config::load_layered` builds one TOML table from both and checks it as a file's, each
+//! problem about a variable's value naming the variable.
+//!
 //! Parsing goes section by section so that a mistake in one section does not hide the
 //! mistakes in the others. What the file means at run time is left to `control`.
 
