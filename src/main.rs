@@ -5,16 +5,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use drover::config::{Config, LogConfig, LogFormat};
+use drover::config::{Config, Env, LogConfig, LogFormat, Origins};
 use drover::server::{Options, Server};
 
 /// Fronts a Mesos/Marathon cluster: Host-routing HTTP proxy, TCP service ports, metrics.
 #[derive(Parser)]
 #[command(name = "drover", version, about)]
 struct Cli {
-    /// The config file (TOML).
-    #[arg(long, short, global = true, default_value = "drover.toml")]
-    config: PathBuf,
+    /// The config file (TOML). Without the flag: drover.toml in the working directory if
+    /// there is one, else none. DROVER_<SECTION>__<KEY> variables go over it either way.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -23,17 +24,85 @@ struct Cli {
 enum Command {
     /// Validate the config and its catalog file; print every problem; exit 1 if any.
     Check,
+    /// Print the effective configuration as TOML, each value with its origin (file, env,
+    /// default), secret file paths redacted.
+    Config,
 }
+
+/// The file read when `--config` is not given, if it exists.
+const DEFAULT_FILE: &str = "drover.toml";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let file = cli
+        .config
+        .or_else(|| Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file()));
+    let env = Env::from_process();
     match cli.command {
         Some(Command::Check) => {
             init_logging(&LogConfig::default());
-            check(&cli.config)
+            check(file.as_deref(), &env)
         }
-        None => run(&cli.config),
+        Some(Command::Config) => show(file.as_deref(), &env),
+        None => run(file.as_deref(), &env),
     }
+}
+
+/// The configuration from `file` (if any) with the environment over it, or its problems
+/// printed. With `required`, nothing at all (no file, no variable) is refused: a Drover
+/// with every feature off would serve nothing.
+fn load(file: Option<&Path>, env: &Env, required: bool) -> Result<(Config, Origins), ExitCode> {
+    if required && file.is_none() && env.is_empty() {
+        eprintln!(
+            "drover: no configuration: no --config, no {DEFAULT_FILE} in the working directory \
+             and no DROVER_<SECTION>__<KEY> variables (see docs/configuration.md)"
+        );
+        return Err(ExitCode::FAILURE);
+    }
+    Config::load_layered(file, env).map_err(|e| {
+        // A catalog file's `[[app]]` would read as an unknown section: say what it is.
+        match file.and_then(catalog_file_hint) {
+            Some(hint) => eprintln!("{hint}"),
+            None => eprintln!("{e}"),
+        }
+        ExitCode::FAILURE
+    })
+}
+
+/// What the configuration is read from, for people: the file and the variables' names.
+fn sources(file: Option<&Path>, env: &Env) -> String {
+    let vars: Vec<&str> = env.names().collect();
+    match (file, vars.is_empty()) {
+        (Some(f), true) => f.display().to_string(),
+        (Some(f), false) => format!("{} with {}", f.display(), vars.join(", ")),
+        (None, _) => format!("the environment ({})", vars.join(", ")),
+    }
+}
+
+/// `drover config`: the effective configuration with origins on stdout.
+fn show(file: Option<&Path>, env: &Env) -> ExitCode {
+    for note in env.notes() {
+        eprintln!("drover: {note}");
+    }
+    let (config, origins) = match load(file, env, false) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let vars: Vec<&str> = env.names().collect();
+    println!(
+        "# Config file: {}\n# Variables: {}",
+        file.map_or("none".to_string(), |f| f.display().to_string()),
+        if vars.is_empty() {
+            "none".to_string()
+        } else {
+            vars.join(", ")
+        }
+    );
+    print!(
+        "{}",
+        drover::config::render::render_with_origins(&config, &origins)
+    );
+    ExitCode::SUCCESS
 }
 
 /// Drover's own log lines on stderr, as `[log]` asks: the filter from `RUST_LOG`, else
@@ -62,18 +131,15 @@ fn init_logging(log: &LogConfig) {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            // A catalog file's `[[app]]` would read as an unknown section: say what it is.
-            match catalog_file_hint(path) {
-                Some(hint) => eprintln!("{hint}"),
-                None => eprintln!("{e}"),
-            }
-            return ExitCode::FAILURE;
-        }
+fn check(file: Option<&Path>, env: &Env) -> ExitCode {
+    for note in env.notes() {
+        eprintln!("drover: {note}");
+    }
+    let config = match load(file, env, true) {
+        Ok((c, _)) => c,
+        Err(code) => return code,
     };
+    let label = sources(file, env);
     // Files the sources read only once they run: a missing one must fail the check, not
     // pass it and then disable its source at run time.
     let mut problems: Vec<String> = unreadable_files(&config);
@@ -108,12 +174,11 @@ fn check(path: &Path) -> ExitCode {
         }
     }
     if problems.is_empty() {
-        println!("{}: ok", path.display());
+        println!("{label}: ok");
         ExitCode::SUCCESS
     } else {
         eprintln!(
-            "{}: {} problem{}",
-            path.display(),
+            "{label}: {} problem{}",
             problems.len(),
             if problems.len() == 1 { "" } else { "s" }
         );
@@ -188,23 +253,21 @@ fn unreadable_files(config: &Config) -> Vec<String> {
     problems
 }
 
-fn run(path: &Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => {
+fn run(file: Option<&Path>, env: &Env) -> ExitCode {
+    let config = match load(file, env, true) {
+        Ok((c, _)) => {
             init_logging(&c.log);
+            for note in env.notes() {
+                tracing::warn!("{note}");
+            }
+            tracing::info!(from = %sources(file, env), "configuration read");
             c
         }
-        Err(e) => {
-            // A catalog file's `[[app]]` would read as an unknown section: say what it is.
-            match catalog_file_hint(path) {
-                Some(hint) => eprintln!("{hint}"),
-                None => eprintln!("{e}"),
-            }
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let options = Options {
-        config_path: Some(path.to_path_buf()),
+        // With no file there is nothing to watch; the environment does not change.
+        config_path: file.map(Path::to_path_buf),
         handle_signals: true,
     };
     match Server::start(config, options) {

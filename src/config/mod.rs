@@ -2,16 +2,22 @@
 //! (`SocketAddr`, `Duration`, `PortRange`, `HostName`), defaults applied, and every problem
 //! in the file collected into one `ConfigError`, each naming its key path and the bad value.
 //!
+//! The file may be absent, and `DROVER_<SECTION>__<KEY>` variables go over it (`env`):
+//! `Config::load_layered` builds one TOML table from both and checks it as a file's, each
+//! problem about a variable's value naming the variable.
+//!
 //! Parsing goes section by section so that a mistake in one section does not hide the
 //! mistakes in the others. What the file means at run time is left to `control`.
 
 mod check;
 mod check_logs;
+pub mod env;
 pub mod file;
 pub mod reload;
 pub mod render;
 
 use check::Checker;
+pub use env::{Env, Origin, Origins};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -323,14 +329,7 @@ impl Config {
     /// Reads and validates a config file. Relative paths inside it are taken from the
     /// file's own directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            problems: vec![Problem {
-                path: format!("--config {}", path.display()),
-                value: String::new(),
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
+        let text = read(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|problems| ConfigError {
             file: path.to_path_buf(),
@@ -338,22 +337,53 @@ impl Config {
         })
     }
 
+    /// The configuration from an optional file with the `DROVER_*` variables of `env` over
+    /// it (see `env`), and where each value came from. Relative paths in the file are
+    /// taken from its directory, in variables from `env`'s working directory. With no file,
+    /// the errors are labelled as the environment's.
+    pub fn load_layered(file: Option<&Path>, env: &Env) -> Result<(Config, Origins), ConfigError> {
+        let (mut table, base, label) = match file {
+            Some(path) => {
+                let text = read(path)?;
+                let table = toml_table(&text).map_err(|problems| ConfigError {
+                    file: path.to_path_buf(),
+                    problems,
+                })?;
+                let base = path.parent().unwrap_or(Path::new("."));
+                (table, base, path.to_path_buf())
+            }
+            None => (
+                toml::Table::new(),
+                env.cwd(),
+                PathBuf::from("the DROVER_* environment"),
+            ),
+        };
+        let overlay = env::overlay(&mut table, env);
+        let mut problems = overlay.problems.clone();
+        let checked = Config::check(table, base);
+        if let Err(p) = &checked {
+            problems.extend(p.iter().cloned());
+        }
+        overlay.name_variables(&mut problems);
+        match checked {
+            Ok(config) if problems.is_empty() => Ok((config, overlay.origins)),
+            _ => Err(ConfigError {
+                file: label,
+                problems,
+            }),
+        }
+    }
+
     /// Validates config text; `base` is the directory relative paths start from.
     pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+        Config::check(toml_table(text)?, base)
+    }
+
+    /// Validates a parsed config table, section by section.
+    fn check(mut table: toml::Table, base: &Path) -> Result<Config, Vec<Problem>> {
         let mut c = Checker {
             problems: Vec::new(),
             base,
-        };
-        let mut table: toml::Table = match text.parse() {
-            Ok(t) => t,
-            Err(e) => {
-                c.problem("", "", format!("not valid TOML: {}", e.message()));
-                if let Some(span) = e.span() {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    c.problems[0].path = format!("line {line}");
-                }
-                return Err(c.problems);
-            }
         };
         const SECTIONS: [&str; 13] = [
             "http",
@@ -446,6 +476,33 @@ impl Config {
             Err(c.problems)
         }
     }
+}
+
+/// A config file's text; a file that cannot be read is named by the flag that named it.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            path: format!("--config {}", path.display()),
+            value: String::new(),
+            message: format!("cannot read: {e}"),
+        }],
+    })
+}
+
+/// Config text as a TOML table; a syntax error is named by its line.
+fn toml_table(text: &str) -> Result<toml::Table, Vec<Problem>> {
+    text.parse().map_err(|e: toml::de::Error| {
+        let path = match e.span() {
+            Some(span) => format!("line {}", text[..span.start].matches('\n').count() + 1),
+            None => String::new(),
+        };
+        vec![Problem {
+            path,
+            value: String::new(),
+            message: format!("not valid TOML: {}", e.message()),
+        }]
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,11 @@
 //! contents are never read here). A path can tell where secrets live; like `/v1/config`,
 //! nothing shows it.
 //!
-//! Used by admin's `/_haproxy_getconfig`; it only formats, and reads nothing but `Config`.
+//! With the origins of `Config::load_layered`, each section and value is followed by where
+//! it came from (`# file`, `# env DROVER_HTTP__LISTEN`, `# default`): `drover config`.
+//!
+//! Used by admin's `/_haproxy_getconfig` and `drover config`; it only formats, and reads
+//! nothing but `Config` (and the origins).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,7 +21,7 @@ use std::time::Duration;
 use toml::Value;
 
 use super::{
-    AccessLogTarget, AliasConfig, Config, Groups, LeaderCheck, LogFormat, PortRange,
+    AccessLogTarget, AliasConfig, Config, Groups, LeaderCheck, LogFormat, Origins, PortRange,
     UnderscoreHeaders,
 };
 use crate::cidr::Cidr;
@@ -27,14 +31,32 @@ pub const REDACTED: &str = "<redacted>";
 
 /// `config` as a TOML document (see the module doc).
 pub fn render(config: &Config) -> String {
-    let mut doc = Doc::default();
+    render_doc(config, None)
+}
+
+/// `config` as a TOML document with each section's and value's origin after it.
+pub fn render_with_origins(config: &Config, origins: &Origins) -> String {
+    render_doc(config, Some(origins))
+}
+
+fn render_doc(config: &Config, origins: Option<&Origins>) -> String {
+    let mut doc = Doc {
+        out: String::new(),
+        origins,
+    };
     doc.out.push_str(
         "# Drover's effective configuration: every key with the value in use, defaults filled\n\
-         # in, relative paths resolved, secret file paths redacted.\n\n",
+         # in, relative paths resolved, secret file paths redacted.\n",
     );
+    if origins.is_some() {
+        doc.out
+            .push_str("# After each value, where it came from: file, env VARIABLE or default.\n");
+    }
+    doc.out.push('\n');
     match &config.http {
         Some(h) => doc.section(
             "[http]",
+            "http",
             vec![
                 ("listen", Some(string(h.listen))),
                 ("appid_listen", h.appid_listen.map(string)),
@@ -60,6 +82,7 @@ pub fn render(config: &Config) -> String {
     match &config.https {
         Some(h) => doc.section(
             "[https]",
+            "https",
             vec![
                 ("listen", Some(string(h.listen))),
                 ("certs", Some(path(&h.certs))),
@@ -71,6 +94,7 @@ pub fn render(config: &Config) -> String {
     match &config.tcp {
         Some(t) => doc.section(
             "[tcp]",
+            "tcp",
             vec![
                 ("bind", Some(string(t.bind))),
                 ("ports", Some(ports(t.ports))),
@@ -88,6 +112,7 @@ pub fn render(config: &Config) -> String {
     match &config.dns {
         Some(d) => doc.section(
             "[dns]",
+            "dns",
             vec![
                 ("listen", Some(string(d.listen))),
                 ("domain", Some(string(&d.domain))),
@@ -101,12 +126,13 @@ pub fn render(config: &Config) -> String {
         None => doc.off("dns"),
     }
     match &config.admin {
-        Some(a) => doc.section("[admin]", vec![("listen", Some(string(a.listen)))]),
+        Some(a) => doc.section("[admin]", "admin", vec![("listen", Some(string(a.listen)))]),
         None => doc.off("admin"),
     }
     match &config.marathon {
         Some(m) => doc.section(
             "[marathon]",
+            "marathon",
             vec![
                 ("urls", Some(list(&m.urls))),
                 ("groups", Some(groups(&m.groups))),
@@ -129,6 +155,7 @@ pub fn render(config: &Config) -> String {
     match &config.mesos {
         Some(m) => doc.section(
             "[mesos]",
+            "mesos",
             vec![
                 ("masters", Some(list(&m.masters))),
                 ("poll", Some(duration(m.poll))),
@@ -142,6 +169,7 @@ pub fn render(config: &Config) -> String {
     match &config.catalog {
         Some(c) => doc.section(
             "[catalog]",
+            "catalog",
             vec![
                 ("file", Some(path(&c.file))),
                 ("groups", Some(groups(&c.groups))),
@@ -152,6 +180,7 @@ pub fn render(config: &Config) -> String {
     match &config.access_log {
         Some(a) => doc.section(
             "[access_log]",
+            "access_log",
             vec![
                 (
                     "path",
@@ -167,6 +196,7 @@ pub fn render(config: &Config) -> String {
     }
     doc.section(
         "[log]",
+        "log",
         vec![
             (
                 "format",
@@ -180,6 +210,7 @@ pub fn render(config: &Config) -> String {
     );
     doc.section(
         "[runtime]",
+        "runtime",
         vec![
             ("workers", Some(int(config.runtime.workers))),
             (
@@ -190,6 +221,7 @@ pub fn render(config: &Config) -> String {
     );
     doc.section(
         "[ejection]",
+        "ejection",
         vec![
             ("after", Some(int(config.ejection.after as usize))),
             ("base", Some(duration(config.ejection.base))),
@@ -199,8 +231,8 @@ pub fn render(config: &Config) -> String {
     if config.aliases.is_empty() {
         doc.out.push_str("# [[alias]]: none\n");
     }
-    for alias in &config.aliases {
-        doc.section("[[alias]]", alias_keys(alias));
+    for (i, alias) in config.aliases.iter().enumerate() {
+        doc.section("[[alias]]", &format!("alias[{i}]"), alias_keys(alias));
     }
     // One newline at the end, whatever came last.
     let end = doc.out.trim_end().len();
@@ -237,23 +269,40 @@ fn alias_keys(alias: &AliasConfig) -> Vec<(&'static str, Option<Value>)> {
 }
 
 /// The document being written.
-#[derive(Default)]
-struct Doc {
+struct Doc<'a> {
     out: String,
+    /// Where values came from, when they are to be shown.
+    origins: Option<&'a Origins>,
 }
 
-impl Doc {
+impl Doc<'_> {
     /// `header` (`[name]` or `[[name]]`), then one `key = value` line per key with a value
-    /// and a comment for each without.
-    fn section(&mut self, header: &str, keys: Vec<(&str, Option<Value>)>) {
+    /// and a comment for each without; `path` is the section's key path (`http`,
+    /// `alias[0]`).
+    fn section(&mut self, header: &str, path: &str, keys: Vec<(&str, Option<Value>)>) {
         self.out.push_str(header);
-        self.out.push('\n');
+        // Every alias comes from the one place that holds the list.
+        let section = if header == "[[alias]]" { "alias" } else { path };
+        self.origin(section);
         for (key, value) in keys {
             // `Value`'s Display writes the inline TOML form, quoting and escaping as needed.
-            let _ = match value {
-                Some(v) => writeln!(self.out, "{key} = {v}"),
-                None => writeln!(self.out, "# {key}: not set"),
-            };
+            match value {
+                Some(v) => {
+                    let _ = write!(self.out, "{key} = {v}");
+                    self.origin(&format!("{path}.{key}"));
+                }
+                None => {
+                    let _ = writeln!(self.out, "# {key}: not set");
+                }
+            }
+        }
+        self.out.push('\n');
+    }
+
+    /// Ends a line, with the origin of `path` when origins are shown.
+    fn origin(&mut self, path: &str) {
+        if let Some(origins) = self.origins {
+            let _ = write!(self.out, "  # {}", origins.get(path));
         }
         self.out.push('\n');
     }
@@ -457,5 +506,41 @@ interval = "250ms"
             }
             assert_eq!(back, config, "{name}:\n{text}");
         }
+    }
+
+    #[test]
+    fn origins_follow_each_value_and_the_document_reads_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("drover.toml");
+        std::fs::write(&file, "[http]\nheader_timeout = \"3s\"\n").expect("write");
+        let env = super::super::Env::from_pairs(
+            [
+                ("DROVER_HTTP__LISTEN", "127.0.0.1:8080"),
+                ("DROVER_MARATHON__URLS", "http://m:8080"),
+                ("DROVER_MARATHON__PASSWORD_FILE", "/secret-place/pass"),
+                ("DROVER_MARATHON__USER", "drover"),
+            ],
+            Path::new("/"),
+        );
+        let (config, origins) = Config::load_layered(Some(&file), &env).expect("valid");
+        let text = render_with_origins(&config, &origins);
+        for line in [
+            "[http]  # file\nlisten = \"127.0.0.1:8080\"  # env DROVER_HTTP__LISTEN\n\
+             # appid_listen: not set\nheader_timeout = \"3s\"  # file\n\
+             connect_timeout = \"2s\"  # default\n",
+            "[marathon]  # env DROVER_MARATHON__PASSWORD_FILE\n\
+             urls = [\"http://m:8080\"]  # env DROVER_MARATHON__URLS\n",
+            "password_file = \"<redacted>\"  # env DROVER_MARATHON__PASSWORD_FILE\n",
+            "# [admin]: not set (off)\n",
+            "[log]  # default\nformat = \"text\"  # default\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+        assert!(!text.contains("secret-place"), "{text}");
+        let mut back = parse(&text, "/");
+        if let (Some(m), Some(b)) = (&config.marathon, &mut back.marathon) {
+            b.password_file = m.password_file.clone();
+        }
+        assert_eq!(back, config, "{text}");
     }
 }

@@ -11,6 +11,7 @@ mod deploy;
 mod dns;
 mod dns_hostile;
 mod docs;
+mod env_config;
 mod fake_marathon;
 mod fake_masters;
 mod fuzz_corpus;
