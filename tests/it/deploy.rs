@@ -151,3 +151,120 @@ fn the_dockerfile_runs_the_release_binary_as_the_marathon_app_expects() {
         .iter()
         .any(|l| l.contains("setcap cap_net_bind_service=+ep /usr/local/bin/drover")));
 }
+
+/// The Marathon app's own `env` and `args` start a working Drover: only the listen
+/// addresses move to free loopback ports and the Marathon URL to the test's fake Marathon
+/// (a test cannot take port 80 or resolve `marathon.mesos`); every other variable is the
+/// file's. The health check's path answers 200, the app the fake Marathon serves is routed,
+/// and SIGTERM ends it within the app's kill grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_marathon_apps_env_starts_a_working_drover() {
+    use crate::support::marathon::{self, FakeMarathon, FakeTask};
+    use crate::support::{eventually, free_port, send, Backend};
+
+    /// GET, or `None` while nothing listens yet.
+    async fn try_get(addr: std::net::SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
+        let req = hyper::Request::get(format!("http://{addr}{path}"))
+            .header("host", host)
+            .body(http_body_util::Full::default())
+            .ok()?;
+        send(req).await.ok().map(|a| (a.status.as_u16(), a.body))
+    }
+
+    let app = marathon_app();
+    let backend = Backend::start("web").await;
+    let fake = FakeMarathon::start().await;
+    let task = marathon::task_id("/web", 1);
+    // The app is in group `external`, as the definition's `DROVER_MARATHON__GROUPS` asks.
+    fake.set_apps(marathon::apps_json(&[marathon::app(
+        "/web",
+        &[
+            ("HAPROXY_GROUP", "external"),
+            ("HAPROXY_0_VHOST", "web.example.com"),
+        ],
+        10001,
+        &[FakeTask::new(&task, backend.addr)],
+    )]));
+    let (http, appid, admin) = (free_port(), free_port(), free_port());
+    let mut vars: Vec<(String, String)> = app["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect();
+    let moved = [
+        ("DROVER_MARATHON__URLS", fake.url()),
+        ("DROVER_HTTP__LISTEN", format!("127.0.0.1:{http}")),
+        ("DROVER_HTTP__APPID_LISTEN", format!("127.0.0.1:{appid}")),
+        ("DROVER_ADMIN__LISTEN", format!("127.0.0.1:{admin}")),
+        ("DROVER_TCP__BIND", "127.0.0.1".to_string()),
+    ];
+    for (name, value) in &moved {
+        let var = vars.iter_mut().find(|(k, _)| k == name).expect(name);
+        var.1 = value.clone();
+    }
+    let args: Vec<String> = app["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("drover.log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_drover"));
+    cmd.args(&args)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("DROVER_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.envs(vars);
+    let mut child = cmd.spawn().expect("spawn drover");
+    let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let check_path = app["healthChecks"][0]["path"].as_str().unwrap().to_string();
+    eventually("the health check and the route", || {
+        let check_path = check_path.clone();
+        async move {
+            let health = try_get(admin_addr, "admin", &check_path).await?;
+            let routed = try_get(
+                format!("127.0.0.1:{http}").parse().unwrap(),
+                "web.example.com",
+                "/",
+            )
+            .await?;
+            (health.0 == 200 && routed.1 == "web").then_some(())
+        }
+    })
+    .await;
+    // JSON logs, as the definition asks (`DROVER_LOG__FORMAT`).
+    let first = logs()
+        .lines()
+        .next()
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        serde_json::from_str::<Value>(&first).is_ok(),
+        "not a JSON log line: {first}"
+    );
+
+    // SAFETY: kill(2) on the pid of our own child, not reaped yet.
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let grace = std::time::Duration::from_secs(app["taskKillGracePeriodSeconds"].as_u64().unwrap());
+    let status = eventually("drover to exit after SIGTERM", || {
+        let status = child.try_wait().expect("try_wait");
+        async move { status }
+    });
+    let status = tokio::time::timeout(grace, status)
+        .await
+        .unwrap_or_else(|_| panic!("no exit within the grace period:\n{}", logs()));
+    assert_eq!(status.code(), Some(0), "{}", logs());
+    let _ = fake;
+}
