@@ -718,7 +718,9 @@ async fn control_plane(
     if options.handle_signals {
         // Resolved now: a package upgrade replaces the file at this path later.
         let exec = upgrade::Exec::current()
-            .map_err(|e| error!(error = %e, "cannot find this binary's path; SIGUSR2 will not upgrade"))
+            .map_err(
+                |e| error!(error = %e, "cannot find this binary's path; SIGUSR2 will not upgrade"),
+            )
             .ok();
         tokio::spawn(signals(
             shutdown.clone(),

@@ -173,14 +173,22 @@ impl Inherited {
             let spec = spec.to_string_lossy();
             let mut fds = BTreeMap::new();
             for entry in spec.split(',').filter(|e| !e.is_empty()) {
-                match parse_entry(entry).and_then(|(key, fd)| Some((key, take_fd(fd, libc::S_IFSOCK)?))) {
+                match parse_entry(entry)
+                    .and_then(|(key, fd)| Some((key, take_fd(fd, libc::S_IFSOCK)?)))
+                {
                     Some((key, fd)) => {
                         fds.insert(key, fd);
                     }
-                    None => warn!(entry, "upgrade: cannot use a handed-over socket; binding instead"),
+                    None => warn!(
+                        entry,
+                        "upgrade: cannot use a handed-over socket; binding instead"
+                    ),
                 }
             }
-            info!(sockets = fds.len(), "upgrade: taking over the sockets of the process this one replaces");
+            info!(
+                sockets = fds.len(),
+                "upgrade: taking over the sockets of the process this one replaces"
+            );
             inherited.fds = Mutex::new(fds);
         }
         if let Some(fd) = std::env::var_os(READY_FD_ENV) {
@@ -226,7 +234,11 @@ impl Inherited {
     /// Every handed-over service-port listener not taken yet, by address.
     pub fn take_service_ports(&self) -> BTreeMap<SocketAddr, std::net::TcpListener> {
         let mut fds = self.lock_fds();
-        let keys: Vec<Key> = fds.keys().filter(|(k, _)| *k == Kind::Tcp).copied().collect();
+        let keys: Vec<Key> = fds
+            .keys()
+            .filter(|(k, _)| *k == Kind::Tcp)
+            .copied()
+            .collect();
         keys.into_iter()
             .filter_map(|key| {
                 let listener = std::net::TcpListener::from(fds.remove(&key)?);
@@ -246,11 +258,7 @@ impl Inherited {
 
     /// Tells the old process (and systemd) that this one is ready. Once only.
     pub fn notify_ready(&self) {
-        let ready = self
-            .ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(fd) = ready {
             let mut pipe = std::fs::File::from(fd);
             match io::Write::write_all(&mut pipe, b"R") {
@@ -410,9 +418,7 @@ pub async fn upgrade(exec: &Exec, sockets: &Sockets, shutdown: &Shutdown) -> Out
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return Outcome::Failed(format!("cannot start {}: {e}", exec.program.display()))
-        }
+        Err(e) => return Outcome::Failed(format!("cannot start {}: {e}", exec.program.display())),
     };
     let pid = child.id();
     info!(pid, program = %exec.program.display(), sockets = handed.len(),
@@ -447,7 +453,9 @@ pub async fn upgrade(exec: &Exec, sockets: &Sockets, shutdown: &Shutdown) -> Out
         Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
     };
-    Outcome::Failed(format!("new process {pid}: {failure}; it ended with {status}"))
+    Outcome::Failed(format!(
+        "new process {pid}: {failure}; it ended with {status}"
+    ))
 }
 
 /// Runs one upgrade attempt and acts on it: drains this process when the new one is ready,
@@ -511,7 +519,10 @@ mod tests {
         let addr = l.local_addr().unwrap();
         sockets.insert(Kind::Http, addr, &l).unwrap();
         sockets.insert(Kind::Tcp, addr, &l).unwrap();
-        assert_eq!(sockets.names(), [format!("http@{addr}"), format!("tcp@{addr}")]);
+        assert_eq!(
+            sockets.names(),
+            [format!("http@{addr}"), format!("tcp@{addr}")]
+        );
         sockets.remove(Kind::Tcp, addr);
         assert_eq!(sockets.snapshot().unwrap().len(), 1);
     }

@@ -26,4 +26,5 @@ mod reload;
 mod status_page;
 mod tcp;
 mod tls;
+mod upgrade;
 mod websocket;
