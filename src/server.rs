@@ -793,7 +793,7 @@ async fn signals(
                     warn!("SIGUSR2: an upgrade is already under way; ignored");
                     continue;
                 }
-                info!(sockets = ?sockets.names(), "SIGUSR2: upgrading");
+                info!(sockets = %sockets.names().join(", "), "SIGUSR2: upgrading");
                 upgrading = Some(tokio::spawn(
                     upgrade::run(exec.clone(), sockets.clone(), shutdown.clone())
                         .instrument(tracing::info_span!("upgrade")),

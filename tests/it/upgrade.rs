@@ -438,6 +438,8 @@ fn five_upgrades_under_load_drop_no_request() {
     std::fs::write(&config_path, &config).unwrap();
     let log_path = dir.path().join("drover.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    // Reaped by pid (`Proc`), as every later process is.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(&exe)
         .arg("--config")
         .arg(&config_path)
