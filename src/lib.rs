@@ -68,6 +68,7 @@ pub mod shutdown;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod source;
+pub mod upgrade;
 pub mod watch;
 
 pub use server::Server;

@@ -28,6 +28,7 @@ use crate::proxy::tls::CertStore;
 use crate::proxy::DataPlane;
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
+use crate::upgrade::{self, Inherited, Kind, Sockets};
 use crate::{admin, control, dns, health, proxy, source};
 
 /// Why Drover could not start.
@@ -62,7 +63,9 @@ pub struct Server {
 pub struct Options {
     /// The file `config` came from; watched and re-read on change and on SIGHUP.
     pub config_path: Option<PathBuf>,
-    /// Install SIGTERM/SIGINT (drain, exit) and SIGHUP (re-read) handlers.
+    /// Install SIGTERM/SIGINT (drain, exit), SIGHUP (re-read), SIGUSR1 (access log) and
+    /// SIGUSR2 (upgrade) handlers, and be the process's own server: take over the sockets an
+    /// upgrading parent hands down (`upgrade`), and tell it and systemd when ready.
     pub handle_signals: bool,
 }
 
@@ -72,21 +75,28 @@ impl Server {
     /// Binds the listeners of `config` and starts every task. Returns once the sockets are
     /// bound; the first route table follows as soon as the catalog is read (`/readyz`).
     pub fn start(config: Config, options: Options) -> Result<Server, StartError> {
+        let inherited = Arc::new(if options.handle_signals {
+            Inherited::from_env()
+        } else {
+            Inherited::none()
+        });
+        let sockets = Sockets::new();
+        let acquire = |kind, what, addr| acquire(kind, what, addr, &inherited, &sockets);
         let http = config
             .http
             .as_ref()
-            .map(|h| bind("http.listen", h.listen))
+            .map(|h| acquire(Kind::Http, "http.listen", h.listen))
             .transpose()?;
         let admin = config
             .admin
             .as_ref()
-            .map(|a| bind("admin.listen", a.listen))
+            .map(|a| acquire(Kind::Admin, "admin.listen", a.listen))
             .transpose()?;
         let appid = config
             .http
             .as_ref()
             .and_then(|h| h.appid_listen)
-            .map(|addr| bind("http.appid_listen", addr))
+            .map(|addr| acquire(Kind::AppId, "http.appid_listen", addr))
             .transpose()?;
         let http_addr = http.as_ref().map(|l| l.local_addr().expect("bound socket"));
         let appid_addr = appid
@@ -99,12 +109,23 @@ impl Server {
         let https = config
             .https
             .as_ref()
-            .map(|h| bind("https.listen", h.listen))
+            .map(|h| acquire(Kind::Https, "https.listen", h.listen))
             .transpose()?;
         let https_addr = https
             .as_ref()
             .map(|l| l.local_addr().expect("bound socket"));
-        let dns = config.dns.as_ref().map(bind_dns).transpose()?;
+        let dns = config
+            .dns
+            .as_ref()
+            .map(|d| acquire_dns(d, &inherited, &sockets))
+            .transpose()?;
+        let service_ports = inherited.take_service_ports();
+        // Whatever else the old process handed over, this config does not want.
+        inherited.close_rest();
+        // A process started by an upgrade accepts on the sockets it shares with the old one
+        // only once its first route table is stored; until then the old one serves them.
+        let ready = CancellationToken::new();
+        let accept_after = inherited.is_upgrade().then(|| ready.clone());
         let dns_addr = dns
             .as_ref()
             .map(|(udp, _)| udp.local_addr().expect("bound socket"));
@@ -123,7 +144,10 @@ impl Server {
         if let (Some((udp, tcp)), Some(dns_config)) = (dns, config.dns.as_ref()) {
             let settings = DnsServerSettings::from_config(dns_config);
             let (zone, metrics) = (wiring.out.zone.reader(), wiring.metrics.clone());
-            worker_threads.push(start_dns(udp, tcp, settings, zone, metrics, &shutdown)?);
+            let after = accept_after.clone();
+            worker_threads.push(start_dns(
+                udp, tcp, settings, zone, metrics, &shutdown, after,
+            )?);
         }
 
         let max_connections = config
@@ -146,7 +170,11 @@ impl Server {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
                 let (plane, shutdown, gate) =
                     (wiring.plane.clone(), shutdown.clone(), gate.clone());
+                let after = accept_after.clone();
                 handle.spawn(async move {
+                    if !accept_when_ready(after, &shutdown).await {
+                        return;
+                    }
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => proxy::http::serve(l, gate, by, plane, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTP listener"),
@@ -168,7 +196,11 @@ impl Server {
                     acceptor.clone(),
                     gate.clone(),
                 );
+                let after = accept_after.clone();
                 handle.spawn(async move {
+                    if !accept_when_ready(after, &shutdown).await {
+                        return;
+                    }
                     match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => proxy::http::serve_tls(l, gate, acceptor, plane, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTPS listener"),
@@ -184,8 +216,15 @@ impl Server {
                 .name("drover-control".into())
                 .spawn(move || {
                     let rt = current_thread_runtime().expect("control runtime");
+                    let handover = Handover {
+                        inherited,
+                        sockets,
+                        service_ports,
+                        ready,
+                        accept_after,
+                    };
                     let clean = rt.block_on(control_plane(
-                        config, options, wiring, shutdown, workers, admin, certs,
+                        config, options, wiring, shutdown, workers, admin, certs, handover,
                     ));
                     workers_stop.cancel();
                     for t in worker_threads {
@@ -254,6 +293,60 @@ impl Server {
     }
 }
 
+/// The listener for `kind` at `addr`: the one an upgrading parent handed down, else a new
+/// one; recorded in `sockets` for the next upgrade.
+fn acquire(
+    kind: Kind,
+    what: &'static str,
+    addr: SocketAddr,
+    inherited: &Inherited,
+    sockets: &Sockets,
+) -> Result<StdListener, StartError> {
+    let listener = match inherited.take_tcp(kind, addr) {
+        Some(l) => l,
+        None => bind(what, addr)?,
+    };
+    sockets
+        .insert(kind, addr, &listener)
+        .map_err(|source| StartError::Bind { what, addr, source })?;
+    Ok(listener)
+}
+
+/// The DNS sockets: the pair handed down, else `bind_dns`; recorded in `sockets`.
+fn acquire_dns(
+    dns: &DnsConfig,
+    inherited: &Inherited,
+    sockets: &Sockets,
+) -> Result<(std::net::UdpSocket, StdListener), StartError> {
+    let addr = dns.listen;
+    let handed = (
+        inherited.take_udp(Kind::DnsUdp, addr),
+        inherited.take_tcp(Kind::DnsTcp, addr),
+    );
+    let (udp, tcp) = match handed {
+        (Some(udp), Some(tcp)) => (udp, tcp),
+        _ => bind_dns(dns)?,
+    };
+    let fail = |source| StartError::Bind {
+        what: "dns.listen",
+        addr,
+        source,
+    };
+    sockets.insert(Kind::DnsUdp, addr, &udp).map_err(fail)?;
+    sockets.insert(Kind::DnsTcp, addr, &tcp).map_err(fail)?;
+    Ok((udp, tcp))
+}
+
+/// Waits for `after` (a process started by an upgrade: its first route table) before a
+/// listener starts accepting; at once when `None`. False if the shutdown came first.
+async fn accept_when_ready(after: Option<CancellationToken>, shutdown: &Shutdown) -> bool {
+    let Some(after) = after else { return true };
+    tokio::select! {
+        _ = after.cancelled() => true,
+        _ = shutdown.triggered() => false,
+    }
+}
+
 fn bind(what: &'static str, addr: SocketAddr) -> Result<StdListener, StartError> {
     let listener =
         StdListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })?;
@@ -315,6 +408,7 @@ fn start_dns(
     zone: ZoneReader,
     metrics: Metrics,
     shutdown: &Shutdown,
+    accept_after: Option<CancellationToken>,
 ) -> Result<JoinHandle<()>, StartError> {
     let shutdown = shutdown.clone();
     let addr = udp.local_addr().map_err(StartError::Runtime)?;
@@ -329,6 +423,9 @@ fn start_dns(
                 }
             };
             rt.block_on(async move {
+                if !accept_when_ready(accept_after, &shutdown).await {
+                    return;
+                }
                 let sockets = (
                     tokio::net::UdpSocket::from_std(udp),
                     tokio::net::TcpListener::from_std(tcp),
@@ -455,7 +552,22 @@ impl Wiring {
     }
 }
 
+/// What the upgrade needs on the control thread.
+struct Handover {
+    /// What an upgrading parent handed down (empty otherwise); told when ready.
+    inherited: Arc<Inherited>,
+    /// Every listening socket held, for the next upgrade to hand over.
+    sockets: Sockets,
+    /// Service-port listeners handed down, for `proxy::listeners` to take over.
+    service_ports: std::collections::BTreeMap<SocketAddr, StdListener>,
+    /// Cancelled once the first route table is stored.
+    ready: CancellationToken,
+    /// `ready`, when the listeners must wait for it (a process started by an upgrade).
+    accept_after: Option<CancellationToken>,
+}
+
 /// Everything that is not the data plane. Returns after the drain, with its verdict.
+#[allow(clippy::too_many_arguments)] // the wiring, handed over once from `start`
 async fn control_plane(
     config: Config,
     options: Options,
@@ -464,6 +576,7 @@ async fn control_plane(
     workers: Vec<Handle>,
     admin: Option<StdListener>,
     certs: Option<Arc<CertStore>>,
+    handover: Handover,
 ) -> bool {
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     // Held to the end, so the readers never see the channel closed while Drover runs.
@@ -545,8 +658,24 @@ async fn control_plane(
         health::monitor::run(monitor, tables_rx.clone(), shutdown.clone())
             .instrument(tracing::info_span!("health")),
     );
+    {
+        let (mut tables, ready, shutdown) =
+            (tables_rx.clone(), handover.ready.clone(), shutdown.clone());
+        let (inherited, notify) = (handover.inherited.clone(), options.handle_signals);
+        tokio::spawn(async move {
+            tokio::select! {
+                r = tables.changed() => if r.is_err() { return },
+                _ = shutdown.triggered() => return,
+            }
+            ready.cancel();
+            if notify {
+                inherited.notify_ready();
+            }
+        });
+    }
     let listeners =
-        proxy::listeners::Listeners::new(workers, wiring.plane, wiring.listeners, shutdown.clone());
+        proxy::listeners::Listeners::new(workers, wiring.plane, wiring.listeners, shutdown.clone())
+            .with_sockets(handover.sockets.clone(), handover.service_ports);
     tokio::spawn(
         listeners
             .run(tables_rx)
@@ -556,9 +685,14 @@ async fn control_plane(
         match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => {
                 info!(addr = %l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "admin listening");
+                let (after, stop) = (handover.accept_after.clone(), shutdown.clone());
                 tokio::spawn(
-                    admin::serve(l, wiring.view, shutdown.clone())
-                        .instrument(tracing::info_span!("admin")),
+                    async move {
+                        if accept_when_ready(after, &stop).await {
+                            admin::serve(l, wiring.view, stop).await;
+                        }
+                    }
+                    .instrument(tracing::info_span!("admin")),
                 );
                 // Only the status page reads its numbers: no admin, no sampling.
                 tokio::spawn(
@@ -582,10 +716,17 @@ async fn control_plane(
             .instrument(tracing::info_span!("access_log")),
     );
     if options.handle_signals {
+        // Resolved now: a package upgrade replaces the file at this path later.
+        let exec = upgrade::Exec::current()
+            .map_err(
+                |e| error!(error = %e, "cannot find this binary's path; SIGUSR2 will not upgrade"),
+            )
+            .ok();
         tokio::spawn(signals(
             shutdown.clone(),
             reread.clone(),
             access_log.clone(),
+            exec.map(|e| (e, handover.sockets.clone())),
         ));
     }
 
@@ -613,24 +754,51 @@ async fn control_plane(
 }
 
 /// SIGTERM and SIGINT start the drain; SIGHUP re-reads the config and every source;
-/// SIGUSR1 reopens the access log (after logrotate moved it).
-async fn signals(shutdown: Shutdown, reread: Reread, access_log: AccessLog) {
+/// SIGUSR1 reopens the access log (after logrotate moved it); SIGUSR2 upgrades: starts this
+/// binary anew with every listening socket and drains once it is ready (`upgrade`).
+async fn signals(
+    shutdown: Shutdown,
+    reread: Reread,
+    access_log: AccessLog,
+    upgrade: Option<(upgrade::Exec, Sockets)>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
         signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         error!("cannot install signal handlers");
         return;
     };
+    let mut upgrading: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM"); shutdown.trigger(); return }
             _ = int.recv() => { info!("SIGINT"); shutdown.trigger(); return }
             _ = hup.recv() => { info!("SIGHUP: re-reading the config and every source"); reread.request(); }
             _ = usr1.recv() => { info!("SIGUSR1: reopening the access log"); access_log.reopen(); }
+            _ = usr2.recv() => {
+                let Some((exec, sockets)) = &upgrade else {
+                    warn!("SIGUSR2: cannot upgrade (this binary's path is unknown)");
+                    continue;
+                };
+                if shutdown.is_triggered() {
+                    warn!("SIGUSR2: shutting down already; ignored");
+                    continue;
+                }
+                if upgrading.as_ref().is_some_and(|u| !u.is_finished()) {
+                    warn!("SIGUSR2: an upgrade is already under way; ignored");
+                    continue;
+                }
+                info!(sockets = %sockets.names().join(", "), "SIGUSR2: upgrading");
+                upgrading = Some(tokio::spawn(
+                    upgrade::run(exec.clone(), sockets.clone(), shutdown.clone())
+                        .instrument(tracing::info_span!("upgrade")),
+                ));
+            }
         }
     }
 }

@@ -7,6 +7,10 @@
 //! What a connection does once accepted is `proxy::tcp`'s job. The state of every address
 //! ("open" or the bind error) is published through a `ListenerStatusWriter` (admin shows
 //! it) and in the `drover_tcp_listeners` gauge.
+//!
+//! Every open listener is also recorded in the process's `upgrade::Sockets`, so an upgrade
+//! hands it over; a process started by an upgrade takes over the listeners handed down for
+//! the addresses its first table wants instead of binding them, and closes the rest.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -24,6 +28,7 @@ use crate::handles::ListenerStatusWriter;
 use crate::proxy::{tcp, DataPlane};
 use crate::routing::RouteTable;
 use crate::shutdown::Shutdown;
+use crate::upgrade::{Kind, Sockets};
 
 /// First retry of a failed bind; doubles per failure up to `RETRY_MAX`. Short at first
 /// because the usual cause is our own listener for that port still closing on a worker.
@@ -42,6 +47,10 @@ pub struct Listeners {
     open: BTreeMap<SocketAddr, CancellationToken>,
     /// Wanted addresses whose bind failed, with when to try again.
     failed: BTreeMap<SocketAddr, Failed>,
+    /// Where every open listener is recorded for an upgrade to hand over.
+    sockets: Sockets,
+    /// Listeners handed down by the process this one replaces, until the first table.
+    handed_down: BTreeMap<SocketAddr, std::net::TcpListener>,
 }
 
 /// A wanted address that could not be bound.
@@ -68,7 +77,21 @@ impl Listeners {
             shutdown,
             open: BTreeMap::new(),
             failed: BTreeMap::new(),
+            sockets: Sockets::new(),
+            handed_down: BTreeMap::new(),
         }
+    }
+
+    /// Records open listeners in `sockets`, and takes over `handed_down` (by address) for
+    /// the addresses the first route table wants.
+    pub fn with_sockets(
+        mut self,
+        sockets: Sockets,
+        handed_down: BTreeMap<SocketAddr, std::net::TcpListener>,
+    ) -> Listeners {
+        self.sockets = sockets;
+        self.handed_down = handed_down;
+        self
     }
 
     /// Reconciles on the current table and on every new one until shutdown.
@@ -82,6 +105,12 @@ impl Listeners {
                 wanted = wanted_addrs(&table);
                 // A new table retries every failed bind at once: it may be what fixed it.
                 self.reconcile(&wanted, true);
+                // The first real table took what it wants of the handed-down listeners.
+                if table.version > 0 {
+                    for addr in std::mem::take(&mut self.handed_down).into_keys() {
+                        info!(%addr, "handed-down service port not in the route table; closed");
+                    }
+                }
             } else {
                 self.reconcile(&wanted, false);
             }
@@ -110,6 +139,7 @@ impl Listeners {
         // cancelling here only makes that explicit.
         for (addr, stop) in std::mem::take(&mut self.open) {
             stop.cancel();
+            self.sockets.remove(Kind::Tcp, addr);
             debug!(%addr, "listener closed for shutdown");
         }
         info!("listeners stopped");
@@ -127,6 +157,7 @@ impl Listeners {
         for addr in removed {
             if let Some(stop) = self.open.remove(&addr) {
                 stop.cancel();
+                self.sockets.remove(Kind::Tcp, addr);
                 info!(%addr, "service port closed; open connections continue");
             }
         }
@@ -181,13 +212,23 @@ impl Listeners {
 
     /// Binds `addr` and starts an accept loop for it on every worker. Returns the token that
     /// closes it.
-    fn start(&self, addr: SocketAddr, port: u16) -> io::Result<CancellationToken> {
+    fn start(&mut self, addr: SocketAddr, port: u16) -> io::Result<CancellationToken> {
         if self.workers.is_empty() {
             return Err(io::Error::other("no worker threads to accept on"));
         }
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        crate::accept::deepen_backlog(&listener)?;
+        let listener = match self.handed_down.remove(&addr) {
+            Some(l) => {
+                info!(%addr, "service port taken over from the process this one replaces");
+                l
+            }
+            None => {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                crate::accept::deepen_backlog(&l)?;
+                l
+            }
+        };
+        self.sockets.insert(Kind::Tcp, addr, &listener)?;
         // Clone every handle before spawning anything, so a failure leaves nothing half open.
         let clones = self
             .workers

@@ -29,4 +29,5 @@ mod reload;
 mod status_page;
 mod tcp;
 mod tls;
+mod upgrade;
 mod websocket;

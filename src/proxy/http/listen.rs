@@ -200,7 +200,21 @@ where
     };
     let io = GuardedIo::new(stream, guard, conn.guard.clone());
     let service_conn = conn.clone();
-    let service = hyper::service::service_fn(move |req| handle(req, service_conn.clone()));
+    let service = hyper::service::service_fn(move |req| {
+        let conn = service_conn.clone();
+        async move {
+            let draining = conn.shutdown.clone();
+            let mut resp = handle(req, conn).await?;
+            // While draining, every answer says the connection closes after it, so the
+            // client sends its next request on a new connection (after an upgrade, to the
+            // new process) instead of racing our close of an idle one.
+            if draining.is_triggered() && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         // The guard holds the head limit; hyper's buffer also holds pipelined bytes.
@@ -219,15 +233,28 @@ where
     let result = tokio::select! {
         r = http.as_mut() => r,
         _ = shutdown.triggered() => {
-            // Finish the request in progress, then close; idle connections close now.
-            http.as_mut().graceful_shutdown();
-            http.await
+            // A connection accepted just now may not have sent its request yet, and a
+            // keep-alive client learns of the close from its next answer (above): both get
+            // DRAIN_LINGER before what is idle closes. Then finish the request in
+            // progress and close.
+            let linger = tokio::time::sleep(DRAIN_LINGER);
+            tokio::pin!(linger);
+            tokio::select! {
+                r = http.as_mut() => r,
+                _ = linger => {
+                    http.as_mut().graceful_shutdown();
+                    http.await
+                }
+            }
         }
     };
     if let Err(e) = result {
         debug!(error = %e, "client connection ended with an error");
     }
 }
+
+/// How long an HTTP/1 connection may stay open idle once the drain starts.
+pub(super) const DRAIN_LINGER: Duration = Duration::from_millis(250);
 
 /// Longest request line (nginx's and Go's limit too); longer gets 414.
 pub(super) const MAX_REQUEST_LINE: usize = 8 * 1024;
