@@ -23,6 +23,8 @@
 //!         marathon-lb's endpoints); its one write is a Reread request, as SIGHUP's
 //!  metrics: one registry, every stage; access_log: each proxy thread formats one line per
 //!         request or connection into its own buffer, one writer thread writes them
+//!  upgrade: on SIGUSR2, a new process of the binary gets every listening socket and the
+//!         old one drains once it is ready; config::env: DROVER_<SECTION>__<KEY> over the file
 //! ```
 //!
 //! Nothing under `dns` or `routing` imports a source: they read the catalog only.
