@@ -13,6 +13,11 @@ use crate::support::{self, eventually, Backend, Drover};
 
 /// A catalog app on vhost `web.test`, service port 10001, with extra labels.
 fn web(labels: &[(&str, &str)], backends: &[SocketAddr]) -> String {
+    web_at(10001, labels, backends)
+}
+
+/// `web` with service port `port`.
+fn web_at(port: u16, labels: &[(&str, &str)], backends: &[SocketAddr]) -> String {
     let mut all = vec![("HAPROXY_0_VHOST".to_string(), "web.test".to_string())];
     all.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let labels: Vec<String> = all.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
@@ -21,7 +26,7 @@ fn web(labels: &[(&str, &str)], backends: &[SocketAddr]) -> String {
         .map(|b| format!("{{ host = \"{}\", ports = [{}] }}", b.ip(), b.port()))
         .collect();
     format!(
-        "[[app]]\nid = \"/web\"\nlabels = {{ {} }}\nports = [10001]\ntasks = [{}]\n",
+        "[[app]]\nid = \"/web\"\nlabels = {{ {} }}\nports = [{port}]\ntasks = [{}]\n",
         labels.join(", "),
         tasks.join(", ")
     )
@@ -127,10 +132,13 @@ async fn basic_auth_lets_only_the_right_password_through() {
 #[tokio::test]
 async fn the_network_acl_refuses_other_sources_on_http_and_tcp() {
     let b = Backend::start("web").await;
-    let tcp = "[tcp]\nbind = \"127.0.0.1\"\nports = \"10001\"\n";
+    // A free port: a fixed one may be taken on a machine running something else.
+    let svc = support::free_port();
+    let tcp = format!("[tcp]\nbind = \"127.0.0.1\"\nports = \"{svc}\"\n");
     let d = Drover::start(
-        tcp,
-        &web(
+        &tcp,
+        &web_at(
+            svc,
             &[(
                 "HAPROXY_0_BACKEND_NETWORK_ALLOWED_ACL",
                 "10.0.0.0/8, 192.168.0.0/16",
@@ -142,7 +150,7 @@ async fn the_network_acl_refuses_other_sources_on_http_and_tcp() {
     let a = send(&d, "/", &[]).await;
     assert_eq!(a.status, 403, "127.0.0.1 is not in the ACL");
     // The service port closes on a refused source without a byte.
-    let port: SocketAddr = "127.0.0.1:10001".parse().unwrap();
+    let port = SocketAddr::from(([127, 0, 0, 1], svc));
     let answer = eventually("the service port listens", || async {
         let out = support::raw(port, b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n").await;
         Some(out)
@@ -155,7 +163,8 @@ async fn the_network_acl_refuses_other_sources_on_http_and_tcp() {
     let version = d.version();
     d.write(
         "catalog.toml",
-        &web(
+        &web_at(
+            svc,
             &[("HAPROXY_0_BACKEND_NETWORK_ALLOWED_ACL", "127.0.0.0/8")],
             &[b.addr],
         ),
