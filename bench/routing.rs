@@ -69,6 +69,7 @@ fn app(id: String, labels: &[(&str, String)], port: u16, tasks: usize) -> RawApp
                 host: format!("10.0.{}.{}", port % 250, t + 1),
                 ports: vec![31000 + t as u16],
                 state: "TASK_RUNNING".into(),
+                healthy: None,
             })
             .collect(),
         id,

@@ -74,6 +74,10 @@ pub struct RawTask {
     pub ports: Vec<u16>,
     /// Mesos task state, e.g. `TASK_RUNNING`.
     pub state: String,
+    /// What its health checks say: `None` without checks or results (always so from the
+    /// catalog file). Only DNS reads it (`[dns] healthy_only`); routing filters by health
+    /// in the source.
+    pub healthy: Option<bool>,
 }
 
 /// How a service is proxied.

@@ -16,6 +16,7 @@ fn app(id: &str, labels: &[(&str, &str)], ports: &[u16], tasks: &[(&str, &[u16])
                 host: host.to_string(),
                 ports: ports.to_vec(),
                 state: "TASK_RUNNING".into(),
+                healthy: None,
             })
             .collect(),
         ..RawApp::default()

@@ -67,6 +67,9 @@ pub struct Task {
     pub ports: Vec<u16>,
     /// Its `DiscoveryInfo`, when it names itself (a non-empty name).
     pub discovery: Option<Discovery>,
+    /// The `healthy` of its newest `TASK_RUNNING` status: `None` when the task has no
+    /// health checks (or no result yet). Read by DNS's `healthy_only`.
+    pub healthy: Option<bool>,
 }
 
 /// A task's addresses from its newest `TASK_RUNNING` status, one list per place Mesos puts
@@ -129,6 +132,9 @@ pub struct MarathonOnlyTask {
     pub ports: Vec<u16>,
     /// The agent id, for the canonical name's tail; without it the name ends at the hash.
     pub agent_id: Option<String>,
+    /// Marathon's health check results: all alive `Some(true)`, any not `Some(false)`,
+    /// none `None`.
+    pub healthy: Option<bool>,
 }
 
 /// The Marathon apps whose running tasks the Mesos state does not list (all of them without
@@ -156,6 +162,7 @@ pub fn marathon_only_apps(apps: &[RawApp], cluster: Option<&Cluster>) -> Vec<Mar
                         ip_addresses: Vec::new(),
                         ports: t.ports.clone(),
                         agent_id: None,
+                        healthy: t.healthy,
                     })
                 })
                 .collect();
@@ -178,6 +185,7 @@ mod tests {
             host: host.into(),
             ports: vec![31000],
             state: state.into(),
+            healthy: None,
         }
     }
 
@@ -232,6 +240,12 @@ mod tests {
                 ("web.5", "10.0.0.5".parse().unwrap())
             ]
         );
+        // Marathon's health rides along, for DNS.
+        let mut unhealthy = apps.clone();
+        unhealthy[0].tasks[0].healthy = Some(false);
+        let only = marathon_only_apps(&unhealthy, Some(&cluster));
+        let health: Vec<Option<bool>> = only[0].tasks.iter().map(|t| t.healthy).collect();
+        assert_eq!(health, [Some(false), None]);
         // Without a Mesos state every running task is Marathon's alone.
         assert_eq!(marathon_only_apps(&apps, None).len(), 2);
     }

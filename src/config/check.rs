@@ -336,6 +336,7 @@ impl Checker<'_> {
             ip_sources,
             labels,
             legacy_names: r.legacy_names.unwrap_or(false),
+            healthy_only: r.healthy_only.unwrap_or(false),
         }
     }
 

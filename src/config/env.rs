@@ -119,6 +119,7 @@ pub(super) const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("ip_sources", List),
             ("labels", Str),
             ("legacy_names", Bool),
+            ("healthy_only", Bool),
         ],
     ),
     ("admin", &[("listen", Str)]),

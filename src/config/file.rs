@@ -67,6 +67,7 @@ pub struct RawDns {
     pub ip_sources: Option<Vec<String>>,
     pub labels: Option<String>,
     pub legacy_names: Option<bool>,
+    pub healthy_only: Option<bool>,
 }
 
 /// `[admin]`: metrics, health, readiness and the route dump.

@@ -182,6 +182,9 @@ pub struct DnsConfig {
     /// Also publish Mesos-DNS's legacy names built from unsanitized discovery names
     /// (`liquor.store.marathon.mesos`); off by default.
     pub legacy_names: bool,
+    /// Answers leave out tasks that fail their health checks, unless all of a name's tasks
+    /// fail; off by default (Mesos-DNS answers every running task).
+    pub healthy_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

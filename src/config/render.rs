@@ -121,6 +121,7 @@ fn render_doc(config: &Config, origins: Option<&Origins>) -> String {
                 ("ip_sources", Some(list(&d.ip_sources))),
                 ("labels", Some(string(&d.labels))),
                 ("legacy_names", Some(Value::Boolean(d.legacy_names))),
+                ("healthy_only", Some(Value::Boolean(d.healthy_only))),
             ],
         ),
         None => doc.off("dns"),
@@ -379,6 +380,7 @@ domain = "Mesos.Example"
 forward = ["127.0.0.53", "9.9.9.9:5353"]
 labels = "rfc952"
 legacy_names = true
+healthy_only = true
 
 [admin]
 listen = "127.0.0.1:9090"

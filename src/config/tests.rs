@@ -64,6 +64,7 @@ forward = ["9.9.9.9", "127.0.0.53:5353"]
 ip_sources = ["host", "docker"]
 labels = "rfc952"
 legacy_names = true
+healthy_only = true
 
 [admin]
 listen = "127.0.0.1:9999"
@@ -161,6 +162,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             ip_sources: vec!["host".into(), "docker".into()],
             labels: "rfc952".into(),
             legacy_names: true,
+            healthy_only: true,
         })
     );
     assert_eq!(
@@ -311,6 +313,7 @@ fn empty_sections_take_the_documented_defaults() {
             ip_sources: vec!["netinfo".into(), "mesos".into(), "host".into()],
             labels: "rfc1123".into(),
             legacy_names: false,
+            healthy_only: false,
         })
     );
     assert_eq!(c.admin.unwrap().listen, addr("127.0.0.1:9090"));

@@ -24,11 +24,18 @@
 //! Only `TASK_RUNNING` tasks on an agent listed in the state get names. Every address comes
 //! from the cluster as the source converted it (host names already resolved): nothing is
 //! parsed or looked up here.
+//!
+//! With `healthy_only` (`[dns] healthy_only`), a task whose health checks fail
+//! (`healthy == Some(false)`) gets no names at all (not its canonical ones, `.slave` ones or
+//! SRV records either), unless every task sharing its main name `label.fw.domain` fails
+//! too: then all of them are named, as a pool with no healthy backend uses them all. Tasks
+//! without health (`None`) count as healthy. A task's group is its framework fragment and
+//! its (sanitized) label, so the legacy discovery names follow the sanitized name's group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::catalog::cluster::{Cluster, DiscoveryPort, Endpoint, MarathonOnlyApp, TaskIps};
+use crate::catalog::cluster::{Cluster, DiscoveryPort, Endpoint, MarathonOnlyApp, Task, TaskIps};
 use crate::dns::intern::{NameId, NameTable};
 use crate::dns::name::{domain_fragment, hash5, label, LabelRules};
 use crate::dns::zone::{Record, RecordData, Srv};
@@ -83,6 +90,9 @@ pub struct RecordOptions {
     /// (`liquor.store.marathon.mesos` beside `liquor-store.marathon.mesos`). Mesos-DNS marks
     /// them legacy; they can hold characters no host name may, so they are off by default.
     pub legacy_discovery_names: bool,
+    /// Leave out the tasks that fail their health checks, unless all of a name's tasks
+    /// fail. Off by default: Mesos-DNS names every running task.
+    pub healthy_only: bool,
 }
 
 impl Default for RecordOptions {
@@ -94,6 +104,7 @@ impl Default for RecordOptions {
             labels: LabelRules::Rfc1123,
             name_server: None,
             legacy_discovery_names: false,
+            healthy_only: false,
         }
     }
 }
@@ -182,6 +193,7 @@ pub fn generate(
         tail: format!(".{domain}."),
         buf: String::with_capacity(256),
         options,
+        healthy_names: None,
     };
     if let Some(name_server) = &options.name_server {
         let name = fqdn(&name_server.name);
@@ -194,7 +206,12 @@ pub fn generate(
             gen.masters(leader, &cluster.masters);
         }
         gen.frameworks(cluster);
-        let agents = gen.agents(cluster);
+    }
+    let agents = cluster.map(|c| gen.agents(c)).unwrap_or_default();
+    if options.healthy_only {
+        gen.healthy_names = Some(gen.healthy_names(cluster, &agents, marathon_apps));
+    }
+    if let Some(cluster) = cluster {
         gen.mesos_tasks(cluster, &agents);
     }
     for app in marathon_apps {
@@ -217,7 +234,13 @@ struct Generator<'a> {
     /// Scratch space for building names.
     buf: String,
     options: &'a RecordOptions,
+    /// With `healthy_only`: framework fragment -> the task labels under it that have a
+    /// task not failing its health checks. A failing task under one of them is left out.
+    healthy_names: Option<HashMap<String, HashSet<String>>>,
 }
+
+/// A Mesos task that gets names, with its agent's addresses.
+type NamedTask<'c> = (&'c Task, &'c [IpAddr]);
 
 /// One task about to be named: what every name of it shares.
 struct TaskNames<'t> {
@@ -339,17 +362,90 @@ impl Generator<'_> {
         agents
     }
 
-    fn mesos_tasks(&mut self, cluster: &Cluster, agents: &HashMap<&str, &[IpAddr]>) {
-        for f in &cluster.frameworks {
-            let framework = domain_fragment(&f.name, self.options.labels);
-            if framework.is_empty() {
-                continue;
+    /// The task label of a Mesos task: its discovery name's, else its name's.
+    fn mesos_label(&self, task: &Task) -> String {
+        match &task.discovery {
+            Some(d) => self.label(&d.name),
+            None => self.label(&task.name),
+        }
+    }
+
+    /// The task label of a Marathon-only app's tasks: Marathon's task name is the app id's
+    /// path reversed, `/group/app` -> `app.group`.
+    fn marathon_label(&self, app: &MarathonOnlyApp) -> String {
+        let task_name: Vec<&str> = app.id.split('/').filter(|s| !s.is_empty()).rev().collect();
+        self.label(&task_name.join("."))
+    }
+
+    /// The tasks that get names: running, on an agent the state lists, in a framework with a
+    /// name. Each with its framework fragment and its agent's addresses.
+    fn named_tasks<'c>(
+        &self,
+        cluster: &'c Cluster,
+        agents: &HashMap<&str, &'c [IpAddr]>,
+    ) -> Vec<(String, Vec<NamedTask<'c>>)> {
+        cluster
+            .frameworks
+            .iter()
+            .filter_map(|f| {
+                let framework = domain_fragment(&f.name, self.options.labels);
+                if framework.is_empty() {
+                    return None;
+                }
+                let tasks = f
+                    .tasks
+                    .iter()
+                    .filter(|t| t.state == "TASK_RUNNING")
+                    .filter_map(|t| Some((t, *agents.get(t.agent_id.as_str())?)))
+                    .collect();
+                Some((framework, tasks))
+            })
+            .collect()
+    }
+
+    /// For `healthy_only`: framework fragment -> the labels that have at least one named
+    /// task not failing its health checks (`healthy != Some(false)`).
+    fn healthy_names(
+        &self,
+        cluster: Option<&Cluster>,
+        agents: &HashMap<&str, &[IpAddr]>,
+        marathon_apps: &[MarathonOnlyApp],
+    ) -> HashMap<String, HashSet<String>> {
+        let mut names: HashMap<String, HashSet<String>> = HashMap::new();
+        if let Some(cluster) = cluster {
+            for (framework, tasks) in self.named_tasks(cluster, agents) {
+                for (task, _) in tasks.into_iter().filter(|(t, _)| t.healthy != Some(false)) {
+                    let l = self.mesos_label(task);
+                    names.entry(framework.clone()).or_default().insert(l);
+                }
             }
-            for task in &f.tasks {
-                let Some(&agent_ips) = agents.get(task.agent_id.as_str()) else {
-                    continue;
-                };
-                if task.state != "TASK_RUNNING" {
+        }
+        let marathon = domain_fragment("marathon", self.options.labels);
+        for app in marathon_apps {
+            if app.tasks.iter().any(|t| t.healthy != Some(false)) {
+                let l = self.marathon_label(app);
+                names.entry(marathon.clone()).or_default().insert(l);
+            }
+        }
+        names
+    }
+
+    /// With `healthy_only`, whether a task of `healthy` health under `framework` and
+    /// `task_label` is left out: it fails its checks and its name has a task that does not.
+    fn left_out(&self, framework: &str, task_label: &str, healthy: Option<bool>) -> bool {
+        healthy == Some(false)
+            && self
+                .healthy_names
+                .as_ref()
+                .and_then(|names| names.get(framework))
+                .is_some_and(|labels| labels.contains(task_label))
+    }
+
+    fn mesos_tasks(&mut self, cluster: &Cluster, agents: &HashMap<&str, &[IpAddr]>) {
+        for (framework, tasks) in self.named_tasks(cluster, agents) {
+            for (task, agent_ips) in tasks {
+                let l = self.mesos_label(task);
+                if self.left_out(&framework, &l, task.healthy) {
                     continue;
                 }
                 let names = TaskNames {
@@ -360,29 +456,23 @@ impl Generator<'_> {
                     ports: &task.ports,
                     discovery: task.discovery.as_ref().map(|d| d.ports.as_slice()),
                 };
-                match &task.discovery {
-                    Some(d) => {
-                        if self.options.legacy_discovery_names {
-                            self.task(&d.name.to_ascii_lowercase(), &names);
-                        }
-                        let l = self.label(&d.name);
-                        self.task(&l, &names);
-                    }
-                    None => {
-                        let l = self.label(&task.name);
-                        self.task(&l, &names);
+                if let Some(d) = &task.discovery {
+                    if self.options.legacy_discovery_names {
+                        self.task(&d.name.to_ascii_lowercase(), &names);
                     }
                 }
+                self.task(&l, &names);
             }
         }
     }
 
     fn marathon_app(&mut self, app: &MarathonOnlyApp) {
-        // Marathon's task name is the app id's path reversed: `/group/app` -> `app.group`.
-        let task_name: Vec<&str> = app.id.split('/').filter(|s| !s.is_empty()).rev().collect();
-        let l = self.label(&task_name.join("."));
+        let l = self.marathon_label(app);
         let framework = domain_fragment("marathon", self.options.labels);
         for task in &app.tasks {
+            if self.left_out(&framework, &l, task.healthy) {
+                continue;
+            }
             let agent_ips = [canonical_ip(task.host)];
             let own = TaskIps {
                 netinfo: task.ip_addresses.clone(),
@@ -508,3 +598,7 @@ pub fn task_ips<'a>(
     }
     &[]
 }
+
+#[cfg(test)]
+#[path = "records_tests.rs"]
+mod tests;

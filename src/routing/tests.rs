@@ -40,6 +40,7 @@ fn app(id: &str, labels: &[(&str, &str)], ports: &[u16], tasks: &[&[u16]]) -> Ra
                 host: "127.0.0.1".into(),
                 ports: ports.to_vec(),
                 state: "TASK_RUNNING".into(),
+                healthy: None,
             })
             .collect(),
         ..RawApp::default()

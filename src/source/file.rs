@@ -173,6 +173,7 @@ pub fn parse(text: &str) -> Result<FileSnapshot, CatalogFileError> {
                 host: t.host,
                 ports: t.ports,
                 state: t.state.unwrap_or_else(|| "TASK_RUNNING".into()),
+                healthy: None,
             })
             .collect();
         snapshot.apps.push(RawApp {

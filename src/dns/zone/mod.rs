@@ -102,6 +102,7 @@ impl ZoneOptions {
             .collect();
         options.records.labels = LabelRules::from_name(&dns.labels).unwrap_or_default();
         options.records.legacy_discovery_names = dns.legacy_names;
+        options.records.healthy_only = dns.healthy_only;
         // The name server's own name answers with the address DNS listens on, when that is
         // one address (not 0.0.0.0 / ::).
         let ip = dns.listen.ip();

@@ -662,6 +662,60 @@ fn missing_health_results_reuse_the_last_verdict() {
 }
 
 #[test]
+fn tasks_carry_their_health_for_dns() {
+    let task = |id: &str, results: &str| {
+        format!(
+            r#"{{"id": "{id}", "host": "10.0.0.1", "ports": [1], "state": "TASK_RUNNING" {results}}}"#
+        )
+    };
+    let tasks = [
+        task(
+            "all",
+            r#", "healthCheckResults": [{"alive": true}, {"alive": true}]"#,
+        ),
+        task(
+            "one-down",
+            r#", "healthCheckResults": [{"alive": true}, {"alive": false}]"#,
+        ),
+        task("down", r#", "healthCheckResults": [{"alive": false}]"#),
+        task("empty", r#", "healthCheckResults": []"#),
+        task("none", ""),
+    ]
+    .join(",");
+    let with_checks = |checks: &str| {
+        app(&format!(
+            r#"{{"id": "/a", "portDefinitions": [{{"port": 10001}}],
+                "healthChecks": {checks}, "tasks": [{tasks}]}}"#
+        ))
+    };
+    // Routing's health filter off, so every task reaches the catalog.
+    let opts = ConvertOptions {
+        health_check: false,
+        ..ConvertOptions::default()
+    };
+    let health = |app: MarathonApp| -> Vec<(String, Option<bool>)> {
+        let (raw, _) = to_raw_apps(&[app], &mut HealthMemory::new(), &opts);
+        raw[0]
+            .tasks
+            .iter()
+            .map(|t| (t.id.clone(), t.healthy))
+            .collect()
+    };
+    assert_eq!(
+        health(with_checks(r#"[{"protocol": "HTTP", "path": "/"}]"#)),
+        [
+            ("all".to_string(), Some(true)),
+            ("one-down".to_string(), Some(false)),
+            ("down".to_string(), Some(false)),
+            ("empty".to_string(), None),
+            ("none".to_string(), None),
+        ]
+    );
+    // Without health checks, results say nothing.
+    assert!(health(with_checks("[]")).iter().all(|(_, h)| h.is_none()));
+}
+
+#[test]
 fn readiness_holds_new_tasks_during_a_deployment() {
     let with = |deployments: &str, results: &str| {
         app(&format!(

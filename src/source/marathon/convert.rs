@@ -150,6 +150,15 @@ pub fn to_raw_apps(
     (merge_deployment_groups(converted), problems)
 }
 
+/// What DNS's `healthy_only` reads of a task's health: with health checks and results,
+/// `Some(true)` when every result is alive and `Some(false)` when any is not; `None`
+/// without checks or results (unknown: such a task is always answered). Routing's rule is
+/// marathon-lb's (any result alive) and is applied above, not from this.
+fn task_health(has_checks: bool, task: &MarathonTask) -> Option<bool> {
+    let results = task.health_check_results.as_deref()?;
+    (has_checks && !results.is_empty()).then(|| results.iter().all(|r| r.alive))
+}
+
 /// Why an app is left out of the conversion; its Display is the app's problem.
 #[derive(Debug, thiserror::Error)]
 enum ConvertError {
@@ -202,6 +211,7 @@ fn convert_app(
             host,
             ports,
             state: task.state.clone().unwrap_or_else(|| "TASK_RUNNING".into()),
+            healthy: task_health(has_checks, task),
         });
     }
     let group = app.labels.get(DEPLOYMENT_GROUP).map(|g| {

@@ -477,6 +477,7 @@ mod tests {
                     host: "127.0.0.1".into(),
                     ports: vec![31000 + i as u16],
                     state: "TASK_RUNNING".into(),
+                    healthy: None,
                 })
                 .collect(),
             ..RawApp::default()

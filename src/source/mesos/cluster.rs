@@ -168,6 +168,7 @@ fn task(t: &state::Task) -> Task {
         agent_id: t.slave_id.clone(),
         state: t.state.clone(),
         ips: task_ips(t),
+        healthy: task_health(t),
         ports: state::parse_port_ranges(&t.resources.ports),
         discovery: t
             .discovery
@@ -192,17 +193,26 @@ fn task(t: &state::Task) -> Task {
     }
 }
 
-/// A task's addresses from its newest (by timestamp) `TASK_RUNNING` status.
-pub fn task_ips(task: &state::Task) -> TaskIps {
-    let newest_running = task
-        .statuses
+/// A task's newest (by timestamp) `TASK_RUNNING` status; of equal timestamps, the first.
+fn newest_running(task: &state::Task) -> Option<&Status> {
+    task.statuses
         .iter()
         .filter(|s| s.state == "TASK_RUNNING")
         .fold(None::<&Status>, |best, s| match best {
             Some(b) if b.timestamp >= s.timestamp => Some(b),
             _ => Some(s),
-        });
-    let Some(status) = newest_running else {
+        })
+}
+
+/// What a task's newest `TASK_RUNNING` status says of its health: `None` when that status
+/// has no `healthy` (a task without health checks, or not checked yet) or there is none.
+pub fn task_health(task: &state::Task) -> Option<bool> {
+    newest_running(task).and_then(|s| s.healthy)
+}
+
+/// A task's addresses from its newest (by timestamp) `TASK_RUNNING` status.
+pub fn task_ips(task: &state::Task) -> TaskIps {
+    let Some(status) = newest_running(task) else {
         return TaskIps::default();
     };
     let label_ips = |key: &str| -> Vec<IpAddr> {

@@ -83,6 +83,7 @@ fn variant_options(config: &Value, legacy: bool) -> Variant {
             ips: vec![config["listener"].as_str().unwrap().parse().unwrap()],
         }),
         legacy_discovery_names: legacy,
+        healthy_only: false,
     };
     Variant {
         options,
@@ -1487,6 +1488,60 @@ fn task_ip_selection() {
 // === small rules (EXPECTED.md §5.5) and Marathon-only apps ===
 
 #[test]
+fn health_comes_from_the_newest_running_status() {
+    let health = |statuses: &str| cluster::task_health(&task_json(statuses));
+    let status = |state: &str, timestamp: f64, healthy: &str| {
+        format!(r#"{{"state": "{state}", "timestamp": {timestamp}{healthy}}}"#)
+    };
+    // No statuses, or no health on the newest running one: unknown.
+    assert_eq!(health("[]"), None);
+    assert_eq!(
+        health(&format!("[{}]", status("TASK_RUNNING", 1.0, ""))),
+        None
+    );
+    assert_eq!(
+        health(&format!(
+            "[{}]",
+            status("TASK_RUNNING", 1.0, r#", "healthy": null"#)
+        )),
+        None
+    );
+    // The newest running status wins, wherever it is in the list.
+    let flip = format!(
+        "[{}, {}, {}]",
+        status("TASK_RUNNING", 3.0, r#", "healthy": false"#),
+        status("TASK_RUNNING", 1.0, r#", "healthy": true"#),
+        status("TASK_RUNNING", 2.0, r#", "healthy": true"#),
+    );
+    assert_eq!(health(&flip), Some(false));
+    let back = format!(
+        "[{}, {}]",
+        status("TASK_RUNNING", 1.0, r#", "healthy": false"#),
+        status("TASK_RUNNING", 2.0, r#", "healthy": true"#),
+    );
+    assert_eq!(health(&back), Some(true));
+    // A newer status of another state does not count.
+    let staged = format!(
+        "[{}, {}]",
+        status("TASK_RUNNING", 1.0, r#", "healthy": true"#),
+        status("TASK_STAGING", 2.0, r#", "healthy": false"#),
+    );
+    assert_eq!(health(&staged), Some(true));
+    // And the converted cluster carries it.
+    let state = state::decode(
+        format!(
+            r#"{{"leader": "master@10.0.0.1:5050", "frameworks": [{{"name": "marathon",
+                "tasks": [{{"id": "t1", "name": "web", "state": "TASK_RUNNING",
+                "slave_id": "s1", "statuses": {flip}}}]}}]}}"#
+        )
+        .as_bytes(),
+    )
+    .expect("state decodes");
+    let cluster = convert(&state, &[], &ResolvedHosts::new());
+    assert_eq!(cluster.frameworks[0].tasks[0].healthy, Some(false));
+}
+
+#[test]
 fn wildcards_case_and_duplicates() {
     let zone = zone("R");
     assert_eq!(
@@ -1528,6 +1583,7 @@ fn marathon_only_apps() {
                 ip_addresses: vec![],
                 ports: vec![31000, 31001],
                 agent_id: Some("abc-S3".into()),
+                healthy: None,
             },
             MarathonOnlyTask {
                 id: "shop_web.2".into(),
@@ -1535,6 +1591,7 @@ fn marathon_only_apps() {
                 ip_addresses: vec!["9.9.9.9".parse().unwrap()],
                 ports: vec![31002],
                 agent_id: None,
+                healthy: None,
             },
         ],
     }];

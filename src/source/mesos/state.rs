@@ -87,6 +87,9 @@ pub struct Status {
     pub labels: Vec<Label>,
     #[serde(default, deserialize_with = "nullable")]
     pub container_status: ContainerStatus,
+    /// Set on the statuses of tasks with health checks; missing and `null` read as `None`.
+    #[serde(default)]
+    pub healthy: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -53,6 +53,7 @@ pub fn config_r(legacy: bool) -> ZoneOptions {
             ips: vec!["127.0.0.1".parse().unwrap()],
         }),
         legacy_discovery_names: legacy,
+        healthy_only: false,
     };
     options
 }
