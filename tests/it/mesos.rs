@@ -215,3 +215,79 @@ async fn https_masters_with_basic_auth_are_read_and_the_secret_never_shown() {
     })
     .await;
 }
+
+/// A running marathon task `id` named `name` on agent S1, its own address `ip`, its newest
+/// running status saying `healthy` (JSON: `true`, `false` or `null`) and an older one
+/// saying otherwise.
+fn health_task(id: &str, name: &str, ip: &str, healthy: &str) -> serde_json::Value {
+    let newest: serde_json::Value = serde_json::from_str(healthy).unwrap();
+    let older = newest == serde_json::Value::Bool(false);
+    serde_json::json!({
+        "id": id, "name": name, "framework_id": "f1", "slave_id": "S1",
+        "state": "TASK_RUNNING",
+        "statuses": [
+            {"state": "TASK_RUNNING", "timestamp": 1.0, "healthy": older,
+             "container_status": {"network_infos": [{"ip_addresses": [{"ip_address": ip}]}]}},
+            {"state": "TASK_RUNNING", "timestamp": 2.0,
+             "healthy": newest,
+             "container_status": {"network_infos": [{"ip_addresses": [{"ip_address": ip}]}]}}
+        ]
+    })
+}
+
+/// `[dns] healthy_only` end to end: the Mesos state's health (the newest running status's
+/// `healthy`) decides the answers over DNS; a name whose tasks all fail answers them all.
+#[tokio::test]
+async fn healthy_only_answers_leave_out_failing_tasks() {
+    let state = serde_json::json!({
+        "leader": "master@127.0.0.1:5050",
+        "slaves": [{"id": "S1", "pid": "slave(1)@10.0.0.1:5051", "hostname": "10.0.0.1"}],
+        "frameworks": [{
+            "id": "f1", "name": "marathon", "pid": "scheduler@10.0.0.9:8080",
+            "hostname": "10.0.0.9",
+            "tasks": [
+                health_task("web.1", "web", "10.1.0.1", "true"),
+                health_task("web.2", "web", "10.1.0.2", "false"),
+                health_task("web.3", "web", "10.1.0.3", "null"),
+                health_task("api.1", "api", "10.1.0.4", "false"),
+                health_task("api.2", "api", "10.1.0.5", "false"),
+            ]
+        }]
+    });
+    let mesos = FakeMasters::builder(1, Some(0))
+        .own_ips()
+        .state(state)
+        .start()
+        .await;
+    let on = Drover::start(&format!("{}healthy_only = true\n", config(&mesos)), "");
+    let off = Drover::start(&config(&mesos), "");
+    on.ready().await;
+    off.ready().await;
+    eventually(
+        "web.marathon.mesos. answers the healthy and unknown tasks",
+        || async {
+            (dns_a(&on, "web.marathon.mesos.").await.1 == ["10.1.0.1", "10.1.0.3"]).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        dns_a(&on, "api.marathon.mesos.").await.1,
+        ["10.1.0.4", "10.1.0.5"],
+        "all of api's tasks fail: all are answered"
+    );
+    let web2 = format!(
+        "web-{}-s1.marathon.mesos.",
+        drover::dns::name::hash5("web.2")
+    );
+    assert_eq!(dns_a(&on, &web2).await.0, "NXDomain");
+    // Off (the default): every running task, as Mesos-DNS.
+    eventually(
+        "without healthy_only every web task is answered",
+        || async {
+            (dns_a(&off, "web.marathon.mesos.").await.1 == ["10.1.0.1", "10.1.0.2", "10.1.0.3"])
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(dns_a(&off, &web2).await.1, ["10.1.0.2"]);
+}
