@@ -20,6 +20,9 @@ pub type ResolvedHosts = HashMap<String, Vec<IpAddr>>;
 /// How long resolving one host name may take before the cluster is built without it.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Lookups in flight at once (each holds a blocking thread for `getaddrinfo`).
+const RESOLVE_AT_ONCE: usize = 16;
+
 const DOCKER_IP_LABEL: &str = "Docker.NetworkSettings.IPAddress";
 const MESOS_IP_LABEL: &str = "MesosContainerizer.NetworkSettings.IPAddress";
 
@@ -72,13 +75,28 @@ pub fn hosts_to_resolve(state: &MesosState, masters: &[String]) -> BTreeSet<Stri
     hosts
 }
 
-/// Looks each name up, one after the other, each within [`RESOLVE_TIMEOUT`]; a name that
-/// fails is logged and left out (its records are then missing, the rest are built).
+/// Looks the names up, [`RESOLVE_AT_ONCE`] at a time, each within [`RESOLVE_TIMEOUT`]; a
+/// name that fails is logged and left out (its records are then missing, the rest are
+/// built). At once, so that a state naming many slow hosts holds a poll for about one
+/// timeout rather than one per host.
 pub async fn resolve(hosts: BTreeSet<String>) -> ResolvedHosts {
     let mut resolved = ResolvedHosts::new();
-    for host in hosts {
-        let lookup = tokio::net::lookup_host((host.clone(), 0));
-        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+    let mut lookups = tokio::task::JoinSet::new();
+    let mut hosts = hosts.into_iter();
+    loop {
+        while lookups.len() < RESOLVE_AT_ONCE {
+            let Some(host) = hosts.next() else { break };
+            lookups.spawn(async move {
+                let lookup = tokio::net::lookup_host((host.clone(), 0));
+                let answer = tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await;
+                (host, answer)
+            });
+        }
+        let Some(done) = lookups.join_next().await else {
+            return resolved;
+        };
+        let Ok((host, answer)) = done else { continue };
+        match answer {
             Ok(Ok(addrs)) => {
                 resolved.insert(host, addrs.map(|a| a.ip().to_canonical()).collect());
             }
@@ -88,7 +106,6 @@ pub async fn resolve(hosts: BTreeSet<String>) -> ResolvedHosts {
             Err(_) => warn!(%host, "resolving a host named in the Mesos state timed out"),
         }
     }
-    resolved
 }
 
 /// The cluster `state` describes, host names looked up in `resolved`.
@@ -238,5 +255,25 @@ pub fn task_ips(task: &state::Task) -> TaskIps {
             .collect(),
         docker: label_ips(DOCKER_IP_LABEL),
         mesos: label_ips(MESOS_IP_LABEL),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names are looked up together: literal-free names resolve, a name that does not
+    /// exist is left out, and the answer keeps every name that did resolve.
+    #[tokio::test]
+    async fn resolve_keeps_what_resolved_and_leaves_out_the_rest() {
+        let hosts: BTreeSet<String> = ["localhost", "no-such-host.invalid"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let resolved = resolve(hosts).await;
+        assert!(resolved
+            .get("localhost")
+            .is_some_and(|ips| ips.iter().any(|ip| ip.is_loopback())));
+        assert!(!resolved.contains_key("no-such-host.invalid"));
     }
 }
