@@ -223,14 +223,8 @@ impl Line<'_> {
     fn ts(&mut self, t: SystemTime, stamps: &mut Stamps) -> &mut Self {
         let millis = stamps.at(t);
         self.0.extend_from_slice(stamps.iso.as_bytes());
-        let digits = [
-            b'.',
-            b'0' + (millis / 100) as u8,
-            b'0' + (millis / 10 % 10) as u8,
-            b'0' + (millis % 10) as u8,
-            b'Z',
-        ];
-        self.0.extend_from_slice(&digits);
+        write_thousandths(self.0, millis);
+        self.0.push(b'Z');
         self
     }
 }
@@ -238,12 +232,16 @@ impl Line<'_> {
 fn write_ms(out: &mut Vec<u8>, d: Duration) {
     let micros = d.as_micros() as u64;
     out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
-    let frac = (micros % 1000) as u16;
+    write_thousandths(out, (micros % 1000) as u32);
+}
+
+/// `.NNN` for `n` below 1000: milliseconds of a second, microseconds of a millisecond.
+fn write_thousandths(out: &mut Vec<u8>, n: u32) {
     out.extend_from_slice(&[
         b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
     ]);
 }
 
@@ -253,13 +251,9 @@ fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
             let mut text = [0u8; 21];
-            let mut n = 0;
-            for (i, octet) in a.ip().octets().into_iter().enumerate() {
-                n = put_decimal(&mut text, n, octet.into());
-                text[n] = if i < 3 { b'.' } else { b':' };
-                n += 1;
-            }
-            n = put_decimal(&mut text, n, a.port().into());
+            let mut n = put_ipv4(&mut text, *a.ip());
+            text[n] = b':';
+            n = put_decimal(&mut text, n + 1, a.port().into());
             out.extend_from_slice(&text[..n]);
         }
         SocketAddr::V6(a) => {
@@ -267,6 +261,19 @@ fn write_addr(out: &mut Vec<u8>, addr: SocketAddr) {
             let _ = write!(out, "[{}]:{}", a.ip(), a.port());
         }
     }
+}
+
+/// Writes `ip` at the start of `text` (15 bytes at most); returns where it ended.
+fn put_ipv4(text: &mut [u8], ip: std::net::Ipv4Addr) -> usize {
+    let mut n = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[n] = b'.';
+            n += 1;
+        }
+        n = put_decimal(text, n, octet.into());
+    }
+    n
 }
 
 /// Writes `value` in decimal into `text` at `at`; returns where it ended.
@@ -453,14 +460,7 @@ fn combined_start(out: &mut Vec<u8>, client: SocketAddr, start: SystemTime, stam
     match client {
         SocketAddr::V4(a) => {
             let mut text = [0u8; 15];
-            let mut n = 0;
-            for (i, octet) in a.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[n] = b'.';
-                    n += 1;
-                }
-                n = put_decimal(&mut text, n, octet.into());
-            }
+            let n = put_ipv4(&mut text, *a.ip());
             out.extend_from_slice(&text[..n]);
         }
         SocketAddr::V6(a) => out.extend_from_slice(a.ip().to_string().as_bytes()),

@@ -2,7 +2,6 @@
 //! backend, a 504 from a silent one) and per TCP connection, each with its status, route,
 //! upstream and fault; nginx's `combined` format; the new request metrics.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -10,11 +9,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
-
-/// A loopback address nothing listens on (bound, then closed).
-fn dead_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
 
 /// The log's lines once it holds at least `n` (bounded wait).
 async fn lines(drover: &Drover, name: &str, n: usize) -> Vec<String> {

@@ -186,11 +186,11 @@ async fn the_marathon_apps_env_starts_a_working_drover() {
         &[FakeTask::new(&task, backend.addr)],
     )]));
     let (http, appid, admin) = (free_port(), free_port(), free_port());
-    let mut vars: Vec<(String, String)> = app["env"]
+    let mut vars: Vec<(&str, String)> = app["env"]
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_string()))
         .collect();
     let moved = [
         ("DROVER_MARATHON__URLS", fake.url()),
@@ -203,28 +203,19 @@ async fn the_marathon_apps_env_starts_a_working_drover() {
         let var = vars.iter_mut().find(|(k, _)| k == name).expect(name);
         var.1 = value.clone();
     }
-    let args: Vec<String> = app["args"]
+    let args: Vec<&str> = app["args"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap().to_string())
+        .map(|a| a.as_str().unwrap())
         .collect();
     let dir = tempfile::tempdir().expect("temp dir");
     let log_path = dir.path().join("drover.log");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_drover"));
-    cmd.args(&args)
-        .current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
+    let mut child = crate::env_config::drover(dir.path(), &args, &vars)
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).expect("log"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("DROVER_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd.envs(vars);
-    let mut child = cmd.spawn().expect("spawn drover");
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("spawn drover");
     let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();

@@ -13,7 +13,7 @@ use crate::support::{app, free_port, Backend, DEADLINE};
 const BIN: &str = env!("CARGO_BIN_EXE_drover");
 
 /// `drover ARGS` in `dir` with `vars` and no other `DROVER_*` variable (nor `RUST_LOG`).
-fn drover(dir: &Path, args: &[&str], vars: &[(&str, String)]) -> Command {
+pub(crate) fn drover(dir: &Path, args: &[&str], vars: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .current_dir(dir)

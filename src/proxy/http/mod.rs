@@ -78,10 +78,8 @@ impl Body for CountedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Some(count), Poll::Ready(Some(Ok(frame)))) = (&self.count, &polled) {
-            if let Some(data) = frame.data_ref() {
-                count.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
+        if let (Some(count), Some(len)) = (&self.count, data_len(&polled)) {
+            count.fetch_add(len as u64, Ordering::Relaxed);
         }
         polled
     }
@@ -92,6 +90,14 @@ impl Body for CountedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The bytes of a data frame just polled; `None` for anything else.
+fn data_len(polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) -> Option<usize> {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => frame.data_ref().map(Bytes::len),
+        _ => None,
     }
 }
 
@@ -118,11 +124,8 @@ impl Body for ConnBody {
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
         };
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                let len = data.len();
-                self.record.sent(len);
-            }
+        if let Some(len) = data_len(&polled) {
+            self.record.sent(len);
         }
         polled
     }

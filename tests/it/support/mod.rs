@@ -45,6 +45,11 @@ where
 }
 
 /// A port that was free a moment ago (for catalog service ports, which Drover binds).
+/// A loopback address nothing listens on (bound, then closed).
+pub fn dead_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
