@@ -258,8 +258,10 @@ async fn a_catalog_rewritten_without_pause_is_applied_while_the_writes_go_on() {
         gaps.len(),
         answers.len(),
     );
+    // The watcher's max wait is 500 ms; the margin covers a rebuild on a loaded 2-core
+    // machine (the whole suite beside it). Starvation looks like seconds, not 750 ms.
     assert!(
-        worst_gap <= Duration::from_millis(600),
+        worst_gap <= Duration::from_millis(750),
         "applies {gaps:?} apart"
     );
     assert!(
