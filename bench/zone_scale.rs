@@ -13,6 +13,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,7 @@ fn compile(cluster: &Cluster, options: &ZoneOptions) -> Zone {
         cluster: Some(cluster),
         marathon_apps: &[],
         options,
+        checked_down: &BTreeSet::new(),
         serial: 1,
     })
 }
@@ -171,7 +173,7 @@ fn main() {
         let (mut generate, mut from_sets) = (Vec::new(), Vec::new());
         for _ in 0..5 {
             let t = Instant::now();
-            let sets = records::generate(Some(&cluster), &[], &options.records);
+            let sets = records::generate(Some(&cluster), &[], &options.records, &BTreeSet::new());
             generate.push(t.elapsed());
             let t = Instant::now();
             let z = Zone::from_record_sets(sets, &options, 1);

@@ -17,7 +17,10 @@ use crate::catalog::{self, cluster};
 use crate::config::{Config, DnsConfig, Groups};
 use crate::dns::Zone;
 use crate::dns::{ZoneInput, ZoneOptions};
-use crate::handles::{ConfigInUse, ConfigWriter, RouteTableWriter, ZoneInfo, ZoneWriter};
+use crate::handles::{
+    CheckedDown, CheckedDownReceiver, ConfigInUse, ConfigWriter, RouteTableWriter, ZoneInfo,
+    ZoneWriter,
+};
 use crate::metrics::Metrics;
 use crate::routing::{self, RouteTable};
 use crate::shutdown::Shutdown;
@@ -31,6 +34,9 @@ pub struct Inputs {
     pub file: watch::Receiver<Option<Arc<Snapshot>>>,
     pub marathon: watch::Receiver<Option<Arc<Snapshot>>>,
     pub mesos: watch::Receiver<Option<Arc<MesosSnapshot>>>,
+    /// Backends the health monitor's checks prove down; the zone follows them with
+    /// `[dns] healthy_only`.
+    pub checked_down: CheckedDownReceiver,
 }
 
 /// What `control` writes; it holds the only writer of each.
@@ -55,15 +61,16 @@ pub async fn run(
     let mut zone_version: u32 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
+    // What woke the loop: when only the checks changed, the table is left alone (the data
+    // plane reads check flags from the backends themselves) and the zone is rebuilt only if
+    // it reads them.
+    let mut only_checks = false;
     loop {
         let cfg = inputs.config.borrow_and_update().clone();
-        out.config.store(ConfigInUse {
-            config: cfg.clone(),
-            zone: cfg.dns.as_ref().map(ZoneOptions::from_config),
-        });
         let file = inputs.file.borrow_and_update().clone();
         let marathon = inputs.marathon.borrow_and_update().clone();
         let mesos = inputs.mesos.borrow_and_update().clone();
+        let checked_down = inputs.checked_down.borrow_and_update().clone();
         // Before every configured source has been read once there is nothing true to
         // route; the table stays unset so /readyz keeps saying "not yet".
         let marathon = match (&cfg.marathon, marathon) {
@@ -71,34 +78,64 @@ pub async fn run(
             (Some(_), Some(m)) => Some(Some(m)),
             (Some(_), None) => None,
         };
-        if let (Some(file), Some(marathon)) = (file, marathon.clone()) {
-            version += 1;
-            let sources = Sources {
-                file: &file,
-                marathon: marathon.as_deref(),
-            };
-            tables.send_replace(rebuild(&out, &cfg, sources, version));
-        }
-        if let Some(dns) = &cfg.dns {
-            // The zone waits only for the sources it is built from.
-            let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
-            if let (true, Some(marathon)) = (mesos_ready, marathon) {
-                zone_version += 1;
-                let compiled = compile_zone(dns, mesos.clone(), marathon, zone_version).await;
-                store_zone(&out, compiled, zone_version);
+        if !only_checks {
+            out.config.store(ConfigInUse {
+                config: cfg.clone(),
+                zone: cfg.dns.as_ref().map(ZoneOptions::from_config),
+            });
+            if let (Some(file), Some(marathon)) = (file, marathon.clone()) {
+                version += 1;
+                let sources = Sources {
+                    file: &file,
+                    marathon: marathon.as_deref(),
+                };
+                tables.send_replace(rebuild(&out, &cfg, sources, version));
             }
-        } else if out.zone.is_set() {
-            out.zone.store(None);
-            out.metrics.dns_zone_records.set(0);
         }
+        match &cfg.dns {
+            Some(dns) if !only_checks || dns.healthy_only => {
+                // The zone waits only for the sources it is built from.
+                let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
+                if let (true, Some(marathon)) = (mesos_ready, marathon) {
+                    zone_version += 1;
+                    let input = ZoneSources {
+                        mesos: mesos.clone(),
+                        marathon,
+                        checked_down,
+                    };
+                    let compiled = compile_zone(dns, input, zone_version).await;
+                    store_zone(&out, compiled, zone_version);
+                }
+            }
+            Some(_) => {}
+            None if out.zone.is_set() => {
+                out.zone.store(None);
+                out.metrics.dns_zone_records.set(0);
+                out.metrics.dns_all_failing_names.set(0);
+            }
+            None => {}
+        }
+        only_checks = false;
         tokio::select! {
             r = inputs.config.changed() => if r.is_err() { return },
             r = inputs.file.changed() => if r.is_err() { return },
             r = inputs.marathon.changed() => if r.is_err() { return },
             r = inputs.mesos.changed() => if r.is_err() { return },
+            r = inputs.checked_down.changed() => {
+                if r.is_err() { return }
+                only_checks = true;
+            }
             _ = shutdown.triggered() => return,
         }
     }
+}
+
+/// What a zone is compiled from besides its options.
+pub struct ZoneSources {
+    pub mesos: Option<Arc<MesosSnapshot>>,
+    /// `None` without `[marathon]`.
+    pub marathon: Option<Arc<Snapshot>>,
+    pub checked_down: CheckedDown,
 }
 
 /// The snapshots one rebuild combines.
@@ -187,13 +224,13 @@ fn update_metrics(m: &Metrics, table: &RouteTable) {
 /// Compiles the zone from the Mesos leader's cluster and the apps only Marathon knows, and
 /// says how long that took. The compile runs on a blocking thread: a big cluster's zone
 /// takes long enough to stall the probes and admin answers this runtime also serves.
-pub async fn compile_zone(
-    dns: &DnsConfig,
-    mesos: Option<Arc<MesosSnapshot>>,
-    marathon: Option<Arc<Snapshot>>,
-    serial: u32,
-) -> (Zone, Duration) {
+pub async fn compile_zone(dns: &DnsConfig, input: ZoneSources, serial: u32) -> (Zone, Duration) {
     let options = ZoneOptions::from_config(dns);
+    let ZoneSources {
+        mesos,
+        marathon,
+        checked_down,
+    } = input;
     let build = move || {
         let cluster = mesos.as_ref().map(|m| &m.cluster);
         let apps = marathon
@@ -206,6 +243,7 @@ pub async fn compile_zone(
             cluster,
             marathon_apps: &apps,
             options: &options,
+            checked_down: &checked_down,
             serial,
         });
         (zone, started.elapsed())
@@ -234,6 +272,9 @@ fn store_zone(out: &Outputs, (zone, took): (Zone, Duration), serial: u32) {
     debug!(serial, "DNS zone stored");
     let records = zone.record_count();
     out.metrics.dns_zone_records.set(records as i64);
+    out.metrics
+        .dns_all_failing_names
+        .set(zone.all_failing_names() as i64);
     let info = ZoneInfo {
         serial,
         records,

@@ -38,6 +38,7 @@ pub const TLS_CERT_NOT_AFTER: &str = "drover_tls_cert_not_after_timestamp_second
 pub const TLS_RELOADS: &str = "drover_tls_reloads_total";
 pub const HTTP_TUNNELS_OPEN: &str = "drover_http_tunnels_open";
 pub const DNS_ZONE_RECORDS: &str = "drover_dns_zone_records";
+pub const DNS_ALL_FAILING_NAMES: &str = "drover_dns_names_all_unhealthy";
 pub const CONNECTION_LIMIT_WAITS: &str = "drover_connection_limit_waits_total";
 pub const CONNECTIONS_OPEN: &str = "drover_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "drover_connections_rejected_total";
@@ -87,6 +88,8 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub http_tunnels_open: IntGauge,
     pub dns_zone_records: IntGauge,
+    /// With `[dns] healthy_only`: names answered with all their tasks, every one failing.
+    pub dns_all_failing_names: IntGauge,
     pub connections_open: IntGaugeVec,
     pub connections_rejected: IntCounterVec,
     pub connection_limit_waits: IntCounterVec,
@@ -290,6 +293,14 @@ impl Metrics {
                 &registry,
                 IntGauge::new(DNS_ZONE_RECORDS, "Records in the DNS zone in use.")
                     .expect("valid metric"),
+            ),
+            dns_all_failing_names: reg(
+                &registry,
+                IntGauge::new(
+                    DNS_ALL_FAILING_NAMES,
+                    "With healthy_only: DNS names answered with all their tasks because every one fails its health checks.",
+                )
+                .expect("valid metric"),
             ),
             connections_open: gauge(
                 CONNECTIONS_OPEN,

@@ -632,11 +632,13 @@ async fn control_plane(
         )
         .instrument(tracing::info_span!("source_mesos")),
     );
+    let checked_down = handles::CheckedDownWriter::new();
     let inputs = control::Inputs {
         config: config_rx.clone(),
         file: file_rx,
         marathon: marathon_rx,
         mesos: mesos_rx,
+        checked_down: checked_down.subscribe(),
     };
     tokio::spawn(
         wiring
@@ -648,6 +650,7 @@ async fn control_plane(
         status: wiring.health,
         routes: wiring.out.table.reader(),
         ejections: wiring.ejections,
+        checked_down,
         metrics: metrics.clone(),
     };
     tokio::spawn(

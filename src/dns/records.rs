@@ -31,11 +31,16 @@
 //! too: then all of them are named, as a pool with no healthy backend uses them all. Tasks
 //! without health (`None`) count as healthy. A task's group is its framework fragment and
 //! its (sanitized) label, so the legacy discovery names follow the sanitized name's group.
+//! Drover's own active checks count too: a task one of whose addresses (`ip:port`, any of
+//! its IPs with any of its host or discovery ports) a check proves down (`checked_down`)
+//! fails like a task Mesos or Marathon reports unhealthy. A task not yet checked is not down.
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 
-use crate::catalog::cluster::{Cluster, DiscoveryPort, Endpoint, MarathonOnlyApp, Task, TaskIps};
+use crate::catalog::cluster::{
+    Cluster, DiscoveryPort, Endpoint, MarathonOnlyApp, MarathonOnlyTask, Task, TaskIps,
+};
 use crate::dns::intern::{NameId, NameTable};
 use crate::dns::name::{domain_fragment, hash5, label, LabelRules};
 use crate::dns::zone::{Record, RecordData, Srv};
@@ -116,6 +121,9 @@ impl Default for RecordOptions {
 pub struct RecordSets {
     pub names: NameTable,
     pub records: Vec<Record>,
+    /// With `healthy_only`: names answered with all their tasks because every one of them
+    /// fails its health checks.
+    pub all_failing_names: usize,
 }
 
 // === impl RecordSets ===
@@ -126,6 +134,7 @@ impl RecordSets {
         RecordSets {
             names: NameTable::with_capacity(names, names * 64),
             records: Vec::with_capacity(records),
+            all_failing_names: 0,
         }
     }
 
@@ -178,10 +187,12 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 /// Builds every record Mesos-DNS builds for `cluster` (if any) and `marathon_apps`.
+/// `checked_down`: the backends Drover's active checks prove down, read with `healthy_only`.
 pub fn generate(
     cluster: Option<&Cluster>,
     marathon_apps: &[MarathonOnlyApp],
     options: &RecordOptions,
+    checked_down: &BTreeSet<SocketAddr>,
 ) -> RecordSets {
     let domain = options.domain.trim_end_matches('.').to_ascii_lowercase();
     // A task has about 3 names of its own and 12 records (the benchmark's mix): room
@@ -194,6 +205,7 @@ pub fn generate(
         buf: String::with_capacity(256),
         options,
         healthy_names: None,
+        checked_down,
     };
     if let Some(name_server) = &options.name_server {
         let name = fqdn(&name_server.name);
@@ -237,6 +249,8 @@ struct Generator<'a> {
     /// With `healthy_only`: framework fragment -> the task labels under it that have a
     /// task not failing its health checks. A failing task under one of them is left out.
     healthy_names: Option<HashMap<String, HashSet<String>>>,
+    /// Backends Drover's active checks prove down.
+    checked_down: &'a BTreeSet<SocketAddr>,
 }
 
 /// A Mesos task that gets names, with its agent's addresses.
@@ -404,30 +418,95 @@ impl Generator<'_> {
     }
 
     /// For `healthy_only`: framework fragment -> the labels that have at least one named
-    /// task not failing its health checks (`healthy != Some(false)`).
+    /// task not failing its health checks; also counts the names whose tasks all fail.
     fn healthy_names(
-        &self,
+        &mut self,
         cluster: Option<&Cluster>,
         agents: &HashMap<&str, &[IpAddr]>,
         marathon_apps: &[MarathonOnlyApp],
     ) -> HashMap<String, HashSet<String>> {
         let mut names: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut failing: HashSet<(String, String)> = HashSet::new();
         if let Some(cluster) = cluster {
             for (framework, tasks) in self.named_tasks(cluster, agents) {
-                for (task, _) in tasks.into_iter().filter(|(t, _)| t.healthy != Some(false)) {
+                for (task, agent_ips) in tasks {
                     let l = self.mesos_label(task);
-                    names.entry(framework.clone()).or_default().insert(l);
+                    if self.mesos_health(task, agent_ips) == Some(false) {
+                        failing.insert((framework.clone(), l));
+                    } else {
+                        names.entry(framework.clone()).or_default().insert(l);
+                    }
                 }
             }
         }
         let marathon = domain_fragment("marathon", self.options.labels);
         for app in marathon_apps {
-            if app.tasks.iter().any(|t| t.healthy != Some(false)) {
-                let l = self.marathon_label(app);
+            let l = self.marathon_label(app);
+            if app
+                .tasks
+                .iter()
+                .any(|t| self.marathon_health(t) != Some(false))
+            {
                 names.entry(marathon.clone()).or_default().insert(l);
+            } else {
+                failing.insert((marathon.clone(), l));
             }
         }
+        self.sets.all_failing_names = failing
+            .iter()
+            .filter(|(fw, l)| !names.get(fw).is_some_and(|labels| labels.contains(l)))
+            .count();
         names
+    }
+
+    /// A Mesos task's health: what Mesos reports, or failing when an active check proves
+    /// one of its addresses down.
+    fn mesos_health(&self, task: &Task, agent_ips: &[IpAddr]) -> Option<bool> {
+        if task.healthy == Some(false) || !self.options.healthy_only || self.checked_down.is_empty()
+        {
+            return task.healthy;
+        }
+        let ips = agent_ips
+            .iter()
+            .chain(&task.ips.netinfo)
+            .chain(&task.ips.docker)
+            .chain(&task.ips.mesos);
+        let discovery = task.discovery.iter().flat_map(|d| d.ports.iter());
+        let ports = task
+            .ports
+            .iter()
+            .copied()
+            .chain(discovery.map(|p| p.number));
+        self.any_checked_down(ips, ports)
+            .then_some(false)
+            .or(task.healthy)
+    }
+
+    /// A Marathon-only task's health: what Marathon reports, or failing when an active check
+    /// proves one of its addresses down.
+    fn marathon_health(&self, task: &MarathonOnlyTask) -> Option<bool> {
+        if task.healthy == Some(false) || !self.options.healthy_only || self.checked_down.is_empty()
+        {
+            return task.healthy;
+        }
+        let ips = std::iter::once(&task.host).chain(&task.ip_addresses);
+        self.any_checked_down(ips, task.ports.iter().copied())
+            .then_some(false)
+            .or(task.healthy)
+    }
+
+    /// Whether some `ip:port` of these is a backend an active check proves down.
+    fn any_checked_down<'i>(
+        &self,
+        ips: impl Iterator<Item = &'i IpAddr>,
+        ports: impl Iterator<Item = u16> + Clone,
+    ) -> bool {
+        ips.into_iter().any(|&ip| {
+            let ip = canonical_ip(ip);
+            ports
+                .clone()
+                .any(|port| self.checked_down.contains(&SocketAddr::new(ip, port)))
+        })
     }
 
     /// With `healthy_only`, whether a task of `healthy` health under `framework` and
@@ -445,7 +524,7 @@ impl Generator<'_> {
         for (framework, tasks) in self.named_tasks(cluster, agents) {
             for (task, agent_ips) in tasks {
                 let l = self.mesos_label(task);
-                if self.left_out(&framework, &l, task.healthy) {
+                if self.left_out(&framework, &l, self.mesos_health(task, agent_ips)) {
                     continue;
                 }
                 let names = TaskNames {
@@ -470,7 +549,7 @@ impl Generator<'_> {
         let l = self.marathon_label(app);
         let framework = domain_fragment("marathon", self.options.labels);
         for task in &app.tasks {
-            if self.left_out(&framework, &l, task.healthy) {
+            if self.left_out(&framework, &l, self.marathon_health(task)) {
                 continue;
             }
             let agent_ips = [canonical_ip(task.host)];

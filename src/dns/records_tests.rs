@@ -1,11 +1,14 @@
 //! `healthy_only`: which tasks a name answers when some fail their health checks.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::*;
 use crate::catalog::cluster::{Agent, Framework, MarathonOnlyTask};
 use crate::dns::name::hash5;
+
+/// No active check proves anything down.
+static NONE_DOWN: BTreeSet<SocketAddr> = BTreeSet::new();
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -117,7 +120,7 @@ fn a_name_answers_only_its_healthy_tasks() {
         task("web.1", "web", 1, Some(true)),
         task("web.2", "web", 2, Some(false)),
     ])]);
-    let answers = Answers::of(&generate(Some(&c), &[], &options(true)));
+    let answers = Answers::of(&generate(Some(&c), &[], &options(true), &NONE_DOWN));
     assert_eq!(answers.a("web.marathon.mesos."), ips(&["10.1.0.1"]));
     assert_eq!(answers.a("web.marathon.slave.mesos."), ips(&["10.0.0.1"]));
     let (h1, h2) = (hash5("web.1"), hash5("web.2"));
@@ -138,8 +141,13 @@ fn a_name_whose_tasks_all_fail_answers_them_all() {
         task("api.1", "api", 3, Some(true)),
         task("api.2", "api", 4, Some(false)),
     ])]);
-    let on = generate(Some(&c), &[], &options(true));
-    let off = generate(Some(&c), &[], &options(false));
+    let on = generate(Some(&c), &[], &options(true), &NONE_DOWN);
+    let off = generate(Some(&c), &[], &options(false), &NONE_DOWN);
+    assert_eq!(
+        on.all_failing_names, 1,
+        "web's tasks all fail; api has a healthy one"
+    );
+    assert_eq!(off.all_failing_names, 0, "not counted without healthy_only");
     let (on, off) = (Answers::of(&on), Answers::of(&off));
     assert_eq!(on.a("web.marathon.mesos."), ips(&["10.1.0.1", "10.1.0.2"]));
     assert_eq!(on.a, {
@@ -159,7 +167,12 @@ fn off_by_default_every_task_is_answered() {
         task("web.1", "web", 1, Some(true)),
         task("web.2", "web", 2, Some(false)),
     ])]);
-    let answers = Answers::of(&generate(Some(&c), &[], &RecordOptions::default()));
+    let answers = Answers::of(&generate(
+        Some(&c),
+        &[],
+        &RecordOptions::default(),
+        &NONE_DOWN,
+    ));
     assert_eq!(
         answers.a("web.marathon.mesos."),
         ips(&["10.1.0.1", "10.1.0.2"])
@@ -176,7 +189,7 @@ fn tasks_without_health_are_always_answered() {
         task("api.1", "api", 3, None),
         task("api.2", "api", 4, None),
     ])]);
-    let answers = Answers::of(&generate(Some(&c), &[], &options(true)));
+    let answers = Answers::of(&generate(Some(&c), &[], &options(true), &NONE_DOWN));
     assert_eq!(answers.a("web.marathon.mesos."), ips(&["10.1.0.1"]));
     assert_eq!(
         answers.a("api.marathon.mesos."),
@@ -201,7 +214,7 @@ fn groups_are_per_framework_and_per_label() {
         marathon(vec![task("web.2", "web", 2, Some(false)), named]),
         other,
     ]);
-    let answers = Answers::of(&generate(Some(&c), &[], &options(true)));
+    let answers = Answers::of(&generate(Some(&c), &[], &options(true), &NONE_DOWN));
     assert_eq!(answers.a("web.marathon.mesos."), ips(&["10.1.0.4"]));
     // chronos's only web task fails: it is answered (its name has no healthy task).
     assert_eq!(answers.a("web.chronos.mesos."), ips(&["10.1.0.3"]));
@@ -227,16 +240,90 @@ fn marathon_only_apps_follow_the_same_rule() {
             tasks: vec![only("a.1", 3, Some(false)), only("a.2", 4, Some(false))],
         },
     ];
-    let answers = Answers::of(&generate(None, &apps, &options(true)));
+    let answers = Answers::of(&generate(None, &apps, &options(true), &NONE_DOWN));
     assert_eq!(answers.a("web-shop.marathon.mesos."), ips(&["10.0.0.1"]));
     assert!(!answers.has(&format!("web-shop-{}.marathon.mesos.", hash5("w.2"))));
     assert_eq!(
         answers.a("api-shop.marathon.mesos."),
         ips(&["10.0.0.3", "10.0.0.4"])
     );
-    let answers = Answers::of(&generate(None, &apps, &options(false)));
+    let answers = Answers::of(&generate(None, &apps, &options(false), &NONE_DOWN));
     assert_eq!(
         answers.a("web-shop.marathon.mesos."),
         ips(&["10.0.0.1", "10.0.0.2"])
+    );
+}
+
+fn down(addrs: &[&str]) -> BTreeSet<SocketAddr> {
+    addrs.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn a_task_drovers_checks_prove_down_is_left_out() {
+    let c = cluster(vec![marathon(vec![
+        task("web.1", "web", 1, None),
+        task("web.2", "web", 2, None),
+        task("api.1", "api", 3, Some(true)),
+    ])]);
+    // Proved down at its agent's address and host port (how Marathon's tasks are pooled).
+    let sets = generate(Some(&c), &[], &options(true), &down(&["10.0.0.2:31002"]));
+    let answers = Answers::of(&sets);
+    assert_eq!(answers.a("web.marathon.mesos."), ips(&["10.1.0.1"]));
+    assert!(!answers.has(&format!("web-{}-s2.marathon.mesos.", hash5("web.2"))));
+    // Or at its own address (IP-per-task pools).
+    let sets = generate(Some(&c), &[], &options(true), &down(&["10.1.0.1:31001"]));
+    assert_eq!(
+        Answers::of(&sets).a("web.marathon.mesos."),
+        ips(&["10.1.0.2"])
+    );
+    // A down address of another port or agent changes nothing; unchecked tasks answer.
+    let sets = generate(Some(&c), &[], &options(true), &down(&["10.0.0.2:31003"]));
+    assert_eq!(
+        Answers::of(&sets).a("web.marathon.mesos."),
+        ips(&["10.1.0.1", "10.1.0.2"])
+    );
+}
+
+#[test]
+fn checked_down_follows_the_all_failing_rule_and_the_option() {
+    let c = cluster(vec![marathon(vec![
+        task("web.1", "web", 1, None),
+        task("web.2", "web", 2, Some(false)),
+    ])]);
+    let both = down(&["10.0.0.1:31001"]);
+    // web.1 proved down, web.2 unhealthy by Mesos: every task fails, so all answer.
+    let sets = generate(Some(&c), &[], &options(true), &both);
+    assert_eq!(sets.all_failing_names, 1);
+    assert_eq!(
+        Answers::of(&sets).a("web.marathon.mesos."),
+        ips(&["10.1.0.1", "10.1.0.2"])
+    );
+    // Without healthy_only the checks change nothing.
+    let sets = generate(Some(&c), &[], &options(false), &both);
+    assert_eq!(
+        Answers::of(&sets).a("web.marathon.mesos."),
+        ips(&["10.1.0.1", "10.1.0.2"])
+    );
+}
+
+#[test]
+fn marathon_only_tasks_are_matched_by_host_and_port() {
+    let only = |id: &str, n: u8| MarathonOnlyTask {
+        id: id.into(),
+        host: ip(&format!("10.0.0.{n}")),
+        ip_addresses: vec![],
+        ports: vec![31000, 31100],
+        agent_id: None,
+        healthy: None,
+    };
+    let apps = [MarathonOnlyApp {
+        id: "/shop/web".into(),
+        tasks: vec![only("w.1", 1), only("w.2", 2)],
+    }];
+    // The second port of w.2 is checked down.
+    let sets = generate(None, &apps, &options(true), &down(&["10.0.0.2:31100"]));
+    assert_eq!(
+        Answers::of(&sets).a("web-shop.marathon.mesos."),
+        ips(&["10.0.0.1"])
     );
 }

@@ -9,6 +9,7 @@
 //! | [`ConfigWriter`] / [`ConfigReader`] | `control` | admin (`/v1/config`) |
 //! | [`SourceStatus`] (from [`SourceErrors`]) / [`SourceErrorsReader`] | each source | admin |
 //! | [`HealthStatusWriter`] / [`HealthStatusReader`] | health monitor | admin |
+//! | [`CheckedDownWriter`] / [`CheckedDownReceiver`] | health monitor | `control` (the zone) |
 //! | [`ListenerStatusWriter`] / [`ListenerStatusReader`] | `proxy::listeners` | admin |
 //! | [`EjectionSender`] / [`EjectionReceiver`] | proxies | health monitor |
 //! | [`Reread`] (requests) / its `watch::Receiver<()>`s | SIGHUP, admin (`/_mlb_signal/*`) | config reload, every source, certificates |
@@ -21,6 +22,7 @@
 //! into (a report is dropped, and counted, rather than waited for). `Metrics` is not a
 //! handle: its handles are passed as they are.
 
+mod checked_down;
 mod config;
 mod ejections;
 mod reread;
@@ -29,6 +31,7 @@ mod table;
 mod upstream_errors;
 mod zone;
 
+pub use checked_down::{CheckedDown, CheckedDownReceiver, CheckedDownWriter};
 pub use config::{ConfigInUse, ConfigReader, ConfigWriter};
 pub use ejections::{ejections, Ejection, EjectionReceiver, EjectionSender};
 pub use reread::Reread;

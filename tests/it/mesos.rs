@@ -2,11 +2,12 @@
 //! polling the leader, and the Mesos-DNS HTTP API on the admin port answering from the
 //! zone it builds.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use drover::sim::masters::FakeMasters;
 
-use crate::support::{self, eventually, Drover};
+use crate::support::{self, eventually, Backend, Drover};
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -290,4 +291,89 @@ async fn healthy_only_answers_leave_out_failing_tasks() {
     )
     .await;
     assert_eq!(dns_a(&off, &web2).await.1, ["10.1.0.2"]);
+}
+
+/// `[dns] healthy_only` with Drover's own active checks: a task at an address a check proves
+/// down leaves the answers and comes back when it passes again; when every task of a name
+/// fails, all are answered and the name is counted. The pool comes from the catalog file,
+/// the names from the Mesos state: they meet at the address (agent IP and host port).
+#[tokio::test]
+async fn healthy_only_follows_drovers_own_checks() {
+    let b = [
+        Backend::start("b0").await,
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+    ];
+    let tasks: Vec<serde_json::Value> = b
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            serde_json::json!({
+                "id": format!("web.{i}"), "name": "web", "framework_id": "f1", "slave_id": "S1",
+                "state": "TASK_RUNNING",
+                "resources": {"ports": format!("[{0}-{0}]", b.addr.port())},
+                "statuses": [{"state": "TASK_RUNNING", "timestamp": 1.0,
+                    "container_status": {"network_infos":
+                        [{"ip_addresses": [{"ip_address": format!("10.1.0.{i}")}]}]}}]
+            })
+        })
+        .collect();
+    let state = serde_json::json!({
+        "leader": "master@127.0.0.1:5050",
+        "slaves": [{"id": "S1", "pid": "slave(1)@127.0.0.1:5051", "hostname": "127.0.0.1"}],
+        "frameworks": [{"id": "f1", "name": "marathon", "pid": "scheduler@127.0.0.1:8080",
+            "hostname": "127.0.0.1", "tasks": tasks}]
+    });
+    let mesos = FakeMasters::builder(1, Some(0))
+        .own_ips()
+        .state(state)
+        .start()
+        .await;
+    let addrs: Vec<SocketAddr> = b.iter().map(|b| b.addr).collect();
+    let mut catalog = support::app("/web", "web.test", 10001, &addrs);
+    catalog.push_str(
+        "health_checks = [ { path = \"/health\", interval = \"100ms\", timeout = \"500ms\", fall = 1, rise = 1 } ]\n",
+    );
+    let d = Drover::start(
+        &format!("{}healthy_only = true\n", config(&mesos)),
+        &catalog,
+    );
+    d.ready().await;
+    let all = ["10.1.0.0", "10.1.0.1", "10.1.0.2"];
+    let answers = |want: &'static [&'static str]| {
+        let d = &d;
+        move || async move { (dns_a(d, "web.marathon.mesos.").await.1 == want).then_some(()) }
+    };
+    eventually(
+        "every task is answered",
+        answers(&["10.1.0.0", "10.1.0.1", "10.1.0.2"]),
+    )
+    .await;
+
+    b[1].set_status(503);
+    eventually(
+        "b1's check fails: web.1 is left out",
+        answers(&["10.1.0.0", "10.1.0.2"]),
+    )
+    .await;
+    b[1].set_status(200);
+    eventually(
+        "b1 passes again: web.1 is back",
+        answers(&["10.1.0.0", "10.1.0.1", "10.1.0.2"]),
+    )
+    .await;
+
+    for backend in &b {
+        backend.set_status(503);
+    }
+    eventually("every check fails: the name is counted", || async {
+        let m = support::get(d.admin(), "admin", "/metrics").await.body;
+        m.contains("drover_dns_names_all_unhealthy 1").then_some(())
+    })
+    .await;
+    assert_eq!(
+        dns_a(&d, "web.marathon.mesos.").await.1,
+        all,
+        "all fail: all answer"
+    );
 }

@@ -15,7 +15,12 @@ impl Zone {
     /// a label longer than 63 bytes or not a host-name label, more than 253 characters) is
     /// left out and listed in `dropped_names`.
     pub fn compile(input: &ZoneInput) -> Zone {
-        let sets = records::generate(input.cluster, input.marathon_apps, &input.options.records);
+        let sets = records::generate(
+            input.cluster,
+            input.marathon_apps,
+            &input.options.records,
+            input.checked_down,
+        );
         Zone::from_record_sets(sets, input.options, input.serial)
     }
 
@@ -26,6 +31,7 @@ impl Zone {
         let RecordSets {
             mut names,
             mut records,
+            all_failing_names,
         } = sets;
         let domain = options
             .records
@@ -122,6 +128,7 @@ impl Zone {
             srv_weight: options.srv_weight,
             record_count,
             dropped,
+            all_failing_names,
         }
     }
 }

@@ -13,7 +13,8 @@
 mod build;
 
 use std::borrow::Cow;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::catalog::cluster::{Cluster, MarathonOnlyApp};
 use crate::config::DnsConfig;
@@ -31,6 +32,8 @@ pub struct ZoneInput<'a> {
     /// Apps known only from Marathon.
     pub marathon_apps: &'a [MarathonOnlyApp],
     pub options: &'a ZoneOptions,
+    /// Backends Drover's active checks prove down: with `healthy_only`, their tasks fail.
+    pub checked_down: &'a BTreeSet<SocketAddr>,
     /// The SOA serial. `control` starts it at the Unix time in seconds when Drover starts and
     /// adds one per zone build, so it grows across restarts too; it is not tied to the
     /// route table's version.
@@ -353,6 +356,8 @@ pub struct Zone {
     srv_weight: u16,
     record_count: usize,
     dropped: Vec<String>,
+    /// With `healthy_only`: names answered with all their tasks, every one failing.
+    all_failing_names: usize,
 }
 
 // === impl Zone ===
@@ -469,6 +474,12 @@ impl Zone {
     /// Generated names that were left out because they cannot be published, sorted.
     pub fn dropped_names(&self) -> &[String] {
         &self.dropped
+    }
+
+    /// With `healthy_only`: how many names answer with all their tasks because every one
+    /// fails its health checks (the rule pools follow too).
+    pub fn all_failing_names(&self) -> usize {
+        self.all_failing_names
     }
 }
 

@@ -27,7 +27,9 @@ use super::leader::{LeaderTracker, LEADER_FALL, LEADER_RISE};
 use super::probe::{self, Probe, ProbeResult};
 use super::{Health, State};
 use crate::catalog::{ActiveCheck, CheckKind};
-use crate::handles::{Ejection, EjectionReceiver, HealthStatusWriter, RouteTableReader};
+use crate::handles::{
+    CheckedDownWriter, Ejection, EjectionReceiver, HealthStatusWriter, RouteTableReader,
+};
 use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::routing::pool::Backend;
@@ -133,6 +135,8 @@ pub struct Handles {
     pub routes: RouteTableReader,
     /// Backends the data plane ejected.
     pub ejections: EjectionReceiver,
+    /// Where the backends the checks prove down go, for DNS.
+    pub checked_down: CheckedDownWriter,
     pub metrics: Metrics,
 }
 
@@ -147,6 +151,7 @@ pub async fn run(
         status: handles.status,
         routes: handles.routes,
         ejections: handles.ejections,
+        checked_down: handles.checked_down,
         metrics: handles.metrics,
         ejected: Vec::new(),
         tx,
@@ -190,6 +195,7 @@ struct Monitor {
     routes: RouteTableReader,
     /// Ejections reported by the data plane.
     ejections: EjectionReceiver,
+    checked_down: CheckedDownWriter,
     metrics: Metrics,
     /// Ejected backends being watched until they are back.
     ejected: Vec<Ejection>,
@@ -265,6 +271,7 @@ impl Monitor {
             }
         }
         self.publish_status();
+        self.publish_checked_down();
     }
 
     fn follow_alias(&mut self, route: &Arc<Route>, spec: Spec) {
@@ -463,11 +470,28 @@ impl Monitor {
                             "backend health changed");
                     }
                     self.apply_checks(&mut w);
+                    self.checks.insert(route_name.clone(), w);
+                    self.publish_checked_down();
+                    self.dirty = true;
+                    return;
                 }
             }
         }
         self.checks.insert(route_name.clone(), w);
         self.dirty = true;
+    }
+
+    /// Tells DNS which backends the checks prove down (every checked route's, whether or
+    /// not its pool routes to all: DNS applies its own all-failing rule per name).
+    fn publish_checked_down(&self) {
+        let down = self
+            .checks
+            .values()
+            .flat_map(|w| w.health.iter())
+            .filter(|(_, h)| h.state() == State::Down)
+            .map(|(addr, _)| *addr)
+            .collect();
+        self.checked_down.publish(down);
     }
 
     /// Sets each checked backend's flag from its health, unless more than half of the pool

@@ -141,6 +141,7 @@ fn zone_for(state: &MesosState, variant: &Variant) -> Zone {
         cluster: Some(&cluster_of(state, variant, &resolved())),
         marathon_apps: &[],
         options: &variant.options,
+        checked_down: &std::collections::BTreeSet::new(),
         serial: 0,
     })
 }
@@ -250,7 +251,12 @@ fn complete_record_sets_of_every_variant() {
         for legacy in [true, false] {
             let options = variant_options(&variant["config"], legacy);
             let cluster = cluster_of(&state, &options, &resolved());
-            let generated = generate(Some(&cluster), &[], &options.options.records);
+            let generated = generate(
+                Some(&cluster),
+                &[],
+                &options.options.records,
+                &BTreeSet::new(),
+            );
             let zone = zone_for(&state, &options);
             let mut want = want.clone();
             if !legacy {
@@ -1177,7 +1183,7 @@ fn master_records(leader: &str, masters: &[&str]) -> BTreeSet<String> {
     };
     let masters: Vec<String> = masters.iter().map(|m| m.to_string()).collect();
     let cluster = convert(&state, &masters, &ResolvedHosts::new());
-    let sets = generate(Some(&cluster), &[], &options);
+    let sets = generate(Some(&cluster), &[], &options, &BTreeSet::new());
     let mut lines = BTreeSet::new();
     for (t, names) in sets_of_generator(&sets) {
         for (name, values) in names {
@@ -1287,6 +1293,7 @@ fn replaced_leader_and_resolved_masters() {
         cluster: Some(&cluster_of(&state, &options, &resolved)),
         marathon_apps: &[],
         options: &options.options,
+        checked_down: &std::collections::BTreeSet::new(),
         serial: 7,
     });
     assert_eq!(
@@ -1600,6 +1607,7 @@ fn marathon_only_apps() {
         cluster: None,
         marathon_apps: &apps,
         options: &options,
+        checked_down: &std::collections::BTreeSet::new(),
         serial: 1,
     });
     // netinfo first: the second task's own address; the first has none, then host.

@@ -68,6 +68,7 @@ pub fn compile(state: &MesosState, options: &ZoneOptions) -> Zone {
         cluster: Some(&cluster),
         marathon_apps: &[],
         options,
+        checked_down: &std::collections::BTreeSet::new(),
         serial: 0,
     })
 }
