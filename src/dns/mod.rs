@@ -25,6 +25,7 @@ pub mod name;
 pub mod records;
 pub mod server;
 mod tcp;
+mod udp_batch;
 mod wire;
 pub mod zone;
 

@@ -39,8 +39,9 @@
 //! encoder stops at the limit and sets TC, so the client retries over TCP and gets
 //! everything. TCP follows RFC 7766 within the bounds `dns::tcp` describes.
 //!
-//! UDP runs in one loop (`udp_loop`) that answers inline; only forwarded queries get a task
-//! of their own (forwarding can take seconds).
+//! UDP runs in one loop (`udp_loop`) that takes queries in batches (`recvmmsg`), answers
+//! them inline and sends the replies in one batch (`sendmmsg`); only forwarded queries get a
+//! task of their own (forwarding can take seconds).
 //!
 //! Every reply is counted in `drover_dns_queries_total{qtype,rcode,transport}` (qtype
 //! "other" when the question did not parse); the label values come from fixed lists
@@ -57,6 +58,7 @@ use crate::config::DnsConfig;
 use crate::dns::handler::{DnsHandler, Outcome};
 use crate::dns::labels::Transport;
 use crate::dns::tcp::{self, TcpLimits};
+use crate::dns::udp_batch::{RecvError, UdpBatch};
 use crate::handles::ZoneReader;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -135,47 +137,49 @@ pub async fn serve(
     debug!("DNS server stopped");
 }
 
-/// Serves UDP until the socket fails: every reply sent inline, but those to forwarded
-/// queries, which get a task of their own.
+/// Serves UDP until the socket fails: queries are taken in and answered in batches
+/// (`dns::udp_batch`), every reply sent inline but those to forwarded queries, which get a
+/// task of their own.
 async fn udp_loop(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
+    let mut batch = UdpBatch::new();
     loop {
-        let (len, src) = match socket.try_recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Err(e) = socket.readable().await {
-                    warn!(error = %e, "DNS UDP socket not readable");
-                    return;
-                }
-                continue;
-            }
+        let n = match batch.recv(&socket).await {
+            Ok(n) => n,
             // ICMP errors of earlier replies (ECONNREFUSED) and the like: nothing to do.
-            Err(e) => {
+            Err(e @ RecvError::Skipped(_)) => {
                 debug!(error = %e, "DNS UDP receive error");
                 continue;
             }
+            Err(e @ RecvError::Socket(_)) => {
+                warn!(error = %e, "DNS UDP socket not readable");
+                return;
+            }
         };
-        // Nothing can be answered to port 0 or an unspecified or multicast address.
-        if src.port() == 0 || src.ip().is_unspecified() || src.ip().is_multicast() {
-            continue;
-        }
-        let packet = &buf[..len];
-        if handler.fast_answer(packet, &mut out) {
-            send(&socket, &out, src).await;
-            continue;
-        }
-        match handler.answer_packet(packet, Transport::Udp) {
-            Outcome::Reply(reply) => send(&socket, &reply, src).await,
-            Outcome::Silent => {}
-            Outcome::Forward(forward) => {
-                let (handler, socket) = (handler.clone(), socket.clone());
-                tokio::spawn(async move {
-                    let reply = handler.forward(forward).await;
-                    send(&socket, &reply, src).await;
-                });
+        for i in 0..n {
+            let (packet, src, out) = batch.slot(i);
+            // Nothing can be answered to port 0 or an unspecified or multicast address.
+            let Some(src) =
+                src.filter(|s| s.port() != 0 && !s.ip().is_unspecified() && !s.ip().is_multicast())
+            else {
+                continue;
+            };
+            if handler.fast_answer(packet, out) {
+                batch.queue_reply(i, None);
+                continue;
+            }
+            match handler.answer_packet(packet, Transport::Udp) {
+                Outcome::Reply(reply) => batch.queue_reply(i, Some(reply)),
+                Outcome::Silent => {}
+                Outcome::Forward(forward) => {
+                    let (handler, socket) = (handler.clone(), socket.clone());
+                    tokio::spawn(async move {
+                        let reply = handler.forward(forward).await;
+                        send(&socket, &reply, src).await;
+                    });
+                }
             }
         }
+        batch.flush(&socket).await;
     }
 }
 

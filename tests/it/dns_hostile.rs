@@ -863,3 +863,56 @@ async fn edns_payload_below_512_is_512() {
         assert_eq!(m.edns.as_ref().unwrap().max_payload(), 512);
     }
 }
+
+/// Queries from eight clients at once, interleaved so the server takes them in batches
+/// (`recvmmsg`): each client gets one reply per query, to its own address, with its own IDs,
+/// and the answers are right (a fast-path A, a slow-path SRV, a refused name).
+#[tokio::test]
+async fn interleaved_clients_each_get_their_own_replies() {
+    let dns = TestDns::start(Some(fixture_zone(false)), vec![]);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.connect(dns.addr).await.unwrap();
+        clients.push(s);
+    }
+    let leader = question(LEADER, A, IN);
+    let srv = question(b"\x07_leader\x04_tcp\x05mesos\x00", 33, IN);
+    let outside = question(b"\x07example\x03com\x00", A, IN);
+    let kinds: [(&[u8], u8); 3] = [(&leader, 0), (&srv, 0), (&outside, 5)];
+    for round in 0..8u16 {
+        for (c, client) in clients.iter().enumerate() {
+            let (q, _) = kinds[(round as usize + c) % 3];
+            let mut p = query(q);
+            p[..2].copy_from_slice(&(c as u16 * 100 + round).to_be_bytes());
+            client.send(&p).await.unwrap();
+        }
+    }
+    let mut buf = vec![0u8; 65535];
+    for (c, client) in clients.iter().enumerate() {
+        let mut ids = Vec::new();
+        for _ in 0..8 {
+            let n = tokio::time::timeout(REPLY_WAIT, client.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("client {c}: only {} replies", ids.len()))
+                .unwrap();
+            assert!(n > 12, "client {c}: a {n}-byte reply");
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            let round = id
+                .checked_sub(c as u16 * 100)
+                .expect("one of this client's IDs");
+            let (q, rcode) = kinds[(round as usize + c) % 3];
+            assert_eq!(buf[3] & 0x0f, rcode, "client {c}, query {round}");
+            assert_eq!(&buf[12..12 + q.len()], q, "the question echoed");
+            let answers = u16::from_be_bytes([buf[6], buf[7]]);
+            assert_eq!(
+                answers > 0,
+                rcode == 0,
+                "client {c}, query {round}: {answers}"
+            );
+            ids.push(round);
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (0..8).collect::<Vec<_>>(), "client {c}");
+    }
+}
