@@ -225,6 +225,7 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
             claim: c.claim.to_string(),
             kind: match c.claim {
                 Claim::Port(_) => "port",
+                Claim::UdpPort(_) => "udp port",
                 Claim::Vhost { .. } => "vhost",
             },
             kept: c.kept.clone(),
