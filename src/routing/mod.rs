@@ -14,6 +14,8 @@ pub mod auth;
 pub mod pool;
 mod udp;
 
+pub use udp::UdpSettings;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -190,6 +192,7 @@ pub struct RouteTable {
     pub problems: Vec<AppProblem>,
     pub http: Option<HttpSettings>,
     pub tcp_settings: Option<TcpSettings>,
+    pub udp_settings: UdpSettings,
 }
 
 // === impl RouteTable ===
@@ -467,6 +470,7 @@ pub fn compile(
             send_proxy_protocol: t.send_proxy_protocol,
             max_connections: t.max_connections,
         }),
+        udp_settings: UdpSettings::of(&config.udp),
     }
 }
 

@@ -10,7 +10,30 @@ use std::net::SocketAddr;
 
 use super::{conflict, settle, Claim, Conflict, RouteTable};
 use crate::catalog::{Catalog, Service};
-use crate::config::Config;
+use crate::config::{Config, UdpConfig};
+
+/// How UDP service ports keep flows (`[udp]`); may change on a config reload, and a
+/// change applies to new flows and to the idle checks of open ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSettings {
+    pub idle_timeout: std::time::Duration,
+    pub max_flows: usize,
+}
+
+impl Default for UdpSettings {
+    fn default() -> UdpSettings {
+        UdpSettings::of(&UdpConfig::default())
+    }
+}
+
+impl UdpSettings {
+    pub(super) fn of(c: &UdpConfig) -> UdpSettings {
+        UdpSettings {
+            idle_timeout: c.idle_timeout,
+            max_flows: c.max_flows,
+        }
+    }
+}
 
 /// The UDP listen address of `s`, if it has a UDP port Drover serves.
 pub(super) fn listen_addr(s: &Service, config: &Config) -> Option<SocketAddr> {
