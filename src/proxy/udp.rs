@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 use socket2::SockRef;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -352,9 +353,20 @@ impl Port {
         tokio::pin!(idle);
         let failed = loop {
             tokio::select! {
-                ready = link.upstream.readable() => {
-                    if let Err(e) = ready.and_then(|()| self.relay_batch(&link, client)) {
-                        break Some(e);
+                // ERROR too: a refusal (ICMP port unreachable) makes the socket report
+                // an error, not readable.
+                ready = link.upstream.ready(Interest::READABLE | Interest::ERROR) => {
+                    match ready {
+                        Ok(r) if r.is_error() => {
+                            let e = link.upstream.take_error().ok().flatten();
+                            break Some(e.unwrap_or_else(|| io::Error::other("socket error")));
+                        }
+                        Ok(_) => {
+                            if let Err(e) = self.relay_batch(&link, client) {
+                                break Some(e);
+                            }
+                        }
+                        Err(e) => break Some(e),
                     }
                 }
                 () = &mut idle => {

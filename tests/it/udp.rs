@@ -376,3 +376,62 @@ async fn a_udp_tcp_port_echoes_on_both_and_a_udp_port_has_no_tcp_listener() {
         "a udp-only port gets no TCP listener"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_backend_ends_its_flow_and_counts_against_it() {
+    let live = Echo::start("live", [127, 0, 0, 2]).await;
+    // Bound, then closed: datagrams to it draw an ICMP port unreachable.
+    let dead = std::net::UdpSocket::bind("127.0.0.3:0")
+        .and_then(|s| s.local_addr())
+        .expect("a dead UDP address");
+    let port = free_port();
+    let drover = Drover::start(
+        &config(""),
+        &app("/stats", port, "udp", "", &[live.addr, dead]),
+    );
+    drover.ready().await;
+    wait_bound(port).await;
+
+    // Round robin: of two new flows, one goes to the dead backend and gets nothing.
+    let (one, two) = (client(port).await, client(port).await);
+    let wait = Duration::from_millis(300);
+    let answers = [ask(&one, "one", wait).await, ask(&two, "two", wait).await];
+    let unlucky = match answers {
+        [Some(_), None] => &two,
+        [None, Some(_)] => &one,
+        other => panic!("one answer and one silence expected: {other:?}"),
+    };
+    // The refusal ended that flow: the client's next datagram opens one to the live one.
+    let route = format!("stats_{port}");
+    let m = drover.server().view().metrics.clone();
+    eventually("the refusal to be counted", || {
+        let n = m.upstream_errors.with_label_values(&[&route, "udp"]).get();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(answer(unlucky, "again").await, "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_near_maximum_datagrams_pass_whole() {
+    let a = Echo::start("a", [127, 0, 0, 2]).await;
+    let port = free_port();
+    let drover = Drover::start(&config(""), &app("/stats", port, "udp", "", &[a.addr]));
+    drover.ready().await;
+    wait_bound(port).await;
+
+    let s = client(port).await;
+    assert_eq!(answer(&s, "").await, "a");
+    // 60,000 bytes: one datagram, larger than any buffer short of 64 KiB.
+    let big: String = (0..60_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    s.send(big.as_bytes()).await.expect("send");
+    let mut buf = vec![0; 65_536];
+    let n = tokio::time::timeout(DEADLINE, s.recv(&mut buf))
+        .await
+        .expect("in time")
+        .expect("recv");
+    assert_eq!(n, 2 + big.len());
+    assert!(buf[..n] == *format!("a:{big}").as_bytes());
+}
