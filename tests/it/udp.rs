@@ -375,6 +375,34 @@ async fn a_udp_tcp_port_echoes_on_both_and_a_udp_port_has_no_tcp_listener() {
         TcpStream::connect(local(udp_port)).await.is_err(),
         "a udp-only port gets no TCP listener"
     );
+
+    // /debug/routes lists both UDP ports, and the udp,tcp one among the TCP ports too.
+    let dump = crate::support::get(drover.admin(), "admin", "/debug/routes").await;
+    let doc: serde_json::Value = serde_json::from_str(&dump.body).expect("JSON");
+    let udp_ports: Vec<u64> = doc["udp_ports"]
+        .as_array()
+        .expect("udp_ports")
+        .iter()
+        .map(|p| p["port"].as_u64().expect("port"))
+        .collect();
+    let mut want = vec![u64::from(port), u64::from(udp_port)];
+    want.sort();
+    assert_eq!(udp_ports, want, "{doc:#}");
+    let tcp_ports: Vec<u64> = doc["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| p["port"].as_u64().expect("port"))
+        .collect();
+    assert_eq!(tcp_ports, [u64::from(port)], "{doc:#}");
+    let syslog = doc["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["app_id"] == "/syslog")
+        .expect("the /syslog route");
+    assert_eq!(syslog["udp_listen"], format!("127.0.0.1:{port}"));
+    assert_eq!(syslog["listen"], format!("127.0.0.1:{port}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
