@@ -381,14 +381,16 @@ impl Port {
                 }
             }
         };
+        // The entry may be a newer flow of the same client (this one was ended already).
         let mut flows = self.flows();
-        if flows.get(&client).is_some_and(|f| f.id == id) {
-            let flow = flows.remove(&client).expect("present");
-            drop(flows);
-            match failed {
-                Some(e) => self.backend_failed(&flow.route, flow.in_flight.backend(), &e),
-                None => debug!(port = self.port, %client, "UDP flow idle; ended"),
-            }
+        let mine = flows.get(&client).is_some_and(|f| f.id == id);
+        let Some(flow) = mine.then(|| flows.remove(&client)).flatten() else {
+            return;
+        };
+        drop(flows);
+        match failed {
+            Some(e) => self.backend_failed(&flow.route, flow.in_flight.backend(), &e),
+            None => debug!(port = self.port, %client, "UDP flow idle; ended"),
         }
     }
 

@@ -463,3 +463,46 @@ async fn empty_and_near_maximum_datagrams_pass_whole() {
     assert_eq!(n, 2 + big.len());
     assert!(buf[..n] == *format!("a:{big}").as_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marathon_udp_port_definition_gets_a_udp_port_and_a_bad_protocol_only_its_app_out() {
+    use crate::support::marathon::{self, FakeMarathon, FakeTask};
+    let a = Echo::start("a", [127, 0, 0, 2]).await;
+    let (port, other) = (free_port(), free_port());
+    let mut statsd = marathon::app(
+        "/statsd",
+        &[],
+        port,
+        &[FakeTask::new(&marathon::task_id("/statsd", 1), a.addr)],
+    );
+    statsd["portDefinitions"][0]["protocol"] = "udp".into();
+    let mut bad = marathon::app("/bad", &[], other, &[]);
+    bad["portDefinitions"][0]["protocol"] = "sctp".into();
+    let fake = FakeMarathon::start().await;
+    fake.set_apps(marathon::apps_json(&[statsd, bad]));
+    let drover = Drover::start(
+        &format!(
+            "{}\n[marathon]\nurls = [\"{}\"]\ngroups = [\"*\"]\n",
+            config(""),
+            fake.url()
+        ),
+        "",
+    );
+    drover.ready().await;
+    wait_bound(port).await;
+
+    let s = client(port).await;
+    assert_eq!(answer(&s, "gauge:1|g").await, "a");
+    let table = drover.server().view().routes.load();
+    assert!(
+        table.lookup_tcp(port).is_none(),
+        "udp only: no TCP listener"
+    );
+    let problem = table
+        .problems
+        .iter()
+        .find(|p| p.app_id == "/bad")
+        .expect("the bad app is reported");
+    assert!(problem.message.contains("\"sctp\""), "{problem}");
+    assert!(table.lookup_udp(other).is_none() && table.lookup_tcp(other).is_none());
+}
