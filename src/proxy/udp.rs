@@ -113,11 +113,10 @@ pub async fn serve_port(
                 Err(_) => tables_open = false,
             },
             ready = port.socket.readable() => match ready {
-                Ok(()) => {
-                    port.receive();
-                    // A full batch means more may wait: let the flows' replies go first.
+                // A full batch means more may wait: let the flows' replies go first.
+                Ok(()) => if port.receive() {
                     tokio::task::yield_now().await;
-                }
+                },
                 Err(e) => {
                     warn!(port = port.port, error = %e, "UDP service port socket failed; closing it");
                     break;
@@ -211,21 +210,23 @@ impl Port {
     }
 
     /// Reads up to a batch of client datagrams and forwards each to its flow's backend.
-    fn receive(self: &Arc<Self>) {
+    /// True when the batch was full (more may be waiting).
+    fn receive(self: &Arc<Self>) -> bool {
         let now = self.now_ms();
         BUF.with_borrow_mut(|buf| {
             for _ in 0..BATCH {
                 let (n, client) = match self.socket.try_recv_from(buf) {
                     Ok(got) => got,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                     Err(e) => {
                         debug!(port = self.port, error = %e, "UDP receive failed");
-                        return;
+                        return false;
                     }
                 };
                 self.forward(&buf[..n], client, now);
             }
-        });
+            true
+        })
     }
 
     /// Sends one client datagram on the client's flow, opening the flow if it is new.
