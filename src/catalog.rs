@@ -11,6 +11,9 @@
 //! `build` is the same without it.
 
 pub mod cluster;
+pub mod protocol;
+
+pub use protocol::Protocol;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +38,8 @@ pub struct RawApp {
     pub http_health_check: bool,
     /// Checks Drover runs itself against the app's tasks, by service-port index.
     pub checks: Vec<PortCheck>,
+    /// Each service port's protocol, by index; a port past the end is TCP.
+    pub protocols: Vec<Protocol>,
 }
 
 /// An active health check of one service port's backends.
@@ -138,6 +143,8 @@ pub struct Service {
     pub ssl_cert: Option<std::path::PathBuf>,
     /// Drover's own health check of the backends, if the app has one for this port.
     pub check: Option<ActiveCheck>,
+    /// TCP (listener and HTTP routes), UDP (a UDP listener only), or both.
+    pub protocol: Protocol,
 }
 
 /// `HAPROXY_{n}_AUTH`: `realm:user:hash`, the hash a crypt(3) SHA-512 or SHA-256 string
@@ -463,6 +470,7 @@ fn app_services(
                 .iter()
                 .find(|c| c.index == index)
                 .map(|c| c.check.clone()),
+            protocol: app.protocols.get(index).copied().unwrap_or_default(),
         });
     }
     Ok(services)

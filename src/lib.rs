@@ -14,7 +14,9 @@
 //!    control: the one writer; orchestrates on every input change, decides nothing itself
 //!      |-- catalog::merge -> Catalog -> routing::compile -> RouteTableWriter
 //!      |       RouteTableReader -> proxy::http (by Host; TLS by SNI; HTTP/2), proxy::tcp,
-//!      |                           proxy::listeners (one listener per service port)
+//!      |                           proxy::listeners (one listener per service port),
+//!      |                           proxy::udp + proxy::udp_listeners (UDP ports: a flow
+//!      |                           per client address, one backend each)
 //!      '-- catalog::cluster (Cluster + Marathon-only apps) -> dns::records -> dns::zone
 //!              -> ZoneWriter;  ZoneReader -> dns::server (UDP fast path, hickory, TCP)
 //!  health::monitor: probes alias masters and checked backends, sets the pools' flags;

@@ -47,6 +47,10 @@ pub const HTTP_IN_FLIGHT: &str = "drover_http_requests_in_flight";
 pub const TCP_BYTES: &str = "drover_tcp_bytes_total";
 pub const UPSTREAM_CONNECT_DURATION: &str = "drover_upstream_connect_duration_seconds";
 pub const ACCESS_LOG_DROPPED: &str = "drover_access_log_dropped_total";
+pub const UDP_DATAGRAMS: &str = "drover_udp_datagrams_total";
+pub const UDP_FLOWS: &str = "drover_udp_flows";
+pub const UDP_DROPPED: &str = "drover_udp_dropped_total";
+pub const UDP_LISTENERS: &str = "drover_udp_listeners";
 /// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
 /// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
 pub const PROCESS_NAMESPACE: &str = "drover";
@@ -98,6 +102,10 @@ pub struct Metrics {
     pub tcp_bytes: IntCounterVec,
     pub upstream_connect_duration: Histogram,
     pub access_log_dropped: IntCounter,
+    pub udp_datagrams: IntCounterVec,
+    pub udp_flows: IntGaugeVec,
+    pub udp_dropped: IntCounterVec,
+    pub udp_listeners: IntGaugeVec,
 }
 
 // === impl Metrics ===
@@ -351,6 +359,26 @@ impl Metrics {
                     "Access-log lines dropped because the writer was behind (a full queue).",
                 )
                 .expect("valid metric"),
+            ),
+            udp_datagrams: counter(
+                UDP_DATAGRAMS,
+                "Datagrams proxied on UDP service ports, by port and direction (in: client to backend, out: backend to client).",
+                &["port", "direction"],
+            ),
+            udp_flows: gauge(
+                UDP_FLOWS,
+                "UDP flows (client addresses, each with its backend) open now, by port.",
+                &["port"],
+            ),
+            udp_dropped: counter(
+                UDP_DROPPED,
+                "Datagrams dropped on UDP service ports, by port and reason (max_flows, no_backend, not_allowed, socket, send).",
+                &["port", "reason"],
+            ),
+            udp_listeners: gauge(
+                UDP_LISTENERS,
+                "UDP service-port sockets, by state (open, failed).",
+                &["state"],
             ),
             registry,
         };

@@ -120,6 +120,7 @@ impl Server {
             .map(|d| acquire_dns(d, &inherited, &sockets))
             .transpose()?;
         let service_ports = inherited.take_service_ports();
+        let udp_ports = inherited.take_udp_service_ports();
         // Whatever else the old process handed over, this config does not want.
         inherited.close_rest();
         // A process started by an upgrade accepts on the sockets it shares with the old one
@@ -220,6 +221,7 @@ impl Server {
                         inherited,
                         sockets,
                         service_ports,
+                        udp_ports,
                         ready,
                         accept_after,
                     };
@@ -560,6 +562,8 @@ struct Handover {
     sockets: Sockets,
     /// Service-port listeners handed down, for `proxy::listeners` to take over.
     service_ports: std::collections::BTreeMap<SocketAddr, StdListener>,
+    /// UDP service-port sockets handed down, for `proxy::udp_listeners` to take over.
+    udp_ports: std::collections::BTreeMap<SocketAddr, std::net::UdpSocket>,
     /// Cancelled once the first route table is stored.
     ready: CancellationToken,
     /// `ready`, when the listeners must wait for it (a process started by an upgrade).
@@ -676,6 +680,17 @@ async fn control_plane(
             }
         });
     }
+    let udp_listeners = proxy::udp_listeners::UdpListeners::new(
+        workers.clone(),
+        wiring.plane.clone(),
+        shutdown.clone(),
+    )
+    .with_sockets(handover.sockets.clone(), handover.udp_ports);
+    tokio::spawn(
+        udp_listeners
+            .run(tables_rx.clone())
+            .instrument(tracing::info_span!("udp_listeners")),
+    );
     let listeners =
         proxy::listeners::Listeners::new(workers, wiring.plane, wiring.listeners, shutdown.clone())
             .with_sockets(handover.sockets.clone(), handover.service_ports);

@@ -57,9 +57,11 @@ pub enum Kind {
     DnsTcp,
     /// A TCP service port.
     Tcp,
+    /// A UDP service port.
+    Udp,
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind::Http,
     Kind::Https,
     Kind::AppId,
@@ -67,6 +69,7 @@ const KINDS: [Kind; 7] = [
     Kind::DnsUdp,
     Kind::DnsTcp,
     Kind::Tcp,
+    Kind::Udp,
 ];
 
 // === impl Kind ===
@@ -81,6 +84,7 @@ impl Kind {
             Kind::DnsUdp => "dns-udp",
             Kind::DnsTcp => "dns-tcp",
             Kind::Tcp => "tcp",
+            Kind::Udp => "udp",
         }
     }
 
@@ -244,6 +248,23 @@ impl Inherited {
                 let listener = std::net::TcpListener::from(fds.remove(&key)?);
                 listener.set_nonblocking(true).ok()?;
                 Some((key.1, listener))
+            })
+            .collect()
+    }
+
+    /// Every handed-over UDP service-port socket not taken yet, by address.
+    pub fn take_udp_service_ports(&self) -> BTreeMap<SocketAddr, std::net::UdpSocket> {
+        let mut fds = self.lock_fds();
+        let keys: Vec<Key> = fds
+            .keys()
+            .filter(|(k, _)| *k == Kind::Udp)
+            .copied()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                let socket = std::net::UdpSocket::from(fds.remove(&key)?);
+                socket.set_nonblocking(true).ok()?;
+                Some((key.1, socket))
             })
             .collect()
     }

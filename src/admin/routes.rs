@@ -20,6 +20,9 @@ pub struct RoutesDump {
     pub vhosts: Vec<VhostDump>,
     /// Every listening service port, by port.
     pub ports: Vec<PortDump>,
+    /// Every UDP service port (protocol udp or udp,tcp), by port; `listen` is its UDP
+    /// socket's address.
+    pub udp_ports: Vec<PortDump>,
     /// Every service's route, in catalog order (listening or not).
     pub routes: Vec<RouteDump>,
     pub conflicts: Vec<ConflictDump>,
@@ -101,6 +104,9 @@ pub struct RouteDump {
     /// The TCP listener address; null when this service port is not listened on (outside
     /// `[tcp] ports`, no `[tcp]` section, or refused in a port conflict).
     pub listen: Option<String>,
+    /// The UDP socket's address; null unless the port's protocol includes udp and the
+    /// port is served.
+    pub udp_listen: Option<String>,
     pub backends: Vec<BackendDump>,
     /// The route's active health check, e.g. "http GET /health every 10s", if any.
     pub check: Option<String>,
@@ -128,7 +134,7 @@ pub struct BackendDump {
 pub struct ConflictDump {
     /// What was claimed, e.g. "vhost shop.example.com" or "service port 10001".
     pub claim: String,
-    /// "port" or "vhost".
+    /// "port", "udp port" or "vhost".
     pub kind: &'static str,
     pub kept: String,
     pub refused: Vec<String>,
@@ -196,6 +202,17 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
             backends: backends(r),
         })
         .collect();
+    let udp_ports = table
+        .udp_routes()
+        .map(|r| PortDump {
+            port: r.port,
+            listen: r.udp_listen.map(|a| a.to_string()),
+            route: r.name.clone(),
+            app_id: r.app_id.clone(),
+            mode: "udp",
+            backends: backends(r),
+        })
+        .collect();
     let routes = table
         .routes
         .iter()
@@ -209,6 +226,7 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
             path: r.path.clone(),
             balance: r.pool.balance().map_or("leader", balance_str),
             listen: r.listen.map(|a| a.to_string()),
+            udp_listen: r.udp_listen.map(|a| a.to_string()),
             backends: backends(r),
             check: match &r.kind {
                 RouteKind::Service { check: Some(c) } => Some(check_str(c)),
@@ -225,6 +243,7 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
             claim: c.claim.to_string(),
             kind: match c.claim {
                 Claim::Port(_) => "port",
+                Claim::UdpPort(_) => "udp port",
                 Claim::Vhost { .. } => "vhost",
             },
             kept: c.kept.clone(),
@@ -245,6 +264,7 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
         ready: false,
         vhosts,
         ports,
+        udp_ports,
         routes,
         conflicts,
         problems,

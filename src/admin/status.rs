@@ -128,6 +128,8 @@ pub struct RouteStatus {
     pub port: u16,
     /// The TCP listener, when the service port (or alias port) is listened on.
     pub listen: Option<String>,
+    /// The UDP socket, when the service port's protocol includes udp.
+    pub udp_listen: Option<String>,
     pub trouble: bool,
     /// HTTP requests answered, and those with a 5xx status, per second over the window.
     pub requests_per_s: f64,
@@ -309,6 +311,7 @@ fn route_status(
         vhosts,
         port: r.port,
         listen: r.listen.map(|a| a.to_string()),
+        udp_listen: r.udp_listen.map(|a| a.to_string()),
         trouble,
         requests_per_s: t.requests_per_s,
         errors_5xx_per_s: t.errors_5xx_per_s,

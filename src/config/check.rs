@@ -542,6 +542,30 @@ impl Checker<'_> {
         EjectionConfig { after, base, max }
     }
 
+    pub(super) fn udp(&mut self, r: RawUdp) -> UdpConfig {
+        let d = UdpConfig::default();
+        let max_flows = match r.max_flows {
+            None => d.max_flows,
+            Some(n) if (1..=10_000_000).contains(&n) => n as usize,
+            Some(n) => {
+                self.problem(
+                    "udp.max_flows",
+                    &n.to_string(),
+                    "must be between 1 and 10000000 flows per port",
+                );
+                d.max_flows
+            }
+        };
+        UdpConfig {
+            idle_timeout: self.duration(
+                "udp.idle_timeout",
+                r.idle_timeout.as_deref(),
+                d.idle_timeout,
+            ),
+            max_flows,
+        }
+    }
+
     pub(super) fn alias(&mut self, path: &str, r: RawAlias) -> AliasConfig {
         let host = match r.host.as_deref() {
             Some(h) => HostName::parse(h).unwrap_or_else(|e| {

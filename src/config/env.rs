@@ -154,6 +154,7 @@ pub(super) const KEYS: &[(&str, &[(&str, Kind)])] = &[
     ("log", &[("format", Str), ("level", Str)]),
     ("runtime", &[("workers", Int), ("drain_timeout", Str)]),
     ("ejection", &[("after", Int), ("base", Str), ("max", Str)]),
+    ("udp", &[("idle_timeout", Str), ("max_flows", Int)]),
 ];
 
 // === impl Env ===

@@ -151,6 +151,16 @@ pub struct RawEjection {
     pub max: Option<String>,
 }
 
+/// `[udp]`: UDP service ports (ports whose protocol is udp).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUdp {
+    /// A flow with no datagram either way for this long ends.
+    pub idle_timeout: Option<String>,
+    /// Most flows at once per UDP service port.
+    pub max_flows: Option<i64>,
+}
+
 /// One `[[alias]]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

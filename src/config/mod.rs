@@ -98,6 +98,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub ejection: EjectionConfig,
     pub aliases: Vec<AliasConfig>,
+    pub udp: UdpConfig,
 }
 
 /// `[log]`: how Drover's own log lines look.
@@ -259,6 +260,25 @@ impl Default for EjectionConfig {
     }
 }
 
+/// `[udp]`: how UDP service ports keep their flows. The ports themselves listen on
+/// `[tcp].bind` within `[tcp].ports`, as TCP service ports do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpConfig {
+    /// A flow (one client address) with no datagram either way for this long ends.
+    pub idle_timeout: Duration,
+    /// Most flows at once per UDP service port; datagrams that would start more are dropped.
+    pub max_flows: usize,
+}
+
+impl Default for UdpConfig {
+    fn default() -> UdpConfig {
+        UdpConfig {
+            idle_timeout: Duration::from_secs(30),
+            max_flows: 100_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AliasConfig {
     pub host: HostName,
@@ -388,7 +408,7 @@ impl Config {
             problems: Vec::new(),
             base,
         };
-        const SECTIONS: [&str; 13] = [
+        const SECTIONS: [&str; 14] = [
             "http",
             "https",
             "tcp",
@@ -402,6 +422,7 @@ impl Config {
             "runtime",
             "ejection",
             "alias",
+            "udp",
         ];
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
@@ -446,6 +467,8 @@ impl Config {
             .unwrap_or_default();
         let ejection = c.ejection(ejection);
         let aliases = c.aliases(table.remove("alias"));
+        let udp = c.section::<RawUdp>(&mut table, "udp").unwrap_or_default();
+        let udp = c.udp(udp);
         if tcp.is_none() {
             // The bind address of an alias's TCP listener is [tcp].bind; without it the
             // alias would open a port on every interface nobody chose.
@@ -474,6 +497,7 @@ impl Config {
                 runtime,
                 ejection,
                 aliases,
+                udp,
             })
         } else {
             Err(c.problems)

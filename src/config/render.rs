@@ -229,6 +229,14 @@ fn render_doc(config: &Config, origins: Option<&Origins>) -> String {
             ("max", Some(duration(config.ejection.max))),
         ],
     );
+    doc.section(
+        "[udp]",
+        "udp",
+        vec![
+            ("idle_timeout", Some(duration(config.udp.idle_timeout))),
+            ("max_flows", Some(int(config.udp.max_flows))),
+        ],
+    );
     if config.aliases.is_empty() {
         doc.out.push_str("# [[alias]]: none\n");
     }
@@ -417,6 +425,10 @@ workers = 3
 
 [ejection]
 after = 0
+
+[udp]
+idle_timeout = "45s"
+max_flows = 500
 
 [[alias]]
 host = "mesos.example.com"

@@ -969,3 +969,16 @@ fn access_log_and_log_sections() {
         ]
     );
 }
+
+#[test]
+fn udp_defaults_and_bounds() {
+    let c = parse_ok("");
+    assert_eq!(c.udp, UdpConfig::default());
+    assert_eq!((c.udp.idle_timeout, c.udp.max_flows), (secs(30), 100_000));
+    let c = parse_ok("[udp]\nidle_timeout = \"2s\"\nmax_flows = 10\n");
+    assert_eq!((c.udp.idle_timeout, c.udp.max_flows), (secs(2), 10));
+    let problems = parse_err("[udp]\nidle_timeout = \"0s\"\nmax_flows = 0\nflows = 1\n");
+    assert_eq!(paths(&problems), ["udp.flows"], "{problems:?}");
+    let problems = parse_err("[udp]\nidle_timeout = \"0s\"\nmax_flows = 0\n");
+    assert_eq!(paths(&problems), ["udp.max_flows", "udp.idle_timeout"]);
+}

@@ -282,7 +282,7 @@ fn wanted_addrs(table: &RouteTable) -> BTreeMap<SocketAddr, u16> {
 }
 
 /// The wait before retry number `attempts + 1` of a failed bind.
-fn backoff(attempts: u32) -> Duration {
+pub(super) fn backoff(attempts: u32) -> Duration {
     RETRY_FIRST
         .saturating_mul(1 << attempts.saturating_sub(1).min(16))
         .min(RETRY_MAX)

@@ -1,5 +1,5 @@
-//! The data plane: the HTTP router, the TCP proxy and the reconciler that opens and closes
-//! service-port listeners. Everything here reads the route table; nothing writes it.
+//! The data plane: the HTTP router, the TCP and UDP proxies and the reconcilers that open
+//! and close service-port listeners. Everything here reads the route table; nothing writes it.
 
 pub mod h1_guard;
 pub mod h1_scan;
@@ -8,6 +8,8 @@ pub mod listeners;
 pub mod proxy_protocol;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
+pub mod udp_listeners;
 
 use std::sync::Arc;
 

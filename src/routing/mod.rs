@@ -12,6 +12,9 @@
 
 pub mod auth;
 pub mod pool;
+mod udp;
+
+pub use udp::UdpSettings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -114,6 +117,8 @@ pub struct Route {
     pub path: Option<String>,
     /// The TCP listener address, when this service port is listened on.
     pub listen: Option<SocketAddr>,
+    /// The UDP listener address, when the port's protocol includes udp and it is served.
+    pub udp_listen: Option<SocketAddr>,
     pub pool: Pool,
     pub stats: RouteStats,
     pub rules: HttpRules,
@@ -133,6 +138,7 @@ pub struct PathRoute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Port(u16),
+    UdpPort(u16),
     Vhost { host: HostName, path: String },
 }
 
@@ -140,6 +146,7 @@ impl fmt::Display for Claim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Claim::Port(p) => write!(f, "service port {p}"),
+            Claim::UdpPort(p) => write!(f, "UDP service port {p}"),
             Claim::Vhost { host, path } if path.is_empty() => write!(f, "vhost {host}"),
             Claim::Vhost { host, path } => write!(f, "vhost {host} path {path}"),
         }
@@ -175,6 +182,8 @@ pub struct RouteTable {
     pub version: u64,
     vhosts: HashMap<HostName, Vec<PathRoute>>,
     tcp: BTreeMap<u16, Arc<Route>>,
+    /// UDP service ports (protocol `udp` or `udp,tcp`) -> route.
+    udp: BTreeMap<u16, Arc<Route>>,
     /// App id -> the app's first http-mode service (marathon-lb's `X-Marathon-App-Id` rule).
     app_ids: HashMap<String, Arc<Route>>,
     /// Every service's route, in catalog order.
@@ -183,6 +192,7 @@ pub struct RouteTable {
     pub problems: Vec<AppProblem>,
     pub http: Option<HttpSettings>,
     pub tcp_settings: Option<TcpSettings>,
+    pub udp_settings: UdpSettings,
 }
 
 // === impl RouteTable ===
@@ -211,6 +221,16 @@ impl RouteTable {
     /// Every listening service port with its route, by port.
     pub fn tcp_routes(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.tcp.values()
+    }
+
+    /// The route behind a listening UDP service port.
+    pub fn lookup_udp(&self, port: u16) -> Option<&Arc<Route>> {
+        self.udp.get(&port)
+    }
+
+    /// Every listening UDP service port with its route, by port.
+    pub fn udp_routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.udp.values()
     }
 
     /// Every vhost with its path routes (longest prefix first), by name.
@@ -313,8 +333,7 @@ pub fn compile(
 
     let listen_addr = |s: &Service| -> Option<SocketAddr> {
         let tcp = config.tcp.as_ref()?;
-        tcp.ports
-            .contains(s.port)
+        (s.protocol.tcp() && tcp.ports.contains(s.port))
             .then(|| SocketAddr::new(s.bind_addr.unwrap_or(tcp.bind), s.port))
     };
 
@@ -341,6 +360,9 @@ pub fn compile(
         port_holder.insert(*port, &claimants[kept].name);
     }
 
+    let (udp_holder, udp_conflicts) = udp::settle_ports(catalog, config, previous);
+    conflicts.extend(udp_conflicts);
+    let mut udp = BTreeMap::new();
     let mut app_ids = HashMap::new();
     let mut vhost_claims: BTreeMap<VhostKey, Vec<(&Service, Arc<Route>)>> = BTreeMap::new();
     for s in &catalog.services {
@@ -358,6 +380,8 @@ pub fn compile(
             vhosts: s.vhosts.clone(),
             path: s.path.clone(),
             listen,
+            udp_listen: udp::listen_addr(s, config)
+                .filter(|_| udp_holder.get(&s.port) == Some(&&*s.name)),
             pool: Pool::new(backends, s.balance, eject),
             stats: stats(&s.name),
             rules: HttpRules::of(s),
@@ -366,12 +390,16 @@ pub fn compile(
         if listen.is_some() {
             tcp.insert(s.port, route.clone());
         }
-        if s.mode == Mode::Http {
+        if route.udp_listen.is_some() {
+            udp.insert(s.port, route.clone());
+        }
+        // A UDP-only port gets no HTTP route.
+        if s.mode == Mode::Http && s.protocol.tcp() {
             app_ids
                 .entry(s.app_id.clone())
                 .or_insert_with(|| route.clone());
         }
-        for host in &s.vhosts {
+        for host in s.vhosts.iter().filter(|_| s.protocol.tcp()) {
             let key = (host.clone(), s.path.clone().unwrap_or_default());
             vhost_claims
                 .entry(key)
@@ -418,6 +446,7 @@ pub fn compile(
         version,
         vhosts,
         tcp,
+        udp,
         app_ids,
         routes,
         conflicts,
@@ -441,6 +470,7 @@ pub fn compile(
             send_proxy_protocol: t.send_proxy_protocol,
             max_connections: t.max_connections,
         }),
+        udp_settings: UdpSettings::of(&config.udp),
     }
 }
 
@@ -488,6 +518,7 @@ fn alias_route(
         vhosts: vec![alias.host.clone()],
         path: None,
         listen: alias.port.map(|p| SocketAddr::new(bind, p)),
+        udp_listen: None,
         pool: Pool::leader(reuse_backends(old, &masters)),
         stats: stats(&name),
         rules: HttpRules::default(),

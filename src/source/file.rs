@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::catalog::{ActiveCheck, AppProblem, CheckKind, PortCheck, RawApp, RawTask};
+use crate::catalog::{ActiveCheck, AppProblem, CheckKind, PortCheck, Protocol, RawApp, RawTask};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -30,11 +30,66 @@ struct FileApp {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
-    ports: Vec<u16>,
+    ports: Vec<FilePort>,
     #[serde(default)]
     tasks: Vec<FileTask>,
     #[serde(default)]
     health_checks: Vec<FileCheck>,
+}
+
+/// One service port: `10001` (tcp), or `{ port = 10001, protocol = "udp" }` where the
+/// protocol is `tcp`, `udp` or `udp,tcp` as in Marathon.
+#[derive(Debug)]
+struct FilePort {
+    port: u16,
+    protocol: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FilePort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FilePort, D::Error> {
+        use serde::de::{self, MapAccess, Unexpected, Visitor};
+
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            port: u16,
+            protocol: Option<String>,
+        }
+
+        struct PortVisitor;
+        impl<'de> Visitor<'de> for PortVisitor {
+            type Value = FilePort;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a port number (0-65535) or a table like { port = 10001, protocol = \"udp\" }",
+                )
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FilePort, E> {
+                let port =
+                    u16::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))?;
+                Ok(FilePort {
+                    port,
+                    protocol: None,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FilePort, E> {
+                let port = u16::try_from(v)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))?;
+                Ok(FilePort {
+                    port,
+                    protocol: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FilePort, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FilePort {
+                    port: t.port,
+                    protocol: t.protocol,
+                })
+            }
+        }
+        d.deserialize_any(PortVisitor)
+    }
 }
 
 /// An active health check of one service port, e.g.
@@ -164,6 +219,27 @@ pub fn parse(text: &str) -> Result<FileSnapshot, CatalogFileError> {
                 continue;
             }
         };
+        let protocols = match app
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(n, p)| {
+                p.protocol
+                    .as_deref()
+                    .map_or(Ok(Protocol::Tcp), Protocol::parse)
+                    .map_err(|e| (n, e))
+            })
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(p) => p,
+            Err((n, e)) => {
+                snapshot.problems.push(AppProblem {
+                    app_id: app.id,
+                    message: format!("app[{i}].ports[{n}].{e}; app dropped"),
+                });
+                continue;
+            }
+        };
         let tasks = app
             .tasks
             .into_iter()
@@ -179,9 +255,10 @@ pub fn parse(text: &str) -> Result<FileSnapshot, CatalogFileError> {
         snapshot.apps.push(RawApp {
             id: app.id,
             labels: app.labels,
-            ports: app.ports,
+            ports: app.ports.iter().map(|p| p.port).collect(),
             tasks,
             checks,
+            protocols,
             ..RawApp::default()
         });
     }
@@ -447,6 +524,51 @@ mod tests {
             );
             assert!(message.contains(what), "{message} should say {what}");
         }
+    }
+
+    #[test]
+    fn ports_take_a_protocol_and_a_bad_one_drops_the_app() {
+        use crate::catalog::Protocol;
+        let s = parse(
+            r#"
+            [[app]]
+            id = "/dns"
+            ports = [10053, { port = 10054, protocol = "udp" }, { port = 10055, protocol = "udp,tcp" }]
+            [[app]]
+            id = "/bad"
+            ports = [{ port = 10056, protocol = "sctp" }]
+            [[app]]
+            id = "/typo"
+            ports = [{ port = 10057, proto = "udp" }]
+            [[app]]
+            id = "/big"
+            ports = [70000]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.apps.len(), 1);
+        assert_eq!(s.apps[0].ports, [10053, 10054, 10055]);
+        assert_eq!(
+            s.apps[0].protocols,
+            [Protocol::Tcp, Protocol::Udp, Protocol::TcpUdp]
+        );
+        let messages: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 3, "{messages:#?}");
+        assert!(
+            messages[0].starts_with("app[1].ports[0].protocol = \"sctp\" (expected tcp, udp"),
+            "{}",
+            messages[0]
+        );
+        assert!(
+            messages[1].contains("unknown field `proto`"),
+            "{}",
+            messages[1]
+        );
+        assert!(
+            messages[2].starts_with("app[3].ports[0]: ") && messages[2].contains("70000"),
+            "{}",
+            messages[2]
+        );
     }
 
     #[test]

@@ -29,5 +29,6 @@ mod reload;
 mod status_page;
 mod tcp;
 mod tls;
+mod udp;
 mod upgrade;
 mod websocket;

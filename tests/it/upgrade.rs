@@ -401,6 +401,34 @@ fn install_script(exe: &Path, body: &str) {
     std::fs::rename(&tmp, exe).expect("put the script in place");
 }
 
+/// A UDP backend that echoes every datagram.
+async fn udp_echo_server() -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = vec![0; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// One datagram through the UDP service port and its echo back, tried a few times (a
+/// datagram is not retransmitted like a TCP segment).
+fn udp_round_trip(port: SocketAddr) -> bool {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s.connect(port).expect("connect");
+    let mut buf = [0; 64];
+    (0..20).any(|_| {
+        s.send(b"ping").is_ok() && matches!(s.recv(&mut buf), Ok(4)) && &buf[..4] == b"ping"
+    })
+}
+
 #[test]
 fn five_upgrades_under_load_drop_no_request() {
     // SAFETY: prctl(2) PR_SET_CHILD_SUBREAPER takes no pointers; it makes orphaned
@@ -423,10 +451,17 @@ fn five_upgrades_under_load_drop_no_request() {
     let web_port = ports
         .find(|p| ![http_port, admin_port, tcp_port].contains(p))
         .unwrap();
+    // A UDP service port too: its socket is handed over like the listeners.
+    let udp_echo = rt.block_on(udp_echo_server());
+    let udp_port = ports
+        .find(|p| ![http_port, admin_port, tcp_port, web_port].contains(p))
+        .unwrap();
     let catalog = format!(
-        "{}{}",
+        "{}{}[[app]]\nid = \"/udp\"\nports = [{{ port = {udp_port}, protocol = \"udp\" }}]\n\
+         tasks = [{{ host = \"127.0.0.1\", ports = [{}] }}]\n",
         app("/web", VHOST, web_port, &[backend.addr]),
         app("/echo", "", tcp_port, &[echo]),
+        udp_echo.port(),
     );
     std::fs::write(dir.path().join("catalog.toml"), catalog).unwrap();
     let config = format!(
@@ -485,6 +520,8 @@ fn five_upgrades_under_load_drop_no_request() {
         }
     };
     wait_served(200);
+    let udp: SocketAddr = format!("127.0.0.1:{udp_port}").parse().unwrap();
+    assert!(udp_round_trip(udp), "UDP before the upgrades:\n{}", logs());
 
     // Three upgrades that fail; each leaves the old process serving.
     let failures = [
@@ -534,6 +571,13 @@ fn five_upgrades_under_load_drop_no_request() {
         times.push((ready, exited));
         wait_served(100);
     }
+
+    // The last process serves the UDP port on the socket the first one bound.
+    assert!(udp_round_trip(udp), "UDP after the upgrades:\n{}", logs());
+    let taken_over = logs()
+        .matches("UDP service port taken over from the process this one replaces")
+        .count();
+    assert_eq!(taken_over, 5, "{}", logs());
 
     stop.store(true, Ordering::Relaxed);
     for c in clients {

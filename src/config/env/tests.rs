@@ -323,6 +323,7 @@ fn the_key_table_matches_the_file_types() {
             "log" => same_keys::<RawLog>(section, keys),
             "runtime" => same_keys::<RawRuntime>(section, keys),
             "ejection" => same_keys::<RawEjection>(section, keys),
+            "udp" => same_keys::<RawUdp>(section, keys),
             other => panic!("[{other}] is not a section of the file"),
         }
     }

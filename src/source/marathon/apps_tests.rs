@@ -971,3 +971,74 @@ fn health_checks_become_active_checks_like_marathon_lb() {
     let (raw, _) = to_raw_apps(&apps, &mut HealthMemory::new(), &opts);
     assert!(raw.iter().all(|a| a.checks.is_empty()));
 }
+
+// === port protocols ===
+
+/// The protocols of one app's service ports, or the app's problem.
+fn protocols(json: &str) -> Result<(Vec<u16>, Vec<catalog::Protocol>), String> {
+    let (raw, problems) = to_raw_apps(
+        &[app(json)],
+        &mut HealthMemory::new(),
+        &ConvertOptions::default(),
+    );
+    match (raw.first(), problems.first()) {
+        (Some(a), None) => Ok((a.ports.clone(), a.protocols.clone())),
+        (_, Some(p)) => Err(p.message.clone()),
+        (None, None) => Err("no app".into()),
+    }
+}
+
+#[test]
+fn port_protocols_come_from_the_list_the_service_ports_came_from() {
+    use catalog::Protocol::{Tcp, TcpUdp, Udp};
+    // Host networking: portDefinitions; absent means tcp.
+    let defs = r#"{"id": "/a", "portDefinitions": [
+        {"port": 10001, "protocol": "udp"}, {"port": 10002},
+        {"port": 10003, "protocol": "udp,tcp"}, {"port": 10004, "protocol": "tcp,udp"}]}"#;
+    assert_eq!(
+        protocols(defs),
+        Ok((
+            vec![10001, 10002, 10003, 10004],
+            vec![Udp, Tcp, TcpUdp, TcpUdp]
+        ))
+    );
+    // Marathon 1.5+ bridge networking: container.portMappings.
+    let mappings = r#"{"id": "/a", "networks": [{"mode": "container/bridge"}],
+        "container": {"type": "DOCKER", "portMappings": [
+            {"containerPort": 53, "servicePort": 10053, "protocol": "udp"},
+            {"containerPort": 80, "servicePort": 10080, "protocol": "tcp"}]}}"#;
+    assert_eq!(
+        protocols(mappings),
+        Ok((vec![10053, 10080], vec![Udp, Tcp]))
+    );
+    // Before 1.5: container.docker.portMappings under BRIDGE.
+    let docker = r#"{"id": "/a", "container": {"type": "DOCKER", "docker": {
+        "network": "BRIDGE", "portMappings": [
+            {"containerPort": 514, "hostPort": 0, "servicePort": 10514, "protocol": "udp,tcp"}]}}}"#;
+    assert_eq!(protocols(docker), Ok((vec![10514], vec![TcpUdp])));
+    // Legacy `ports` carry no protocol: tcp.
+    assert_eq!(
+        protocols(r#"{"id": "/a", "ports": [10001]}"#),
+        Ok((vec![10001], vec![Tcp]))
+    );
+}
+
+#[test]
+fn an_unknown_port_protocol_leaves_only_that_app_out() {
+    let err =
+        protocols(r#"{"id": "/a", "portDefinitions": [{"port": 10001, "protocol": "sctp"}]}"#)
+            .unwrap_err();
+    assert!(
+        err.contains("\"sctp\"") && err.contains("app left out"),
+        "{err}"
+    );
+    let apps = [
+        app(r#"{"id": "/bad", "portDefinitions": [{"port": 10001, "protocol": "quic"}]}"#),
+        app(r#"{"id": "/good", "portDefinitions": [{"port": 10002, "protocol": "udp"}]}"#),
+    ];
+    let (raw, problems) = to_raw_apps(&apps, &mut HealthMemory::new(), &ConvertOptions::default());
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].id, "/good");
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].app_id, "/bad");
+}

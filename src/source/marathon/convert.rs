@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use sha1::{Digest, Sha1};
 
-use crate::catalog::{ActiveCheck, AppProblem, CheckKind, PortCheck, RawApp, RawTask};
+use crate::catalog::protocol::UnknownProtocol;
+use crate::catalog::{ActiveCheck, AppProblem, CheckKind, PortCheck, Protocol, RawApp, RawTask};
 
 use super::apps::*;
 
@@ -166,6 +167,8 @@ enum ConvertError {
     ServicePort(u64),
     #[error("task {0}: a port is out of range; app left out")]
     TaskPort(String),
+    #[error("{0}; app left out")]
+    Protocol(#[from] UnknownProtocol),
 }
 
 fn convert_app(
@@ -176,6 +179,7 @@ fn convert_app(
 ) -> Result<Converted, ConvertError> {
     let networking = networking(app);
     let ports = service_ports(app, networking, assigner)?;
+    let protocols = port_protocols(app, networking)?;
     let has_checks = !app.health_checks.is_empty();
     let tasks = app.tasks.as_deref().unwrap_or_default();
     let mut raw_tasks = Vec::new();
@@ -237,6 +241,7 @@ fn convert_app(
             } else {
                 Vec::new()
             },
+            protocols,
         },
         all_task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
         instances: app.instances.unwrap_or(0),
@@ -359,6 +364,60 @@ fn service_ports(
     ports
         .into_iter()
         .map(|p| u16::try_from(p).map_err(|_| ConvertError::ServicePort(p)))
+        .collect()
+}
+
+/// Each service port's protocol, read from the list `service_ports` took the ports from
+/// (`portMappings`, `portDefinitions`, or for auto-assigned ports the discovery ports or
+/// mappings); absent means tcp, as in Marathon, and legacy `ports` have none.
+fn port_protocols(
+    app: &MarathonApp,
+    networking: Networking,
+) -> Result<Vec<Protocol>, ConvertError> {
+    let parse = |raw: Option<&String>| -> Result<Protocol, ConvertError> {
+        Ok(raw
+            .map(|r| Protocol::parse(r))
+            .transpose()?
+            .unwrap_or_default())
+    };
+    if networking != Networking::Host {
+        let mapped: Vec<&PortMapping> = port_mappings(app)
+            .iter()
+            .filter(|m| m.service_port.is_some())
+            .collect();
+        if !mapped.is_empty() {
+            return mapped.iter().map(|m| parse(m.protocol.as_ref())).collect();
+        }
+    }
+    let defined: Vec<Option<&String>> = match &app.port_definitions {
+        Some(defs) => defs
+            .iter()
+            .filter(|d| d.port.is_some())
+            .map(|d| d.protocol.as_ref())
+            .collect(),
+        None => app.ports.iter().map(|_| None).collect(),
+    };
+    if !defined.is_empty() {
+        return defined.into_iter().map(parse).collect();
+    }
+    if networking != Networking::Container {
+        return Ok(Vec::new());
+    }
+    let discovery = app
+        .ip_address
+        .as_ref()
+        .and_then(|ip| ip.discovery.as_ref())
+        .map(|d| d.ports.as_slice())
+        .unwrap_or_default();
+    if !discovery.is_empty() {
+        return discovery
+            .iter()
+            .map(|p| parse(p.protocol.as_ref()))
+            .collect();
+    }
+    port_mappings(app)
+        .iter()
+        .map(|m| parse(m.protocol.as_ref()))
         .collect()
 }
 
@@ -534,6 +593,7 @@ fn merge(prev: Converted, cur: Converted) -> Converted {
             tasks,
             http_health_check: old.raw.http_health_check,
             checks: old.raw.checks,
+            protocols: old.raw.protocols,
         },
         all_task_ids,
         instances: old.instances,
