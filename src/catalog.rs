@@ -10,6 +10,7 @@
 //! `build_selected` adds marathon-lb's `--strict-mode` (a port needs `HAPROXY_{n}_ENABLED`);
 //! `build` is the same without it.
 
+pub mod backend_proto;
 pub mod cluster;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,8 @@ use std::time::Duration;
 use crate::cidr::Cidr;
 use crate::config::Groups;
 use crate::host::HostName;
+
+pub use backend_proto::BackendProto;
 
 /// One application as a source reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -138,6 +141,8 @@ pub struct Service {
     pub ssl_cert: Option<std::path::PathBuf>,
     /// Drover's own health check of the backends, if the app has one for this port.
     pub check: Option<ActiveCheck>,
+    /// `DROVER_{n}_BACKEND_PROTO` (and `_BACKEND_CA`): HTTP/1.1, h2c or h2 to the backends.
+    pub backend_proto: BackendProto,
 }
 
 /// `HAPROXY_{n}_AUTH`: `realm:user:hash`, the hash a crypt(3) SHA-512 or SHA-256 string
@@ -438,6 +443,7 @@ fn app_services(
                 }
             })
             .transpose()?;
+        let backend_proto = backend_proto::parse(&app.labels, index, mode)?;
         let backends = backends(app, index, problems);
         services.push(Service {
             app_id: app.id.clone(),
@@ -463,6 +469,7 @@ fn app_services(
                 .iter()
                 .find(|c| c.index == index)
                 .map(|c| c.check.clone()),
+            backend_proto,
         });
     }
     Ok(services)

@@ -46,6 +46,8 @@ pub const HTTP_IN_FLIGHT: &str = "drover_http_requests_in_flight";
 pub const TCP_BYTES: &str = "drover_tcp_bytes_total";
 pub const UPSTREAM_CONNECT_DURATION: &str = "drover_upstream_connect_duration_seconds";
 pub const ACCESS_LOG_DROPPED: &str = "drover_access_log_dropped_total";
+pub const UPSTREAM_H2_CONNECTIONS: &str = "drover_upstream_h2_connections_total";
+pub const GRPC_RESPONSES: &str = "drover_grpc_responses_total";
 /// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
 /// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
 pub const PROCESS_NAMESPACE: &str = "drover";
@@ -95,6 +97,10 @@ pub struct Metrics {
     pub tcp_bytes: IntCounterVec,
     pub upstream_connect_duration: Histogram,
     pub access_log_dropped: IntCounter,
+    /// HTTP/2 connections opened to `h2c`/`h2` backends.
+    pub upstream_h2_connections: IntCounter,
+    /// gRPC calls answered, by route and `grpc-status`.
+    pub grpc_responses: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -340,6 +346,19 @@ impl Metrics {
                     "Access-log lines dropped because the writer was behind (a full queue).",
                 )
                 .expect("valid metric"),
+            ),
+            upstream_h2_connections: reg(
+                &registry,
+                IntCounter::new(
+                    UPSTREAM_H2_CONNECTIONS,
+                    "HTTP/2 connections opened to backends (DROVER_{n}_BACKEND_PROTO h2c or h2); each carries many requests.",
+                )
+                .expect("valid metric"),
+            ),
+            grpc_responses: counter(
+                GRPC_RESPONSES,
+                "gRPC calls answered, by route and grpc-status (0 OK, 4 DEADLINE_EXCEEDED, 14 UNAVAILABLE, ...), the backend's or Drover's own.",
+                &["route", "grpc_status"],
             ),
             registry,
         };

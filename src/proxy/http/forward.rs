@@ -10,11 +10,13 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 use crate::proxy::note_failure;
 use crate::routing::{HttpSettings, Route};
 
 use super::error::ProxyError;
+use super::forward_h2::forward_h2;
 use super::headers::prepare_upstream_request;
 use super::record::Exchange;
 use super::rules::{sticky_backend, sticky_token, strip_proxypass, STICKY_COOKIE};
@@ -32,9 +34,13 @@ pub(super) async fn forward(
     settings: &HttpSettings,
     exchange: &mut Exchange,
     body_in: Option<Arc<AtomicU64>>,
+    backend_tls: Option<TlsConnector>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Some(protocol) = upgrade_protocol(req.headers()) {
         return forward_upgrade(req, conn, route, settings, protocol, exchange).await;
+    }
+    if route.rules.backend.is_h2() {
+        return forward_h2(req, conn, route, settings, exchange, body_in, backend_tls).await;
     }
     let pool = &route.pool;
     let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));

@@ -20,6 +20,9 @@
 
 mod error;
 mod forward;
+mod forward_h2;
+mod grpc;
+mod h2_sniff;
 mod headers;
 mod listen;
 mod record;
@@ -27,6 +30,7 @@ mod respond;
 mod rules;
 mod upgrade;
 mod upstream;
+mod upstream_h2;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
