@@ -74,17 +74,23 @@ struct GrpcBackend {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How a test backend behaves beyond echoing.
+#[derive(Default, Clone)]
+struct Shape {
+    /// Its `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    max_streams: Option<u32>,
+    /// TLS with ALPN h2 (an `h2` backend).
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Each connection sends GOAWAY once a call arrives on it (then answers that call).
+    goaway: bool,
+}
+
 impl GrpcBackend {
     async fn start(name: &str) -> GrpcBackend {
-        GrpcBackend::start_with(name, None, None).await
+        GrpcBackend::start_with(name, Shape::default()).await
     }
 
-    /// With a `SETTINGS_MAX_CONCURRENT_STREAMS` and/or TLS (ALPN h2).
-    async fn start_with(
-        name: &str,
-        max_streams: Option<u32>,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> GrpcBackend {
+    async fn start_with(name: &str, shape: Shape) -> GrpcBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -94,30 +100,16 @@ impl GrpcBackend {
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 acc.fetch_add(1, Ordering::Relaxed);
-                let (name, te, tls) = (name.clone(), te.clone(), tls.clone());
+                let (name, te, shape) = (name.clone(), te.clone(), shape.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        if req.headers().get("te").is_some_and(|v| v == "trailers") {
-                            te.fetch_add(1, Ordering::Relaxed);
-                        }
-                        dispatch(name.clone(), req)
-                    });
-                    let mut builder =
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                    if let Some(n) = max_streams {
-                        builder.max_concurrent_streams(n);
-                    }
-                    let _ = match tls {
-                        None => builder.serve_connection(TokioIo::new(tcp), service).await,
+                    match shape.tls.clone() {
+                        None => serve_backend_conn(tcp, name, te, shape).await,
                         Some(acceptor) => {
-                            let Ok(stream) = acceptor.accept(tcp).await else {
-                                return;
-                            };
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                serve_backend_conn(stream, name, te, shape).await;
+                            }
                         }
-                    };
+                    }
                 });
             }
         });
@@ -137,6 +129,43 @@ impl GrpcBackend {
 impl Drop for GrpcBackend {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// One backend connection, served until it ends.
+async fn serve_backend_conn<S>(io: S, name: Arc<str>, te: Arc<AtomicUsize>, shape: Shape)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let bye = Arc::new(tokio::sync::Notify::new());
+    let said_bye = bye.clone();
+    let goaway = shape.goaway;
+    let service = hyper::service::service_fn(move |req| {
+        if req.headers().get("te").is_some_and(|v| v == "trailers") {
+            te.fetch_add(1, Ordering::Relaxed);
+        }
+        let (name, bye) = (name.clone(), said_bye.clone());
+        async move {
+            if goaway {
+                // GOAWAY goes out first; the answer follows it on the same connection.
+                bye.notify_one();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            dispatch(name, req).await
+        }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    if let Some(n) = shape.max_streams {
+        builder.max_concurrent_streams(n);
+    }
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = bye.notified() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 
@@ -509,6 +538,11 @@ async fn every_kind_of_call_passes_over_h2c_to_an_h2c_backend() {
     );
     assert_eq!(invalid.await, Some(1.0));
     assert_eq!(backend.accepted(), 1);
+
+    // An HTTP/1.1 client reaches the HTTP/2 backend too (here: a method it lacks).
+    let plain = support::get(drover.http(), VHOST, "/echo.Echo/Nothing").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("grpc-status"), Some("12"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,7 +575,14 @@ async fn h2_backends_are_reached_over_tls_checked_against_backend_ca() {
     let ca = Ca::new();
     let files = tempfile::tempdir().expect("temp dir");
     let ca_file = ca.write_ca(files.path());
-    let backend = GrpcBackend::start_with("secure", None, Some(ca.acceptor(VHOST))).await;
+    let backend = GrpcBackend::start_with(
+        "secure",
+        Shape {
+            tls: Some(ca.acceptor(VHOST)),
+            ..Shape::default()
+        },
+    )
+    .await;
     let h2 = format!(
         "DROVER_0_BACKEND_PROTO = \"h2\", DROVER_0_BACKEND_CA = \"{}\"",
         ca_file.display()
@@ -669,7 +710,14 @@ async fn no_backend_or_a_dead_one_is_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_calls_share_few_upstream_connections() {
     // The backend takes 25 streams per connection; each call holds its stream a while.
-    let backend = GrpcBackend::start_with("b", Some(25), None).await;
+    let backend = GrpcBackend::start_with(
+        "b",
+        Shape {
+            max_streams: Some(25),
+            ..Shape::default()
+        },
+    )
+    .await;
     let drover = Drover::start("", &grpc_app("/grpc", VHOST, 10001, H2C, &[backend.addr]));
     drover.ready().await;
     let client = h2c_client(&drover).await;
@@ -696,4 +744,25 @@ async fn many_concurrent_calls_share_few_upstream_connections() {
     })
     .await;
     assert_eq!(opened as usize, accepted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_going_away_gets_no_new_calls_on_that_connection() {
+    let backend = GrpcBackend::start_with(
+        "b",
+        Shape {
+            goaway: true,
+            ..Shape::default()
+        },
+    )
+    .await;
+    let drover = Drover::start("", &grpc_app("/grpc", VHOST, 10001, H2C, &[backend.addr]));
+    drover.ready().await;
+    let mut client = h2c_client(&drover).await;
+    // Each connection says GOAWAY with its first call: every next call goes on a new one,
+    // and none fails.
+    for i in 1..=3 {
+        assert_eq!(say(&mut client, "hi").await.expect("call"), "b:hi");
+        assert_eq!(backend.accepted(), i);
+    }
 }
