@@ -766,3 +766,38 @@ async fn a_backend_going_away_gets_no_new_calls_on_that_connection() {
         assert_eq!(backend.accepted(), i);
     }
 }
+
+#[test]
+fn check_reports_bad_backend_protocols_and_ca_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing-ca.pem");
+    let catalog = format!(
+        "[[app]]\nid = \"/ok\"\nlabels = {{ HAPROXY_0_VHOST = \"ok.test\", {H2C} }}\nports = [10001]\n\n\
+         [[app]]\nid = \"/typo\"\nlabels = {{ HAPROXY_0_VHOST = \"typo.test\", DROVER_0_BACKEND_PROTO = \"http2\" }}\nports = [10002]\n\n\
+         [[app]]\nid = \"/noca\"\nlabels = {{ HAPROXY_0_VHOST = \"noca.test\", DROVER_0_BACKEND_PROTO = \"h2\", DROVER_0_BACKEND_CA = \"{}\" }}\nports = [10003]\n",
+        missing.display()
+    );
+    std::fs::write(dir.path().join("services.toml"), catalog).expect("write catalog");
+    let path = dir.path().join("drover.toml");
+    std::fs::write(&path, "[catalog]\nfile = \"services.toml\"\n").expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run drover check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "app /typo: label DROVER_0_BACKEND_PROTO = \"http2\": expected http1, h2c or h2"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("app /noca: label DROVER_0_BACKEND_CA")
+            && stderr.contains("cannot read it"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("app /ok"), "{stderr}");
+}
