@@ -539,6 +539,13 @@ async fn every_kind_of_call_passes_over_h2c_to_an_h2c_backend() {
     assert_eq!(invalid.await, Some(1.0));
     assert_eq!(backend.accepted(), 1);
 
+    // The route dump says how the backends are spoken to.
+    let dump = support::get(drover.admin(), "admin", "/debug/routes")
+        .await
+        .body;
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("route dump JSON");
+    assert_eq!(dump["routes"][0]["backend_proto"], "h2c", "{dump}");
+
     // An HTTP/1.1 client reaches the HTTP/2 backend too (here: a method it lacks).
     let plain = support::get(drover.http(), VHOST, "/echo.Echo/Nothing").await;
     assert_eq!(plain.status, 200);
