@@ -808,3 +808,41 @@ fn check_reports_bad_backend_protocols_and_ca_files() {
     );
     assert!(!stderr.contains("app /ok"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_sessions_hold_over_http2_backends() {
+    let (a, b) = (GrpcBackend::start("a").await, GrpcBackend::start("b").await);
+    let labels = format!("{H2C}, HAPROXY_0_STICKY = \"true\"");
+    let drover = Drover::start(
+        "",
+        &grpc_app("/grpc", VHOST, 10001, &labels, &[a.addr, b.addr]),
+    );
+    drover.ready().await;
+    let mut client = h2c_client(&drover).await;
+    client.ready().await.expect("ready");
+    let first = client
+        .unary::<_, EchoMsg, _>(
+            Request::new(msg("hi")),
+            PathAndQuery::from_static(UNARY),
+            Codec::default(),
+        )
+        .await
+        .expect("call");
+    let cookie = first
+        .metadata()
+        .get("set-cookie")
+        .expect("a sticky cookie")
+        .to_str()
+        .expect("text")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_string();
+    let backend = first.into_inner().message;
+    for _ in 0..6 {
+        let mut req = Request::new(msg("hi"));
+        req.metadata_mut()
+            .insert("cookie", cookie.parse().expect("cookie value"));
+        assert_eq!(unary(&mut client, req).await.expect("call"), backend);
+    }
+}

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use crate::proxy::note_failure;
+use crate::routing::pool::Backend;
 use crate::routing::{HttpSettings, Route};
 
 use super::error::ProxyError;
@@ -135,24 +136,38 @@ pub(super) async fn forward(
             req = spare;
             continue;
         }
-        // A client without a cookie for this backend (none, or one naming a backend that
-        // left) is given one.
         let mut result = result;
         if let (Some(named), Ok(resp)) = (sticky, result.as_mut()) {
-            let index = (first + attempt) % pool.backends().len();
-            if named != Some(index) {
-                let cookie = format!(
-                    "{STICKY_COOKIE}={}; Path=/; HttpOnly",
-                    sticky_token(backend.addr)
-                );
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    resp.headers_mut().append(header::SET_COOKIE, value);
-                }
-            }
+            give_sticky_cookie(
+                resp,
+                named,
+                (first + attempt) % pool.backends().len(),
+                backend,
+            );
         }
         return result;
     }
     Err(ProxyError::Connect)
+}
+
+/// `HAPROXY_{n}_STICKY`: a client without a cookie for the backend that answered (none,
+/// or one naming `named`, another backend, perhaps one that left) is given one.
+pub(super) fn give_sticky_cookie<B>(
+    resp: &mut Response<B>,
+    named: Option<usize>,
+    index: usize,
+    backend: &Backend,
+) {
+    if named == Some(index) {
+        return;
+    }
+    let cookie = format!(
+        "{STICKY_COOKIE}={}; Path=/; HttpOnly",
+        sticky_token(backend.addr)
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// A body-less copy of a request's head, to send again elsewhere.

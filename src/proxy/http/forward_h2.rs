@@ -24,11 +24,11 @@ use crate::routing::pool::Backend;
 use crate::routing::{HttpSettings, Route};
 
 use super::error::ProxyError;
-use super::forward::pick;
+use super::forward::{give_sticky_cookie, pick};
 use super::grpc::{self, GrpcCall};
 use super::headers::{prepare_upstream_request, strip_hop_by_hop};
 use super::record::Exchange;
-use super::rules::strip_proxypass;
+use super::rules::{sticky_backend, strip_proxypass};
 use super::upstream::UpstreamBody;
 use super::upstream_h2::{checkout, purge_closed, Stream, Target};
 use super::{Conn, CountedBody, ProxyBody, UpstreamRequestBody};
@@ -52,7 +52,11 @@ pub(super) async fn forward_h2(
         d.min(started + settings.response_timeout)
     });
     let pool = &route.pool;
-    let first = pick(conn, route)?;
+    let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));
+    let first = match sticky.flatten() {
+        Some(i) => i,
+        None => pick(conn, route)?,
+    };
     let trailers = wants_trailers(req.headers());
     let mut req = req.map(|body| Either::Left(CountedBody::new(body, body_in)));
     prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
@@ -117,7 +121,16 @@ pub(super) async fn forward_h2(
             })
             .flatten();
         let body = UpstreamBody::h2(body, slot, in_flight, call);
-        return Ok(Response::from_parts(parts, Either::Left(body)));
+        let mut resp = Response::from_parts(parts, Either::Left(body));
+        if let Some(named) = sticky {
+            give_sticky_cookie(
+                &mut resp,
+                named,
+                (first + attempt) % pool.backends().len(),
+                backend,
+            );
+        }
+        return Ok(resp);
     }
     Err(ProxyError::Connect)
 }
