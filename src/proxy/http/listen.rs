@@ -19,6 +19,7 @@ use crate::proxy::h1_scan::Limits;
 use crate::proxy::DataPlane;
 use crate::shutdown::Shutdown;
 
+use super::preface::{read_opening, Opening};
 use super::respond::handle;
 use super::{http_settings, Conn, RouteBy};
 
@@ -65,45 +66,15 @@ pub async fn serve(
     }
 }
 
-/// The connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// A plain connection: HTTP/2 when it opens with the preface (h2c with prior knowledge,
-/// as gRPC clients do without TLS), else HTTP/1.1 behind the guard. Nothing sent within
-/// `header_timeout` closes it, as a head that never ends would.
+/// A plain connection: HTTP/2 when it opens with the HTTP/2 preface (h2c with prior
+/// knowledge, as gRPC clients do without TLS), else HTTP/1.1 behind the guard. Nothing sent
+/// within `header_timeout` closes it, as a head that never ends would.
 async fn serve_plain(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown) {
     let within = http_settings(&conn.plane).header_timeout;
-    match opens_with_preface(&stream, within).await {
-        Some(true) => serve_h2(stream, conn, shutdown).await,
-        Some(false) => serve_connection(stream, conn, shutdown).await,
+    match read_opening(stream, within).await {
+        Some((Opening::Http2, stream)) => serve_h2(stream, conn, shutdown).await,
+        Some((Opening::Http1, stream)) => serve_connection(stream, conn, shutdown).await,
         None => debug!(client = %conn.client, "nothing usable sent within {within:?}; closing"),
-    }
-}
-
-/// Whether the client's first bytes are the HTTP/2 preface, by peeking (the bytes stay for
-/// whichever server reads them): decided at the first byte that differs, in practice the
-/// first. `None` when the client sent nothing, or only part of the preface, in time.
-async fn opens_with_preface(stream: &TcpStream, within: Duration) -> Option<bool> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut buf = [0u8; H2_PREFACE.len()];
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            // A closed connection goes to the HTTP/1 server too, which ends it quietly.
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // The preface split across segments: peek returns at once with what is there, so
-        // wait a little for the rest.
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -25,6 +25,7 @@ mod grpc;
 mod h2_sniff;
 mod headers;
 mod listen;
+mod preface;
 mod record;
 mod respond;
 mod rules;
