@@ -685,6 +685,15 @@ async fn an_expired_deadline_is_deadline_exceeded() {
         ],
     );
     assert_eq!(expired.await, Some(2.0));
+
+    // The client's deadline is not held against the backend.
+    let dump = support::get(drover.admin(), "admin", "/debug/routes")
+        .await
+        .body;
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("route dump JSON");
+    let backend = &dump["routes"][0]["backends"][0];
+    assert_eq!(backend["failures"], 0, "{dump}");
+    assert_eq!(backend["state"], "up", "{dump}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

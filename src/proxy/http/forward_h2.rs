@@ -51,6 +51,15 @@ pub(super) async fn forward_h2(
     let answer_by = deadline.map_or(started + settings.response_timeout, |d| {
         d.min(started + settings.response_timeout)
     });
+    // Running out of time is the backend's failure only when it was our timeout.
+    let deadline_first = deadline.is_some_and(|d| d <= started + settings.response_timeout);
+    let late = || {
+        if deadline_first {
+            ProxyError::Deadline
+        } else {
+            ProxyError::Timeout
+        }
+    };
     let pool = &route.pool;
     let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));
     let first = match sticky.flatten() {
@@ -83,7 +92,7 @@ pub(super) async fn forward_h2(
         )
         .await;
         let stream = match checked {
-            Err(_elapsed) => return Err(ProxyError::Timeout),
+            Err(_elapsed) => return Err(late()),
             Ok(None) => {
                 note_failure(&conn.plane, route, backend);
                 continue;
@@ -91,9 +100,16 @@ pub(super) async fn forward_h2(
             Ok(Some(stream)) => stream,
         };
         let sent_at = (pool.tracks_latency() || exchange.timed).then(Instant::now);
-        let result = send(req, stream, &target, backend, settings, metrics, answer_by).await;
+        let result = send(req, stream, &target, backend, settings, metrics, answer_by)
+            .await
+            .map_err(|e| match e {
+                ProxyError::Timeout => late(),
+                other => other,
+            });
         match &result {
             Ok((resp, _)) if !resp.status().is_server_error() => backend.succeeded(),
+            // The client's deadline says nothing of the backend.
+            Err(ProxyError::Deadline) => {}
             _ => note_failure(&conn.plane, route, backend),
         }
         if let Some(at) = sent_at {

@@ -73,7 +73,7 @@ pub(super) fn timeout(headers: &HeaderMap) -> Option<Duration> {
 /// with a timeout as `DEADLINE_EXCEEDED`).
 pub(super) fn status_for(e: &ProxyError) -> u16 {
     match e {
-        ProxyError::Timeout => DEADLINE_EXCEEDED,
+        ProxyError::Timeout | ProxyError::Deadline => DEADLINE_EXCEEDED,
         ProxyError::NoRoute => UNIMPLEMENTED,
         ProxyError::Forbidden => PERMISSION_DENIED,
         ProxyError::Unauthorized(_) => UNAUTHENTICATED,
