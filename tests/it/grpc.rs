@@ -100,6 +100,7 @@ impl GrpcBackend {
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 acc.fetch_add(1, Ordering::Relaxed);
+                let _ = tcp.set_nodelay(true);
                 let (name, te, shape) = (name.clone(), te.clone(), shape.clone());
                 tokio::spawn(async move {
                     match shape.tls.clone() {
@@ -853,5 +854,68 @@ async fn sticky_sessions_hold_over_http2_backends() {
         req.metadata_mut()
             .insert("cookie", cookie.parse().expect("cookie value"));
         assert_eq!(unary(&mut client, req).await.expect("call"), backend);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_carry_the_grpc_status() {
+    let backend = GrpcBackend::start("b").await;
+    let catalog = [
+        grpc_app("/grpc", VHOST, 10001, H2C, &[backend.addr]),
+        grpc_app("/none", "none.test", 10002, H2C, &[]),
+    ]
+    .concat();
+    let drover = Drover::start("[access_log]\npath = \"access.log\"\n", &catalog);
+    drover.ready().await;
+    let mut client = h2c_client(&drover).await;
+    say(&mut client, "hi").await.expect("OK");
+    say(&mut client, "fail")
+        .await
+        .expect_err("INVALID_ARGUMENT");
+    let tcp = TcpStream::connect(drover.http()).await.expect("connect");
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut none = Grpc::with_origin(H2Channel(sender), Uri::from_static("http://none.test"));
+    say(&mut none, "x").await.expect_err("UNAVAILABLE");
+
+    let path = drover.path("access.log");
+    let lines = eventually("3 access-log lines", || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect();
+        async move { (lines.len() >= 3).then_some(lines) }
+    })
+    .await;
+    // Lines of two client connections may come in either order.
+    let mut seen: Vec<(String, u64, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["host"].as_str().unwrap_or("").to_string(),
+                l["status"].as_u64().unwrap_or(0),
+                l["grpc_status"].as_u64().unwrap_or(999),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (VHOST.to_string(), 200, 0),
+            (VHOST.to_string(), 200, 3),
+            ("none.test".to_string(), 200, 14),
+        ],
+        "{lines:?}"
+    );
+    for line in &lines {
+        let ours = line["host"] == "none.test";
+        let fault = if ours { "upstream" } else { "none" };
+        assert_eq!(line["fault"], fault, "{line:?}");
+        assert_eq!(line["proto"], "HTTP/2.0", "{line:?}");
     }
 }

@@ -133,6 +133,7 @@ pub(super) async fn forward_h2(
                     &route.name,
                     &parts.headers,
                     body.is_end_stream(),
+                    exchange.grpc_status.clone(),
                 )
             })
             .flatten();

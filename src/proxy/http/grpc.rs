@@ -8,6 +8,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -117,8 +119,22 @@ pub(super) fn status_in(headers: &HeaderMap) -> Option<&str> {
     headers.get(GRPC_STATUS).and_then(|v| v.to_str().ok())
 }
 
+/// Records one gRPC answer's status: counted under its route, and put in `cell` for the
+/// access log.
+pub(super) fn record(
+    statuses: &IntCounterVec,
+    route: &str,
+    cell: Option<&StatusCell>,
+    status: &str,
+) {
+    count(statuses, route, status);
+    if let Some(cell) = cell {
+        cell.set(status);
+    }
+}
+
 /// Counts one gRPC answer under its route.
-pub(super) fn count(statuses: &IntCounterVec, route: &str, status: &str) {
+fn count(statuses: &IntCounterVec, route: &str, status: &str) {
     // Only gRPC's 17 codes become labels; anything else is one "other".
     let status = match status.parse::<u8>() {
         Ok(n) if n <= 16 => STATUS_LABELS[n as usize],
@@ -131,6 +147,29 @@ const STATUS_LABELS: [&str; 17] = [
     "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
 ];
 
+/// A gRPC call's `grpc-status` for its access-log line, shared between the request's
+/// record and its response body, which sees the trailers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StatusCell(Arc<AtomicU32>);
+
+impl StatusCell {
+    const UNSET: u32 = u32::MAX;
+
+    pub(crate) fn new() -> StatusCell {
+        StatusCell(Arc::new(AtomicU32::new(Self::UNSET)))
+    }
+
+    pub(crate) fn set(&self, status: &str) {
+        if let Ok(n) = status.parse::<u16>() {
+            self.0.store(n.into(), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<u16> {
+        u16::try_from(self.0.load(Ordering::Relaxed)).ok()
+    }
+}
+
 /// A gRPC call whose response streams from a backend: ends it with `DEADLINE_EXCEEDED`
 /// trailers if its deadline passes first, and counts its `grpc-status` once, from the
 /// trailers or, for a trailers-only answer, from the head.
@@ -140,6 +179,8 @@ pub(super) struct GrpcCall {
     route: String,
     /// `grpc-status` of the response head (a trailers-only answer).
     head_status: Option<String>,
+    /// The access log's copy of the status, while the log is on.
+    cell: Option<StatusCell>,
     counted: bool,
     expired: bool,
 }
@@ -153,28 +194,22 @@ impl GrpcCall {
         route: &str,
         head: &HeaderMap,
         body_done: bool,
+        cell: Option<StatusCell>,
     ) -> Option<GrpcCall> {
         if body_done {
-            count(statuses, route, status_in(head).unwrap_or("other"));
+            let status = status_in(head).unwrap_or("other");
+            record(statuses, route, cell.as_ref(), status);
             return None;
         }
-        Some(GrpcCall::new(deadline, statuses.clone(), route, head))
-    }
-
-    fn new(
-        deadline: Option<Instant>,
-        statuses: IntCounterVec,
-        route: &str,
-        head: &HeaderMap,
-    ) -> GrpcCall {
-        GrpcCall {
+        Some(GrpcCall {
             deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
-            statuses,
+            statuses: statuses.clone(),
             route: route.to_string(),
             head_status: status_in(head).map(str::to_string),
+            cell,
             counted: false,
             expired: false,
-        }
+        })
     }
 
     /// Polls the backend's body through the call's rules.
@@ -190,8 +225,7 @@ impl GrpcCall {
             if deadline.as_mut().poll(cx).is_ready() && !self.counted {
                 // The backend's stream is reset when this body is dropped, after these.
                 self.expired = true;
-                self.counted = true;
-                count(&self.statuses, &self.route, "4");
+                self.count_once("4");
                 let mut trailers = HeaderMap::new();
                 trailers.insert(GRPC_STATUS, HeaderValue::from(DEADLINE_EXCEEDED));
                 trailers.insert(
@@ -221,7 +255,7 @@ impl GrpcCall {
     fn count_once(&mut self, status: &str) {
         if !self.counted {
             self.counted = true;
-            count(&self.statuses, &self.route, status);
+            record(&self.statuses, &self.route, self.cell.as_ref(), status);
         }
     }
 }

@@ -43,6 +43,10 @@ pub(super) async fn respond(
     let start = Instant::now();
     // A gRPC client reads failures from `grpc-status`, not from an HTTP error page.
     let is_grpc = grpc::is_grpc(req.headers());
+    if is_grpc && record.exchange.timed {
+        // The access log is on: it gets the call's grpc-status.
+        record.exchange.grpc_status = Some(grpc::StatusCell::new());
+    }
     let routed = {
         let table = conn.plane.table.load();
         let number = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -78,9 +82,10 @@ pub(super) async fn respond(
         Err(e) => {
             let resp = answer(&e, is_grpc);
             if is_grpc {
-                grpc::count(
+                grpc::record(
                     &conn.plane.metrics.grpc_responses,
                     crate::metrics::UNROUTED,
+                    record.exchange.grpc_status.as_ref(),
                     &grpc::status_for(&e).to_string(),
                 );
             }
@@ -133,9 +138,10 @@ pub(super) async fn respond(
                     error = %e, "request failed");
             }
             if is_grpc {
-                grpc::count(
+                grpc::record(
                     &conn.plane.metrics.grpc_responses,
                     &route.name,
+                    record.exchange.grpc_status.as_ref(),
                     &grpc::status_for(&e).to_string(),
                 );
             }
