@@ -1,7 +1,10 @@
 //! gRPC through Drover, with a real gRPC client and server (tonic) on both sides: unary and
 //! all three streaming shapes, a `grpc-status` error passed through, deadlines, failures
-//! answered as gRPC statuses, many calls multiplexed on few upstream connections, over the
-//! TLS listener (ALPN h2) and over h2c with prior knowledge, to `h2c` and `h2` backends.
+//! answered as gRPC statuses, many calls multiplexed on few upstream connections, a backend
+//! that says GOAWAY, sticky sessions, the access log's `grpc_status`, over the TLS listener
+//! (ALPN h2) and over h2c with prior knowledge (with the `[https]` HTTP/2 limits, and a
+//! broken frame ending only its connection), to `h2c` and `h2` backends; `drover check` on
+//! bad labels.
 //!
 //! The service is `tests/proto/echo.proto`. Its Rust side is written here by hand (a prost
 //! message derive and tonic's generic `client::Grpc` / `server::Grpc` with `ProstCodec`)
@@ -918,4 +921,61 @@ async fn access_log_lines_carry_the_grpc_status() {
         assert_eq!(line["fault"], fault, "{line:?}");
         assert_eq!(line["proto"], "HTTP/2.0", "{line:?}");
     }
+}
+
+/// One HTTP/2 frame from `s`: (type, flags, payload), bounded by the test deadline.
+async fn read_frame(s: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    tokio::time::timeout(support::DEADLINE, s.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tokio::time::timeout(support::DEADLINE, s.read_exact(&mut payload))
+        .await
+        .ok()?
+        .ok()?;
+    Some((head[3], head[4], payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_gets_the_https_limits_and_a_broken_frame_ends_only_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let backend = GrpcBackend::start("b").await;
+    let drover = Drover::start("", &grpc_app("/grpc", VHOST, 10001, H2C, &[backend.addr]));
+    drover.ready().await;
+    let mut s = TcpStream::connect(drover.http()).await.expect("connect");
+    // The preface, then an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("write");
+    let (kind, flags, payload) = read_frame(&mut s).await.expect("Drover's SETTINGS");
+    assert_eq!((kind, flags & 1), (0x4, 0), "a SETTINGS frame first");
+    let settings: Vec<(u16, u32)> = payload
+        .chunks(6)
+        .map(|e| {
+            (
+                u16::from_be_bytes([e[0], e[1]]),
+                u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
+            )
+        })
+        .collect();
+    // MAX_CONCURRENT_STREAMS 128 and MAX_HEADER_LIST_SIZE = max_header_bytes (64 KiB), as on
+    // [https].
+    assert!(settings.contains(&(0x3, 128)), "{settings:?}");
+    assert!(settings.contains(&(0x6, 64 * 1024)), "{settings:?}");
+    // A DATA frame on stream 0 is a connection error: GOAWAY, then the close.
+    s.write_all(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+        .await
+        .expect("write");
+    let mut goaway = false;
+    while let Some((kind, _, _)) = read_frame(&mut s).await {
+        goaway |= kind == 0x7;
+    }
+    assert!(goaway, "a GOAWAY before the close");
+    // Other connections are served.
+    let mut client = h2c_client(&drover).await;
+    assert_eq!(say(&mut client, "still").await.expect("call"), "b:still");
 }
