@@ -979,3 +979,42 @@ async fn h2c_gets_the_https_limits_and_a_broken_frame_ends_only_its_connection()
     let mut client = h2c_client(&drover).await;
     assert_eq!(say(&mut client, "still").await.expect("call"), "b:still");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_silent_backend_fail_together_not_one_connect_timeout_after_another() {
+    // Accepts connections and never speaks HTTP/2: every connect times out waiting for its
+    // SETTINGS.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let drover = Drover::start_with(
+        "connect_timeout = \"300ms\"",
+        "",
+        &grpc_app("/grpc", VHOST, 10001, H2C, &[addr]),
+    );
+    drover.ready().await;
+    let client = h2c_client(&drover).await;
+    let started = tokio::time::Instant::now();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { say(&mut client, "x").await })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.expect("join").expect_err("no HTTP/2 backend");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    }
+    // One after another, 20 connect timeouts would take 6 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.abort();
+}

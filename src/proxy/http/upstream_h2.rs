@@ -109,8 +109,9 @@ pub(super) struct Stream {
 thread_local! {
     /// This worker thread's HTTP/2 connections, by backend.
     static POOL: RefCell<HashMap<Key, Vec<Pooled>>> = RefCell::new(HashMap::new());
-    /// Held while a connection to the backend is being opened.
-    static OPENING: RefCell<HashMap<Key, Arc<tokio::sync::Mutex<()>>>> =
+    /// Held while a connection to the backend is being opened; holds when the last
+    /// attempt failed.
+    static OPENING: RefCell<HashMap<Key, Arc<tokio::sync::Mutex<Option<Instant>>>>> =
         RefCell::new(HashMap::new());
 }
 
@@ -127,12 +128,22 @@ pub(super) async fn checkout(
         return Some(stream);
     }
     let gate = OPENING.with(|o| o.borrow_mut().entry(key.clone()).or_default().clone());
-    let _opening = gate.lock().await;
+    let waiting_since = Instant::now();
+    let mut last_failure = gate.lock().await;
     // Someone else may have opened one while this call waited.
     if let Some(stream) = pooled(&key) {
         return Some(stream);
     }
-    let mut fresh = connect(target, backend, timeout, metrics).await?;
+    // Or failed to: then this call does not queue up for another try (calls waiting on a
+    // backend that does not answer would each wait one more connect timeout).
+    if last_failure.is_some_and(|at| at >= waiting_since) {
+        return None;
+    }
+    let Some(mut fresh) = connect(target, backend, timeout, metrics).await else {
+        *last_failure = Some(Instant::now());
+        return None;
+    };
+    *last_failure = None;
     let stream = fresh.take();
     POOL.with(|p| p.borrow_mut().entry(key).or_default().push(fresh));
     Some(stream)
