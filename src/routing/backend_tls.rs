@@ -111,31 +111,31 @@ fn connector(ca: &Path) -> Result<TlsConnector, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Balance, Mode, Service};
+    use crate::catalog::RawApp;
+    use crate::config::Groups;
 
-    fn service(app: &str, index: usize, proto: BackendProto) -> Service {
-        Service {
-            app_id: app.to_string(),
-            index,
-            name: format!("{app}_{index}"),
-            port: 10000 + index as u16,
-            bind_addr: None,
-            mode: Mode::Http,
-            vhosts: Vec::new(),
-            path: None,
-            balance: Balance::RoundRobin,
-            backends: Vec::new(),
-            weight: 0,
-            redirect_to_https: false,
-            sticky: false,
-            hsts: false,
-            auth: None,
-            allowed: Vec::new(),
-            proxypass_path: None,
-            ssl_cert: None,
-            check: None,
-            backend_proto: proto,
+    /// An app on a vhost with `labels` (more than its vhost) on port indexes 0 and 1.
+    fn app(id: &str, labels: &[(&str, String)]) -> RawApp {
+        let mut all: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        all.insert("HAPROXY_0_VHOST".into(), format!("{}.test", &id[1..]));
+        all.insert("HAPROXY_1_VHOST".into(), format!("{}-1.test", &id[1..]));
+        RawApp {
+            id: id.to_string(),
+            labels: all,
+            ports: vec![10000, 10001],
+            ..RawApp::default()
         }
+    }
+
+    fn h2(index: usize, ca: &Path) -> [(&'static str, String); 2] {
+        let (proto, key) = match index {
+            0 => ("DROVER_0_BACKEND_PROTO", "DROVER_0_BACKEND_CA"),
+            _ => ("DROVER_1_BACKEND_PROTO", "DROVER_1_BACKEND_CA"),
+        };
+        [(proto, "h2".into()), (key, ca.display().to_string())]
     }
 
     #[test]
@@ -149,19 +149,18 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let missing = dir.path().join("missing.pem");
-        let mut catalog = Catalog {
-            services: vec![
-                service("/good", 0, BackendProto::H2 { ca: good.clone() }),
-                service("/plain", 0, BackendProto::H2c),
-                service("/empty", 0, BackendProto::Http1),
-                service("/empty", 1, BackendProto::H2 { ca: empty }),
-                service("/missing", 0, BackendProto::H2 { ca: missing }),
-            ],
-            problems: Vec::new(),
-        };
+        let apps = [
+            app("/good", &h2(0, &good)),
+            app("/plain", &[("DROVER_0_BACKEND_PROTO", "h2c".into())]),
+            app("/empty", &h2(1, &empty)),
+            app("/missing", &h2(0, &missing)),
+        ];
+        let mut catalog = crate::catalog::build(&apps, &Groups::all());
+        assert!(catalog.problems.is_empty(), "{:?}", catalog.problems);
         let set = load(&mut catalog);
         assert!(set.get(&good).is_some());
-        let left: Vec<&str> = catalog.services.iter().map(|s| s.app_id.as_str()).collect();
+        let mut left: Vec<&str> = catalog.services.iter().map(|s| s.app_id.as_str()).collect();
+        left.dedup();
         assert_eq!(left, ["/good", "/plain"]);
         let problems: Vec<String> = catalog.problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
@@ -171,7 +170,9 @@ mod tests {
             "{problems:?}"
         );
         assert!(
-            problems[1].contains("cannot read it") && problems[1].ends_with("app disabled"),
+            problems[1].starts_with("app /missing: label DROVER_0_BACKEND_CA = ")
+                && problems[1].contains("cannot read it")
+                && problems[1].ends_with("app disabled"),
             "{problems:?}"
         );
     }
