@@ -10,6 +10,7 @@
 //! `build_selected` adds marathon-lb's `--strict-mode` (a port needs `HAPROXY_{n}_ENABLED`);
 //! `build` is the same without it.
 
+pub mod backend_proto;
 pub mod cluster;
 pub mod protocol;
 
@@ -23,6 +24,8 @@ use std::time::Duration;
 use crate::cidr::Cidr;
 use crate::config::Groups;
 use crate::host::HostName;
+
+pub use backend_proto::BackendProto;
 
 /// One application as a source reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -145,6 +148,8 @@ pub struct Service {
     pub check: Option<ActiveCheck>,
     /// TCP (listener and HTTP routes), UDP (a UDP listener only), or both.
     pub protocol: Protocol,
+    /// `DROVER_{n}_BACKEND_PROTO` (and `_BACKEND_CA`): HTTP/1.1, h2c or h2 to the backends.
+    pub backend_proto: BackendProto,
 }
 
 /// `HAPROXY_{n}_AUTH`: `realm:user:hash`, the hash a crypt(3) SHA-512 or SHA-256 string
@@ -445,6 +450,7 @@ fn app_services(
                 }
             })
             .transpose()?;
+        let backend_proto = backend_proto::parse(&app.labels, index, mode)?;
         let backends = backends(app, index, problems);
         services.push(Service {
             app_id: app.id.clone(),
@@ -471,6 +477,7 @@ fn app_services(
                 .find(|c| c.index == index)
                 .map(|c| c.check.clone()),
             protocol: app.protocols.get(index).copied().unwrap_or_default(),
+            backend_proto,
         });
     }
     Ok(services)

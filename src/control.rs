@@ -175,10 +175,13 @@ pub fn rebuild(
                 strict: marathon.strict,
             },
         });
-    let catalog = catalog::merge(std::iter::once(file).chain(marathon));
+    let mut catalog = catalog::merge(std::iter::once(file).chain(marathon));
+    // The one file read on the way to a table: CA files of `h2` backends.
+    let backend_tls = routing::backend_tls::load(&mut catalog);
     let previous = out.table.current();
     let stats = |route: &str| out.metrics.route_stats(route);
-    let table = routing::compile(&catalog, config, version, &previous, &stats);
+    let mut table = routing::compile(&catalog, config, version, &previous, &stats);
+    table.backend_tls = backend_tls;
     report(&previous, &table);
     update_metrics(&out.metrics, &table);
     let stored = Arc::new(table);

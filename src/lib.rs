@@ -13,7 +13,8 @@
 //!                                                v                 v
 //!    control: the one writer; orchestrates on every input change, decides nothing itself
 //!      |-- catalog::merge -> Catalog -> routing::compile -> RouteTableWriter
-//!      |       RouteTableReader -> proxy::http (by Host; TLS by SNI; HTTP/2), proxy::tcp,
+//!      |       RouteTableReader -> proxy::http (by Host; TLS by SNI; HTTP/2; h2c and gRPC
+//!      |                           to backends), proxy::tcp,
 //!      |                           proxy::listeners (one listener per service port),
 //!      |                           proxy::udp + proxy::udp_listeners (UDP ports: a flow
 //!      |                           per client address, one backend each)

@@ -156,7 +156,9 @@ fn check(file: Option<&Path>, env: &Env) -> ExitCode {
             .and_then(|text| drover::source::file::parse(&text))
         {
             Ok(snapshot) => {
-                let built = drover::catalog::build(&snapshot.apps, &catalog.groups);
+                let mut built = drover::catalog::build(&snapshot.apps, &catalog.groups);
+                // CA files of `h2` backends (DROVER_{n}_BACKEND_CA), read as a rebuild would.
+                drover::routing::backend_tls::load(&mut built);
                 problems.extend(
                     snapshot
                         .problems

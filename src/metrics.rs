@@ -51,6 +51,8 @@ pub const UDP_DATAGRAMS: &str = "drover_udp_datagrams_total";
 pub const UDP_FLOWS: &str = "drover_udp_flows";
 pub const UDP_DROPPED: &str = "drover_udp_dropped_total";
 pub const UDP_LISTENERS: &str = "drover_udp_listeners";
+pub const UPSTREAM_H2_CONNECTIONS: &str = "drover_upstream_h2_connections_total";
+pub const GRPC_RESPONSES: &str = "drover_grpc_responses_total";
 /// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
 /// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
 pub const PROCESS_NAMESPACE: &str = "drover";
@@ -106,6 +108,10 @@ pub struct Metrics {
     pub udp_flows: IntGaugeVec,
     pub udp_dropped: IntCounterVec,
     pub udp_listeners: IntGaugeVec,
+    /// HTTP/2 connections opened to `h2c`/`h2` backends.
+    pub upstream_h2_connections: IntCounter,
+    /// gRPC calls answered, by route and `grpc-status`.
+    pub grpc_responses: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -379,6 +385,19 @@ impl Metrics {
                 UDP_LISTENERS,
                 "UDP service-port sockets, by state (open, failed).",
                 &["state"],
+            ),
+            upstream_h2_connections: reg(
+                &registry,
+                IntCounter::new(
+                    UPSTREAM_H2_CONNECTIONS,
+                    "HTTP/2 connections opened to backends (DROVER_{n}_BACKEND_PROTO h2c or h2); each carries many requests.",
+                )
+                .expect("valid metric"),
+            ),
+            grpc_responses: counter(
+                GRPC_RESPONSES,
+                "gRPC calls answered, by route and grpc-status (0 OK, 4 DEADLINE_EXCEEDED, 14 UNAVAILABLE, ...), the backend's or Drover's own.",
+                &["route", "grpc_status"],
             ),
             registry,
         };

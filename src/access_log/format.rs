@@ -68,6 +68,8 @@ pub struct HttpLine<'a> {
     pub status: u16,
     /// The backend's, when one answered.
     pub upstream_status: Option<u16>,
+    /// A gRPC call's `grpc-status` (the backend's, or Drover's own answer's).
+    pub grpc_status: Option<u16>,
     /// Request body bytes read from the client.
     pub bytes_in: u64,
     /// Response body bytes sent to the client.
@@ -361,6 +363,8 @@ fn http_json(out: &mut Vec<u8>, e: &HttpLine, stamps: &mut Stamps) {
         .num(e.status.into())
         .raw(r#","upstream_status":"#)
         .opt_num(e.upstream_status.map(u64::from))
+        .raw(r#","grpc_status":"#)
+        .opt_num(e.grpc_status.map(u64::from))
         .raw(r#","bytes_in":"#)
         .num(e.bytes_in)
         .raw(r#","bytes_out":"#)
@@ -542,6 +546,7 @@ mod tests {
             version: hyper::Version::HTTP_11,
             status: 502,
             upstream_status: None,
+            grpc_status: Some(14),
             bytes_in: 0,
             bytes_out: 123,
             duration: Duration::from_micros(12_345),
@@ -581,6 +586,7 @@ mod tests {
         assert_eq!(v["proto"], "HTTP/1.1");
         assert_eq!(v["status"], 502);
         assert!(v["upstream_status"].is_null());
+        assert_eq!(v["grpc_status"], 14);
         assert_eq!(v["bytes_out"], 123);
         assert_eq!(v["duration_ms"], 12.345);
         assert_eq!(v["upstream_ms"], 0.007);

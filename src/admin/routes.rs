@@ -114,6 +114,9 @@ pub struct RouteDump {
     pub routing_to_all: bool,
     /// Each checked backend's probe state.
     pub probes: Vec<ProbeDump>,
+    /// How the HTTP router speaks to the backends: "http1", "h2c" or "h2"
+    /// (`DROVER_{n}_BACKEND_PROTO`).
+    pub backend_proto: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -234,6 +237,7 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
             },
             routing_to_all: false,
             probes: Vec::new(),
+            backend_proto: r.rules.backend.as_str(),
         })
         .collect();
     let conflicts = table

@@ -11,6 +11,7 @@
 //! config) always keeps its host, on every path, and its port.
 
 pub mod auth;
+pub mod backend_tls;
 pub mod pool;
 mod udp;
 
@@ -81,6 +82,8 @@ pub struct HttpRules {
     pub proxypass_path: Option<String>,
     /// The service port's listener terminates TLS with this PEM (`HAPROXY_{n}_SSL_CERT`).
     pub ssl_cert: Option<std::path::PathBuf>,
+    /// HTTP/1.1, h2c or h2 to the backends (`DROVER_{n}_BACKEND_PROTO`).
+    pub backend: crate::catalog::BackendProto,
 }
 
 impl HttpRules {
@@ -93,6 +96,7 @@ impl HttpRules {
             allowed: s.allowed.clone(),
             proxypass_path: s.proxypass_path.clone(),
             ssl_cert: s.ssl_cert.clone(),
+            backend: s.backend_proto.clone(),
         }
     }
 
@@ -193,6 +197,9 @@ pub struct RouteTable {
     pub http: Option<HttpSettings>,
     pub tcp_settings: Option<TcpSettings>,
     pub udp_settings: UdpSettings,
+    /// TLS setups of the `h2` routes' backends, by CA file (set by `control`, see
+    /// `backend_tls`).
+    pub backend_tls: backend_tls::BackendTlsSet,
 }
 
 // === impl RouteTable ===
@@ -471,6 +478,7 @@ pub fn compile(
             max_connections: t.max_connections,
         }),
         udp_settings: UdpSettings::of(&config.udp),
+        backend_tls: backend_tls::BackendTlsSet::default(),
     }
 }
 

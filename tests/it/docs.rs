@@ -15,7 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_drover");
 
 /// Checked blocks there are at least; raise it when adding blocks, so a broken fence
 /// finder cannot pass by finding nothing.
-const MIN_CHECKED: usize = 15;
+const MIN_CHECKED: usize = 16;
 
 /// The line that marks the next fenced block as a fragment.
 const FRAGMENT: &str = "<!-- fragment -->";

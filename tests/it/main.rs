@@ -15,6 +15,7 @@ mod env_config;
 mod fake_marathon;
 mod fake_masters;
 mod fuzz_corpus;
+mod grpc;
 mod health;
 mod http;
 mod http_hostile;

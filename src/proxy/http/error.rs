@@ -35,6 +35,9 @@ pub(super) enum ProxyError {
     Connect,
     #[error("the backend did not answer in time")]
     Timeout,
+    /// The client's own deadline (`grpc-timeout`) passed first: not held against the backend.
+    #[error("the call's deadline (grpc-timeout) passed before the backend answered")]
+    Deadline,
     #[error("the backend broke the exchange: {0}")]
     Upstream(hyper::Error),
     #[error("{}", .0.reason())]
@@ -61,7 +64,7 @@ impl ProxyError {
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::ToHttps(_) => StatusCode::MOVED_PERMANENTLY,
             ProxyError::Connect | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout | ProxyError::Deadline => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Refused(why) => {
                 StatusCode::from_u16(why.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -79,7 +82,8 @@ impl ProxyError {
             | ProxyError::Refused(_)
             | ProxyError::Client(_)
             | ProxyError::NoRoute
-            | ProxyError::Forbidden => Some(Fault::Client),
+            | ProxyError::Forbidden
+            | ProxyError::Deadline => Some(Fault::Client),
             ProxyError::NoBackends
             | ProxyError::NoLeader(_)
             | ProxyError::Connect

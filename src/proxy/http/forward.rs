@@ -10,11 +10,14 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 use crate::proxy::note_failure;
+use crate::routing::pool::Backend;
 use crate::routing::{HttpSettings, Route};
 
 use super::error::ProxyError;
+use super::forward_h2::forward_h2;
 use super::headers::prepare_upstream_request;
 use super::record::Exchange;
 use super::rules::{sticky_backend, sticky_token, strip_proxypass, STICKY_COOKIE};
@@ -32,9 +35,13 @@ pub(super) async fn forward(
     settings: &HttpSettings,
     exchange: &mut Exchange,
     body_in: Option<Arc<AtomicU64>>,
+    backend_tls: Option<TlsConnector>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Some(protocol) = upgrade_protocol(req.headers()) {
         return forward_upgrade(req, conn, route, settings, protocol, exchange).await;
+    }
+    if route.rules.backend.is_h2() {
+        return forward_h2(req, conn, route, settings, exchange, body_in, backend_tls).await;
     }
     let pool = &route.pool;
     let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));
@@ -129,24 +136,38 @@ pub(super) async fn forward(
             req = spare;
             continue;
         }
-        // A client without a cookie for this backend (none, or one naming a backend that
-        // left) is given one.
         let mut result = result;
         if let (Some(named), Ok(resp)) = (sticky, result.as_mut()) {
-            let index = (first + attempt) % pool.backends().len();
-            if named != Some(index) {
-                let cookie = format!(
-                    "{STICKY_COOKIE}={}; Path=/; HttpOnly",
-                    sticky_token(backend.addr)
-                );
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    resp.headers_mut().append(header::SET_COOKIE, value);
-                }
-            }
+            give_sticky_cookie(
+                resp,
+                named,
+                (first + attempt) % pool.backends().len(),
+                backend,
+            );
         }
         return result;
     }
     Err(ProxyError::Connect)
+}
+
+/// `HAPROXY_{n}_STICKY`: a client without a cookie for the backend that answered (none,
+/// or one naming `named`, another backend, perhaps one that left) is given one.
+pub(super) fn give_sticky_cookie<B>(
+    resp: &mut Response<B>,
+    named: Option<usize>,
+    index: usize,
+    backend: &Backend,
+) {
+    if named == Some(index) {
+        return;
+    }
+    let cookie = format!(
+        "{STICKY_COOKIE}={}; Path=/; HttpOnly",
+        sticky_token(backend.addr)
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().append(header::SET_COOKIE, value);
+    }
 }
 
 /// A body-less copy of a request's head, to send again elsewhere.

@@ -19,6 +19,7 @@ use crate::proxy::h1_scan::Limits;
 use crate::proxy::DataPlane;
 use crate::shutdown::Shutdown;
 
+use super::preface::{read_opening, Opening};
 use super::respond::handle;
 use super::{http_settings, Conn, RouteBy};
 
@@ -43,7 +44,7 @@ pub async fn serve(
                 local_port,
                 shutdown.clone(),
             ));
-            let served = serve_connection(stream, conn, shutdown.clone());
+            let served = serve_plain(stream, conn, shutdown.clone());
             tokio::spawn(shutdown.track(async move {
                 let _slot = slot;
                 served.await
@@ -60,8 +61,20 @@ pub async fn serve(
                 return;
             };
             let conn = Arc::new(Conn::new(plane, by, client, local_port, shutdown2.clone()));
-            serve_connection(stream, conn, shutdown2).await;
+            serve_plain(stream, conn, shutdown2).await;
         }));
+    }
+}
+
+/// A plain connection: HTTP/2 when it opens with the HTTP/2 preface (h2c with prior
+/// knowledge, as gRPC clients do without TLS), else HTTP/1.1 behind the guard. Nothing sent
+/// within `header_timeout` closes it, as a head that never ends would.
+async fn serve_plain(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown) {
+    let within = http_settings(&conn.plane).header_timeout;
+    match read_opening(stream, within).await {
+        Some((Opening::Http2, stream)) => serve_h2(stream, conn, shutdown).await,
+        Some((Opening::Http1, stream)) => serve_connection(stream, conn, shutdown).await,
+        None => debug!(client = %conn.client, "nothing usable sent within {within:?}; closing"),
     }
 }
 

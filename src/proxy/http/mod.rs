@@ -1,6 +1,8 @@
-//! The HTTP router: hyper's HTTP/1.1 server on the `[http]` listener, routing each request
-//! by Host (any case, any `:port`) and longest path prefix to a route's pool, and forwarding
-//! it over a pooled keep-alive upstream connection. Bodies stream both ways.
+//! The HTTP router: hyper's HTTP/1.1 server on the `[http]` listener (HTTP/2 too, for
+//! clients that open with its preface, and on `[https]` by ALPN), routing each request by
+//! Host (any case, any `:port`) and longest path prefix to a route's pool, and forwarding it
+//! over a pooled keep-alive upstream connection: HTTP/1.1, or HTTP/2 for routes that ask
+//! for it (`DROVER_{n}_BACKEND_PROTO`, gRPC). Bodies stream both ways.
 //!
 //! Per request: one `load()` of the route table, a map lookup and a pick; the route is
 //! cloned out (one atomic increment) and the table guard dropped before any `.await`.
@@ -16,17 +18,26 @@
 //! (label rules before a backend), `forward` (backends and retries), `upgrade` (tunnels),
 //! `headers` (what the backend is sent), `upstream` (the connection pool), `error` (the
 //! answers to failures), `record` (what a request leaves: the in-flight gauge and its
-//! access-log entry). Here: what one connection's requests share (`Conn`).
+//! access-log entry); for HTTP/2 clients and backends: `preface` (h2c on the plain
+//! listener), `forward_h2` (an exchange with an HTTP/2 backend), `upstream_h2` (its
+//! multiplexed connections), `h2_sniff` (what the backend announced: stream limit,
+//! GOAWAY), `grpc` (deadlines, gRPC statuses). Here: what one connection's requests share
+//! (`Conn`).
 
 mod error;
 mod forward;
+mod forward_h2;
+mod grpc;
+mod h2_sniff;
 mod headers;
 mod listen;
+mod preface;
 mod record;
 mod respond;
 mod rules;
 mod upgrade;
 mod upstream;
+mod upstream_h2;
 
 use std::net::SocketAddr;
 use std::pin::Pin;

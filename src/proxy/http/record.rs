@@ -15,6 +15,7 @@ use hyper::{Method, Request, Uri, Version};
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
+use super::grpc::StatusCell;
 use super::Conn;
 use crate::access_log::{FaultNote, HttpLine};
 use crate::proxy::Fault;
@@ -32,6 +33,9 @@ pub(super) struct Exchange {
     pub upstream_time: Option<Duration>,
     /// Attempts after the first.
     pub retries: u32,
+    /// Where a gRPC call's `grpc-status` is put once known (set for gRPC calls while the
+    /// log is on; see `grpc::StatusCell`).
+    pub grpc_status: Option<StatusCell>,
 }
 
 /// One request's record.
@@ -156,6 +160,7 @@ impl Drop for Record {
             version: logged.version,
             status,
             upstream_status: exchange.upstream_status,
+            grpc_status: exchange.grpc_status.as_ref().and_then(StatusCell::get),
             bytes_in: logged
                 .body_in
                 .as_ref()

@@ -13,9 +13,11 @@ use tracing::debug;
 
 use super::error::ProxyError;
 use super::forward::forward;
+use super::grpc;
 use super::record::Record;
 use super::rules::admit;
 use super::{default_settings, Conn, ConnBody, ProxyBody, RouteBy};
+use crate::catalog::BackendProto;
 use crate::proxy::Fault;
 
 pub(super) async fn handle(
@@ -39,6 +41,12 @@ pub(super) async fn respond(
     record: &mut Record,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
+    // A gRPC client reads failures from `grpc-status`, not from an HTTP error page.
+    let is_grpc = grpc::is_grpc(req.headers());
+    if is_grpc && record.exchange.timed {
+        // The access log is on: it gets the call's grpc-status.
+        record.exchange.grpc_status = Some(grpc::StatusCell::new());
+    }
     let routed = {
         let table = conn.plane.table.load();
         let number = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -61,13 +69,26 @@ pub(super) async fn respond(
             }
             .ok_or(ProxyError::NoRoute)?;
             let settings = table.http.clone().unwrap_or_else(default_settings);
-            Ok((route.clone(), settings))
+            // An `h2` route's TLS setup comes from the same snapshot as the route.
+            let backend_tls = match &route.rules.backend {
+                BackendProto::H2 { ca } => table.backend_tls.get(ca).cloned(),
+                _ => None,
+            };
+            Ok((route.clone(), settings, backend_tls))
         })
     };
-    let (route, settings) = match routed {
+    let (route, settings, backend_tls) = match routed {
         Ok(r) => r,
         Err(e) => {
-            let resp = e.response();
+            let resp = answer(&e, is_grpc);
+            if is_grpc {
+                grpc::record(
+                    &conn.plane.metrics.grpc_responses,
+                    crate::metrics::UNROUTED,
+                    record.exchange.grpc_status.as_ref(),
+                    &grpc::status_for(&e).to_string(),
+                );
+            }
             record.answered(resp.status().as_u16(), None, e.fault_note());
             conn.plane.unrouted.count(resp.status().as_u16());
             conn.plane
@@ -81,7 +102,16 @@ pub(super) async fn respond(
         Err(e) => Err(e),
         Ok(()) => {
             let body_in = record.body_counter();
-            forward(req, conn, &route, &settings, &mut record.exchange, body_in).await
+            forward(
+                req,
+                conn,
+                &route,
+                &settings,
+                &mut record.exchange,
+                body_in,
+                backend_tls,
+            )
+            .await
         }
     };
     let mut fault = None;
@@ -107,7 +137,15 @@ pub(super) async fn respond(
                 debug!(route = %route.name, client = %conn.client, fault = fault.as_str(),
                     error = %e, "request failed");
             }
-            e.response()
+            if is_grpc {
+                grpc::record(
+                    &conn.plane.metrics.grpc_responses,
+                    &route.name,
+                    record.exchange.grpc_status.as_ref(),
+                    &grpc::status_for(&e).to_string(),
+                );
+            }
+            answer(&e, is_grpc)
         }
     };
     if route.rules.hsts && conn.proto == "https" {
@@ -118,6 +156,16 @@ pub(super) async fn respond(
     route.stats.duration.observe(start.elapsed().as_secs_f64());
     record.answered(resp.status().as_u16(), Some(&route), fault);
     resp
+}
+
+/// The answer to a failure: a trailers-only gRPC response for a gRPC call, else the
+/// HTTP error page.
+fn answer(e: &ProxyError, is_grpc: bool) -> Response<ProxyBody> {
+    if is_grpc {
+        grpc::error_response(e)
+    } else {
+        e.response()
+    }
 }
 
 /// marathon-lb's `Strict-Transport-Security` value: 180 days.

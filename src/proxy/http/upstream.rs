@@ -24,7 +24,9 @@ use tracing::debug;
 
 use crate::routing::pool::{Backend, InFlight};
 
+use super::grpc::GrpcCall;
 use super::headers::strip_hop_by_hop;
+use super::upstream_h2::StreamSlot;
 use super::{ProxyBody, UpstreamRequestBody};
 
 /// Idle upstream connections kept per backend per worker thread.
@@ -43,6 +45,8 @@ pub(super) fn upstream_response(
         checkin: Some((backend, sender)),
         ended: false,
         _in_flight: in_flight,
+        _stream: None,
+        grpc: None,
     };
     Response::from_parts(parts, Either::Left(body))
 }
@@ -55,6 +59,30 @@ pub struct UpstreamBody {
     checkin: Option<(SocketAddr, SendRequest<UpstreamRequestBody>)>,
     ended: bool,
     _in_flight: InFlight,
+    /// An HTTP/2 backend's stream: its connection counts it until this body is done.
+    _stream: Option<StreamSlot>,
+    /// A gRPC call's deadline and status count (HTTP/2 backends).
+    grpc: Option<GrpcCall>,
+}
+
+impl UpstreamBody {
+    /// The body of an HTTP/2 backend's response: nothing to check in; the stream slot is
+    /// given back when the body is dropped.
+    pub(super) fn h2(
+        inner: Incoming,
+        stream: StreamSlot,
+        in_flight: InFlight,
+        grpc: Option<GrpcCall>,
+    ) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            checkin: None,
+            ended: false,
+            _in_flight: in_flight,
+            _stream: Some(stream),
+            grpc,
+        }
+    }
 }
 
 impl Body for UpstreamBody {
@@ -65,7 +93,11 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let polled = match &mut this.grpc {
+            Some(call) => call.poll_frame(Pin::new(&mut this.inner), cx),
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
         if let Poll::Ready(None) = polled {
             self.ended = true;
         }
