@@ -72,5 +72,6 @@ pub mod sim;
 pub mod source;
 pub mod upgrade;
 pub mod watch;
+pub mod zk;
 
 pub use server::Server;

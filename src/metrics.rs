@@ -46,6 +46,8 @@ pub const HTTP_IN_FLIGHT: &str = "drover_http_requests_in_flight";
 pub const TCP_BYTES: &str = "drover_tcp_bytes_total";
 pub const UPSTREAM_CONNECT_DURATION: &str = "drover_upstream_connect_duration_seconds";
 pub const ACCESS_LOG_DROPPED: &str = "drover_access_log_dropped_total";
+pub const ZK_CONNECTED: &str = "drover_zk_connected";
+pub const ZK_LEADER_CHANGES: &str = "drover_zk_leader_changes_total";
 /// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
 /// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
 pub const PROCESS_NAMESPACE: &str = "drover";
@@ -95,6 +97,8 @@ pub struct Metrics {
     pub tcp_bytes: IntCounterVec,
     pub upstream_connect_duration: Histogram,
     pub access_log_dropped: IntCounter,
+    pub zk_connected: IntGaugeVec,
+    pub zk_leader_changes: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -340,6 +344,16 @@ impl Metrics {
                     "Access-log lines dropped because the writer was behind (a full queue).",
                 )
                 .expect("valid metric"),
+            ),
+            zk_connected: gauge(
+                ZK_CONNECTED,
+                "1 while the ZooKeeper session of an election path is up, else 0 (the last leader is kept).",
+                &["path"],
+            ),
+            zk_leader_changes: counter(
+                ZK_LEADER_CHANGES,
+                "Leader changes seen in ZooKeeper, by election path (to and from none included).",
+                &["path"],
             ),
             registry,
         };
