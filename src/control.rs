@@ -31,6 +31,8 @@ pub struct Inputs {
     pub file: watch::Receiver<Option<Arc<Snapshot>>>,
     pub marathon: watch::Receiver<Option<Arc<Snapshot>>>,
     pub mesos: watch::Receiver<Option<Arc<MesosSnapshot>>>,
+    /// The masters ZooKeeper names for aliases with `zk` and no `backends`.
+    pub zk_members: watch::Receiver<Arc<crate::zk::AliasMembers>>,
 }
 
 /// What `control` writes; it holds the only writer of each.
@@ -77,7 +79,9 @@ pub async fn run(
                 file: &file,
                 marathon: marathon.as_deref(),
             };
-            tables.send_replace(rebuild(&out, &cfg, sources, version));
+            let members = inputs.zk_members.borrow_and_update().clone();
+            let routed = crate::zk::with_alias_members(&cfg, &members);
+            tables.send_replace(rebuild(&out, &routed, sources, version));
         }
         if let Some(dns) = &cfg.dns {
             // The zone waits only for the sources it is built from.
@@ -96,6 +100,7 @@ pub async fn run(
             r = inputs.file.changed() => if r.is_err() { return },
             r = inputs.marathon.changed() => if r.is_err() { return },
             r = inputs.mesos.changed() => if r.is_err() { return },
+            r = inputs.zk_members.changed() => if r.is_err() { return },
             _ = shutdown.triggered() => return,
         }
     }

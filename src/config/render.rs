@@ -163,6 +163,7 @@ fn render_doc(config: &Config, origins: Option<&Origins>) -> String {
                 ("principal", m.principal.as_ref().map(string)),
                 ("secret_file", m.secret_file.as_ref().map(|_| redacted())),
                 ("ca_file", m.ca_file.as_deref().map(path)),
+                ("zk", m.zk.as_ref().map(string)),
             ],
         ),
         None => doc.off("mesos"),
@@ -266,6 +267,7 @@ fn alias_keys(alias: &AliasConfig) -> Vec<(&'static str, Option<Value>)> {
         ("backends", Some(list(&alias.backends))),
         ("check", Some(check)),
         ("interval", Some(duration(alias.interval))),
+        ("zk", alias.zk.as_ref().map(|z| string(&z.url))),
     ]
 }
 

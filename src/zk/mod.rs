@@ -9,18 +9,22 @@
 //!   data re-read on each change, published as a [`ZkView`]; reconnects with backoff.
 //! - `registry`: [`Zk`], the handle that starts one follower per URL and shares it
 //!   between its users, and lists every view for `/debug/routes`.
+//! - `members`: for aliases with `zk` and no `backends`, the addresses ZooKeeper names,
+//!   handed to `control` so they become the alias's pool.
 //!
 //! ZooKeeper trouble never stops Drover: a lost session keeps the last leader in the view
 //! (marked disconnected) until ZooKeeper answers again.
 
 mod follow;
 pub mod layout;
+mod members;
 mod registry;
 
 use std::fmt;
 
 pub use follow::{Member, ZkView};
 pub use layout::Layout;
+pub use members::{alias_members, with_alias_members, AliasMembers};
 pub use registry::Zk;
 
 /// A parsed `zk://host:port[,host:port…]/path` URL.
@@ -31,6 +35,15 @@ pub struct ZkUrl {
     /// The election path, e.g. `/mesos` or `/marathon/leader-curator`.
     pub path: String,
     pub layout: Layout,
+}
+
+/// An alias that follows an election: `[[alias]] zk`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkAlias {
+    pub url: ZkUrl,
+    /// `backends` were configured: the ZooKeeper leader must be one of them and pass the
+    /// alias's probe too. Without, the members ZooKeeper names are the backends, unprobed.
+    pub confirm: bool,
 }
 
 /// Why a `zk://` URL cannot be used.

@@ -13,11 +13,14 @@ use super::follow::{self, ZkView};
 use super::ZkUrl;
 use crate::metrics::Metrics;
 
+/// Where one follower publishes its view.
+type ViewSender = Arc<watch::Sender<Arc<ZkView>>>;
+
 /// The followers, by URL. Cheap to clone; every clone shares them.
 #[derive(Clone)]
 pub struct Zk {
     metrics: Metrics,
-    followers: Arc<Mutex<BTreeMap<String, Arc<watch::Sender<Arc<ZkView>>>>>>,
+    followers: Arc<Mutex<BTreeMap<String, ViewSender>>>,
 }
 
 // === impl Zk ===
