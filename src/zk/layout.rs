@@ -48,8 +48,8 @@ pub enum PayloadError {
 }
 
 /// The sequence suffix ZooKeeper appends: ten digits (a signed 32-bit counter, so also
-/// `-2147483648` after wrapping, which sorts as the number it is).
-const SEQUENCE_DIGITS: usize = 10;
+/// `-2147483648` after wrapping), or nineteen where the counter is 64-bit (ZOOKEEPER-4706).
+const SEQUENCE_DIGITS: [usize; 2] = [10, 19];
 
 // === impl Layout ===
 
@@ -112,7 +112,7 @@ impl Layout {
 /// A sequence suffix: exactly ten digits, or a wrapped negative counter.
 fn sequence(s: &str) -> Option<u64> {
     let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.len() != SEQUENCE_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if !SEQUENCE_DIGITS.contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: i64 = s.parse().ok()?;

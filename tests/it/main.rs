@@ -31,3 +31,4 @@ mod tcp;
 mod tls;
 mod upgrade;
 mod websocket;
+mod zk;

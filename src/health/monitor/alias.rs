@@ -107,10 +107,11 @@ impl Monitor {
                 "alias leader changed"
             ),
             None => {
-                let why: Vec<String> = results
+                let mut why: Vec<String> = results
                     .iter()
                     .map(|(a, r)| format!("{a}: {}", r.detail))
                     .collect();
+                why.extend(zk::why_no_leader(w));
                 warn!(alias = %host, from = %logfmt::or_none(change.from), probes = %why.join("; "),
                     "alias has no elected leader; answering 503")
             }

@@ -171,3 +171,15 @@ impl Monitor {
         self.decide(&name);
     }
 }
+
+/// For the log: why a zk alias has no leader.
+pub(super) fn why_no_leader(w: &AliasWatch) -> Option<String> {
+    let z = w.zk.as_ref()?;
+    Some(match z.leader {
+        None => format!("ZooKeeper {} names no leader", z.alias.url),
+        Some(l) if !w.route.pool.backends().iter().any(|b| b.addr == l) => {
+            format!("ZooKeeper's leader {l} is not among the alias's backends")
+        }
+        Some(l) => format!("ZooKeeper's leader {l} is not confirmed by its probe (yet)"),
+    })
+}

@@ -324,6 +324,9 @@ impl Poller {
             });
         let transport = &setup.map_err(|e| e.to_string())?;
         let n = self.masters.len();
+        if n == 0 {
+            return Err("no Mesos master known yet: waiting for ZooKeeper ([mesos] zk)".into());
+        }
         let mut errors = Vec::new();
         for i in 0..n {
             let index = (self.preferred + i) % n;
