@@ -103,3 +103,47 @@ pub fn with_alias_members(config: &Arc<Config>, members: &AliasMembers) -> Arc<C
     }
     Arc::new(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn only_zk_aliases_without_backends_get_the_members() {
+        let config = Arc::new(
+            Config::parse(
+                r#"
+[[alias]]
+host = "zk.test"
+zk = "zk://127.0.0.1:2181/mesos"
+
+[[alias]]
+host = "confirmed.test"
+zk = "zk://127.0.0.1:2181/mesos"
+backends = ["127.0.0.9:5050"]
+check = "mesos"
+"#,
+                Path::new("/"),
+            )
+            .expect("valid"),
+        );
+        let none = with_alias_members(&config, &AliasMembers::new());
+        assert!(
+            none.aliases[0].backends.is_empty(),
+            "nothing known: no pool"
+        );
+        let mut members = AliasMembers::new();
+        let seen: Vec<SocketAddr> = vec!["127.0.0.2:5050".parse().unwrap()];
+        for host in ["zk.test", "confirmed.test"] {
+            members.insert(HostName::parse(host).unwrap(), seen.clone());
+        }
+        let routed = with_alias_members(&config, &members);
+        assert_eq!(routed.aliases[0].backends, seen);
+        assert_eq!(
+            routed.aliases[1].backends, config.aliases[1].backends,
+            "configured backends are never replaced"
+        );
+    }
+}

@@ -299,7 +299,8 @@ impl Monitor {
                 .iter()
                 .map(|b| b.addr)
                 .eq(masters.iter().copied());
-            if same_masters && w.spec.probe == spec.probe {
+            let same_zk = zk::alias_zk(&w.route) == zk::alias_zk(route);
+            if same_masters && same_zk && w.spec.probe == spec.probe {
                 w.route = route.clone();
                 apply_leader(&w.route, w.tracker.leader());
                 if w.spec != spec {
