@@ -265,7 +265,11 @@ fn alias_keys(alias: &AliasConfig) -> Vec<(&'static str, Option<Value>)> {
         ("host", Some(string(&alias.host))),
         ("port", alias.port.map(|p| int(usize::from(p)))),
         ("backends", Some(list(&alias.backends))),
-        ("check", Some(check)),
+        // A zk alias without backends probes nothing, so it has no check to show.
+        (
+            "check",
+            alias.zk.as_ref().is_none_or(|z| z.confirm).then_some(check),
+        ),
         ("interval", Some(duration(alias.interval))),
         ("zk", alias.zk.as_ref().map(|z| string(&z.url))),
     ]
