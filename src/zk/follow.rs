@@ -20,6 +20,7 @@ use zookeeper_client as zkc;
 
 use super::layout::{Advertised, Candidate};
 use super::ZkUrl;
+use crate::logfmt;
 use crate::metrics::Metrics;
 
 /// The session timeout asked for (Mesos's own default; the server may bound it).
@@ -173,7 +174,8 @@ fn lost(tx: &watch::Sender<Arc<ZkView>>, gauge: &prometheus::IntGauge, why: Stri
         if !view.connected && view.error.as_deref() == Some(why.as_str()) {
             return false;
         }
-        warn!(error = %why, leader = ?view.leader.as_ref().map(|m| m.advertised.authority()),
+        let leader = logfmt::or_none(view.leader.as_ref().map(|m| m.advertised.authority()));
+        warn!(error = %why, leader = %leader,
             "ZooKeeper unavailable; keeping the last leader");
         let mut next = (**view).clone();
         next.connected = false;
@@ -221,10 +223,10 @@ fn publish(tx: &watch::Sender<Arc<ZkView>>, url: &ZkUrl, found: Read, metrics: &
                 .zk_leader_changes
                 .with_label_values(&[&url.path])
                 .inc();
-            info!(zk = %url,
-                from = ?view.leader.as_ref().map(|m| m.advertised.authority()),
-                to = ?next.leader.as_ref().map(|m| m.advertised.authority()),
-                node = ?next.leader.as_ref().map(|m| m.node.as_str()),
+            let authority =
+                |v: &ZkView| logfmt::or_none(v.leader.as_ref().map(|m| m.advertised.authority()));
+            let node = logfmt::or_none(next.leader.as_ref().map(|m| m.node.as_str()));
+            info!(zk = %url, from = %authority(view), to = %authority(&next), node = %node,
                 "ZooKeeper leader changed");
         }
         if let Some(e) = &next.error {

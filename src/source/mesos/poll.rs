@@ -235,7 +235,8 @@ pub async fn run(
                 view = zk_leader.changed() => {
                     // A new leader in ZooKeeper: read its state now, not at the next tick.
                     if poller.follow_zk(&view) {
-                        info!(leader = ?poller.zk_leader, "ZooKeeper names a new Mesos leader; polling it now");
+                        let leader = crate::logfmt::or_none(poller.zk_leader.as_deref());
+                        info!(%leader, "ZooKeeper names a new Mesos leader; polling it now");
                         tick.reset_immediately();
                     }
                     continue;
