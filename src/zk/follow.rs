@@ -314,3 +314,112 @@ async fn resolve(a: &Advertised) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zk::layout::Layout;
+
+    fn url() -> ZkUrl {
+        ZkUrl::parse("zk://127.0.0.1:2181/mesos").unwrap()
+    }
+
+    fn member(seq: u64, ip: &str) -> Member {
+        Member {
+            node: format!("json.info_{seq:010}"),
+            sequence: seq,
+            advertised: Advertised {
+                host: ip.into(),
+                port: 5050,
+            },
+            addr: Some(SocketAddr::new(ip.parse().unwrap(), 5050)),
+        }
+    }
+
+    /// A read of `nodes`, where the ones in `bad` had unusable data.
+    fn read(nodes: &[(u64, &str)], bad: &[u64]) -> Read {
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|(s, _)| format!("json.info_{s:010}"))
+            .collect();
+        Read {
+            candidates: Layout::Mesos.candidates(&names),
+            members: nodes
+                .iter()
+                .filter(|(s, _)| !bad.contains(s))
+                .map(|(s, ip)| member(*s, ip))
+                .collect(),
+            problems: bad
+                .iter()
+                .map(|s| format!("json.info_{s:010}: not MasterInfo JSON"))
+                .collect(),
+            exists: true,
+        }
+    }
+
+    fn leader(tx: &watch::Sender<Arc<ZkView>>) -> Option<String> {
+        tx.borrow()
+            .leader
+            .as_ref()
+            .map(|m| m.advertised.authority())
+    }
+
+    #[test]
+    fn the_lowest_good_candidate_leads_and_a_bad_head_changes_nothing() {
+        let metrics = Metrics::new(prometheus::Registry::new());
+        let (tx, _rx) = watch::channel(Arc::new(ZkView::default()));
+        publish(
+            &tx,
+            &url(),
+            read(&[(1, "10.0.0.1"), (2, "10.0.0.2")], &[]),
+            &metrics,
+        );
+        assert_eq!(leader(&tx).as_deref(), Some("10.0.0.1:5050"));
+        assert_eq!(tx.borrow().leader_changes, 1);
+        // The leader's node goes and the next one's data is bad: the leader stays, said why.
+        publish(
+            &tx,
+            &url(),
+            read(&[(2, "10.0.0.2"), (3, "10.0.0.3")], &[2]),
+            &metrics,
+        );
+        assert_eq!(leader(&tx).as_deref(), Some("10.0.0.1:5050"));
+        let error = tx.borrow().error.clone().unwrap_or_default();
+        assert!(error.contains("not MasterInfo JSON"), "{error}");
+        assert_eq!(tx.borrow().members.len(), 1);
+        // A good head again: it leads, and the error is gone.
+        publish(&tx, &url(), read(&[(3, "10.0.0.3")], &[]), &metrics);
+        assert_eq!(leader(&tx).as_deref(), Some("10.0.0.3:5050"));
+        assert_eq!(tx.borrow().error, None);
+        // No candidate at all: no leader (an alias fails closed), and why.
+        publish(&tx, &url(), read(&[], &[]), &metrics);
+        assert_eq!(leader(&tx), None);
+        assert!(tx
+            .borrow()
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no leader"));
+        assert_eq!(tx.borrow().leader_changes, 3);
+        let changes = metrics
+            .zk_leader_changes
+            .with_label_values(&["/mesos"])
+            .get();
+        assert_eq!(changes, 3);
+    }
+
+    #[test]
+    fn a_lost_session_keeps_the_leader_and_members() {
+        let metrics = Metrics::new(prometheus::Registry::new());
+        let gauge = metrics.zk_connected.with_label_values(&["/mesos"]);
+        let (tx, _rx) = watch::channel(Arc::new(ZkView::default()));
+        publish(&tx, &url(), read(&[(1, "10.0.0.1")], &[]), &metrics);
+        lost(&tx, &gauge, "connection lost".into());
+        let view = tx.borrow().clone();
+        assert!(!view.connected);
+        assert_eq!(leader(&tx).as_deref(), Some("10.0.0.1:5050"));
+        assert_eq!(view.members.len(), 1);
+        assert_eq!(view.error.as_deref(), Some("connection lost"));
+        assert_eq!(gauge.get(), 0);
+    }
+}

@@ -20,7 +20,7 @@ use crate::support::{self, eventually, Drover};
 /// Longest a ZooKeeper change may take to reach DNS or an alias here. The goal is under
 /// 500 ms (see `bench/zk_failover.rs` for the figure); this bound leaves room for a loaded
 /// test machine and is still far below the 60 s poll and probe intervals.
-const FOLLOWED_WITHIN: Duration = Duration::from_secs(2);
+const FOLLOWED_WITHIN: Duration = Duration::from_secs(1);
 
 async fn zookeeper() -> ZooKeeper {
     ZooKeeper::start().await.unwrap_or_else(|e| panic!("{e}"))
