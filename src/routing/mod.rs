@@ -468,7 +468,10 @@ fn alias_route(
     }
     // A changed check or master list must prove its leader afresh: no state carries over.
     // (A changed interval keeps it: the masters and what proves leadership are the same.)
-    let same_check = |k: &RouteKind| matches!(k, RouteKind::Alias { check, zk, .. } if *check == alias.check && *zk == alias.zk);
+    let same_check = |k: &RouteKind| match k {
+        RouteKind::Alias { check, zk, .. } => *check == alias.check && *zk == alias.zk,
+        RouteKind::Service { .. } => false,
+    };
     let old = old_routes.get(name.as_str()).copied().filter(|r| {
         same_check(&r.kind)
             && r.pool
