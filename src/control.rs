@@ -37,6 +37,8 @@ pub struct Inputs {
     /// Backends the health monitor's checks prove down; the zone follows them with
     /// `[dns] healthy_only`.
     pub checked_down: CheckedDownReceiver,
+    /// The masters ZooKeeper names for aliases with `zk` and no `backends`.
+    pub zk_members: watch::Receiver<Arc<crate::zk::AliasMembers>>,
 }
 
 /// What `control` writes; it holds the only writer of each.
@@ -89,7 +91,9 @@ pub async fn run(
                     file: &file,
                     marathon: marathon.as_deref(),
                 };
-                tables.send_replace(rebuild(&out, &cfg, sources, version));
+                let members = inputs.zk_members.borrow_and_update().clone();
+                let routed = crate::zk::with_alias_members(&cfg, &members);
+                tables.send_replace(rebuild(&out, &routed, sources, version));
             }
         }
         match &cfg.dns {
@@ -121,6 +125,7 @@ pub async fn run(
             r = inputs.file.changed() => if r.is_err() { return },
             r = inputs.marathon.changed() => if r.is_err() { return },
             r = inputs.mesos.changed() => if r.is_err() { return },
+            r = inputs.zk_members.changed() => if r.is_err() { return },
             r = inputs.checked_down.changed() => {
                 if r.is_err() { return }
                 only_checks = true;

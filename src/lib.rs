@@ -28,6 +28,8 @@
 //!         request or connection into its own buffer, one writer thread writes them
 //!  upgrade: on SIGUSR2, a new process of the binary gets every listening socket and the
 //!         old one drains once it is ready; config::env: DROVER_<SECTION>__<KEY> over the file
+//!  zk: one watching follower per ZooKeeper election path ([mesos] zk, [[alias]] zk); the
+//!         Mesos source polls the leader it names at once, the health monitor flips aliases
 //! ```
 //!
 //! Nothing under `dns` or `routing` imports a source: they read the catalog only.
@@ -75,5 +77,6 @@ pub mod sim;
 pub mod source;
 pub mod upgrade;
 pub mod watch;
+pub mod zk;
 
 pub use server::Server;

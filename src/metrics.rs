@@ -53,6 +53,8 @@ pub const UDP_DROPPED: &str = "drover_udp_dropped_total";
 pub const UDP_LISTENERS: &str = "drover_udp_listeners";
 pub const UPSTREAM_H2_CONNECTIONS: &str = "drover_upstream_h2_connections_total";
 pub const GRPC_RESPONSES: &str = "drover_grpc_responses_total";
+pub const ZK_CONNECTED: &str = "drover_zk_connected";
+pub const ZK_LEADER_CHANGES: &str = "drover_zk_leader_changes_total";
 /// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
 /// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
 pub const PROCESS_NAMESPACE: &str = "drover";
@@ -112,6 +114,8 @@ pub struct Metrics {
     pub upstream_h2_connections: IntCounter,
     /// gRPC calls answered, by route and `grpc-status`.
     pub grpc_responses: IntCounterVec,
+    pub zk_connected: IntGaugeVec,
+    pub zk_leader_changes: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -398,6 +402,16 @@ impl Metrics {
                 GRPC_RESPONSES,
                 "gRPC calls answered, by route and grpc-status (0 OK, 4 DEADLINE_EXCEEDED, 14 UNAVAILABLE, ...), the backend's or Drover's own.",
                 &["route", "grpc_status"],
+            ),
+            zk_connected: gauge(
+                ZK_CONNECTED,
+                "1 while the ZooKeeper session of an election path is up, else 0 (the last leader is kept).",
+                &["path"],
+            ),
+            zk_leader_changes: counter(
+                ZK_LEADER_CHANGES,
+                "Leader changes seen in ZooKeeper, by election path (to and from none included).",
+                &["path"],
             ),
             registry,
         };

@@ -500,6 +500,8 @@ struct Wiring {
     /// errors' sending ends.
     plane: Arc<DataPlane>,
     view: Arc<AdminView>,
+    /// The ZooKeeper followers: the Mesos source and aliases follow, admin lists them.
+    zk: crate::zk::Zk,
 }
 
 // === impl Wiring ===
@@ -525,6 +527,7 @@ impl Wiring {
                 .with_access_log(access_log),
         );
         let sampler = Sampler::new(metrics.clone());
+        let zk = crate::zk::Zk::new(metrics.clone());
         let view = Arc::new(AdminView {
             routes: out.table.reader(),
             zone: out.zone.reader(),
@@ -537,6 +540,7 @@ impl Wiring {
             upstream_errors: failures,
             traffic: sampler.reader(),
             started: tokio::time::Instant::now(),
+            zk: zk.clone(),
         });
         Wiring {
             metrics,
@@ -550,6 +554,7 @@ impl Wiring {
             sampler,
             plane,
             view,
+            zk,
         }
     }
 }
@@ -633,16 +638,28 @@ async fn control_plane(
             wiring.sources.status(source::mesos::poll::SOURCE),
             reread.subscribe(),
             shutdown.clone(),
+            wiring.zk.clone(),
         )
         .instrument(tracing::info_span!("source_mesos")),
     );
     let checked_down = handles::CheckedDownWriter::new();
+    let (zk_members_tx, zk_members_rx) = watch::channel(Arc::default());
+    tokio::spawn(
+        crate::zk::alias_members(
+            config_rx.clone(),
+            wiring.zk.clone(),
+            zk_members_tx,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("zk_alias_members")),
+    );
     let inputs = control::Inputs {
         config: config_rx.clone(),
         file: file_rx,
         marathon: marathon_rx,
         mesos: mesos_rx,
         checked_down: checked_down.subscribe(),
+        zk_members: zk_members_rx,
     };
     tokio::spawn(
         wiring
@@ -656,6 +673,7 @@ async fn control_plane(
         ejections: wiring.ejections,
         checked_down,
         metrics: metrics.clone(),
+        zk: wiring.zk.clone(),
     };
     tokio::spawn(
         control::run(wiring.out, inputs, tables_tx, shutdown.clone())

@@ -8,6 +8,7 @@
 pub mod mlb;
 mod routes;
 pub mod status;
+pub mod zk;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ pub struct AdminView {
     pub traffic: status::TrafficReader,
     /// When this Drover started (the status page's uptime).
     pub started: tokio::time::Instant,
+    /// The ZooKeeper elections followed (`[mesos] zk`, `[[alias]] zk`).
+    pub zk: crate::zk::Zk,
 }
 
 /// Longest an admin client may take to send a request head; an idle or slow client must not
@@ -328,7 +331,11 @@ fn readiness(view: &AdminView, shutdown: &Shutdown) -> Response<Full<Bytes>> {
             "not ready: no route table yet (waiting for the first good catalog read)\n".into(),
         );
     }
-    text(StatusCode::OK, "ready\n".into())
+    // ZooKeeper down is said, not failed: the last leader is kept and served.
+    text(
+        StatusCode::OK,
+        format!("ready\n{}", zk::readiness_detail(&view.zk)),
+    )
 }
 
 fn text(status: StatusCode, s: String) -> Response<Full<Bytes>> {
@@ -369,6 +376,7 @@ mod tests {
             upstream_errors: upstream_errors().2,
             traffic: Default::default(),
             started: tokio::time::Instant::now(),
+            zk: crate::zk::Zk::new(Metrics::new(prometheus::Registry::new())),
         };
         (view, table)
     }

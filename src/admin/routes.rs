@@ -33,6 +33,8 @@ pub struct RoutesDump {
     pub source_errors: std::collections::BTreeMap<String, String>,
     /// Every master alias with its leader and each master's last leader probe.
     pub aliases: Vec<AliasDump>,
+    /// Every ZooKeeper election followed, with its session state and leader.
+    pub zookeeper: Vec<super::zk::ZkDump>,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +52,8 @@ pub struct AliasDump {
     /// Masters all claiming leadership at once, when more than one does.
     pub conflict: Option<Vec<String>>,
     pub masters: Vec<ProbeDump>,
+    /// The election the leader comes from (`[[alias]] zk`); its state is under `zookeeper`.
+    pub zk: Option<String>,
 }
 
 /// One target's state from its active probes.
@@ -172,6 +176,7 @@ pub fn routes_dump(view: &AdminView) -> RoutesDump {
         })
         .collect();
     dump.source_errors = view.sources.snapshot();
+    dump.zookeeper = super::zk::zk_dump(&view.zk);
     dump
 }
 
@@ -275,13 +280,19 @@ pub fn table_dump(table: &RouteTable) -> RoutesDump {
         tcp_listeners: Vec::new(),
         source_errors: Default::default(),
         aliases: Vec::new(),
+        zookeeper: Vec::new(),
     }
 }
 
 /// Adds what the health monitor knows: alias leaders and probe states.
 pub(super) fn add_health(dump: &mut RoutesDump, table: &RouteTable, status: &HealthStatus) {
     for r in table.aliases() {
-        let RouteKind::Alias { check, interval } = &r.kind else {
+        let RouteKind::Alias {
+            check,
+            interval,
+            zk,
+        } = &r.kind
+        else {
             continue;
         };
         let s = status.aliases.get(&r.name);
@@ -291,6 +302,7 @@ pub(super) fn add_health(dump: &mut RoutesDump, table: &RouteTable, status: &Hea
             listen: r.listen.map(|a| a.to_string()),
             check: leader_check_str(check),
             interval_ms: interval.as_millis() as u64,
+            zk: zk.as_ref().map(|z| z.url.to_string()),
             leader: r.pool.current_leader().map(|b| b.addr.to_string()),
             leader_since: s.and_then(|s| {
                 s.since

@@ -398,8 +398,13 @@ impl Checker<'_> {
     }
 
     pub(super) fn mesos(&mut self, r: RawMesos) -> MesosConfig {
-        if r.masters.is_empty() {
-            self.problem("mesos.masters", "[]", "list at least one Mesos master URL");
+        let zk = r.zk.as_deref().and_then(|u| self.zk_url("mesos.zk", u));
+        if r.masters.is_empty() && zk.is_none() {
+            self.problem(
+                "mesos.masters",
+                "[]",
+                "list at least one Mesos master URL (or set mesos.zk)",
+            );
         }
         let masters = r
             .masters
@@ -430,7 +435,15 @@ impl Checker<'_> {
             // source error there, shown in /debug/routes.
             secret_file: r.secret_file.map(|p| self.path(&p)),
             ca_file: r.ca_file.map(|p| self.path(&p)),
+            zk,
         }
+    }
+
+    /// A `zk://host:port,…/path` URL, or a problem naming `key`.
+    fn zk_url(&mut self, key: &str, url: &str) -> Option<crate::zk::ZkUrl> {
+        crate::zk::ZkUrl::parse(url)
+            .map_err(|e| self.problem(key, &format!("{url:?}"), e.to_string()))
+            .ok()
     }
 
     pub(super) fn catalog(&mut self, r: RawCatalog) -> Option<CatalogConfig> {
@@ -588,11 +601,24 @@ impl Checker<'_> {
                 None
             }
         });
-        if r.backends.is_empty() {
+        let zk =
+            r.zk.as_deref()
+                .and_then(|u| self.zk_url(&format!("{path}.zk"), u));
+        // With zk and no backends the leader's advertised address is the backend, and
+        // nothing is probed, so a check would be ignored: say so rather than ignore it.
+        let zk_only = r.zk.is_some() && r.backends.is_empty();
+        if r.backends.is_empty() && r.zk.is_none() {
             self.problem(
                 &format!("{path}.backends"),
                 "[]",
-                "list the masters (IP:port)",
+                "list the masters (IP:port), or set zk",
+            );
+        }
+        if zk_only && r.check.is_some() {
+            self.problem(
+                &format!("{path}.check"),
+                "",
+                "a check confirms the zk leader among backends: list backends, or remove check",
             );
         }
         let backends = r
@@ -612,6 +638,7 @@ impl Checker<'_> {
             })
             .collect();
         let check = match r.check {
+            None if zk_only => LeaderCheck::Mesos,
             None => {
                 self.problem(
                     &format!("{path}.check"),
@@ -669,6 +696,10 @@ impl Checker<'_> {
                 r.interval.as_deref(),
                 Duration::from_secs(1),
             ),
+            zk: zk.map(|url| crate::zk::ZkAlias {
+                url,
+                confirm: !zk_only,
+            }),
         }
     }
 }

@@ -147,6 +147,7 @@ pub(super) const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("principal", Str),
             ("secret_file", Filename),
             ("ca_file", Filename),
+            ("zk", Str),
         ],
     ),
     ("catalog", &[("file", Filename), ("groups", List)]),

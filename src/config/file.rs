@@ -108,6 +108,8 @@ pub struct RawMesos {
     pub principal: Option<String>,
     pub secret_file: Option<String>,
     pub ca_file: Option<String>,
+    /// `zk://host:port,…/mesos`: the leader from ZooKeeper.
+    pub zk: Option<String>,
 }
 
 /// `[catalog]`: the static catalog file.
@@ -171,6 +173,8 @@ pub struct RawAlias {
     pub backends: Vec<String>,
     pub check: Option<RawCheck>,
     pub interval: Option<String>,
+    /// `zk://…/mesos` or `zk://…/marathon/leader-curator`: follow that election.
+    pub zk: Option<String>,
 }
 
 /// An alias check: a built-in name or a custom HTTP rule.

@@ -222,6 +222,8 @@ pub struct MesosConfig {
     pub secret_file: Option<PathBuf>,
     /// The only CA trusted for https masters (system roots when `None`).
     pub ca_file: Option<PathBuf>,
+    /// The leader from ZooKeeper (`json.info_*`), with or instead of `masters`.
+    pub zk: Option<crate::zk::ZkUrl>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -286,6 +288,9 @@ pub struct AliasConfig {
     pub backends: Vec<SocketAddr>,
     pub check: LeaderCheck,
     pub interval: Duration,
+    /// Follow the leader this election names; `backends` (then probed as a confirmation)
+    /// may be empty, when the leader's advertised address is the backend.
+    pub zk: Option<crate::zk::ZkAlias>,
 }
 
 /// How an alias tells the leader from the other masters.

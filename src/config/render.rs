@@ -163,6 +163,7 @@ fn render_doc(config: &Config, origins: Option<&Origins>) -> String {
                 ("principal", m.principal.as_ref().map(string)),
                 ("secret_file", m.secret_file.as_ref().map(|_| redacted())),
                 ("ca_file", m.ca_file.as_deref().map(path)),
+                ("zk", m.zk.as_ref().map(string)),
             ],
         ),
         None => doc.off("mesos"),
@@ -272,8 +273,13 @@ fn alias_keys(alias: &AliasConfig) -> Vec<(&'static str, Option<Value>)> {
         ("host", Some(string(&alias.host))),
         ("port", alias.port.map(|p| int(usize::from(p)))),
         ("backends", Some(list(&alias.backends))),
-        ("check", Some(check)),
+        // A zk alias without backends probes nothing, so it has no check to show.
+        (
+            "check",
+            alias.zk.as_ref().is_none_or(|z| z.confirm).then_some(check),
+        ),
         ("interval", Some(duration(alias.interval))),
+        ("zk", alias.zk.as_ref().map(|z| string(&z.url))),
     ]
 }
 

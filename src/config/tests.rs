@@ -201,6 +201,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             principal: Some("dns".into()),
             secret_file: Some(PathBuf::from("/etc/drover/mesos.secret")),
             ca_file: Some(PathBuf::from("/pki/mesos-ca.pem")),
+            zk: None,
         })
     );
     assert_eq!(
@@ -226,6 +227,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
                 backends: vec![addr("10.0.0.1:5050"), addr("10.0.0.2:5050")],
                 check: LeaderCheck::Mesos,
                 interval: Duration::from_millis(500),
+                zk: None,
             },
             AliasConfig {
                 host: HostName::parse("marathon.example.com").unwrap(),
@@ -233,6 +235,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
                 backends: vec![addr("10.0.0.1:8080")],
                 check: LeaderCheck::Marathon,
                 interval: secs(1),
+                zk: None,
             },
             AliasConfig {
                 host: HostName::parse("classic.example.com").unwrap(),
@@ -244,6 +247,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
                     expect_body: Some("elected_time".into()),
                 },
                 interval: secs(1),
+                zk: None,
             },
         ]
     );
@@ -981,4 +985,64 @@ fn udp_defaults_and_bounds() {
     assert_eq!(paths(&problems), ["udp.flows"], "{problems:?}");
     let problems = parse_err("[udp]\nidle_timeout = \"0s\"\nmax_flows = 0\n");
     assert_eq!(paths(&problems), ["udp.max_flows", "udp.idle_timeout"]);
+}
+
+#[test]
+fn zk_urls_in_mesos_and_aliases() {
+    // zk instead of masters; an alias with zk alone needs neither backends nor a check.
+    let c = parse_ok(
+        r#"
+[mesos]
+zk = "zk://127.0.0.1:2181,127.0.0.2:2181/mesos"
+
+[[alias]]
+host = "mesos.example.com"
+zk = "zk://127.0.0.1:2181/mesos"
+
+[[alias]]
+host = "marathon.example.com"
+backends = ["10.0.0.1:8080"]
+check = "marathon"
+zk = "zk://127.0.0.1:2181/marathon/leader-curator"
+"#,
+    );
+    let mesos = c.mesos.unwrap();
+    assert!(mesos.masters.is_empty());
+    let zk = mesos.zk.unwrap();
+    assert_eq!(
+        (zk.servers.as_str(), zk.path.as_str()),
+        ("127.0.0.1:2181,127.0.0.2:2181", "/mesos")
+    );
+    assert!(c.aliases[0].backends.is_empty());
+    assert_eq!(
+        c.aliases[1].zk.as_ref().map(|z| (z.url.layout, z.confirm)),
+        Some((crate::zk::Layout::MarathonLatch, true))
+    );
+    assert!(!c.aliases[0].zk.as_ref().unwrap().confirm);
+    // Without zk, masters and backends are still required; a bad URL is named.
+    let p = parse_err(
+        r#"
+[mesos]
+zk = "http://127.0.0.1:2181/mesos"
+
+[[alias]]
+host = "a.example.com"
+zk = "zk://127.0.0.1:2181/mesos"
+check = "mesos"
+
+[[alias]]
+host = "b.example.com"
+check = "mesos"
+"#,
+    );
+    assert_eq!(
+        paths(&p),
+        vec![
+            "mesos.zk",
+            "mesos.masters",
+            "alias[0].check",
+            "alias[1].backends"
+        ]
+    );
+    assert!(p[0].to_string().contains("not a zk:// URL"), "{}", p[0]);
 }

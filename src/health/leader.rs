@@ -122,6 +122,19 @@ impl LeaderTracker {
         Some(LeaderChange { from, to: next })
     }
 
+    /// Takes a leader decided elsewhere (an election in ZooKeeper, `[[alias]] zk`), so the
+    /// status and the change log read the same as for a probed alias. Returns the change.
+    pub fn set_leader(&mut self, next: Option<SocketAddr>, now: Instant) -> Option<LeaderChange> {
+        self.conflict = None;
+        self.conflict_began = false;
+        if next == self.leader {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.leader, next);
+        self.changed_at = now;
+        Some(LeaderChange { from, to: next })
+    }
+
     /// The proven leader, if any.
     pub fn leader(&self) -> Option<SocketAddr> {
         self.leader

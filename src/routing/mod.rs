@@ -63,6 +63,8 @@ pub enum RouteKind {
     Alias {
         check: LeaderCheck,
         interval: Duration,
+        /// The election that names the leader (`[[alias]] zk`), when it follows one.
+        zk: Option<crate::zk::ZkAlias>,
     },
 }
 
@@ -494,6 +496,7 @@ fn alias_route(
     let kind = RouteKind::Alias {
         check: alias.check.clone(),
         interval: alias.interval,
+        zk: alias.zk.clone(),
     };
     let mut masters: Vec<SocketAddr> = Vec::with_capacity(alias.backends.len());
     for addr in &alias.backends {
@@ -503,8 +506,10 @@ fn alias_route(
     }
     // A changed check or master list must prove its leader afresh: no state carries over.
     // (A changed interval keeps it: the masters and what proves leadership are the same.)
-    let same_check =
-        |k: &RouteKind| matches!(k, RouteKind::Alias { check, .. } if *check == alias.check);
+    let same_check = |k: &RouteKind| match k {
+        RouteKind::Alias { check, zk, .. } => *check == alias.check && *zk == alias.zk,
+        RouteKind::Service { .. } => false,
+    };
     let old = old_routes.get(name.as_str()).copied().filter(|r| {
         same_check(&r.kind)
             && r.pool

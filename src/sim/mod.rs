@@ -12,6 +12,7 @@
 pub mod marathon;
 pub mod masters;
 pub mod pki;
+pub mod zookeeper;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

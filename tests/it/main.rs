@@ -33,3 +33,4 @@ mod tls;
 mod udp;
 mod upgrade;
 mod websocket;
+mod zk;

@@ -344,3 +344,18 @@ fn the_key_table_matches_the_file_types() {
         probs[0].message
     );
 }
+
+#[test]
+fn zookeeper_urls_from_variables() {
+    let (c, _) = load(&[
+        ("DROVER_MESOS__ZK", "zk://10.0.0.1:2181,10.0.0.2:2181/mesos"),
+        (
+            "DROVER_ALIAS",
+            "[{host = \"leader.mesos\", zk = \"zk://10.0.0.1:2181/mesos\"}]",
+        ),
+    ])
+    .expect("valid");
+    let zk = c.mesos.expect("[mesos]").zk.expect("zk");
+    assert_eq!(zk.to_string(), "zk://10.0.0.1:2181,10.0.0.2:2181/mesos");
+    assert!(c.aliases[0].zk.is_some() && c.aliases[0].backends.is_empty());
+}

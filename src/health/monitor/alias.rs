@@ -15,6 +15,14 @@ impl Monitor {
         if w.generation != outcome.generation {
             return;
         }
+        if outcome.round == zk::CONFIRM_ROUND {
+            if let Some(w) = self.aliases.get_mut(&route_name) {
+                w.tracker.record(addr, &outcome.result, now);
+            }
+            self.decide(&route_name);
+            self.dirty = true;
+            return;
+        }
         if outcome.round > w.round && !w.pending.is_empty() {
             self.decide(&route_name);
         }
@@ -63,7 +71,12 @@ impl Monitor {
         for (addr, result) in &results {
             w.tracker.record(*addr, result, now);
         }
-        let change = w.tracker.decide(now);
+        let change = if w.zk.is_some() {
+            let next = zk::zk_leader(w);
+            w.tracker.set_leader(next, now)
+        } else {
+            w.tracker.decide(now)
+        };
         let host = alias_host(&w.route).to_string();
         if w.tracker.conflict_began() {
             let claimants: Vec<String> = w
@@ -94,10 +107,11 @@ impl Monitor {
                 "alias leader changed"
             ),
             None => {
-                let why: Vec<String> = results
+                let mut why: Vec<String> = results
                     .iter()
                     .map(|(a, r)| format!("{a}: {}", r.detail))
                     .collect();
+                why.extend(zk::why_no_leader(w));
                 warn!(alias = %host, from = %logfmt::or_none(change.from), probes = %why.join("; "),
                     "alias has no elected leader; answering 503")
             }

@@ -12,6 +12,7 @@
 //! - Backends the data plane ejected are watched here too, to log and meter their return.
 
 mod alias;
+mod zk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -113,6 +114,8 @@ struct AliasWatch {
     round: u64,
     pending: Vec<(SocketAddr, ProbeResult)>,
     decide_at: Option<Instant>,
+    /// The election it follows (`[[alias]] zk`).
+    zk: Option<zk::ZkFollow>,
 }
 
 /// A watched health-checked service route.
@@ -138,6 +141,8 @@ pub struct Handles {
     /// Where the backends the checks prove down go, for DNS.
     pub checked_down: CheckedDownWriter,
     pub metrics: Metrics,
+    /// For aliases that follow an election in ZooKeeper.
+    pub zk: crate::zk::Zk,
 }
 
 /// Runs until shutdown, following every table published on `tables`.
@@ -147,7 +152,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (zk_tx, mut zk_rx) = mpsc::unbounded_channel();
     let mut monitor = Monitor {
+        zk: handles.zk,
+        zk_tx,
         status: handles.status,
         routes: handles.routes,
         ejections: handles.ejections,
@@ -178,6 +186,7 @@ pub async fn run(
                     break;
                 }
                 Some(outcome) = rx.recv() => monitor.observe(outcome),
+                Some(event) = zk_rx.recv() => monitor.observe_zk(event),
                 _ = sweep.tick() => monitor.sweep_ejected(),
                 _ = refresh.tick(), if monitor.dirty => monitor.publish_status(),
                 _ = sleep_until_opt(monitor.next_decision()) => monitor.decide_due(),
@@ -207,6 +216,9 @@ struct Monitor {
     dirty: bool,
     aliases: HashMap<String, AliasWatch>,
     checks: HashMap<String, CheckWatch>,
+    zk: crate::zk::Zk,
+    /// Where the aliases' election forwarders send their views.
+    zk_tx: mpsc::UnboundedSender<zk::ZkEvent>,
 }
 
 impl Monitor {
@@ -217,7 +229,9 @@ impl Monitor {
         let mut seen_checks = Vec::new();
         for route in &table.routes {
             match &route.kind {
-                RouteKind::Alias { check, interval } => {
+                RouteKind::Alias {
+                    check, interval, ..
+                } => {
                     let interval = (*interval).max(MIN_INTERVAL);
                     let spec = Spec {
                         probe: probe::leader_probe(check),
@@ -252,6 +266,9 @@ impl Monitor {
         for name in gone {
             if let Some(w) = self.aliases.remove(&name) {
                 w.probes.cancel();
+                if let Some(z) = &w.zk {
+                    z.forwarder.cancel();
+                }
                 self.forget_metrics(&w.route);
                 info!(alias = %name, "alias removed; its probes stop");
             }
@@ -277,6 +294,10 @@ impl Monitor {
     fn follow_alias(&mut self, route: &Arc<Route>, spec: Spec) {
         let masters: Vec<SocketAddr> = route.pool.backends().iter().map(|b| b.addr).collect();
         let start = Instant::now();
+        let probed = zk::probed(route);
+        // The election carries over a change of its members: ZooKeeper, not a probe,
+        // proves the leader.
+        let mut kept_zk = None;
         if let Some(mut w) = self.aliases.remove(&route.name) {
             let same_masters = w
                 .route
@@ -285,7 +306,8 @@ impl Monitor {
                 .iter()
                 .map(|b| b.addr)
                 .eq(masters.iter().copied());
-            if same_masters && w.spec.probe == spec.probe {
+            let same_zk = zk::alias_zk(&w.route) == zk::alias_zk(route);
+            if same_masters && same_zk && w.spec.probe == spec.probe {
                 w.route = route.clone();
                 apply_leader(&w.route, w.tracker.leader());
                 if w.spec != spec {
@@ -296,7 +318,7 @@ impl Monitor {
                     w.round = 0;
                     w.pending.clear();
                     w.decide_at = None;
-                    for backend in route.pool.backends() {
+                    for backend in route.pool.backends().iter().filter(|_| probed) {
                         let key = (route.name.clone(), backend.addr);
                         self.spawn_probe(key, w.generation, &spec, &w.probes, start);
                     }
@@ -306,11 +328,20 @@ impl Monitor {
                 return;
             }
             w.probes.cancel();
-            info!(alias = %route.name, "alias changed; its leader must be proven again");
+            match w.zk.take() {
+                Some(z) if Some(&z.alias) == zk::alias_zk(route) => {
+                    kept_zk = Some((z, w.tracker.leader()));
+                }
+                Some(z) => z.forwarder.cancel(),
+                None => {}
+            }
+            if kept_zk.is_none() {
+                info!(alias = %route.name, "alias changed; its leader must be proven again");
+            }
         }
         let generation = self.generation();
         let probes = self.stop.child_token();
-        for backend in route.pool.backends() {
+        for backend in route.pool.backends().iter().filter(|_| probed) {
             let key = (route.name.clone(), backend.addr);
             self.spawn_probe(key, generation, &spec, &probes, start);
         }
@@ -331,8 +362,10 @@ impl Monitor {
                 round: 0,
                 pending: Vec::new(),
                 decide_at: None,
+                zk: None,
             },
         );
+        self.resume_zk(route, kept_zk);
     }
 
     fn follow_check(&mut self, route: &Arc<Route>, check: &ActiveCheck, spec: Spec) {

@@ -16,6 +16,8 @@
 //! state keeps the scheme of the master that named it), and with `principal` and
 //! `secret_file` every request carries HTTP basic auth (Mesos's `--authenticate_http_*`).
 
+mod zk;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,6 +194,7 @@ pub async fn run(
     status: SourceStatus,
     mut reread: watch::Receiver<()>,
     shutdown: Shutdown,
+    zk: crate::zk::Zk,
 ) {
     let mut reread_open = true;
     loop {
@@ -206,6 +209,7 @@ pub async fn run(
         };
         tx.send_replace(None);
         let mut poller = Poller::new(&cfg);
+        let mut zk_leader = zk::LeaderHint::new(&zk, &cfg);
         let mut tick = tokio::time::interval(cfg.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick polls at once: earlier requests are answered by it.
@@ -226,6 +230,15 @@ pub async fn run(
                     let now = tokio::time::Instant::now();
                     let gap = REREAD_GAP.min(cfg.poll);
                     tick.reset_at(last_poll.map_or(now, |at| (at + gap).max(now)));
+                    continue;
+                }
+                view = zk_leader.changed() => {
+                    // A new leader in ZooKeeper: read its state now, not at the next tick.
+                    if poller.follow_zk(&view) {
+                        let leader = crate::logfmt::or_none(poller.zk_leader.as_deref());
+                        info!(%leader, "ZooKeeper names a new Mesos leader; polling it now");
+                        tick.reset_immediately();
+                    }
                     continue;
                 }
                 r = config.changed() => {
@@ -276,6 +289,10 @@ pub struct Poller {
     last_tasks: Option<usize>,
     /// A sharply shrunk state waiting for a second read to confirm it.
     held: bool,
+    /// How many of `masters` are configured; the rest were seen in ZooKeeper (`zk`).
+    configured: usize,
+    /// The leader ZooKeeper named last (`host:port`).
+    zk_leader: Option<String>,
 }
 
 impl Poller {
@@ -289,6 +306,8 @@ impl Poller {
             preferred: 0,
             last_tasks: None,
             held: false,
+            configured: cfg.masters.len(),
+            zk_leader: None,
         }
     }
 
@@ -306,6 +325,9 @@ impl Poller {
             });
         let transport = &setup.map_err(|e| e.to_string())?;
         let n = self.masters.len();
+        if n == 0 {
+            return Err("no Mesos master known yet: waiting for ZooKeeper ([mesos] zk)".into());
+        }
         let mut errors = Vec::new();
         for i in 0..n {
             let index = (self.preferred + i) % n;
