@@ -8,7 +8,9 @@
 
 pub mod cluster;
 pub mod poll;
+pub mod recordio;
 pub mod state;
+pub mod v1;
 
 #[cfg(test)]
 mod dns_tests;
