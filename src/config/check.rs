@@ -430,6 +430,7 @@ impl Checker<'_> {
             // source error there, shown in /debug/routes.
             secret_file: r.secret_file.map(|p| self.path(&p)),
             ca_file: r.ca_file.map(|p| self.path(&p)),
+            stream: r.stream.unwrap_or(true),
         }
     }
 

@@ -147,6 +147,7 @@ pub(super) const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("principal", Str),
             ("secret_file", Filename),
             ("ca_file", Filename),
+            ("stream", Bool),
         ],
     ),
     ("catalog", &[("file", Filename), ("groups", List)]),

@@ -108,6 +108,8 @@ pub struct RawMesos {
     pub principal: Option<String>,
     pub secret_file: Option<String>,
     pub ca_file: Option<String>,
+    /// Follow the leader's operator API event stream (default true).
+    pub stream: Option<bool>,
 }
 
 /// `[catalog]`: the static catalog file.

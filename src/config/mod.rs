@@ -221,6 +221,9 @@ pub struct MesosConfig {
     pub secret_file: Option<PathBuf>,
     /// The only CA trusted for https masters (system roots when `None`).
     pub ca_file: Option<PathBuf>,
+    /// Follow the leader's operator API stream (`POST /api/v1` `SUBSCRIBE`), with `poll` as
+    /// the resync interval; `false` polls only. A master without the API is polled anyway.
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

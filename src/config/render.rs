@@ -163,6 +163,7 @@ fn render_doc(config: &Config, origins: Option<&Origins>) -> String {
                 ("principal", m.principal.as_ref().map(string)),
                 ("secret_file", m.secret_file.as_ref().map(|_| redacted())),
                 ("ca_file", m.ca_file.as_deref().map(path)),
+                ("stream", Some(Value::Boolean(m.stream))),
             ],
         ),
         None => doc.off("mesos"),
@@ -400,6 +401,7 @@ masters = ["http://10.0.0.1:5050"]
 poll = "2s"
 principal = "drover"
 secret_file = "hidden/mesos.secret"
+stream = false
 
 [catalog]
 file = "services.toml"
