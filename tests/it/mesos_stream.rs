@@ -265,3 +265,38 @@ async fn stream_false_only_polls() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mesos.subscriptions(), 0);
 }
+
+#[tokio::test]
+async fn resyncs_bring_framework_pids_and_the_stream_goes_on() {
+    const JENKINS: &str = "5e1ad2a1-3c6b-4f0e-8d1e-3b4a7c0e2f10-0002";
+    let mesos = FakeMasters::builder(1, Some(0))
+        .own_ips()
+        .operator_api(
+            fixture("subscribed.json"),
+            &[
+                (MARATHON, "scheduler-1@127.0.0.21:40001"),
+                (JENKINS, "scheduler-2@127.0.0.24:40002"),
+            ],
+        )
+        .start()
+        .await;
+    let d = drover(&mesos, "300ms");
+    d.ready().await;
+    answers(&d, "web-shop.marathon.mesos.", &["127.0.0.11"]).await;
+    let reads = mesos.probes(0);
+    // The v1 framework info has no pid: the event alone names jenkins at its hostname
+    // (127.0.0.23); a resync's state read brings its pid's address.
+    mesos.push_event(event("FRAMEWORK_ADDED"));
+    answers(&d, "jenkins.mesos.", &["127.0.0.24"]).await;
+    assert!(mesos.probes(0) > reads, "state read again");
+    // Events still apply between resyncs, on the same stream.
+    mesos.push_event(event("TASK_ADDED"));
+    mesos.push_event(fixture("events.json")[2].clone());
+    answers(
+        &d,
+        "web-shop.marathon.mesos.",
+        &["127.0.0.11", "127.0.0.12"],
+    )
+    .await;
+    assert_eq!(mesos.subscriptions(), 1);
+}

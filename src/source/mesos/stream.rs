@@ -319,6 +319,11 @@ impl Session {
                         },
                     };
                     decoder.push(&data);
+                    // Bytes arriving prove the stream alive, also midway through a large
+                    // SUBSCRIBED.
+                    if !data.is_empty() {
+                        deadline = Instant::now() + silence;
+                    }
                     loop {
                         let record = match decoder.next_record() {
                             Ok(Some(record)) => record,
@@ -349,6 +354,7 @@ impl Session {
                             dirty_since = None;
                             during_resync.clear();
                             out.status.ok();
+                            out.metrics.discovery_ok(SOURCE);
                             if !self.publish(true, guard, out).await {
                                 resync_at = resync_at.min(Instant::now() + CONFIRM_AFTER);
                             }
@@ -557,6 +563,7 @@ async fn post_subscribe(
 mod tests {
     use super::*;
     use crate::sim::masters::FakeMasters;
+    use crate::source::mesos::state;
 
     fn plain() -> Transport {
         Transport {
@@ -604,6 +611,97 @@ mod tests {
             subscribe(&leader, &plain()).await,
             Err(SubscribeError::Failed(PollError::NoLeader(_)))
         ));
+    }
+
+    /// A resync's state may predate events that arrived while it was read: they apply
+    /// again on top of it, and those it already holds change nothing.
+    #[tokio::test]
+    async fn events_received_during_a_resync_apply_again_on_its_state() {
+        let agent = state::Agent {
+            id: "S1".into(),
+            pid: "slave(1)@127.0.0.31:5051".into(),
+            hostname: "127.0.0.31".into(),
+        };
+        let task = |id: &str, st: &str| state::Task {
+            id: id.into(),
+            name: "web".into(),
+            framework_id: "F".into(),
+            slave_id: "S1".into(),
+            state: st.into(),
+            ..state::Task::default()
+        };
+        let read = LeaderState {
+            state: state::MesosState {
+                leader: "master@127.0.0.1:5050".into(),
+                frameworks: vec![state::Framework {
+                    id: "F".into(),
+                    name: "marathon".into(),
+                    pid: Some("scheduler@127.0.0.21:1".into()),
+                    tasks: vec![task("old", "TASK_RUNNING"), task("gone", "TASK_RUNNING")],
+                    ..state::Framework::default()
+                }],
+                agents: vec![agent],
+                ..state::MesosState::default()
+            },
+            leader: Master::parse("http://127.0.0.1:5050").unwrap(),
+            transport: plain(),
+        };
+        let mut session = Session::new(&read, read.leader.clone(), vec![]);
+        let ids = |v: &str| format!(r#"{{"value":"{v}"}}"#);
+        let added = format!(
+            r#"{{"type":"TASK_ADDED","task_added":{{"task":{{"name":"web","task_id":{},"framework_id":{},"agent_id":{},"state":"TASK_STAGING"}}}}}}"#,
+            ids("new"),
+            ids("F"),
+            ids("S1")
+        );
+        let update = |id: &str, st: &str| {
+            format!(
+                r#"{{"type":"TASK_UPDATED","task_updated":{{"framework_id":{},"status":{{"task_id":{},"state":"{st}","timestamp":5.0}},"state":"{st}"}}}}"#,
+                ids("F"),
+                ids(id)
+            )
+        };
+        // "gone" was killed before the state was taken, "new" added and run after.
+        let during: Vec<Bytes> = [
+            update("gone", "TASK_KILLED"),
+            added,
+            update("new", "TASK_RUNNING"),
+        ]
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
+        let mut state = read.state.clone();
+        state.frameworks[0].tasks.pop();
+        session.resynced(state, &during).await;
+        let model = session.model.as_ref().expect("a model");
+        let tasks: Vec<(&str, &str)> = model.state.frameworks[0]
+            .tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t.state.as_str()))
+            .collect();
+        assert_eq!(tasks, [("old", "TASK_RUNNING"), ("new", "TASK_RUNNING")]);
+        assert_eq!(
+            session.pids.get("F").map(String::as_str),
+            Some("scheduler@127.0.0.21:1")
+        );
+    }
+
+    #[test]
+    fn the_shrink_guard_holds_whole_states_but_lets_events_through() {
+        let mut guard = ShrinkGuard::default();
+        assert!(guard.full(10));
+        assert!(guard.events(9), "a kill is real");
+        assert!(
+            !guard.full(3),
+            "a whole state with a third of the tasks waits"
+        );
+        assert!(
+            !guard.events(4),
+            "events on the held state: still under half"
+        );
+        assert!(guard.events(5), "events brought it back to half");
+        assert!(!guard.full(2));
+        assert!(guard.full(2), "the next whole state confirms it");
     }
 
     #[test]
