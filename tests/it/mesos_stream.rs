@@ -300,3 +300,38 @@ async fn resyncs_bring_framework_pids_and_the_stream_goes_on() {
     .await;
     assert_eq!(mesos.subscriptions(), 1);
 }
+
+#[tokio::test]
+async fn the_stream_runs_over_https_with_basic_auth() {
+    let (ca, tls) = drover::sim::pki::server_with_new_ca();
+    let mesos = FakeMasters::builder(1, Some(0))
+        .own_ips()
+        .tls(tls)
+        .basic_auth("dns", "s3cret-value")
+        .operator_api(
+            fixture("subscribed.json"),
+            &[(MARATHON, "scheduler-1@127.0.0.21:40001")],
+        )
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let secret_file = dir.path().join("mesos.secret");
+    std::fs::write(&secret_file, "s3cret-value\n").unwrap();
+    let d = Drover::start(
+        &format!(
+            "[mesos]\nmasters = {}\npoll = \"600s\"\nprincipal = \"dns\"\nsecret_file = \"{}\"\n\
+             ca_file = \"{}\"\n\n[dns]\nlisten = \"127.0.0.1:0\"\ndomain = \"mesos\"\n",
+            mesos.masters_toml(),
+            secret_file.display(),
+            ca_file.display()
+        ),
+        "",
+    );
+    d.ready().await;
+    answers(&d, "web-shop.marathon.mesos.", &["127.0.0.11"]).await;
+    assert_eq!(mesos.subscriptions(), 1);
+    mesos.push_event(task_updated(WEB_1, "TASK_KILLED"));
+    answers(&d, "web-shop.marathon.mesos.", &[]).await;
+}
