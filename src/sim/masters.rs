@@ -9,6 +9,10 @@
 //! - Marathon: `GET /ping` is 200 `pong` everywhere; a standby adds `X-Marathon-Via` (it
 //!   proxies to the leader, so a plain 200 proves nothing). `GET /v2/leader` names the
 //!   leader's `host:port`, or is 404 while nobody leads.
+//! - Mesos operator API (with [`MastersBuilder::operator_api`]; see `operator_api`): `POST
+//!   /api/v1` `SUBSCRIBE` streams RecordIO events on the leader, is a 307 to it elsewhere,
+//!   and a 404 without the option (a master before 1.1). A leadership move closes every
+//!   stream; `/master/state` then renders the same cluster the stream carries.
 //! - Chronos: `GET /scheduler/jobs` is 200 on the leader and a 307 to it elsewhere.
 //! - Every other path is a one-line page, `master 2 of 3 (leader): GET /x`, that
 //!   [`Page::parse`] reads back, so a client behind Drover sees who answered and whether it

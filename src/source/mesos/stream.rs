@@ -64,7 +64,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const SUBSCRIBE_CALL: &str = r#"{"type":"SUBSCRIBE"}"#;
 
 /// How long a stream may stay silent: the heartbeat interval plus as much again (at least
-/// [`MIN_MARGIN`]). Mesos's default interval of 15 s gives 30 s.
+/// `MIN_MARGIN`). Mesos's default interval of 15 s gives 30 s.
 pub fn silence_limit(heartbeat_secs: f64) -> Duration {
     let interval = Duration::try_from_secs_f64(heartbeat_secs)
         .unwrap_or(Duration::from_secs_f64(v1::DEFAULT_HEARTBEAT_SECS));
