@@ -188,6 +188,11 @@ impl FakeMasters {
         self.api().set_missing(on);
     }
 
+    /// `SUBSCRIBE` is answered `200` with an HTML page, then closed, while `on`.
+    pub fn garble_stream(&self, on: bool) {
+        self.api().set_garbled(on);
+    }
+
     /// `SUBSCRIBE` calls answered with a stream so far.
     pub fn subscriptions(&self) -> usize {
         self.api().subscriptions()

@@ -8,7 +8,8 @@
 //!   `SUBSCRIBED` (the state, `heartbeat_interval_seconds`) then the pushed events, each in
 //!   RecordIO framing (`len\n` + JSON), and `HEARTBEAT` every interval.
 //! - Faults: go silent (no heartbeats, no events, the connection stays open); close every
-//!   stream (the masters do when leadership moves); answer `404` like a master before 1.1.
+//!   stream (the masters do when leadership moves); answer `404` like a master before 1.1;
+//!   answer `200` with a page that is no RecordIO (a proxy in the way).
 //!
 //! The caller's JSON is trusted: it is a test's own fixture.
 
@@ -49,6 +50,8 @@ pub(super) struct Api {
     silent: AtomicBool,
     /// Answer `404` on `/api/v1`, as a master without the API.
     missing: AtomicBool,
+    /// Answer `SUBSCRIBE` with `200` and a page that is not RecordIO, then close.
+    garbled: AtomicBool,
     /// `SUBSCRIBE` calls answered with a stream.
     subscriptions: AtomicUsize,
 }
@@ -90,6 +93,7 @@ impl Api {
             heartbeat_ms: AtomicU64::new(heartbeat.as_millis() as u64),
             silent: AtomicBool::new(false),
             missing: AtomicBool::new(false),
+            garbled: AtomicBool::new(false),
             subscriptions: AtomicUsize::new(0),
         }
     }
@@ -104,6 +108,10 @@ impl Api {
 
     pub(super) fn set_missing(&self, on: bool) {
         self.missing.store(on, Ordering::SeqCst);
+    }
+
+    pub(super) fn set_garbled(&self, on: bool) {
+        self.garbled.store(on, Ordering::SeqCst);
     }
 
     pub(super) fn set_silent(&self, on: bool) {
@@ -146,6 +154,12 @@ impl Api {
     /// been read and is a `SUBSCRIBE`; any other call gets an empty stream.
     pub(super) fn subscribe(self: &Arc<Api>, body: Incoming) -> Response<RespBody> {
         let (tx, rx) = mpsc::unbounded_channel();
+        if self.garbled.load(Ordering::SeqCst) {
+            let _ = tx.send(Bytes::from_static(
+                b"<html><body>Service Unavailable</body></html>\n",
+            ));
+            return Response::new(RecordIoBody(rx).boxed());
+        }
         let api = self.clone();
         tokio::spawn(async move {
             let Ok(call) = body.collect().await else {

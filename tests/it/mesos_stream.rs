@@ -335,3 +335,26 @@ async fn the_stream_runs_over_https_with_basic_auth() {
     mesos.push_event(task_updated(WEB_1, "TASK_KILLED"));
     answers(&d, "web-shop.marathon.mesos.", &[]).await;
 }
+
+#[tokio::test]
+async fn a_stream_that_is_no_recordio_falls_back_to_the_state_read() {
+    let mesos = masters(1, Some(0)).await;
+    mesos.garble_stream(true);
+    let d = drover(&mesos, "200ms");
+    d.ready().await;
+    // The stream never gives its state; each round's /master/state read is used instead.
+    answers(&d, "web-shop.marathon.mesos.", &["127.0.0.11"]).await;
+    let error = "drover_discovery_stream_reconnects_total{reason=\"error\",source=\"mesos\"}";
+    eventually("a framing error counted", || async {
+        (metric(&d, error).await >= 1.0).then_some(())
+    })
+    .await;
+    let routes = support::get(d.admin(), "admin", "/debug/routes").await.body;
+    assert!(routes.contains("is not a decimal number"), "{routes}");
+    // Mended: the next round subscribes for real.
+    mesos.garble_stream(false);
+    eventually("a subscription", || async {
+        (mesos.subscriptions() >= 1).then_some(())
+    })
+    .await;
+}

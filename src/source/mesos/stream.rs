@@ -18,8 +18,9 @@
 //!   refreshed, and the model is replaced by that state with the events received during the
 //!   read applied again on top (each event sets absolute values, so replaying one the state
 //!   already holds changes nothing).
-//! - A master without the API (404, 405, 501 on `/api/v1`) or a subscribe that fails: the
-//!   round's state is published as a poll would, and the stream is tried again next round.
+//! - A master without the API (404, 405, 501 on `/api/v1`), a subscribe that fails, or a
+//!   stream that ends before `SUBSCRIBED`: the round's state is published as a poll would,
+//!   and the stream is tried again next round.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -123,13 +124,7 @@ pub(super) async fn follow(cfg: &MesosConfig, out: Output<'_>, reread: &mut watc
                             .failed(format!("operator API stream: {e}; polling meanwhile"));
                     }
                 }
-                let cluster = resolve_and_convert(&read.state, poller.master_addresses()).await;
-                if guard.full(cluster.task_count()) {
-                    out.tx.send_replace(Some(Arc::new(MesosSnapshot {
-                        cluster,
-                        leader: read.leader.authority.clone(),
-                    })));
-                }
+                publish_read(&read, &poller, &mut guard, out).await;
                 next_round = Instant::now() + cfg.poll;
                 continue;
             }
@@ -157,6 +152,11 @@ pub(super) async fn follow(cfg: &MesosConfig, out: Output<'_>, reread: &mut watc
         out.status.failed(format!(
             "operator API stream from {leader} ended ({ended}); re-subscribing"
         ));
+        if !ended.after_subscribed {
+            // A stream that never gave its state (a proxy's page, a broken master): the
+            // round's state read is good, so it is used as a poll's would be.
+            publish_read(&read, &poller, &mut guard, out).await;
+        }
         let delay = if ended.after_subscribed && opened.elapsed() >= SHORT_SESSION {
             failures = 0;
             Duration::ZERO
@@ -165,6 +165,22 @@ pub(super) async fn follow(cfg: &MesosConfig, out: Output<'_>, reread: &mut watc
             backoff(failures, cfg.poll)
         };
         next_round = Instant::now() + delay;
+    }
+}
+
+/// Publishes a round's state read, as a poll does (through the shrink guard).
+async fn publish_read(
+    read: &LeaderState,
+    poller: &Poller,
+    guard: &mut ShrinkGuard,
+    out: Output<'_>,
+) {
+    let cluster = resolve_and_convert(&read.state, poller.master_addresses()).await;
+    if guard.full(cluster.task_count()) {
+        out.tx.send_replace(Some(Arc::new(MesosSnapshot {
+            cluster,
+            leader: read.leader.authority.clone(),
+        })));
     }
 }
 
