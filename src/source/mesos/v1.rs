@@ -578,7 +578,14 @@ impl Model {
                 if !task.statuses.contains(&s) {
                     task.statuses.push(s);
                     if task.statuses.len() > MAX_STATUSES {
-                        task.statuses.remove(0);
+                        // Statuses come in no promised order: the oldest by time goes.
+                        let oldest = task
+                            .statuses
+                            .iter()
+                            .enumerate()
+                            .min_by(|a, b| a.1.timestamp.total_cmp(&b.1.timestamp))
+                            .map_or(0, |(i, _)| i);
+                        task.statuses.remove(oldest);
                     }
                 }
             }

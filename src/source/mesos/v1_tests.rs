@@ -277,3 +277,25 @@ fn one_bad_entry_of_subscribed_is_left_out_and_named() {
     assert_eq!(model.state.problems.len(), 1);
     assert_eq!(model.state.problems[0].path, "get_tasks.tasks[1]");
 }
+
+#[test]
+fn health_updates_keep_the_newest_statuses_only() {
+    let mut model = subscribed();
+    let web = "shop_web.6f1c6f0e-1b0e-11ef-9a3b-0242ac110002";
+    for i in 0..40 {
+        let healthy = i % 2 == 0;
+        let record = format!(
+            r#"{{"type":"TASK_UPDATED","task_updated":{{"framework_id":{{"value":"{MARATHON}"}},"status":{{"task_id":{{"value":"{web}"}},"state":"TASK_RUNNING","timestamp":{},"healthy":{healthy}}},"state":"TASK_RUNNING"}}}}"#,
+            1_716_556_000 + i
+        );
+        assert!(apply(&mut model, record.as_bytes()));
+    }
+    let task = &model.state.frameworks[0].tasks[0];
+    assert_eq!(task.statuses.len(), MAX_STATUSES);
+    // The newest (i = 39) said unhealthy; the one from SUBSCRIBED (oldest) is gone.
+    assert_eq!(
+        crate::source::mesos::cluster::task_health(task),
+        Some(false)
+    );
+    assert!(task.statuses.iter().all(|s| s.timestamp >= 1_716_556_000.0));
+}
