@@ -22,6 +22,7 @@ use crate::config::Groups;
 use crate::proxy::proxy_protocol::{self, ProxyError, ProxyHeader};
 use crate::source::marathon::{apps, events};
 use crate::source::mesos::state;
+use crate::source::mesos::{recordio, v1};
 
 // === PROXY protocol ===
 
@@ -517,4 +518,59 @@ fn dns_handler() -> &'static crate::dns::handler::DnsHandler {
             &metrics,
         )
     })
+}
+
+// === Mesos operator API stream ===
+
+/// The limit the target gives its RecordIO decoder: small, so oversized lengths are hit.
+const STREAM_RECORD_LIMIT: usize = 1 << 16;
+
+/// `mesos::recordio::Decoder` on the bytes whole and one byte per push (the same records
+/// and the same error, if any), then each record through `v1::decode` and
+/// `Model::from_subscribed` / `Model::apply`, as the stream applies them: a model is never
+/// left with more tasks than were added.
+pub fn mesos_stream(data: &[u8]) {
+    let whole = stream_records(std::iter::once(data));
+    let bytewise = stream_records(data.chunks(1));
+    assert_eq!(whole, bytewise, "chunking changed the records");
+    let pids = v1::Pids::new();
+    let mut model: Option<v1::Model> = None;
+    let mut added = 0usize;
+    for record in whole.0 {
+        let Ok(event) = v1::decode(&record) else {
+            continue;
+        };
+        if event.kind == "SUBSCRIBED" {
+            assert!(event.heartbeat_secs() > 0.0 && event.heartbeat_secs().is_finite());
+            if let Ok(m) = v1::Model::from_subscribed(&event, "master@127.0.0.1:5050", &pids) {
+                added = m.task_count();
+                model = Some(m);
+            }
+        } else if let Some(m) = model.as_mut() {
+            if event.kind == "TASK_ADDED" {
+                added += 1;
+            }
+            let _ = m.apply(&event, &pids);
+            assert!(m.task_count() <= added, "tasks out of nowhere");
+        }
+    }
+}
+
+/// Every record the chunks frame, and the framing error that stopped them, if any.
+fn stream_records<'a>(
+    chunks: impl Iterator<Item = &'a [u8]>,
+) -> (Vec<Vec<u8>>, Option<recordio::RecordIoError>) {
+    let mut decoder = recordio::Decoder::new(STREAM_RECORD_LIMIT);
+    let mut records = Vec::new();
+    for chunk in chunks {
+        decoder.push(chunk);
+        loop {
+            match decoder.next_record() {
+                Ok(Some(record)) => records.push(record.to_vec()),
+                Ok(None) => break,
+                Err(e) => return (records, Some(e)),
+            }
+        }
+    }
+    (records, None)
 }

@@ -9,7 +9,8 @@
 //!  sources decode once, into catalog types           config file -> config::reload
 //!  catalog file -> source::file -----> RawApp ---+                 | Arc<Config> (watch)
 //!  Marathon     -> source::marathon -> RawApp ---+                 |
-//!  Mesos master -> source::mesos ----> Cluster --+ (pids, port ranges, IPs, names resolved)
+//!  Mesos master -> source::mesos ----> Cluster --+ (pids, port ranges, IPs, names resolved;
+//!   (state, operator API stream)                 |  the stream's events applied as they come)
 //!                                                v                 v
 //!    control: the one writer; orchestrates on every input change, decides nothing itself
 //!      |-- catalog::merge -> Catalog -> routing::compile -> RouteTableWriter

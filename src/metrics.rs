@@ -20,6 +20,7 @@ pub const DISCOVERY_SYNCS: &str = "drover_discovery_syncs_total";
 pub const DISCOVERY_LAST_SYNC: &str = "drover_discovery_last_sync_timestamp_seconds";
 pub const DISCOVERY_EVENTS: &str = "drover_discovery_events_total";
 pub const DISCOVERY_STREAM_UP: &str = "drover_discovery_event_stream_up";
+pub const DISCOVERY_STREAM_RECONNECTS: &str = "drover_discovery_stream_reconnects_total";
 pub const CONFIG_RELOADS: &str = "drover_config_reloads_total";
 pub const ROUTE_TABLE_VERSION: &str = "drover_route_table_version";
 pub const ROUTE_CONFLICTS: &str = "drover_route_conflicts";
@@ -78,6 +79,7 @@ pub struct Metrics {
     pub discovery_last_sync: prometheus::GaugeVec,
     pub discovery_events: IntCounterVec,
     pub discovery_stream_up: IntGaugeVec,
+    pub discovery_stream_reconnects: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub route_table_version: IntGauge,
     pub route_conflicts: IntGauge,
@@ -201,6 +203,11 @@ impl Metrics {
                 DISCOVERY_STREAM_UP,
                 "1 while a source's event stream is connected, else 0.",
                 &["source"],
+            ),
+            discovery_stream_reconnects: counter(
+                DISCOVERY_STREAM_RECONNECTS,
+                "Event streams given up and opened again, by source and reason (silent: no event or heartbeat in time; closed: the master ended it; error: a read or framing error; leader_moved).",
+                &["source", "reason"],
             ),
             config_reloads: counter(
                 CONFIG_RELOADS,

@@ -436,6 +436,7 @@ impl Checker<'_> {
             secret_file: r.secret_file.map(|p| self.path(&p)),
             ca_file: r.ca_file.map(|p| self.path(&p)),
             zk,
+            stream: r.stream.unwrap_or(true),
         }
     }
 

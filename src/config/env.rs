@@ -148,6 +148,7 @@ pub(super) const KEYS: &[(&str, &[(&str, Kind)])] = &[
             ("secret_file", Filename),
             ("ca_file", Filename),
             ("zk", Str),
+            ("stream", Bool),
         ],
     ),
     ("catalog", &[("file", Filename), ("groups", List)]),

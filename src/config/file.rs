@@ -110,6 +110,8 @@ pub struct RawMesos {
     pub ca_file: Option<String>,
     /// `zk://host:port,…/mesos`: the leader from ZooKeeper.
     pub zk: Option<String>,
+    /// Follow the leader's operator API event stream (default true).
+    pub stream: Option<bool>,
 }
 
 /// `[catalog]`: the static catalog file.

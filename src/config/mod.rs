@@ -224,6 +224,9 @@ pub struct MesosConfig {
     pub ca_file: Option<PathBuf>,
     /// The leader from ZooKeeper (`json.info_*`), with or instead of `masters`.
     pub zk: Option<crate::zk::ZkUrl>,
+    /// Follow the leader's operator API stream (`POST /api/v1` `SUBSCRIBE`), with `poll` as
+    /// the resync interval; `false` polls only. A master without the API is polled anyway.
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -164,6 +164,7 @@ fn render_doc(config: &Config, origins: Option<&Origins>) -> String {
                 ("secret_file", m.secret_file.as_ref().map(|_| redacted())),
                 ("ca_file", m.ca_file.as_deref().map(path)),
                 ("zk", m.zk.as_ref().map(string)),
+                ("stream", Some(Value::Boolean(m.stream))),
             ],
         ),
         None => doc.off("mesos"),
@@ -414,6 +415,7 @@ masters = ["http://10.0.0.1:5050"]
 poll = "2s"
 principal = "drover"
 secret_file = "hidden/mesos.secret"
+stream = false
 
 [catalog]
 file = "services.toml"

@@ -84,6 +84,7 @@ principal = "dns"
 secret_file = "mesos.secret"
 ca_file = "/pki/mesos-ca.pem"
 poll = "2s"
+stream = false
 
 [catalog]
 file = "services.toml"
@@ -202,6 +203,7 @@ fn every_section_and_key_parses_to_its_typed_value() {
             secret_file: Some(PathBuf::from("/etc/drover/mesos.secret")),
             ca_file: Some(PathBuf::from("/pki/mesos-ca.pem")),
             zk: None,
+            stream: false,
         })
     );
     assert_eq!(
@@ -334,7 +336,9 @@ fn empty_sections_take_the_documented_defaults() {
     assert_eq!(m.resync, secs(300));
     assert!(!m.strict);
     assert_eq!((m.user, m.password_file, m.ca_file), (None, None, None));
-    assert_eq!(c.mesos.unwrap().poll, secs(5));
+    let mesos = c.mesos.unwrap();
+    assert_eq!(mesos.poll, secs(5));
+    assert!(mesos.stream, "the operator API stream is on by default");
     let catalog = c.catalog.unwrap();
     assert_eq!(catalog.file, PathBuf::from("/srv/apps.toml"));
     assert!(catalog.groups.is_all());

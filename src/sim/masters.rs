@@ -9,6 +9,10 @@
 //! - Marathon: `GET /ping` is 200 `pong` everywhere; a standby adds `X-Marathon-Via` (it
 //!   proxies to the leader, so a plain 200 proves nothing). `GET /v2/leader` names the
 //!   leader's `host:port`, or is 404 while nobody leads.
+//! - Mesos operator API (with [`MastersBuilder::operator_api`]; see `operator_api`): `POST
+//!   /api/v1` `SUBSCRIBE` streams RecordIO events on the leader, is a 307 to it elsewhere,
+//!   and a 404 without the option (a master before 1.1). A leadership move closes every
+//!   stream; `/master/state` then renders the same cluster the stream carries.
 //! - Chronos: `GET /scheduler/jobs` is 200 on the leader and a 307 to it elsewhere.
 //! - Every other path is a one-line page, `master 2 of 3 (leader): GET /x`, that
 //!   [`Page::parse`] reads back, so a client behind Drover sees who answered and whether it
@@ -33,6 +37,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::operator_api::{self, Api};
 use super::{full, RespBody};
 
 /// The leader cell holds this while nobody leads.
@@ -52,6 +57,7 @@ pub struct MastersBuilder {
     tls: Option<rustls::ServerConfig>,
     auth: Option<String>,
     state: Option<Value>,
+    api: Option<Api>,
 }
 
 /// What every master's connections share.
@@ -66,6 +72,8 @@ struct Set {
     /// The `Authorization` value every request must carry.
     auth: Option<String>,
     masters: Vec<Master>,
+    /// The operator API (`POST /api/v1`); `None`: 404, a master before Mesos 1.1.
+    api: Option<Arc<Api>>,
 }
 
 /// One master's faults and counters.
@@ -106,6 +114,7 @@ impl FakeMasters {
             tls: None,
             auth: None,
             state: None,
+            api: None,
         }
     }
 
@@ -113,11 +122,15 @@ impl FakeMasters {
         &self.set.addrs
     }
 
-    /// Moves leadership to `to` (`None`: nobody leads).
+    /// Moves leadership to `to` (`None`: nobody leads). A master that stops leading
+    /// closes its operator API streams.
     pub fn set_leader(&self, to: Option<usize>) {
-        self.set
-            .leader
-            .store(to.unwrap_or(NOBODY), Ordering::SeqCst);
+        let before = self.set.leader.swap(to.unwrap_or(NOBODY), Ordering::SeqCst);
+        if before != to.unwrap_or(NOBODY) {
+            if let Some(api) = &self.set.api {
+                api.close_streams();
+            }
+        }
     }
 
     /// Who leads by the cell (a master that also claims is not counted).
@@ -143,6 +156,51 @@ impl FakeMasters {
     /// Makes master `i` claim leadership whatever the cell says.
     pub fn also_claim(&self, i: usize, on: bool) {
         self.set.masters[i].claims.store(on, Ordering::SeqCst);
+    }
+
+    // --- the operator API (built with `MastersBuilder::operator_api`) ---
+
+    fn api(&self) -> &Api {
+        self.set
+            .api
+            .as_deref()
+            .expect("masters built with operator_api")
+    }
+
+    /// Applies a v1 event (`{"type": "TASK_ADDED", "task_added": {...}}`) to the cluster and
+    /// sends it on every open stream.
+    pub fn push_event(&self, event: Value) {
+        self.api().push(&event);
+    }
+
+    /// Heartbeats this often on every stream (15 s, Mesos's default, unless set).
+    pub fn set_heartbeat(&self, every: std::time::Duration) {
+        self.api().set_heartbeat(every);
+    }
+
+    /// Open streams go silent (no heartbeats, no events) while `on`; connections stay open.
+    pub fn go_silent(&self, on: bool) {
+        self.api().set_silent(on);
+    }
+
+    /// `/api/v1` answers 404 while `on`, as a master without the API.
+    pub fn api_missing(&self, on: bool) {
+        self.api().set_missing(on);
+    }
+
+    /// `SUBSCRIBE` is answered `200` with an HTML page, then closed, while `on`.
+    pub fn garble_stream(&self, on: bool) {
+        self.api().set_garbled(on);
+    }
+
+    /// `SUBSCRIBE` calls answered with a stream so far.
+    pub fn subscriptions(&self) -> usize {
+        self.api().subscriptions()
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.api().open_streams()
     }
 
     /// `["127.0.0.1:a", ...]`, for an alias's `backends`.
@@ -201,6 +259,18 @@ impl MastersBuilder {
         self
     }
 
+    /// Serves the operator API: `subscribed` (a `SUBSCRIBED` event or its `get_state`) is
+    /// the cluster, changed by [`FakeMasters::push_event`]; `/master/state` is rendered from
+    /// it, with these framework pids (`(framework id, pid)`; the v1 state has none).
+    pub fn operator_api(mut self, subscribed: Value, pids: &[(&str, &str)]) -> MastersBuilder {
+        self.api = Some(Api::new(
+            subscribed,
+            pids,
+            std::time::Duration::from_secs(15),
+        ));
+        self
+    }
+
     /// Binds every master and serves it on the current runtime.
     pub async fn start(self) -> FakeMasters {
         let mut listeners = Vec::with_capacity(self.n);
@@ -228,6 +298,7 @@ impl MastersBuilder {
             }),
             auth: self.auth,
             masters: (0..self.n).map(|_| Master::default()).collect(),
+            api: self.api.map(Arc::new),
         });
         let tls = self.tls.map(|c| TlsAcceptor::from(Arc::new(c)));
         let mut tasks = Vec::with_capacity(self.n);
@@ -249,7 +320,7 @@ impl MastersBuilder {
             };
             let handle = {
                 let set = set.clone();
-                move |_peer: SocketAddr, req: Request<Incoming>| set.answer(index, &req)
+                move |_peer: SocketAddr, req: Request<Incoming>| set.answer(index, req)
             };
             tasks.push(tokio::spawn(super::accept_loop(
                 listener,
@@ -270,7 +341,7 @@ impl Set {
         (leader < self.addrs.len()).then_some(leader)
     }
 
-    fn answer(&self, index: usize, req: &Request<Incoming>) -> Response<RespBody> {
+    fn answer(&self, index: usize, req: Request<Incoming>) -> Response<RespBody> {
         let me = &self.masters[index];
         if let Some(want) = &self.auth {
             let given = req.headers().get("authorization").map(|v| v.as_bytes());
@@ -287,7 +358,12 @@ impl Set {
         let path = req.uri().path();
         let check = matches!(
             path,
-            "/metrics/snapshot" | "/master/state" | "/ping" | "/v2/leader" | "/scheduler/jobs"
+            "/metrics/snapshot"
+                | "/master/state"
+                | "/ping"
+                | "/v2/leader"
+                | "/scheduler/jobs"
+                | "/api/v1"
         );
         if !check {
             me.served.fetch_add(1, Ordering::SeqCst);
@@ -311,6 +387,20 @@ impl Set {
             resp.headers_mut().insert(LOCATION, location);
             resp
         };
+        if path == "/api/v1" {
+            return match &self.api {
+                Some(api) if !api.missing() => {
+                    if !leads {
+                        to_leader("/api/v1", "//")
+                    } else if req.method() != hyper::Method::POST {
+                        text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "")
+                    } else {
+                        api.subscribe(req.into_body())
+                    }
+                }
+                _ => operator_api::not_found(),
+            };
+        }
         match path {
             // The `mesos` check reads `master/elected`.
             "/metrics/snapshot" => {
@@ -318,6 +408,15 @@ impl Set {
                 let body =
                     format!("{{\"master/elected\": {elected}, \"master/uptime_secs\": 100.0}}");
                 text(StatusCode::OK, "application/json", body)
+            }
+            "/master/state" if leads && self.api.is_some() => {
+                let pid = format!("master@{}", self.addrs[index]);
+                let api = self.api.as_ref().expect("checked");
+                text(
+                    StatusCode::OK,
+                    "application/json",
+                    api.master_state(&pid).to_string(),
+                )
             }
             "/master/state" if leads => {
                 let mut state = self.state.clone();

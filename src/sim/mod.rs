@@ -11,6 +11,7 @@
 
 pub mod marathon;
 pub mod masters;
+mod operator_api;
 pub mod pki;
 pub mod zookeeper;
 

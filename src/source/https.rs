@@ -16,7 +16,9 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+#[cfg(test)]
+use http_body_util::Empty;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
@@ -136,6 +138,23 @@ pub struct Get<'a> {
     pub step_timeout: Option<Duration>,
 }
 
+/// What a request may carry: nothing for a GET (`Empty`), a whole body for a POST (`Full`).
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
 /// Why a GET failed, by step, in the words its callers have always logged. A caller's own
 /// refusals (a status, a body it cannot decode) are its own error type; see [`Get::send`].
 #[derive(Debug, thiserror::Error)]
@@ -196,12 +215,9 @@ impl Get<'_> {
     ///
     /// The error is the caller's type `E`: a [`GetError`] for a failed step, or whatever
     /// `read` refused the answer with, so a caller matches on one enum.
-    pub async fn send<T, E, F, Fut>(
-        self,
-        mut request: Request<Empty<Bytes>>,
-        read: F,
-    ) -> Result<T, E>
+    pub async fn send<B, T, E, F, Fut>(self, mut request: Request<B>, read: F) -> Result<T, E>
     where
+        B: RequestBody,
         E: From<GetError>,
         F: FnOnce(Response<Incoming>) -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -227,14 +243,15 @@ impl Get<'_> {
 }
 
 /// The HTTP/1 request and answer on an open connection (plain or TLS).
-async fn exchange<S, T, E, F, Fut>(
+async fn exchange<S, B, T, E, F, Fut>(
     stream: S,
-    request: Request<Empty<Bytes>>,
+    request: Request<B>,
     head_timeout: Option<Duration>,
     read: F,
 ) -> Result<T, E>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: RequestBody,
     E: From<GetError>,
     F: FnOnce(Response<Incoming>) -> Fut,
     Fut: Future<Output = Result<T, E>>,

@@ -16,6 +16,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("marathon_events", drover::fuzzing::marathon_events),
     ("marathon_apps", drover::fuzzing::marathon_apps),
     ("mesos_state", drover::fuzzing::mesos_state),
+    ("mesos_stream", drover::fuzzing::mesos_stream),
     ("catalog_file", drover::fuzzing::catalog_file),
     ("http_guard", drover::fuzzing::http_guard),
     ("dns_packet", drover::fuzzing::dns_packet),

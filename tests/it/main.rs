@@ -23,6 +23,7 @@ mod instances;
 mod labels;
 mod marathon;
 mod mesos;
+mod mesos_stream;
 mod mlb;
 mod overload;
 mod proxy_protocol;

@@ -324,3 +324,51 @@ zk = "{url}"
     let ready = support::get(d.admin(), "admin", "/readyz").await;
     assert_eq!(ready.body, "ready\n");
 }
+
+/// With the operator API stream on, a ZooKeeper move ends the stream from the old leader at
+/// once, even while that master keeps it open (one that has not noticed it lost, say), and
+/// Drover reads and subscribes again starting with the master ZooKeeper names.
+#[tokio::test]
+async fn a_zookeeper_move_ends_the_operator_api_stream_and_resubscribes() {
+    let zk = zookeeper().await;
+    let path = format!(
+        "{}/tests/fixtures/mesos/operator-api/subscribed.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let subscribed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let framework = "5e1ad2a1-3c6b-4f0e-8d1e-3b4a7c0e2f10-0000";
+    let mesos = FakeMasters::builder(2, Some(0))
+        .own_ips()
+        .operator_api(subscribed, &[(framework, "scheduler-1@127.0.0.21:40001")])
+        .start()
+        .await;
+    let election = Election::open(zk.addr(), "/mesos")
+        .await
+        .expect("ZooKeeper");
+    let first = election.join_mesos(mesos.addrs()[0]).await.expect("node");
+    election.join_mesos(mesos.addrs()[1]).await.expect("node");
+    let config = format!(
+        "[mesos]\nzk = \"{}\"\nmasters = {}\npoll = \"600s\"\n\n[dns]\nlisten = \"127.0.0.1:0\"\ndomain = \"mesos\"\n",
+        zk.url("/mesos"),
+        mesos.masters_toml()
+    );
+    let d = Drover::start(&config, "");
+    d.ready().await;
+    eventually("subscribed to master 0", || async {
+        (mesos.open_streams() == 1).then_some(())
+    })
+    .await;
+    let before = mesos.subscriptions();
+    // ZooKeeper names master 1; master 0 still streams (its cell says it leads).
+    election.leave(&first).await.expect("delete");
+    let line =
+        "drover_discovery_stream_reconnects_total{reason=\"leader_moved\",source=\"mesos\"} 1";
+    eventually(
+        "the stream ended for the move and subscribed again",
+        || async {
+            let m = metrics(&d).await;
+            (m.contains(line) && mesos.subscriptions() > before).then_some(())
+        },
+    )
+    .await;
+}

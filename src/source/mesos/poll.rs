@@ -16,7 +16,7 @@
 //! state keeps the scheme of the master that named it), and with `principal` and
 //! `secret_file` every request carries HTTP basic auth (Mesos's `--authenticate_http_*`).
 
-mod zk;
+pub(super) mod zk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,10 +42,10 @@ use crate::source::https::{basic_auth, read_body, Get, GetError, TlsClient, TlsS
 pub const SOURCE: &str = "mesos";
 
 /// The largest state accepted (a big cluster's state is tens of MiB).
-const MAX_BODY: usize = 512 * 1024 * 1024;
+pub(super) const MAX_BODY: usize = 512 * 1024 * 1024;
 
 /// How long one request (connect, head and body) may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Least time from one poll's start to a poll asked for by a re-read: a state can be tens of
 /// MiB, and a loop of requests must not become a loop of full reads of the leader.
@@ -61,18 +61,18 @@ pub struct MesosSnapshot {
 
 /// A master to read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Master {
+pub(super) struct Master {
     /// `host:port` to connect to; also how masters are told apart.
-    authority: String,
+    pub authority: String,
     /// The host alone (no brackets): what an https master's certificate must name.
-    host: String,
-    tls: bool,
+    pub host: String,
+    pub tls: bool,
 }
 
 impl Master {
     /// From a configured URL, `http://host:port` or `https://host:port` (port 80 or 443
     /// when absent; a path is ignored).
-    fn parse(url: &str) -> Result<Master, MasterUrlError> {
+    pub(super) fn parse(url: &str) -> Result<Master, MasterUrlError> {
         let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
             (Some(rest), _) => (true, rest),
             (None, Some(rest)) => (false, rest),
@@ -111,9 +111,9 @@ pub enum MasterUrlError {
 
 /// How requests reach the masters: TLS when some master is https, and basic auth.
 #[derive(Debug, Clone)]
-struct Transport {
-    tls: Option<TlsClient>,
-    auth: Option<HeaderValue>,
+pub(super) struct Transport {
+    pub tls: Option<TlsClient>,
+    pub auth: Option<HeaderValue>,
 }
 
 impl Transport {
@@ -184,9 +184,10 @@ pub enum PollError {
     Unauthorized(String, StatusCode),
 }
 
-/// Polls while `[mesos]` is configured; follows config changes, and polls at once on each
-/// `reread` (SIGHUP, `/_mlb_signal/hup`). `None` on the channel means "not read yet"; a
-/// changed master list starts from `None` again.
+/// Follows the leading master while `[mesos]` is configured: its operator API stream
+/// (`super::stream`) when `stream` is on, else a poll every `[mesos] poll`. Follows config
+/// changes, and reads at once on each `reread` (SIGHUP, `/_mlb_signal/hup`). `None` on the
+/// channel means "not read yet"; a changed `[mesos]` starts from `None` again.
 pub async fn run(
     mut config: watch::Receiver<Arc<Config>>,
     tx: watch::Sender<Option<Arc<MesosSnapshot>>>,
@@ -196,81 +197,175 @@ pub async fn run(
     shutdown: Shutdown,
     zk: crate::zk::Zk,
 ) {
-    let mut reread_open = true;
     loop {
         let cfg = config.borrow_and_update().mesos.clone();
+        tx.send_replace(None);
+        metrics
+            .discovery_stream_up
+            .with_label_values(&[SOURCE])
+            .set(0);
         let Some(cfg) = cfg else {
-            tx.send_replace(None);
             status.ok();
             tokio::select! {
                 r = config.changed() => if r.is_err() { return } else { continue },
                 _ = shutdown.triggered() => return,
             }
         };
-        tx.send_replace(None);
-        let mut poller = Poller::new(&cfg);
+        let out = Output {
+            tx: &tx,
+            metrics: &metrics,
+            status: &status,
+        };
         let mut zk_leader = zk::LeaderHint::new(&zk, &cfg);
-        let mut tick = tokio::time::interval(cfg.poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick polls at once: earlier requests are answered by it.
-        reread.borrow_and_update();
-        let mut last_poll: Option<tokio::time::Instant> = None;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = reread.changed(), if reread_open => {
-                    if r.is_err() {
-                        reread_open = false;
-                        continue;
-                    }
-                    info!("re-read requested; polling the Mesos master now");
-                    // The tick polls: at once, or `REREAD_GAP` after the last poll began
-                    // (never later than the regular tick). Regular polls go on a whole
-                    // `poll` after that one.
-                    let now = tokio::time::Instant::now();
-                    let gap = REREAD_GAP.min(cfg.poll);
-                    tick.reset_at(last_poll.map_or(now, |at| (at + gap).max(now)));
-                    continue;
-                }
-                view = zk_leader.changed() => {
-                    // A new leader in ZooKeeper: read its state now, not at the next tick.
-                    if poller.follow_zk(&view) {
-                        let leader = crate::logfmt::or_none(poller.zk_leader.as_deref());
-                        info!(%leader, "ZooKeeper names a new Mesos leader; polling it now");
-                        tick.reset_immediately();
-                    }
-                    continue;
-                }
-                r = config.changed() => {
-                    if r.is_err() { return }
-                    if config.borrow().mesos.as_ref() != Some(&cfg) {
-                        info!("[mesos] changed; reading the new masters");
-                        break;
-                    }
-                    continue;
-                }
-                _ = shutdown.triggered() => return,
+        let follow = async {
+            if cfg.stream {
+                super::stream::follow(&cfg, out, &mut reread, &mut zk_leader).await
+            } else {
+                poll_loop(&cfg, out, &mut reread, &mut zk_leader).await
             }
-            last_poll = Some(tokio::time::Instant::now());
-            let round = tokio::select! {
-                r = poller.read() => r,
-                _ = shutdown.triggered() => return,
-            };
-            match round {
-                Ok(snapshot) => {
-                    metrics.discovery_ok(SOURCE);
-                    status.ok();
-                    if let Some(snapshot) = poller.confirm(snapshot) {
-                        tx.send_replace(Some(Arc::new(snapshot)));
-                    }
+        };
+        tokio::select! {
+            _ = follow => return,
+            _ = shutdown.triggered() => return,
+            changed = wait_for_change(&mut config, &cfg) => if !changed { return },
+        }
+        info!("[mesos] changed; reading the new masters");
+    }
+}
+
+/// Where a round's outcome goes: the snapshot channel, metrics, and the source's status.
+#[derive(Clone, Copy)]
+pub(super) struct Output<'a> {
+    pub tx: &'a watch::Sender<Option<Arc<MesosSnapshot>>>,
+    pub metrics: &'a Metrics,
+    pub status: &'a SourceStatus,
+}
+
+/// Resolves when `[mesos]` differs from `current` (true) or the config channel closes.
+async fn wait_for_change(config: &mut watch::Receiver<Arc<Config>>, current: &MesosConfig) -> bool {
+    loop {
+        if config.changed().await.is_err() {
+            return false;
+        }
+        if config.borrow_and_update().mesos.as_ref() != Some(current) {
+            return true;
+        }
+    }
+}
+
+/// Polls every `cfg.poll` (and soon after a `reread`) until the caller stops it.
+async fn poll_loop(
+    cfg: &MesosConfig,
+    out: Output<'_>,
+    reread: &mut watch::Receiver<()>,
+    zk_leader: &mut zk::LeaderHint,
+) {
+    let mut poller = Poller::new(cfg);
+    let mut tick = tokio::time::interval(cfg.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick polls at once: earlier requests are answered by it.
+    reread.borrow_and_update();
+    let mut reread_open = true;
+    let mut last_poll: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = reread.changed(), if reread_open => {
+                if r.is_err() {
+                    reread_open = false;
+                    continue;
                 }
-                Err(errors) => {
-                    metrics.discovery_error(SOURCE);
-                    warn!(error = %errors, "no Mesos leader state read; keeping the last good one");
-                    status.failed(errors);
+                info!("re-read requested; polling the Mesos master now");
+                // The tick polls: at once, or `REREAD_GAP` after the last poll began
+                // (never later than the regular tick). Regular polls go on a whole
+                // `poll` after that one.
+                tick.reset_at(reread_slot(last_poll, cfg.poll));
+                continue;
+            }
+            view = zk_leader.changed() => {
+                // A new leader in ZooKeeper: read its state now, not at the next tick.
+                if poller.follow_zk(&view) {
+                    let leader = crate::logfmt::or_none(poller.zk_leader.as_deref());
+                    info!(%leader, "ZooKeeper names a new Mesos leader; polling it now");
+                    tick.reset_immediately();
                 }
+                continue;
             }
         }
+        last_poll = Some(tokio::time::Instant::now());
+        match poller.read().await {
+            Ok(snapshot) => {
+                out.metrics.discovery_ok(SOURCE);
+                out.status.ok();
+                if let Some(snapshot) = poller.confirm(snapshot) {
+                    out.tx.send_replace(Some(Arc::new(snapshot)));
+                }
+            }
+            Err(errors) => {
+                out.metrics.discovery_error(SOURCE);
+                warn!(error = %errors, "no Mesos leader state read; keeping the last good one");
+                out.status.failed(errors);
+            }
+        }
+    }
+}
+
+/// When a read asked for by a re-read may start: at once, or [`REREAD_GAP`] (at most
+/// `poll`) after the last read began.
+pub(super) fn reread_slot(
+    last: Option<tokio::time::Instant>,
+    poll: Duration,
+) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    last.map_or(now, |at| (at + REREAD_GAP.min(poll)).max(now))
+}
+
+/// What one round read: the leader's state, the master it came from, and the transport
+/// (TLS, auth) that reached it.
+pub(super) struct LeaderState {
+    pub state: MesosState,
+    pub leader: Master,
+    pub transport: Transport,
+}
+
+/// The shrink guard (DESIGN §7) over whole states: a state with less than half of the
+/// last published one's tasks is held until the next whole state confirms it.
+#[derive(Debug, Default)]
+pub(super) struct ShrinkGuard {
+    /// Tasks in the last published state.
+    last_tasks: Option<usize>,
+    /// A sharply shrunk state waits for a second read to confirm it.
+    held: bool,
+}
+
+impl ShrinkGuard {
+    /// Whether a whole state of `tasks` tasks may be published now.
+    pub fn full(&mut self, tasks: usize) -> bool {
+        let shrunk = self.last_tasks.is_some_and(|last| tasks * 2 < last);
+        if shrunk && !self.held {
+            warn!(
+                tasks,
+                before = self.last_tasks.unwrap_or(0),
+                "Mesos state lost more than half of its tasks; waiting for the next read to confirm"
+            );
+            self.held = true;
+            return false;
+        }
+        self.held = false;
+        self.last_tasks = Some(tasks);
+        true
+    }
+
+    /// Whether a state changed by events (each one real, a kill included) may be published:
+    /// always, unless a shrunk whole state is waiting; then only once events have brought it
+    /// back to at least half of the last published count.
+    pub fn events(&mut self, tasks: usize) -> bool {
+        if self.held && self.last_tasks.is_some_and(|last| tasks * 2 < last) {
+            return false;
+        }
+        self.held = false;
+        self.last_tasks = Some(tasks);
+        true
     }
 }
 
@@ -285,14 +380,11 @@ pub struct Poller {
     credentials: Option<(String, PathBuf)>,
     /// Index of the master tried first.
     preferred: usize,
-    /// Tasks in the last published state.
-    last_tasks: Option<usize>,
-    /// A sharply shrunk state waiting for a second read to confirm it.
-    held: bool,
+    guard: ShrinkGuard,
     /// How many of `masters` are configured; the rest were seen in ZooKeeper (`zk`).
     configured: usize,
     /// The leader ZooKeeper named last (`host:port`).
-    zk_leader: Option<String>,
+    pub(super) zk_leader: Option<String>,
 }
 
 impl Poller {
@@ -304,17 +396,32 @@ impl Poller {
             transport: Transport::new(cfg).map_err(Arc::new),
             credentials: cfg.principal.clone().zip(cfg.secret_file.clone()),
             preferred: 0,
-            last_tasks: None,
-            held: false,
+            guard: ShrinkGuard::default(),
             configured: cfg.masters.len(),
             zk_leader: None,
         }
     }
 
-    /// One round: the leader's state, or every master's reason in one message.
+    /// The configured masters as `host:port`, in order: the cluster's `masters`.
+    pub(super) fn master_addresses(&self) -> &[String] {
+        &self.master_addresses
+    }
+
+    /// One round: the leader's state, converted, or every master's reason in one message.
+    pub async fn read(&mut self) -> Result<MesosSnapshot, String> {
+        let LeaderState { state, leader, .. } = self.read_state().await?;
+        let cluster = resolve_and_convert(&state, &self.master_addresses).await;
+        Ok(MesosSnapshot {
+            cluster,
+            leader: leader.authority,
+        })
+    }
+
+    /// Which master leads, and its state: the one place that decides where to read and
+    /// subscribe. Masters are tried in order, starting with the one that led last time.
     // A String: the masters' reasons joined into the one line logged and shown in
     // /debug/routes; each reason is a `PollError`.
-    pub async fn read(&mut self) -> Result<MesosSnapshot, String> {
+    pub(super) async fn read_state(&mut self) -> Result<LeaderState, String> {
         let setup = self
             .transport
             .clone()
@@ -340,6 +447,11 @@ impl Poller {
             };
             match read_leader(&master, transport).await {
                 Ok((state, leader)) => {
+                    let from = if leader == master.authority {
+                        master.clone()
+                    } else {
+                        Master::at(&leader, master.tls).unwrap_or_else(|| master.clone())
+                    };
                     // Start with the leader next time when it is one of ours.
                     let leader_index = self
                         .masters
@@ -349,8 +461,11 @@ impl Poller {
                     if let Some(first) = state.problems.first() {
                         warn!(count = state.problems.len(), %first, "Mesos state entries left out");
                     }
-                    let cluster = resolve_and_convert(&state, &self.master_addresses).await;
-                    return Ok(MesosSnapshot { cluster, leader });
+                    return Ok(LeaderState {
+                        state,
+                        leader: from,
+                        transport: transport.clone(),
+                    });
                 }
                 Err(e) => {
                     debug!(error = %e, "Mesos master did not give a leader's state");
@@ -363,20 +478,9 @@ impl Poller {
 
     /// Applies the shrink guard: `None` while a sharply smaller state waits to be confirmed.
     pub fn confirm(&mut self, snapshot: MesosSnapshot) -> Option<MesosSnapshot> {
-        let tasks = snapshot.cluster.task_count();
-        let shrunk = self.last_tasks.is_some_and(|last| tasks * 2 < last);
-        if shrunk && !self.held {
-            warn!(
-                tasks,
-                before = self.last_tasks.unwrap_or(0),
-                "Mesos state lost more than half of its tasks; waiting for the next read to confirm"
-            );
-            self.held = true;
-            return None;
-        }
-        self.held = false;
-        self.last_tasks = Some(tasks);
-        Some(snapshot)
+        self.guard
+            .full(snapshot.cluster.task_count())
+            .then_some(snapshot)
     }
 }
 
@@ -426,7 +530,7 @@ async fn read_leader(
     }
 }
 
-fn status_error(authority: &str, status: StatusCode) -> PollError {
+pub(super) fn status_error(authority: &str, status: StatusCode) -> PollError {
     if status == StatusCode::SERVICE_UNAVAILABLE {
         PollError::NoLeader(authority.to_string())
     } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -459,7 +563,7 @@ fn pid_authority(pid: &Pid) -> String {
 /// The master a 307's `Location` names: `//host:port/master/state` (Mesos writes it
 /// protocol-relative, so it is reached as the master that redirected, `tls`) or
 /// `http(s)://host:port/...`.
-fn redirect_target(location: &str, tls: bool) -> Option<Master> {
+pub(super) fn redirect_target(location: &str, tls: bool) -> Option<Master> {
     let (tls, rest) = if let Some(rest) = location.strip_prefix("//") {
         (tls, rest)
     } else if let Some(rest) = location.strip_prefix("https://") {

@@ -301,7 +301,7 @@ pub fn decode(body: &[u8]) -> Result<MesosState, StateError> {
 }
 
 /// `null` reads as the type's default (Mesos and hand-made states write a few).
-fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(super) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

@@ -18,19 +18,19 @@ use crate::config::MesosConfig;
 use crate::zk::{Zk, ZkView};
 
 /// The ZooKeeper view the source follows, when `[mesos] zk` is set.
-pub(super) struct LeaderHint {
+pub(in crate::source::mesos) struct LeaderHint {
     view: Option<watch::Receiver<Arc<ZkView>>>,
 }
 
 impl LeaderHint {
-    pub(super) fn new(zk: &Zk, cfg: &MesosConfig) -> LeaderHint {
+    pub(in crate::source::mesos) fn new(zk: &Zk, cfg: &MesosConfig) -> LeaderHint {
         LeaderHint {
             view: cfg.zk.as_ref().map(|url| zk.follow(url)),
         }
     }
 
     /// The next view; never resolves without `zk`.
-    pub(super) async fn changed(&mut self) -> Arc<ZkView> {
+    pub(in crate::source::mesos) async fn changed(&mut self) -> Arc<ZkView> {
         match &mut self.view {
             Some(rx) => match rx.changed().await {
                 Ok(()) => rx.borrow_and_update().clone(),
@@ -44,7 +44,7 @@ impl LeaderHint {
 impl Poller {
     /// Takes in a ZooKeeper view: its masters join the list and its leader is tried first.
     /// True when the leader moved to another master, so a read is due now.
-    pub(super) fn follow_zk(&mut self, view: &ZkView) -> bool {
+    pub(in crate::source::mesos) fn follow_zk(&mut self, view: &ZkView) -> bool {
         let tls = self
             .masters
             .iter()
@@ -116,6 +116,7 @@ mod tests {
             secret_file: None,
             ca_file: None,
             zk: None,
+            stream: false,
         }
     }
 
