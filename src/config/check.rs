@@ -427,16 +427,20 @@ impl Checker<'_> {
                 self.problem(key, "\"\"", "empty: name a file, or remove the key");
             }
         }
+        let stream = r.stream.unwrap_or(true);
+        // Following the stream, a read is only a resync (and a big cluster's state is tens
+        // of MiB): once a minute, as Mesos-DNS's refresh. Polling alone: every 5 s.
+        let default_poll = Duration::from_secs(if stream { 60 } else { 5 });
         MesosConfig {
             masters,
-            poll: self.duration("mesos.poll", r.poll.as_deref(), Duration::from_secs(5)),
+            poll: self.duration("mesos.poll", r.poll.as_deref(), default_poll),
             principal: r.principal,
             // Both files are read when the masters are first polled: a missing one is a
             // source error there, shown in /debug/routes.
             secret_file: r.secret_file.map(|p| self.path(&p)),
             ca_file: r.ca_file.map(|p| self.path(&p)),
             zk,
-            stream: r.stream.unwrap_or(true),
+            stream,
         }
     }
 

@@ -337,8 +337,10 @@ fn empty_sections_take_the_documented_defaults() {
     assert!(!m.strict);
     assert_eq!((m.user, m.password_file, m.ca_file), (None, None, None));
     let mesos = c.mesos.unwrap();
-    assert_eq!(mesos.poll, secs(5));
+    assert_eq!(mesos.poll, secs(60), "with the stream, a read is a resync");
     assert!(mesos.stream, "the operator API stream is on by default");
+    let c = parse_ok("[mesos]\nmasters = [\"http://m1:5050\"]\nstream = false\n");
+    assert_eq!(c.mesos.unwrap().poll, secs(5), "polling alone");
     let catalog = c.catalog.unwrap();
     assert_eq!(catalog.file, PathBuf::from("/srv/apps.toml"));
     assert!(catalog.groups.is_all());
