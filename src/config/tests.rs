@@ -339,8 +339,8 @@ fn empty_sections_take_the_documented_defaults() {
     let mesos = c.mesos.unwrap();
     assert_eq!(mesos.poll, secs(60), "with the stream, a read is a resync");
     assert!(mesos.stream, "the operator API stream is on by default");
-    let c = parse_ok("[mesos]\nmasters = [\"http://m1:5050\"]\nstream = false\n");
-    assert_eq!(c.mesos.unwrap().poll, secs(5), "polling alone");
+    let polling = parse_ok("[mesos]\nmasters = [\"http://m1:5050\"]\nstream = false\n");
+    assert_eq!(polling.mesos.unwrap().poll, secs(5), "polling alone");
     let catalog = c.catalog.unwrap();
     assert_eq!(catalog.file, PathBuf::from("/srv/apps.toml"));
     assert!(catalog.groups.is_all());
