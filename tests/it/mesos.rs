@@ -28,6 +28,17 @@ async fn api(d: &Drover, path: &str) -> serde_json::Value {
 /// The addresses `/v1/hosts/{name}` gives, sorted.
 async fn hosts(d: &Drover, name: &str) -> Vec<String> {
     let body = api(d, &format!("/v1/hosts/{name}")).await;
+    host_ips(&body)
+}
+
+/// As `hosts`, but `None` while there is no zone yet (`/readyz` does not wait for the first
+/// zone, so the API may still answer 503 right after `ready`).
+async fn hosts_once_zoned(d: &Drover, name: &str) -> Option<Vec<String>> {
+    let a = support::get(d.admin(), "admin", &format!("/v1/hosts/{name}")).await;
+    (a.status == 200).then(|| host_ips(&serde_json::from_str(&a.body).expect("json")))
+}
+
+fn host_ips(body: &serde_json::Value) -> Vec<String> {
     let mut ips: Vec<String> = body
         .as_array()
         .expect("a list")
@@ -44,7 +55,7 @@ async fn the_leaders_state_becomes_names_and_follows_a_leadership_move() {
     let d = Drover::start(&config(&mesos), "");
     d.ready().await;
     eventually("leader.mesos names master 1", || async {
-        (hosts(&d, "leader.mesos").await == ["127.0.0.2"]).then_some(())
+        (hosts_once_zoned(&d, "leader.mesos").await? == ["127.0.0.2"]).then_some(())
     })
     .await;
     // Names from the fixture's tasks (config R rows, where sources agree).
