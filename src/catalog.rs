@@ -451,6 +451,7 @@ fn app_services(
             })
             .transpose()?;
         let backend_proto = backend_proto::parse(&app.labels, index, mode)?;
+        let protocol = app.protocols.get(index).copied().unwrap_or_default();
         let backends = backends(app, index, problems);
         services.push(Service {
             app_id: app.id.clone(),
@@ -471,12 +472,14 @@ fn app_services(
             allowed,
             proxypass_path,
             ssl_cert,
+            // A TCP or HTTP probe says nothing of a UDP-only port's service (it would fail
+            // and mark every backend down): such a port's pool follows the scheduler alone.
             check: app
                 .checks
                 .iter()
-                .find(|c| c.index == index)
+                .find(|c| c.index == index && protocol != Protocol::Udp)
                 .map(|c| c.check.clone()),
-            protocol: app.protocols.get(index).copied().unwrap_or_default(),
+            protocol,
             backend_proto,
         });
     }

@@ -298,3 +298,32 @@ fn merge_applies_each_sources_selection_and_orders_services_across_sources() {
     let problem_apps: Vec<&str> = catalog.problems.iter().map(|p| p.app_id.as_str()).collect();
     assert_eq!(problem_apps, ["/m/undecodable", "/m/bad"]);
 }
+
+#[test]
+fn a_udp_only_port_keeps_no_tcp_or_http_check() {
+    let mut a = app(
+        "/metrics/statsd",
+        &[],
+        &[10006, 10007, 10008],
+        &[("127.0.0.1", &[31001, 31002, 31003])],
+    );
+    a.protocols = vec![Protocol::Udp, Protocol::TcpUdp, Protocol::Tcp];
+    let check = ActiveCheck {
+        kind: CheckKind::Tcp,
+        interval: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(1),
+        rise: 1,
+        fall: 1,
+    };
+    a.checks = (0..3)
+        .map(|index| PortCheck {
+            index,
+            check: check.clone(),
+        })
+        .collect();
+    let c = build(&[a], &Groups::all());
+    assert!(c.problems.is_empty(), "{:?}", c.problems);
+    let checked: Vec<bool> = c.services.iter().map(|s| s.check.is_some()).collect();
+    // A TCP probe of a UDP-only port would fail and mark every backend down.
+    assert_eq!(checked, [false, true, true]);
+}
