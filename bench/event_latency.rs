@@ -18,6 +18,9 @@
 // Benches measure real time and pace real servers (clippy.toml bars these elsewhere).
 #![allow(clippy::disallowed_methods)]
 
+#[path = "latency.rs"]
+mod latency;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -63,49 +66,6 @@ fn pool(server: &Server) -> Vec<SocketAddr> {
         .filter(|r| r.name == ROUTE)
         .flat_map(|r| r.pool.backends().iter().map(|b| b.addr))
         .collect()
-}
-
-/// Polls until `done` holds; the time since `since`, or `None` after `timeout`.
-fn until(since: Instant, timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    loop {
-        if done() {
-            return Some(since.elapsed());
-        }
-        if since.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn pct(sorted: &[Duration], q: f64) -> Duration {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
-}
-
-fn row(name: &str, samples: &[Duration], timeouts: usize) {
-    let mut s = samples.to_vec();
-    s.sort();
-    if s.is_empty() {
-        println!(
-            "{name:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
-            0, "-", "-", "-", "-"
-        );
-        return;
-    }
-    println!(
-        "{name:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
-        s.len(),
-        ms(pct(&s, 0.50)),
-        ms(pct(&s, 0.90)),
-        ms(pct(&s, 0.99)),
-        ms(s[s.len() - 1]),
-    );
 }
 
 fn main() -> ExitCode {
@@ -169,7 +129,7 @@ fn run() -> Result<(), String> {
 
     let start = Instant::now();
     let initial = |p: Vec<SocketAddr>| tasks.iter().all(|(_, a)| p.contains(a));
-    until(start, SETUP_TIMEOUT, || {
+    latency::until(start, SETUP_TIMEOUT, POLL, || {
         server.view().routes.is_ready() && fake.subscriptions() >= 1 && initial(pool(&server))
     })
     .ok_or("Drover did not route the initial snapshot or subscribe to events in time")?;
@@ -192,7 +152,7 @@ fn run() -> Result<(), String> {
             let event = status_update(&id, "TASK_RUNNING", addr);
             let t0 = Instant::now();
             fake.push(event);
-            match until(t0, ROUND_TIMEOUT, || pool(&server).contains(&addr)) {
+            match latency::until(t0, ROUND_TIMEOUT, POLL, || pool(&server).contains(&addr)) {
                 Some(d) => adds.push(d),
                 None => add_timeouts += 1,
             }
@@ -203,7 +163,7 @@ fn run() -> Result<(), String> {
             let t0 = Instant::now();
             fake.push(event);
             fake.set_apps(apps(&tasks));
-            match until(t0, ROUND_TIMEOUT, || !pool(&server).contains(&addr)) {
+            match latency::until(t0, ROUND_TIMEOUT, POLL, || !pool(&server).contains(&addr)) {
                 Some(d) => kills.push(d),
                 None => kill_timeouts += 1,
             }
@@ -225,10 +185,10 @@ fn run() -> Result<(), String> {
         "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "kind", "n", "p50", "p90", "p99", "max", "timeouts"
     );
-    row("add", &adds, add_timeouts);
-    row("kill", &kills, kill_timeouts);
+    latency::row("add", &adds, add_timeouts);
+    latency::row("kill", &kills, kill_timeouts);
     let all: Vec<Duration> = adds.iter().chain(&kills).copied().collect();
-    row("all", &all, add_timeouts + kill_timeouts);
+    latency::row("all", &all, add_timeouts + kill_timeouts);
     if pool_now != want {
         println!("warning: final pool {pool_now:?} differs from the snapshot's {want:?}");
     }

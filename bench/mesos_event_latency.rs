@@ -20,6 +20,9 @@
 // Benches measure real time and pace real servers (clippy.toml bars these elsewhere).
 #![allow(clippy::disallowed_methods)]
 
+#[path = "latency.rs"]
+mod latency;
+
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -152,49 +155,6 @@ fn answer(socket: &UdpSocket, dns: SocketAddr, id: &mut u16) -> Vec<Ipv4Addr> {
     }
 }
 
-/// Asks until `done` holds; the time since `since`, or `None` after `timeout`.
-fn until(since: Instant, timeout: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
-    loop {
-        if done() {
-            return Some(since.elapsed());
-        }
-        if since.elapsed() > timeout {
-            return None;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn pct(sorted: &[Duration], q: f64) -> Duration {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1e3)
-}
-
-fn row(name: &str, samples: &[Duration], timeouts: usize) {
-    let mut s = samples.to_vec();
-    s.sort();
-    if s.is_empty() {
-        println!(
-            "{name:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
-            0, "-", "-", "-", "-"
-        );
-        return;
-    }
-    println!(
-        "{name:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
-        s.len(),
-        ms(pct(&s, 0.50)),
-        ms(pct(&s, 0.90)),
-        ms(pct(&s, 0.99)),
-        ms(s[s.len() - 1]),
-    );
-}
-
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -248,7 +208,7 @@ fn run() -> Result<(), String> {
 
     let start = Instant::now();
     let initial: Vec<Ipv4Addr> = running.iter().map(|n| task_ip(*n)).collect();
-    until(start, SETUP_TIMEOUT, || {
+    latency::until(start, SETUP_TIMEOUT, POLL, || {
         let mut got = answer(&socket, dns, &mut id);
         got.sort();
         masters.subscriptions() >= 1 && got == initial
@@ -266,7 +226,7 @@ fn run() -> Result<(), String> {
             masters.push_event(task_added(next));
             masters.push_event(task_updated(next, "TASK_RUNNING"));
             running.push(next);
-            match until(t0, ROUND_TIMEOUT, || {
+            match latency::until(t0, ROUND_TIMEOUT, POLL, || {
                 answer(&socket, dns, &mut id).contains(&ip)
             }) {
                 Some(d) => adds.push(d),
@@ -277,7 +237,7 @@ fn run() -> Result<(), String> {
             let ip = task_ip(oldest);
             let t0 = Instant::now();
             masters.push_event(task_updated(oldest, "TASK_KILLED"));
-            match until(t0, ROUND_TIMEOUT, || {
+            match latency::until(t0, ROUND_TIMEOUT, POLL, || {
                 !answer(&socket, dns, &mut id).contains(&ip)
             }) {
                 Some(d) => kills.push(d),
@@ -298,10 +258,10 @@ fn run() -> Result<(), String> {
         "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "kind", "n", "p50", "p90", "p99", "max", "timeouts"
     );
-    row("add", &adds, add_timeouts);
-    row("kill", &kills, kill_timeouts);
+    latency::row("add", &adds, add_timeouts);
+    latency::row("kill", &kills, kill_timeouts);
     let all: Vec<Duration> = adds.iter().chain(&kills).copied().collect();
-    row("all", &all, add_timeouts + kill_timeouts);
+    latency::row("all", &all, add_timeouts + kill_timeouts);
 
     // Stop Drover, but never wait on it for long: the figures are out already.
     server.shutdown();

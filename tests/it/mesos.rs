@@ -107,20 +107,7 @@ async fn version_and_config_speak_mesos_dns() {
 
 /// The A addresses `name` has in Drover's DNS over UDP, sorted, and the rcode.
 async fn dns_a(d: &Drover, name: &str) -> (String, Vec<String>) {
-    use hickory_proto::rr::{RData, RecordType};
-    let addr = d.server().dns_addr().expect("[dns] is configured");
-    let q = crate::support::dns::query(name, RecordType::A, false, None);
-    let reply = crate::support::dns::udp(addr, &q).await;
-    let mut ips: Vec<String> = reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    ips.sort();
-    (format!("{:?}", reply.metadata.response_code), ips)
+    support::dns::drover_a(d, name).await
 }
 
 #[tokio::test]

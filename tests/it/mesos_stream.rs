@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
 
 use drover::sim::masters::FakeMasters;
@@ -52,19 +51,7 @@ fn drover(masters: &FakeMasters, poll: &str) -> Drover {
 
 /// The A addresses of `name` in Drover's DNS over UDP, sorted.
 async fn a(d: &Drover, name: &str) -> Vec<String> {
-    let addr = d.server().dns_addr().expect("[dns] is configured");
-    let q = support::dns::query(name, RecordType::A, false, None);
-    let reply = support::dns::udp(addr, &q).await;
-    let mut ips: Vec<String> = reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    ips.sort();
-    ips
+    support::dns::drover_a(d, name).await.1
 }
 
 /// Waits until `name` answers `want`, and says how long that took.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use drover::sim::masters::{FakeMasters, Page};
 use drover::sim::zookeeper::{Election, ZooKeeper};
-use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -28,19 +27,7 @@ async fn zookeeper() -> ZooKeeper {
 
 /// The A addresses of `name` in Drover's DNS over UDP, sorted.
 async fn dns_a(d: &Drover, name: &str) -> Vec<String> {
-    let addr = d.server().dns_addr().expect("[dns] is configured");
-    let q = support::dns::query(name, RecordType::A, false, None);
-    let reply = support::dns::udp(addr, &q).await;
-    let mut ips: Vec<String> = reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    ips.sort();
-    ips
+    support::dns::drover_a(d, name).await.1
 }
 
 /// The page of the master that answered a request for alias `host` through Drover

@@ -278,3 +278,20 @@ impl Drop for FakeUpstream {
         self.task.abort();
     }
 }
+
+/// The response code and the sorted A addresses of `name` in `d`'s DNS server, over UDP.
+pub async fn drover_a(d: &super::Drover, name: &str) -> (String, Vec<String>) {
+    let addr = d.server().dns_addr().expect("[dns] is configured");
+    let q = query(name, hickory_proto::rr::RecordType::A, false, None);
+    let reply = udp(addr, &q).await;
+    let mut ips: Vec<String> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    (format!("{:?}", reply.metadata.response_code), ips)
+}
