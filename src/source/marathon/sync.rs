@@ -477,7 +477,11 @@ async fn read_app(read: AppRead<'_>, state: &mut State, id: &str) -> Result<(), 
     let old = at.ok().map(|i| &apps[i]);
     let old_slice: &[Arc<RawApp>] = old.map_or(&[], std::slice::from_ref);
     let new_slice: &[RawApp] = app.as_slice();
-    plausible(old_slice, new_slice, &state.killed).map_err(|why| why.to_string())?;
+    // Only the shrink rule applies to one app: "no tasks at all" is about the whole list
+    // (one app may well lose its last task).
+    if let Err(why @ Implausible::Shrinks { .. }) = plausible(old_slice, new_slice, &state.killed) {
+        return Err(why.to_string());
+    }
     if old.map(|a| &**a) == app.as_ref() {
         // The app is as it was; its problems may still differ.
         let apps = apps.to_vec();
