@@ -234,7 +234,9 @@ fn end_to_end() -> Result<(), String> {
         let pushed = Instant::now();
         fake.send(json!({ "push": killed }))?;
         fake.send(json!({ "set_app": app_json(i, &tasks(i, per_app)) }))?;
-        match latency::until(pushed, ROUND_TIMEOUT, POLL, || !routed(&server, &host, addr)) {
+        match latency::until(pushed, ROUND_TIMEOUT, POLL, || {
+            !routed(&server, &host, addr)
+        }) {
             Some(d) => kills.push(d),
             None => kill_timeouts += 1,
         }
@@ -259,7 +261,10 @@ fn end_to_end() -> Result<(), String> {
 
     println!("marathon_changes: {apps} apps x {per_app} tasks, {rounds} rounds");
     println!("start to ready        {:>9} ms", latency::ms(ready));
-    println!("resync to routed      {:>9} ms", resync.map_or("-".into(), latency::ms));
+    println!(
+        "resync to routed      {:>9} ms",
+        resync.map_or("-".into(), latency::ms)
+    );
     println!(
         "RSS after start {rss_start:.0} MB, after {rounds} changes {rss_after:.0} MB ({:.2}x), peak {peak:.0} MB",
         rss_after / rss_start
@@ -334,7 +339,13 @@ fn patch_alone() -> Result<(), String> {
         let services = catalog::build_app(&raw[i], &selection).services;
         let changed = BTreeSet::from([raw[i].id.as_str()]);
         let patched = routing::patch(
-            &table, &changed, &services, Vec::new(), &config, version, &stats,
+            &table,
+            &changed,
+            &services,
+            Vec::new(),
+            &config,
+            version,
+            &stats,
         )
         .ok_or("the patch was refused")?;
         patches.push(started.elapsed());

@@ -265,6 +265,10 @@ pub fn rebuild(out: &Outputs, given: &Given<'_>, version: u64) -> (Arc<RouteTabl
     let mut table = routing::compile(&catalog, config, version, &previous, &stats);
     table.backend_tls = backend_tls;
     report(&previous, &table, None);
+    out.metrics
+        .route_table_builds
+        .with_label_values(&["full"])
+        .inc();
     let stored = store(out, table);
     let base = Built {
         table: stored.clone(),
@@ -352,6 +356,10 @@ impl Built {
             &stats,
         )?;
         report(&previous, &table, Some(&changed));
+        out.metrics
+            .route_table_builds
+            .with_label_values(&["patch"])
+            .inc();
         let stored = store(out, table);
         self.table = stored.clone();
         self.marathon = Some((origin, snapshot.changes.generation));

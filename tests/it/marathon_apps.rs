@@ -109,7 +109,12 @@ async fn a_task_added_by_an_event_is_routed_after_reading_its_app_alone() {
     pool_becomes(&drover, "web_10001", Some(&[a.addr, b.addr])).await;
     assert_eq!(fake.app_reads(), ["/web"], "one read of the app alone");
     assert_eq!(fake.full_reads(), full, "no read of every app");
-    // The table was patched: the other app's route is the very same object.
+    // The table was patched: counted so, and the other app's route is the very same object.
+    let text = drover.server().view().metrics.render();
+    assert!(
+        text.contains("drover_route_table_builds_total{kind=\"patch\"} 1"),
+        "{text}"
+    );
     let after = table(&drover);
     let (old_api, new_api) = (route(&before, "api_10002"), route(&after, "api_10002"));
     assert!(
