@@ -482,3 +482,123 @@ fn store_zone(out: &Outputs, (zone, took): (Zone, Duration), serial: u32) {
     };
     out.zone.store_compiled(Arc::new(zone), info);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::catalog::{RawApp, RawTask};
+    use crate::source::Changes;
+
+    fn outputs() -> Outputs {
+        Outputs {
+            table: RouteTableWriter::new(),
+            zone: ZoneWriter::new(),
+            config: ConfigWriter::new(),
+            metrics: Metrics::new(prometheus::Registry::new()),
+        }
+    }
+
+    fn app(id: &str, port: u16, labels: &[(&str, &str)], tasks: usize) -> Arc<RawApp> {
+        Arc::new(RawApp {
+            id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: vec![port],
+            tasks: (0..tasks)
+                .map(|n| RawTask {
+                    id: format!("{id}.{n}"),
+                    host: "127.0.0.1".into(),
+                    ports: vec![31000 + n as u16],
+                    state: "TASK_RUNNING".into(),
+                    healthy: None,
+                })
+                .collect(),
+            ..RawApp::default()
+        })
+    }
+
+    fn names(t: &RouteTable) -> Vec<(String, Vec<std::net::SocketAddr>)> {
+        t.routes
+            .iter()
+            .map(|r| {
+                let addrs = r.pool.backends().iter().map(|b| b.addr).collect();
+                (r.name.clone(), addrs)
+            })
+            .collect()
+    }
+
+    /// A patch gives the table, problems included, that a full rebuild of the same inputs
+    /// gives; and it is taken only when the inputs allow it.
+    #[test]
+    fn a_patch_equals_a_full_rebuild_problems_included() {
+        let config = Arc::new(
+            Config::parse(
+                "[http]\nlisten = \"127.0.0.1:0\"\n[marathon]\nurls = [\"http://127.0.0.1:1\"]\ngroups = [\"*\"]\n",
+                Path::new("."),
+            )
+            .expect("config"),
+        );
+        let file = Arc::new(Snapshot {
+            apps: vec![app("/file", 10001, &[("HAPROXY_0_BALANCE", "bogus")], 1)],
+            ..Snapshot::default()
+        });
+        let members = Arc::new(crate::zk::AliasMembers::new());
+        let bad = AppProblem {
+            app_id: "/b".into(),
+            message: "decoded badly".into(),
+        };
+        let first = Arc::new(Snapshot {
+            apps: vec![
+                app("/a", 10002, &[("HAPROXY_0_VHOST", "a.test")], 1),
+                app("/b", 10003, &[("HAPROXY_0_BALANCE", "bogus")], 1),
+                app("/c", 10004, &[("HAPROXY_0_VHOST", "c.test")], 2),
+            ],
+            problems: vec![bad.clone()],
+            changes: Changes::first(9),
+        });
+        let given = |marathon| Given {
+            config: &config,
+            file: &file,
+            marathon: Some(marathon),
+            members: &members,
+        };
+        let out = outputs();
+        let (_, mut built) = rebuild(&out, &given(&first), 1);
+
+        // /a gains a task, /b's bad label is fixed, /c is gone.
+        let second = Arc::new(Snapshot {
+            apps: vec![
+                app("/a", 10002, &[("HAPROXY_0_VHOST", "a.test")], 2),
+                app("/b", 10003, &[], 1),
+            ],
+            problems: vec![bad],
+            changes: first
+                .changes
+                .next(Some(vec!["/a".into(), "/b".into(), "/c".into()])),
+        });
+        let patched = built.patch(&out, &given(&second), 2).expect("patched");
+        assert_eq!(patched.version, 2);
+        let (full, _) = rebuild(&outputs(), &given(&second), 2);
+        assert_eq!(names(&patched), names(&full));
+        assert_eq!(patched.problems, full.problems);
+        assert_eq!(patched.vhost_count(), full.vhost_count());
+        assert!(patched.problems.iter().all(|p| p.app_id != "/c"));
+
+        // A changed catalog file, or a snapshot from another run of the source: in full.
+        let third = Arc::new(Snapshot {
+            changes: Changes::first(10),
+            ..(*second).clone()
+        });
+        assert!(built.patch(&out, &given(&third), 3).is_none());
+        let other_file = Arc::new((*file).clone());
+        let other = Given {
+            file: &other_file,
+            ..given(&second)
+        };
+        assert!(built.patch(&out, &other, 3).is_none());
+    }
+}
