@@ -17,6 +17,7 @@ pub mod mesos;
 /// shares every other app with the previous one (a pointer copy each, no deep clone).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
+    /// Marathon's are sorted by id: `control` finds a changed app by binary search.
     pub apps: Vec<Arc<RawApp>>,
     /// Apps (or tasks) the source had to leave out, and why.
     pub problems: Vec<AppProblem>,
