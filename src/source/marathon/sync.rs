@@ -764,6 +764,46 @@ mod tests {
     }
 
     #[test]
+    fn a_full_read_shares_the_apps_that_did_not_change() {
+        let old: Vec<Arc<RawApp>> = [app("/a", 1), app("/b", 2), app("/c", 1)]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let new = vec![app("/a", 1), app("/b", 3), app("/d", 1)];
+        let (apps, changed) = share_unchanged(&old, new);
+        assert_eq!(changed, ["/b", "/c", "/d"]);
+        let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["/a", "/b", "/d"]);
+        assert!(Arc::ptr_eq(&apps[0], &old[0]), "/a is the old app");
+        assert!(!Arc::ptr_eq(&apps[1], &old[1]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_app_reads_are_debounced_per_app() {
+        let mut state = State::default();
+        let start = Instant::now();
+        state.queue_app("/a".into());
+        assert_eq!(state.next_app_read(), Some(start), "an isolated event: now");
+        state.pending_apps.clear();
+        state.app_reads.insert("/a".into(), start);
+        tokio::time::advance(Duration::from_millis(30)).await;
+        state.queue_app("/a".into());
+        state.queue_app("/b".into());
+        assert_eq!(
+            state.pending_apps["/a"],
+            start + DEBOUNCE,
+            "/a read 30 ms ago"
+        );
+        assert_eq!(
+            state.pending_apps["/b"],
+            Instant::now(),
+            "/b waits for nobody"
+        );
+        state.queue_app("/a".into());
+        assert_eq!(state.pending_apps["/a"], start + DEBOUNCE, "queued once");
+    }
+
+    #[test]
     fn backoff_grows_and_stays_bounded() {
         assert!(backoff(1) <= Duration::from_millis(625));
         assert!(backoff(40) <= BACKOFF_MAX.mul_f64(1.25));
