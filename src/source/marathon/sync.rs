@@ -482,27 +482,41 @@ async fn read_app(read: AppRead<'_>, state: &mut State, id: &str) -> Result<(), 
     if let Err(why @ Implausible::Shrinks { .. }) = plausible(old_slice, new_slice, &state.killed) {
         return Err(why.to_string());
     }
-    if old.map(|a| &**a) == app.as_ref() {
-        // The app is as it was; its problems may still differ.
-        let apps = apps.to_vec();
-        let problems = replace_problems(state, id, problems);
-        return {
-            publish(state, apps, problems, Some(Vec::new()), tx);
-            Ok(())
-        };
+    let unchanged = old.map(|a| &**a) == app.as_ref();
+    let published = state
+        .published
+        .as_deref()
+        .map_or(&[][..], |s| &s.problems[..]);
+    let same_problems = published
+        .iter()
+        .filter(|p| p.app_id == id)
+        .eq(problems.iter());
+    if unchanged && same_problems {
+        return Ok(());
     }
     let mut apps = apps.to_vec();
-    match (at, app) {
-        (Ok(i), Some(app)) => apps[i] = Arc::new(app),
-        (Ok(i), None) => {
-            apps.remove(i);
+    if !unchanged {
+        match (at, app) {
+            (Ok(i), Some(app)) => apps[i] = Arc::new(app),
+            (Ok(i), None) => {
+                apps.remove(i);
+            }
+            (Err(i), Some(app)) => apps.insert(i, Arc::new(app)),
+            (Err(_), None) => {}
         }
-        (Err(i), Some(app)) => apps.insert(i, Arc::new(app)),
-        (Err(_), None) => {}
     }
-    let problems = replace_problems(state, id, problems);
-    debug!(app = id, "Marathon app read alone");
-    publish(state, apps, problems, Some(vec![id.to_string()]), tx);
+    let problems = if same_problems {
+        published.to_vec()
+    } else {
+        replace_problems(state, id, problems)
+    };
+    debug!(app = id, unchanged, "Marathon app read alone");
+    let changed = if unchanged {
+        vec![]
+    } else {
+        vec![id.to_string()]
+    };
+    publish(state, apps, problems, Some(changed), tx);
     Ok(())
 }
 
