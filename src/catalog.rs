@@ -223,7 +223,7 @@ fn is_serving(state: &str) -> bool {
 
 /// One source's apps as `merge` takes them.
 pub struct SourceApps<'a> {
-    pub apps: &'a [RawApp],
+    pub apps: &'a [std::sync::Arc<RawApp>],
     /// What the source found wrong while decoding them.
     pub problems: &'a [AppProblem],
     /// Which of them to serve.
@@ -250,7 +250,7 @@ pub fn merge<'a>(sources: impl IntoIterator<Item = SourceApps<'a>>) -> Catalog {
 /// Builds the catalog from every source's apps. Apps whose group is not selected are left
 /// out silently (that is what groups are for); apps with bad labels are left out with a
 /// problem naming the label. Not strict: see `build_selected`.
-pub fn build(apps: &[RawApp], groups: &Groups) -> Catalog {
+pub fn build<A: std::borrow::Borrow<RawApp>>(apps: &[A], groups: &Groups) -> Catalog {
     build_selected(
         apps,
         &Selection {
@@ -261,20 +261,36 @@ pub fn build(apps: &[RawApp], groups: &Groups) -> Catalog {
 }
 
 /// `build` with the whole selection, strict mode included.
-pub fn build_selected(apps: &[RawApp], selection: &Selection) -> Catalog {
+pub fn build_selected<A: std::borrow::Borrow<RawApp>>(
+    apps: &[A],
+    selection: &Selection,
+) -> Catalog {
     let mut catalog = Catalog::default();
-    let mut sorted: Vec<&RawApp> = apps.iter().collect();
+    let mut sorted: Vec<&RawApp> = apps.iter().map(|a| a.borrow()).collect();
     sorted.sort_by(|a, b| a.id.cmp(&b.id));
     for app in sorted {
-        match app_services(app, selection, &mut catalog.problems) {
-            Ok(services) => catalog.services.extend(services),
-            Err(message) => catalog.problems.push(AppProblem {
-                app_id: app.id.clone(),
-                message,
-            }),
-        }
+        add_app(&mut catalog, app, selection);
     }
     catalog
+}
+
+/// The catalog of one app alone: its services and its problems, exactly as `build_selected`
+/// gives them for this app among others (an app's services and problems depend on nothing
+/// but the app and the selection). What `control` rebuilds when only some apps changed.
+pub fn build_app(app: &RawApp, selection: &Selection) -> Catalog {
+    let mut catalog = Catalog::default();
+    add_app(&mut catalog, app, selection);
+    catalog
+}
+
+fn add_app(catalog: &mut Catalog, app: &RawApp, selection: &Selection) {
+    match app_services(app, selection, &mut catalog.problems) {
+        Ok(services) => catalog.services.extend(services),
+        Err(message) => catalog.problems.push(AppProblem {
+            app_id: app.id.clone(),
+            message,
+        }),
+    }
 }
 
 /// The services of one app, or why the whole app is disabled.

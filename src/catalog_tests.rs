@@ -279,6 +279,8 @@ fn merge_applies_each_sources_selection_and_orders_services_across_sources() {
         app_id: "/m/undecodable".into(),
         message: "does not decode".into(),
     };
+    let file_apps = file_apps.map(std::sync::Arc::new);
+    let marathon_apps = marathon_apps.map(std::sync::Arc::new);
     let catalog = merge([
         SourceApps {
             apps: &file_apps,

@@ -5,15 +5,20 @@
 //! the Mesos leader reported, and the apps only Marathon knows) and stores it the same way.
 //! Nothing else writes either. It only orchestrates: every decision is in `catalog`,
 //! `routing` or `dns`.
+//!
+//! When only Marathon apps changed since the stored table was built (same config, catalog
+//! file and ZooKeeper members, and the Marathon snapshot says which apps changed since the
+//! one the table came from), only those apps' catalog entries are rebuilt and the table is
+//! patched (`routing::patch`); anything else, or a patch `routing` refuses, compiles in full.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::catalog::{self, cluster};
+use crate::catalog::{self, cluster, AppProblem, Catalog};
 use crate::config::{Config, DnsConfig, Groups};
 use crate::dns::Zone;
 use crate::dns::{ZoneInput, ZoneOptions};
@@ -67,6 +72,10 @@ pub async fn run(
     // plane reads check flags from the backends themselves) and the zone is rebuilt only if
     // it reads them.
     let mut only_checks = false;
+    // What the stored table was built from, to patch the next one.
+    let mut built: Option<Built> = None;
+    // The Marathon snapshot (origin, generation) the stored zone was compiled from.
+    let mut zone_base: Option<(u64, u64)> = None;
     loop {
         let cfg = inputs.config.borrow_and_update().clone();
         let file = inputs.file.borrow_and_update().clone();
@@ -87,13 +96,22 @@ pub async fn run(
             });
             if let (Some(file), Some(marathon)) = (file, marathon.clone()) {
                 version += 1;
-                let sources = Sources {
-                    file: &file,
-                    marathon: marathon.as_deref(),
-                };
                 let members = inputs.zk_members.borrow_and_update().clone();
-                let routed = crate::zk::with_alias_members(&cfg, &members);
-                tables.send_replace(rebuild(&out, &routed, sources, version));
+                let given = Given {
+                    config: &cfg,
+                    file: &file,
+                    marathon: marathon.as_ref(),
+                    members: &members,
+                };
+                let table = match built.as_mut().and_then(|b| b.patch(&out, &given, version)) {
+                    Some(table) => table,
+                    None => {
+                        let (table, base) = rebuild(&out, &given, version);
+                        built = Some(base);
+                        table
+                    }
+                };
+                tables.send_replace(table);
             }
         }
         match &cfg.dns {
@@ -102,9 +120,18 @@ pub async fn run(
                 let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
                 if let (true, Some(marathon)) = (mesos_ready, marathon) {
                     zone_version += 1;
+                    // Which Marathon apps changed since the last zone: where an incremental
+                    // zone build will start from (`None`: unknown, or no zone yet).
+                    let changes = marathon.as_ref().map(|m| &m.changes);
+                    let marathon_changed = zone_base
+                        .zip(changes)
+                        .and_then(|((origin, generation), c)| c.changed_since(origin, generation))
+                        .map(|ids| ids.into_iter().map(str::to_string).collect());
+                    zone_base = changes.map(|c| (c.origin, c.generation));
                     let input = ZoneSources {
                         mesos: mesos.clone(),
                         marathon,
+                        marathon_changed,
                         checked_down,
                     };
                     let compiled = compile_zone(dns, input, zone_version).await;
@@ -140,83 +167,246 @@ pub struct ZoneSources {
     pub mesos: Option<Arc<MesosSnapshot>>,
     /// `None` without `[marathon]`.
     pub marathon: Option<Arc<Snapshot>>,
+    /// The Marathon app ids that changed since the snapshot the last zone was compiled
+    /// from, when the snapshots tell (`None`: unknown, or no zone yet). The zone is still
+    /// compiled in full; this is where an incremental zone build starts from.
+    pub marathon_changed: Option<Vec<String>>,
     pub checked_down: CheckedDown,
 }
 
-/// The snapshots one rebuild combines.
-#[derive(Clone, Copy)]
-pub struct Sources<'a> {
-    pub file: &'a Snapshot,
-    /// Present when `[marathon]` is configured.
-    pub marathon: Option<&'a Snapshot>,
+/// What one table is built from: the config, the catalog file's snapshot, Marathon's
+/// (`None` without `[marathon]`), and the masters ZooKeeper names for aliases.
+pub struct Given<'a> {
+    pub config: &'a Arc<Config>,
+    pub file: &'a Arc<Snapshot>,
+    pub marathon: Option<&'a Arc<Snapshot>>,
+    pub members: &'a Arc<crate::zk::AliasMembers>,
 }
 
-/// One rebuild: catalog, compile, store, metrics, logs. Returns the stored table.
-pub fn rebuild(
-    out: &Outputs,
-    config: &Config,
-    sources: Sources<'_>,
-    version: u64,
-) -> Arc<RouteTable> {
-    let file = catalog::SourceApps {
-        apps: &sources.file.apps,
-        problems: &sources.file.problems,
-        selection: catalog::Selection {
-            groups: config
-                .catalog
-                .as_ref()
-                .map_or_else(Groups::all, |c| c.groups.clone()),
-            strict: false,
-        },
-    };
-    let marathon = sources
+/// A rebuild's inputs and the parts of its catalog a patch reuses.
+pub struct Built {
+    table: Arc<RouteTable>,
+    config: Arc<Config>,
+    /// The config with ZooKeeper's members filled in: what the table was compiled with.
+    routed: Arc<Config>,
+    file: Arc<Snapshot>,
+    members: Arc<crate::zk::AliasMembers>,
+    /// The Marathon snapshot's `(origin, generation)`.
+    marathon: Option<(u64, u64)>,
+    /// The catalog file's problems (its own, then its build's): the head of the list.
+    file_problems: Vec<AppProblem>,
+    /// The catalog file's app ids: a Marathon app of the same id is never patched alone.
+    file_ids: HashSet<String>,
+    /// Each Marathon app's build problems, by id (the order `catalog` lists them in).
+    app_problems: BTreeMap<String, Vec<AppProblem>>,
+    /// Problems `backend_tls` added: the tail of the list.
+    tls_problems: Vec<AppProblem>,
+}
+
+/// At most this many changed apps are patched; more compile in full.
+const MAX_PATCHED_APPS: usize = 1000;
+
+/// The catalog file's selection under `config`.
+fn file_selection(config: &Config) -> catalog::Selection {
+    catalog::Selection {
+        groups: config
+            .catalog
+            .as_ref()
+            .map_or_else(Groups::all, |c| c.groups.clone()),
+        strict: false,
+    }
+}
+
+/// One full rebuild: catalog, compile, store, metrics, logs. Returns the stored table and
+/// what the next patch starts from.
+pub fn rebuild(out: &Outputs, given: &Given<'_>, version: u64) -> (Arc<RouteTable>, Built) {
+    let routed = crate::zk::with_alias_members(given.config, given.members);
+    let config = &*routed;
+    // Each source's catalog apart (as `catalog::merge` would), so that a patch can tell
+    // whose problems are whose.
+    let file = catalog::build_selected(&given.file.apps, &file_selection(config));
+    let marathon = given
         .marathon
         .zip(config.marathon.as_ref())
-        .map(|(snapshot, marathon)| catalog::SourceApps {
-            apps: &snapshot.apps,
-            problems: &snapshot.problems,
-            selection: catalog::Selection {
-                groups: marathon.groups.clone(),
-                strict: marathon.strict,
-            },
+        .map(|(snapshot, m)| {
+            let selection = catalog::Selection {
+                groups: m.groups.clone(),
+                strict: m.strict,
+            };
+            (
+                snapshot,
+                catalog::build_selected(&snapshot.apps, &selection),
+            )
         });
-    let mut catalog = catalog::merge(std::iter::once(file).chain(marathon));
+    let mut file_problems = given.file.problems.clone();
+    file_problems.extend(file.problems);
+    let mut app_problems: BTreeMap<String, Vec<AppProblem>> = BTreeMap::new();
+    let mut catalog = Catalog {
+        services: file.services,
+        problems: file_problems.clone(),
+    };
+    if let Some((snapshot, built)) = marathon {
+        catalog.problems.extend(snapshot.problems.iter().cloned());
+        catalog.problems.extend(built.problems.iter().cloned());
+        for p in built.problems {
+            app_problems.entry(p.app_id.clone()).or_default().push(p);
+        }
+        catalog.services.extend(built.services);
+    }
+    catalog
+        .services
+        .sort_by(|a, b| (&a.app_id, a.index).cmp(&(&b.app_id, b.index)));
     // The one file read on the way to a table: CA files of `h2` backends.
+    let before_tls = catalog.problems.len();
     let backend_tls = routing::backend_tls::load(&mut catalog);
+    let tls_problems = catalog.problems[before_tls..].to_vec();
     let previous = out.table.current();
     let stats = |route: &str| out.metrics.route_stats(route);
     let mut table = routing::compile(&catalog, config, version, &previous, &stats);
     table.backend_tls = backend_tls;
-    report(&previous, &table);
+    report(&previous, &table, None);
+    out.metrics
+        .route_table_builds
+        .with_label_values(&["full"])
+        .inc();
+    let stored = store(out, table);
+    let base = Built {
+        table: stored.clone(),
+        config: given.config.clone(),
+        routed: routed.clone(),
+        file: given.file.clone(),
+        members: given.members.clone(),
+        marathon: given
+            .marathon
+            .map(|m| (m.changes.origin, m.changes.generation)),
+        file_problems,
+        file_ids: given.file.apps.iter().map(|a| a.id.clone()).collect(),
+        app_problems,
+        tls_problems,
+    };
+    (stored, base)
+}
+
+fn store(out: &Outputs, table: RouteTable) -> Arc<RouteTable> {
     update_metrics(&out.metrics, &table);
     let stored = Arc::new(table);
     out.table.store(stored.clone());
     stored
 }
 
+// === impl Built ===
+
+impl Built {
+    /// Patches the stored table when only Marathon apps changed since it was built, and
+    /// stores it; `None`: a full rebuild is needed.
+    fn patch(&mut self, out: &Outputs, given: &Given<'_>, version: u64) -> Option<Arc<RouteTable>> {
+        let same = Arc::ptr_eq(&self.config, given.config)
+            && Arc::ptr_eq(&self.file, given.file)
+            && Arc::ptr_eq(&self.members, given.members)
+            && Arc::ptr_eq(&self.table, &out.table.current());
+        let (origin, generation) = self.marathon?;
+        let snapshot = given.marathon?;
+        let marathon = self.routed.marathon.as_ref()?;
+        if !same {
+            return None;
+        }
+        let changed = snapshot.changes.changed_since(origin, generation)?;
+        let touched = |id: &&str| {
+            self.file_ids.contains(*id) || self.tls_problems.iter().any(|p| p.app_id == *id)
+        };
+        if changed.len() > MAX_PATCHED_APPS || changed.iter().any(touched) {
+            return None;
+        }
+        let selection = catalog::Selection {
+            groups: marathon.groups.clone(),
+            strict: marathon.strict,
+        };
+        // The changed apps' catalog entries, in catalog order (`changed` is sorted by id,
+        // and so are the snapshot's apps).
+        let mut services = Vec::new();
+        let mut app_problems = self.app_problems.clone();
+        for id in &changed {
+            app_problems.remove(*id);
+            let Ok(i) = snapshot.apps.binary_search_by(|a| a.id.as_str().cmp(id)) else {
+                continue; // removed
+            };
+            let built = catalog::build_app(&snapshot.apps[i], &selection);
+            services.extend(built.services);
+            if !built.problems.is_empty() {
+                app_problems.insert(id.to_string(), built.problems);
+            }
+        }
+        let problems: Vec<AppProblem> = self
+            .file_problems
+            .iter()
+            .chain(&snapshot.problems)
+            .chain(app_problems.values().flatten())
+            .chain(&self.tls_problems)
+            .cloned()
+            .collect();
+        let previous = self.table.clone();
+        let stats = |route: &str| out.metrics.route_stats(route);
+        let table = routing::patch(
+            &previous,
+            &changed,
+            &services,
+            problems,
+            &self.routed,
+            version,
+            &stats,
+        )?;
+        report(&previous, &table, Some(&changed));
+        out.metrics
+            .route_table_builds
+            .with_label_values(&["patch"])
+            .inc();
+        let stored = store(out, table);
+        self.table = stored.clone();
+        self.marathon = Some((origin, snapshot.changes.generation));
+        self.app_problems = app_problems;
+        Some(stored)
+    }
+}
+
 /// Logs what changed: the new table's size, and conflicts and problems not seen before.
-fn report(previous: &RouteTable, table: &RouteTable) {
+/// After a patch (`changed`: the patched apps) only those apps' problems can be new, and
+/// the conflicts are the previous table's.
+fn report(previous: &RouteTable, table: &RouteTable, changed: Option<&BTreeSet<&str>>) {
     let backends: usize = table.routes.iter().map(|r| r.pool.backends().len()).sum();
+    let message = match changed {
+        Some(_) => "route table patched",
+        None => "route table stored",
+    };
     info!(
         version = table.version,
         routes = table.routes.len(),
-        vhosts = table.vhosts().len(),
+        vhosts = table.vhost_count(),
         ports = table.tcp_routes().count(),
         backends,
-        "route table stored"
+        patched = changed.map(|c| c.len()),
+        "{message}"
     );
-    let old: HashSet<String> = previous.conflicts.iter().map(|c| c.to_string()).collect();
-    for c in table
-        .conflicts
-        .iter()
-        .filter(|c| !old.contains(&c.to_string()))
-    {
-        warn!(version = table.version, "conflict: {c}");
+    if changed.is_none() {
+        let old: HashSet<String> = previous.conflicts.iter().map(|c| c.to_string()).collect();
+        for c in table
+            .conflicts
+            .iter()
+            .filter(|c| !old.contains(&c.to_string()))
+        {
+            warn!(version = table.version, "conflict: {c}");
+        }
     }
-    let old: HashSet<String> = previous.problems.iter().map(|p| p.to_string()).collect();
+    let concerned = |p: &&AppProblem| changed.is_none_or(|c| c.contains(p.app_id.as_str()));
+    let old: HashSet<String> = previous
+        .problems
+        .iter()
+        .filter(concerned)
+        .map(|p| p.to_string())
+        .collect();
     for p in table
         .problems
         .iter()
+        .filter(concerned)
         .filter(|p| !old.contains(&p.to_string()))
     {
         warn!(version = table.version, "{p}");
@@ -237,6 +427,7 @@ pub async fn compile_zone(dns: &DnsConfig, input: ZoneSources, serial: u32) -> (
     let ZoneSources {
         mesos,
         marathon,
+        marathon_changed: _,
         checked_down,
     } = input;
     let build = move || {
@@ -290,4 +481,124 @@ fn store_zone(out: &Outputs, (zone, took): (Zone, Duration), serial: u32) {
         took,
     };
     out.zone.store_compiled(Arc::new(zone), info);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::catalog::{RawApp, RawTask};
+    use crate::source::Changes;
+
+    fn outputs() -> Outputs {
+        Outputs {
+            table: RouteTableWriter::new(),
+            zone: ZoneWriter::new(),
+            config: ConfigWriter::new(),
+            metrics: Metrics::new(prometheus::Registry::new()),
+        }
+    }
+
+    fn app(id: &str, port: u16, labels: &[(&str, &str)], tasks: usize) -> Arc<RawApp> {
+        Arc::new(RawApp {
+            id: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ports: vec![port],
+            tasks: (0..tasks)
+                .map(|n| RawTask {
+                    id: format!("{id}.{n}"),
+                    host: "127.0.0.1".into(),
+                    ports: vec![31000 + n as u16],
+                    state: "TASK_RUNNING".into(),
+                    healthy: None,
+                })
+                .collect(),
+            ..RawApp::default()
+        })
+    }
+
+    fn names(t: &RouteTable) -> Vec<(String, Vec<std::net::SocketAddr>)> {
+        t.routes
+            .iter()
+            .map(|r| {
+                let addrs = r.pool.backends().iter().map(|b| b.addr).collect();
+                (r.name.clone(), addrs)
+            })
+            .collect()
+    }
+
+    /// A patch gives the table, problems included, that a full rebuild of the same inputs
+    /// gives; and it is taken only when the inputs allow it.
+    #[test]
+    fn a_patch_equals_a_full_rebuild_problems_included() {
+        let config = Arc::new(
+            Config::parse(
+                "[http]\nlisten = \"127.0.0.1:0\"\n[marathon]\nurls = [\"http://127.0.0.1:1\"]\ngroups = [\"*\"]\n",
+                Path::new("."),
+            )
+            .expect("config"),
+        );
+        let file = Arc::new(Snapshot {
+            apps: vec![app("/file", 10001, &[("HAPROXY_0_BALANCE", "bogus")], 1)],
+            ..Snapshot::default()
+        });
+        let members = Arc::new(crate::zk::AliasMembers::new());
+        let bad = AppProblem {
+            app_id: "/b".into(),
+            message: "decoded badly".into(),
+        };
+        let first = Arc::new(Snapshot {
+            apps: vec![
+                app("/a", 10002, &[("HAPROXY_0_VHOST", "a.test")], 1),
+                app("/b", 10003, &[("HAPROXY_0_BALANCE", "bogus")], 1),
+                app("/c", 10004, &[("HAPROXY_0_VHOST", "c.test")], 2),
+            ],
+            problems: vec![bad.clone()],
+            changes: Changes::first(9),
+        });
+        let given = |marathon| Given {
+            config: &config,
+            file: &file,
+            marathon: Some(marathon),
+            members: &members,
+        };
+        let out = outputs();
+        let (_, mut built) = rebuild(&out, &given(&first), 1);
+
+        // /a gains a task, /b's bad label is fixed, /c is gone.
+        let second = Arc::new(Snapshot {
+            apps: vec![
+                app("/a", 10002, &[("HAPROXY_0_VHOST", "a.test")], 2),
+                app("/b", 10003, &[], 1),
+            ],
+            problems: vec![bad],
+            changes: first
+                .changes
+                .next(Some(vec!["/a".into(), "/b".into(), "/c".into()])),
+        });
+        let patched = built.patch(&out, &given(&second), 2).expect("patched");
+        assert_eq!(patched.version, 2);
+        let (full, _) = rebuild(&outputs(), &given(&second), 2);
+        assert_eq!(names(&patched), names(&full));
+        assert_eq!(patched.problems, full.problems);
+        assert_eq!(patched.vhost_count(), full.vhost_count());
+        assert!(patched.problems.iter().all(|p| p.app_id != "/c"));
+
+        // A changed catalog file, or a snapshot from another run of the source: in full.
+        let third = Arc::new(Snapshot {
+            changes: Changes::first(10),
+            ..(*second).clone()
+        });
+        assert!(built.patch(&out, &given(&third), 3).is_none());
+        let other_file = Arc::new((*file).clone());
+        let other = Given {
+            file: &other_file,
+            ..given(&second)
+        };
+        assert!(built.patch(&out, &other, 3).is_none());
+    }
 }

@@ -290,12 +290,13 @@ pub fn catalog_file(data: &[u8]) {
     let Ok(snapshot) = crate::source::file::parse(text) else {
         return;
     };
-    let written = write_catalog(&snapshot.apps);
+    let apps: Vec<crate::catalog::RawApp> = snapshot.apps.iter().map(|a| (**a).clone()).collect();
+    let written = write_catalog(&apps);
     let again = crate::source::file::parse(&written)
         .unwrap_or_else(|e| panic!("written back, the catalog is refused: {e}\n{written}"));
     assert_eq!(again.problems, [], "written back:\n{written}");
     assert_eq!(again.apps, snapshot.apps, "written back:\n{written}");
-    build_catalog(&snapshot.apps);
+    build_catalog(&apps);
 }
 
 /// Writes apps in the catalog file format, every field explicit.

@@ -56,6 +56,8 @@ pub const UPSTREAM_H2_CONNECTIONS: &str = "drover_upstream_h2_connections_total"
 pub const GRPC_RESPONSES: &str = "drover_grpc_responses_total";
 pub const ZK_CONNECTED: &str = "drover_zk_connected";
 pub const ZK_LEADER_CHANGES: &str = "drover_zk_leader_changes_total";
+/// Route tables stored, by how they were made (issue 17).
+pub const ROUTE_TABLE_BUILDS: &str = "drover_route_table_builds_total";
 /// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
 /// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
 pub const PROCESS_NAMESPACE: &str = "drover";
@@ -118,6 +120,9 @@ pub struct Metrics {
     pub grpc_responses: IntCounterVec,
     pub zk_connected: IntGaugeVec,
     pub zk_leader_changes: IntCounterVec,
+    /// Route tables stored: `kind` = `full` (compiled from the whole catalog) or `patch`
+    /// (only changed Marathon apps rebuilt).
+    pub route_table_builds: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -419,6 +424,11 @@ impl Metrics {
                 ZK_LEADER_CHANGES,
                 "Leader changes seen in ZooKeeper, by election path (to and from none included).",
                 &["path"],
+            ),
+            route_table_builds: counter(
+                ROUTE_TABLE_BUILDS,
+                "Route tables stored, by kind: full (compiled from the whole catalog) or patch (only the changed Marathon apps' routes rebuilt).",
+                &["kind"],
             ),
             registry,
         };

@@ -4,6 +4,7 @@
 //! Marathon knows (`marathon_only_apps`). The DNS zone compiles from these and nothing else:
 //! no pid, port-range or status parsing happens after a source has decoded its answer.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -140,7 +141,10 @@ pub struct MarathonOnlyTask {
 /// The Marathon apps whose running tasks the Mesos state does not list (all of them without
 /// one), each with only those tasks. Tasks whose host is not an IP address are left out, as
 /// the route table leaves them out.
-pub fn marathon_only_apps(apps: &[RawApp], cluster: Option<&Cluster>) -> Vec<MarathonOnlyApp> {
+pub fn marathon_only_apps<A: Borrow<RawApp>>(
+    apps: &[A],
+    cluster: Option<&Cluster>,
+) -> Vec<MarathonOnlyApp> {
     let known: HashSet<&str> = cluster
         .map(|c| {
             c.frameworks
@@ -150,6 +154,7 @@ pub fn marathon_only_apps(apps: &[RawApp], cluster: Option<&Cluster>) -> Vec<Mar
         })
         .unwrap_or_default();
     apps.iter()
+        .map(|app| app.borrow())
         .filter_map(|app| {
             let tasks: Vec<MarathonOnlyTask> = app
                 .tasks

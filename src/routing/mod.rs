@@ -12,8 +12,11 @@
 
 pub mod auth;
 pub mod backend_tls;
+mod patch;
 pub mod pool;
 mod udp;
+
+pub use patch::patch;
 
 pub use udp::UdpSettings;
 
@@ -134,7 +137,7 @@ pub struct Route {
 }
 
 /// A path prefix on a vhost; the empty prefix matches every path.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PathRoute {
     pub prefix: String,
     pub route: Arc<Route>,
@@ -249,6 +252,11 @@ impl RouteTable {
         v
     }
 
+    /// How many vhosts are routed (without sorting them, as `vhosts` does).
+    pub fn vhost_count(&self) -> usize {
+        self.vhosts.len()
+    }
+
     /// Every route by name (for state reuse across builds).
     fn routes_by_name(&self) -> HashMap<&str, &Route> {
         self.routes
@@ -306,11 +314,7 @@ pub fn compile(
     stats: &dyn Fn(&str) -> RouteStats,
 ) -> RouteTable {
     let old_routes = previous.routes_by_name();
-    let eject = (config.ejection.after > 0).then_some(EjectPolicy {
-        after: config.ejection.after,
-        base: config.ejection.base,
-        max: config.ejection.max,
-    });
+    let eject = eject_policy(config);
     let mut conflicts = Vec::new();
     let mut routes = Vec::with_capacity(catalog.services.len() + config.aliases.len());
     let mut tcp = BTreeMap::new();
@@ -340,11 +344,7 @@ pub fn compile(
             .map(|a| alias_route_name(&a.host))
     };
 
-    let listen_addr = |s: &Service| -> Option<SocketAddr> {
-        let tcp = config.tcp.as_ref()?;
-        (s.protocol.tcp() && tcp.ports.contains(s.port))
-            .then(|| SocketAddr::new(s.bind_addr.unwrap_or(tcp.bind), s.port))
-    };
+    let listen_addr = |s: &Service| tcp_listen_addr(s, config);
 
     // Settle port claims first: a refused service has no listener.
     let mut port_claims: BTreeMap<u16, Vec<&Service>> = BTreeMap::new();
@@ -376,26 +376,10 @@ pub fn compile(
     let mut vhost_claims: BTreeMap<VhostKey, Vec<(&Service, Arc<Route>)>> = BTreeMap::new();
     for s in &catalog.services {
         let listen = listen_addr(s).filter(|_| port_holder.get(&s.port) == Some(&&*s.name));
-        let backends = reuse_backends(old_routes.get(s.name.as_str()).copied(), &s.backends);
-        let route = Arc::new(Route {
-            name: s.name.clone(),
-            kind: RouteKind::Service {
-                check: s.check.clone(),
-            },
-            app_id: s.app_id.clone(),
-            index: s.index,
-            mode: s.mode,
-            port: s.port,
-            vhosts: s.vhosts.clone(),
-            path: s.path.clone(),
-            listen,
-            udp_listen: udp::listen_addr(s, config)
-                .filter(|_| udp_holder.get(&s.port) == Some(&&*s.name)),
-            pool: Pool::new(backends, s.balance, eject),
-            stats: stats(&s.name),
-            rules: HttpRules::of(s),
-            log_name: format!("{}:{}", s.app_id, s.port),
-        });
+        let udp_listen =
+            udp::listen_addr(s, config).filter(|_| udp_holder.get(&s.port) == Some(&&*s.name));
+        let old = old_routes.get(s.name.as_str()).copied();
+        let route = service_route(s, (listen, udp_listen), old, eject, stats);
         if listen.is_some() {
             tcp.insert(s.port, route.clone());
         }
@@ -482,6 +466,53 @@ pub fn compile(
         udp_settings: UdpSettings::of(&config.udp),
         backend_tls: backend_tls::BackendTlsSet::default(),
     }
+}
+
+/// The ejection policy `[ejection]` asks for (`None`: off).
+fn eject_policy(config: &Config) -> Option<EjectPolicy> {
+    (config.ejection.after > 0).then_some(EjectPolicy {
+        after: config.ejection.after,
+        base: config.ejection.base,
+        max: config.ejection.max,
+    })
+}
+
+/// The TCP listen address of `s`, if it has a TCP port Drover serves (whether it holds the
+/// port is settled apart).
+fn tcp_listen_addr(s: &Service, config: &Config) -> Option<SocketAddr> {
+    let tcp = config.tcp.as_ref()?;
+    (s.protocol.tcp() && tcp.ports.contains(s.port))
+        .then(|| SocketAddr::new(s.bind_addr.unwrap_or(tcp.bind), s.port))
+}
+
+/// The route of one service, listening on the `(tcp, udp)` addresses it holds; backends
+/// known to `old` keep their state.
+fn service_route(
+    s: &Service,
+    (listen, udp_listen): (Option<SocketAddr>, Option<SocketAddr>),
+    old: Option<&Route>,
+    eject: Option<EjectPolicy>,
+    stats: &dyn Fn(&str) -> RouteStats,
+) -> Arc<Route> {
+    let backends = reuse_backends(old, &s.backends);
+    Arc::new(Route {
+        name: s.name.clone(),
+        kind: RouteKind::Service {
+            check: s.check.clone(),
+        },
+        app_id: s.app_id.clone(),
+        index: s.index,
+        mode: s.mode,
+        port: s.port,
+        vhosts: s.vhosts.clone(),
+        path: s.path.clone(),
+        listen,
+        udp_listen,
+        pool: Pool::new(backends, s.balance, eject),
+        stats: stats(&s.name),
+        rules: HttpRules::of(s),
+        log_name: format!("{}:{}", s.app_id, s.port),
+    })
 }
 
 /// The route of one master alias: every master in its pool, routed to only when proven

@@ -339,7 +339,7 @@ fn without_a_tcp_section_nothing_listens() {
 
 #[test]
 fn http_settings_and_version_come_from_the_inputs() {
-    let catalog = catalog::build(&[], &Groups::all());
+    let catalog = catalog::build::<catalog::RawApp>(&[], &Groups::all());
     let cfg = config("[http]\nheader_timeout = \"3s\"\nmax_header_bytes = 4096\n");
     let t = compile(&catalog, &cfg, 42, &RouteTable::default(), &stats);
     assert_eq!(t.version, 42);

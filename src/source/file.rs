@@ -252,7 +252,7 @@ pub fn parse(text: &str) -> Result<FileSnapshot, CatalogFileError> {
                 healthy: None,
             })
             .collect();
-        snapshot.apps.push(RawApp {
+        snapshot.apps.push(Arc::new(RawApp {
             id: app.id,
             labels: app.labels,
             ports: app.ports.iter().map(|p| p.port).collect(),
@@ -260,7 +260,7 @@ pub fn parse(text: &str) -> Result<FileSnapshot, CatalogFileError> {
             checks,
             protocols,
             ..RawApp::default()
-        });
+        }));
     }
     Ok(snapshot)
 }
@@ -317,7 +317,14 @@ pub async fn load(path: &Path) -> Result<FileSnapshot, CatalogFileError> {
         .await
         .map_err(CatalogFileError::Read)?;
     let mut snapshot = parse(&text)?;
-    super::resolve_hosts(&mut snapshot.apps).await;
+    // Just parsed: every Arc is unique, so this copies nothing.
+    let mut apps: Vec<RawApp> = snapshot
+        .apps
+        .into_iter()
+        .map(Arc::unwrap_or_clone)
+        .collect();
+    super::resolve_hosts(&mut apps).await;
+    snapshot.apps = apps.into_iter().map(Arc::new).collect();
     Ok(snapshot)
 }
 

@@ -22,6 +22,7 @@ mod http_hostile;
 mod instances;
 mod labels;
 mod marathon;
+mod marathon_apps;
 mod mesos;
 mod mesos_stream;
 mod mlb;

@@ -173,12 +173,8 @@ async fn an_empty_snapshot_does_not_empty_the_pools() {
     // Marathon mid-failover: one read answers with no apps at all.
     let reads = fake.apps_queries().len();
     fake.set_apps(marathon::apps_json(&[]));
-    fake.push(marathon::api_post(&marathon::app(
-        "/other",
-        &[],
-        10009,
-        &[],
-    )));
+    // A deployment whose plan names no app: every app is read again.
+    fake.push(marathon::deployment_success("d1"));
     read_after(&fake, reads).await;
     // Then it recovers before the confirming read.
     fake.set_apps(web(&[FakeTask::new(&ta, a.addr)]));
@@ -193,12 +189,7 @@ async fn an_empty_snapshot_does_not_empty_the_pools() {
 
     // A malformed answer keeps the last good apps too.
     fake.set_apps_body_raw(b"{\"apps\": [ {\"id\": ");
-    fake.push(marathon::api_post(&marathon::app(
-        "/other",
-        &[],
-        10009,
-        &[],
-    )));
+    fake.push(marathon::deployment_success("d2"));
     let metrics = drover.server().view().metrics.clone();
     eventually("the refused read", || {
         let n = metrics
@@ -480,8 +471,9 @@ async fn a_killed_task_stays_out_even_if_a_read_still_lists_it() {
     drover.ready().await;
     pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
     subscribed(&fake, 1).await;
-    // Marathon's task list lags its kill event: the snapshot still has the task.
-    let reads = fake.apps_queries().len();
+    // The read that follows the stream's opening is done: later reads are the events'.
+    read_after(&fake, 1).await;
+    // Marathon's task list lags its kill event: the app and the list still have the task.
     fake.push(marathon::status_update(
         "/web",
         &ta,
@@ -490,15 +482,18 @@ async fn a_killed_task_stays_out_even_if_a_read_still_lists_it() {
         a.addr.port(),
     ));
     pool_becomes(&drover, "web_10001", &[b.addr]).await;
-    read_after(&fake, reads).await;
+    // A read of the app alone...
+    let app_reads = fake.app_reads().len();
+    fake.push(marathon::health_status_changed("/web", &tb, true));
+    eventually("a read of /web alone", || {
+        let n = fake.app_reads().len();
+        async move { (n > app_reads).then_some(()) }
+    })
+    .await;
     let version = drover.version();
-    fake.push(marathon::api_post(&marathon::app(
-        "/other",
-        &[],
-        10009,
-        &[],
-    )));
+    // ...and a read of every app (a deployment whose plan names none).
     let reads = fake.apps_queries().len();
+    fake.push(marathon::deployment_success("d1"));
     read_after(&fake, reads).await;
     assert_eq!(
         pool(&drover, "web_10001"),
@@ -567,14 +562,15 @@ async fn a_steady_event_stream_does_not_put_off_the_reads() {
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let reads_before = fake.apps_queries().len();
+    // Each event names /web: it is read alone, debounced per app.
+    let reads_before = fake.app_reads().len();
     fake.set_apps(web(&[
         FakeTask::new(&ta, a.addr),
         FakeTask::new(&tb, b.addr),
     ]));
     let took = pool_becomes(&drover, "web_10001", &[a.addr, b.addr]).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let reads = fake.apps_queries().len() - reads_before;
+    let reads = fake.app_reads().len() - reads_before;
     stop.store(true, Ordering::Relaxed);
     pusher.await.expect("pusher");
     assert!(took < Duration::from_millis(500), "applied after {took:?}");

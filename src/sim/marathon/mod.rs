@@ -1,4 +1,5 @@
-//! A fake Marathon on 127.0.0.1:0: `/v2/apps`, `/v2/events` (SSE), `/v2/leader` and
+//! A fake Marathon on 127.0.0.1:0: `/v2/apps`, `/v2/apps/{id}`, `/v2/events` (SSE),
+//! `/v2/leader` and
 //! `/ping` in the real JSON shapes and with the real leader headers, plus the failure modes
 //! a client must survive (standby, redirect, basic auth, down, stalled or closed streams,
 //! bad bodies). `start_tls` serves the same over https with a CA made at start.
@@ -76,6 +77,10 @@ struct State {
     subscriptions: usize,
     event_filters: Vec<Vec<String>>,
     apps_queries: Vec<String>,
+    /// The id of each `/v2/apps/{id}` request, in order.
+    app_reads: Vec<String>,
+    /// Per-app bodies served verbatim instead of the app from `apps`.
+    app_bodies: std::collections::HashMap<String, Bytes>,
     requests: Vec<String>,
 }
 
@@ -168,6 +173,51 @@ impl FakeMarathon {
             AppsBody::Json(v) => Some(v.clone()),
             AppsBody::Raw(_) => None,
         }
+    }
+
+    /// Replaces the app with `app`'s id in the `/v2/apps` list, or appends it: one app
+    /// changes without rebuilding the whole list.
+    pub fn set_app(&self, app: Value) {
+        let mut st = self.state();
+        let AppsBody::Json(body) = &mut st.apps else {
+            panic!("set_app needs a JSON apps body");
+        };
+        let list = body["apps"].as_array_mut().expect("apps is a list");
+        match list.iter_mut().find(|a| a["id"] == app["id"]) {
+            Some(slot) => *slot = app,
+            None => list.push(app),
+        }
+    }
+
+    /// Removes app `id` from the `/v2/apps` list (its `/v2/apps/{id}` answers 404).
+    pub fn remove_app(&self, id: &str) {
+        let mut st = self.state();
+        if let AppsBody::Json(body) = &mut st.apps {
+            if let Some(list) = body["apps"].as_array_mut() {
+                list.retain(|a| a["id"] != id);
+            }
+        }
+    }
+
+    /// Serves these bytes verbatim on `/v2/apps/{id}` (`None`: the app from the list again).
+    pub fn set_app_body_raw(&self, id: &str, body: Option<&[u8]>) {
+        let mut st = self.state();
+        match body {
+            Some(b) => st
+                .app_bodies
+                .insert(id.to_string(), Bytes::copy_from_slice(b)),
+            None => st.app_bodies.remove(id),
+        };
+    }
+
+    /// How many times the whole list (`/v2/apps`) was read.
+    pub fn full_reads(&self) -> usize {
+        self.state().apps_queries.len()
+    }
+
+    /// The app id of each `/v2/apps/{id}` read, in order.
+    pub fn app_reads(&self) -> Vec<String> {
+        self.state().app_reads.clone()
     }
 
     /// Serves these bytes verbatim on `/v2/apps` (malformed JSON, odd shapes).
@@ -365,7 +415,9 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Response
 
     let query = req.uri().query().unwrap_or("").to_string();
     let path = req.uri().path();
-    let known = matches!(path, "/ping" | "/v2/leader" | "/v2/apps" | "/v2/events");
+    let one_app = path.strip_prefix("/v2/apps/").map(|id| format!("/{id}"));
+    let known =
+        one_app.is_some() || matches!(path, "/ping" | "/v2/leader" | "/v2/apps" | "/v2/events");
     let mut resp = if !known {
         message(StatusCode::NOT_FOUND, "Not found")
     } else if req.method() != Method::GET {
@@ -385,6 +437,9 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Response
     } else if path == "/v2/apps" {
         st.apps_queries.push(query.clone());
         apps(&st.apps, &query)
+    } else if let Some(id) = one_app {
+        st.app_reads.push(id.clone());
+        one_app_response(&st, &id, &query)
     } else {
         let accept = req
             .headers()
@@ -447,6 +502,34 @@ fn apps(body: &AppsBody, query: &str) -> Response<RespBody> {
         .header("content-type", "application/json")
         .body(Full::new(bytes).boxed())
         .expect("response")
+}
+
+/// `/v2/apps/{id}`: `{"app": {...}}` with its tasks when `embed=app.tasks` (or the older
+/// `apps.tasks`) asks for them, 404 with Marathon's message when there is no such app.
+fn one_app_response(st: &State, id: &str, query: &str) -> Response<RespBody> {
+    if let Some(raw) = st.app_bodies.get(id) {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(raw.clone()).boxed())
+            .expect("response");
+    }
+    let found = match &st.apps {
+        AppsBody::Json(v) => v["apps"]
+            .as_array()
+            .and_then(|list| list.iter().find(|a| a["id"] == id)),
+        AppsBody::Raw(_) => None,
+    };
+    let Some(app) = found else {
+        return message(StatusCode::NOT_FOUND, &format!("App '{id}' does not exist"));
+    };
+    let mut app = app.clone();
+    let tasks = query_values(query, "embed").any(|e| e == "app.tasks" || e == "apps.tasks");
+    if !tasks {
+        if let Some(obj) = app.as_object_mut() {
+            obj.remove("tasks");
+        }
+    }
+    json_response(StatusCode::OK, &json!({ "app": app }))
 }
 
 fn events(st: &mut State, peer: SocketAddr, query: &str, accept: &str) -> Response<RespBody> {

@@ -9,7 +9,9 @@
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
-pub use super::convert::{to_raw_apps, ConvertOptions, HealthMemory};
+pub use super::convert::{
+    convert_all, to_raw_app, to_raw_apps, Conversion, ConvertOptions, HealthMemory, OneApp,
+};
 
 // === Marathon JSON ===
 
@@ -268,6 +270,11 @@ where
         .collect())
 }
 
+#[derive(Deserialize)]
+struct AppResponse {
+    app: MarathonApp,
+}
+
 /// A `/v2/apps` body that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Marathon apps response does not decode: {message}")]
@@ -282,6 +289,17 @@ pub struct DecodeError {
 pub fn decode(body: &[u8]) -> Result<Vec<MarathonApp>, DecodeError> {
     serde_json::from_slice::<AppsResponse>(body)
         .map(|r| r.apps)
+        .map_err(|e| DecodeError {
+            message: e.to_string(),
+            line: e.line(),
+            column: e.column(),
+        })
+}
+
+/// Decodes a `/v2/apps/{id}` response body (`{"app": {...}}`).
+pub fn decode_app(body: &[u8]) -> Result<MarathonApp, DecodeError> {
+    serde_json::from_slice::<AppResponse>(body)
+        .map(|r| r.app)
         .map_err(|e| DecodeError {
             message: e.to_string(),
             line: e.line(),

@@ -209,6 +209,28 @@ impl Client {
                 "application/json",
             )
             .await?;
+        self.read_whole(answer).await
+    }
+
+    /// Reads one app with its tasks (`/v2/apps/{id}?embed=app.tasks&embed=app.readiness`,
+    /// answered `{"app": {...}}`). `Ok(None)`: Marathon says the app does not exist (404).
+    pub async fn app(&mut self, id: &str) -> Result<Option<(String, Bytes)>, FetchError> {
+        let path = format!(
+            "/v2/apps/{}?embed=app.tasks&embed=app.readiness",
+            app_path(id)
+        );
+        let answer = match self.get_any(&path, "application/json").await {
+            Ok(answer) => answer,
+            Err(FetchError::Status {
+                status: StatusCode::NOT_FOUND,
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.read_whole(answer).await.map(Some)
+    }
+
+    async fn read_whole(&self, answer: Answer) -> Result<(String, Bytes), FetchError> {
         let url = answer.url.clone();
         let body = tokio::time::timeout(
             self.timeout,
@@ -255,6 +277,14 @@ impl Client {
                         ..
                     },
                 ) => return Err(e),
+                // One app's 404 is the cluster's answer (the app is gone), not this
+                // instance's failure.
+                Err(
+                    e @ FetchError::Status {
+                        status: StatusCode::NOT_FOUND,
+                        ..
+                    },
+                ) if path.starts_with("/v2/apps/") => return Err(e),
                 Err(e) => {
                     debug!(error = %e, "Marathon instance failed; trying the next");
                     errors.push(e.to_string());
@@ -352,6 +382,20 @@ impl Client {
             .await
             .map_err(|source| FetchError::Get { url: url(), source })
     }
+}
+
+/// An app id as a request path (`/shop/web` -> `shop/web`): Marathon's ids need no
+/// escaping, anything else in an event's id is percent-encoded rather than trusted.
+fn app_path(id: &str) -> String {
+    let mut path = String::with_capacity(id.len());
+    for b in id.trim_start_matches('/').bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'/') {
+            path.push(b as char);
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    path
 }
 
 fn check_status(url: &str, response: Response<Incoming>) -> Result<Response<Incoming>, FetchError> {
@@ -486,6 +530,12 @@ mod tests {
         )
         .unwrap();
         assert!(client.tls.is_none());
+    }
+
+    #[test]
+    fn app_ids_become_request_paths() {
+        assert_eq!(app_path("/shop/web-1.v2"), "shop/web-1.v2");
+        assert_eq!(app_path("/a b?c"), "a%20b%3Fc");
     }
 
     #[test]

@@ -132,7 +132,27 @@ pub fn to_raw_apps(
     memory: &mut HealthMemory,
     opts: &ConvertOptions,
 ) -> (Vec<RawApp>, Vec<AppProblem>) {
+    let all = convert_all(apps, memory, opts);
+    (all.apps, all.problems)
+}
+
+/// A whole snapshot converted, with what a later per-app re-read needs to know.
+pub struct Conversion {
+    pub apps: Vec<RawApp>,
+    pub problems: Vec<AppProblem>,
+    /// Marathon app ids whose conversion depends on other apps (a blue/green deployment
+    /// group, or auto-assigned service ports): they cannot be re-read alone.
+    pub linked: HashSet<String>,
+}
+
+/// `to_raw_apps`, also naming the apps that cannot be re-read alone.
+pub fn convert_all(
+    apps: &[MarathonApp],
+    memory: &mut HealthMemory,
+    opts: &ConvertOptions,
+) -> Conversion {
     let mut problems = Vec::new();
+    let mut linked = HashSet::new();
     let mut assigner = PortAssigner::new(opts);
     memory.start_conversion();
     let mut converted = Vec::with_capacity(apps.len());
@@ -140,7 +160,12 @@ pub fn to_raw_apps(
         if let Some(p) = template_label_warning(app) {
             problems.push(p);
         }
-        match convert_app(app, memory, opts, &mut assigner) {
+        let assigned = assigner.used.len();
+        let result = convert_app(app, memory, opts, &mut assigner);
+        if assigner.used.len() != assigned || app.labels.contains_key(DEPLOYMENT_GROUP) {
+            linked.insert(app.id.clone());
+        }
+        match result {
             Ok(c) => converted.push(c),
             Err(e) => problems.push(AppProblem {
                 app_id: app.id.clone(),
@@ -148,7 +173,49 @@ pub fn to_raw_apps(
             }),
         }
     }
-    (merge_deployment_groups(converted), problems)
+    Conversion {
+        apps: merge_deployment_groups(converted),
+        problems,
+        linked,
+    }
+}
+
+/// One app converted on its own, from a per-app re-read.
+#[derive(Debug)]
+pub enum OneApp {
+    /// The app as a whole snapshot would give it (`None`: left out) with its problems.
+    Alone {
+        app: Option<RawApp>,
+        problems: Vec<AppProblem>,
+    },
+    /// Its conversion depends on other apps (a deployment group, or auto-assigned service
+    /// ports): only a whole snapshot converts it right.
+    Linked,
+}
+
+/// Converts one app alone. Health verdicts are read and recorded as in `to_raw_apps`, but
+/// no other task's verdict ages.
+pub fn to_raw_app(app: &MarathonApp, memory: &mut HealthMemory, opts: &ConvertOptions) -> OneApp {
+    if app.labels.contains_key(DEPLOYMENT_GROUP) {
+        return OneApp::Linked;
+    }
+    let mut problems: Vec<AppProblem> = template_label_warning(app).into_iter().collect();
+    let mut assigner = PortAssigner::new(opts);
+    let result = convert_app(app, memory, opts, &mut assigner);
+    if !assigner.used.is_empty() {
+        return OneApp::Linked;
+    }
+    let app = match result {
+        Ok(c) => Some(c.raw),
+        Err(e) => {
+            problems.push(AppProblem {
+                app_id: app.id.clone(),
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    OneApp::Alone { app, problems }
 }
 
 /// What DNS's `healthy_only` reads of a task's health: with health checks and results,

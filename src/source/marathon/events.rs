@@ -402,11 +402,16 @@ pub enum Event {
     DeploymentSuccess {
         /// `id`: the deployment id.
         id: String,
+        /// The apps its plan's steps act on (`plan.steps[].actions[].app`); empty when the
+        /// event carries no plan.
+        apps: Vec<String>,
     },
     /// `deployment_failed`.
     DeploymentFailed {
         /// `id`: the deployment id.
         id: String,
+        /// As in `DeploymentSuccess`.
+        apps: Vec<String>,
     },
     /// `event_stream_attached`: a subscriber connected.
     Attached {
@@ -449,8 +454,10 @@ pub enum EventError {
 pub enum Effect {
     /// Nothing.
     Ignore,
-    /// Re-read the apps (debounced by the caller).
+    /// Re-read every app (debounced by the caller).
     Refetch,
+    /// Re-read these apps alone (debounced per app by the caller).
+    RefetchApps(Vec<String>),
     /// Take this task out of its pools now, then re-read.
     KillTask { app_id: String, task_id: String },
 }
@@ -563,9 +570,11 @@ pub fn decode(frame: &SseFrame) -> Result<Event, EventError> {
         },
         DEPLOYMENT_SUCCESS => Event::DeploymentSuccess {
             id: f.string("id")?,
+            apps: plan_apps(&map),
         },
         DEPLOYMENT_FAILED => Event::DeploymentFailed {
             id: f.string("id")?,
+            apps: plan_apps(&map),
         },
         STREAM_ATTACHED => Event::Attached {
             remote_address: f.remote_address()?,
@@ -576,15 +585,53 @@ pub fn decode(frame: &SseFrame) -> Result<Event, EventError> {
     })
 }
 
+/// A deployment acting on more apps than this is re-read whole: one big read is cheaper
+/// than hundreds of small ones.
+pub const MAX_PLAN_APPS: usize = 50;
+
+/// The apps a deployment event's plan acts on, each once, in plan order: the app of each
+/// action of each step (`plan.steps[].actions[].app`, Marathon's shape, which
+/// `plan-format=light` keeps), or of each step itself (`plan.steps[].app`, the shape of
+/// Marathon's older event docs). Empty without a plan, or when an action names no app (a
+/// pod): the caller then re-reads everything.
+fn plan_apps(map: &Map<String, Value>) -> Vec<String> {
+    let Some(steps) = map
+        .get("plan")
+        .and_then(|p| p.get("steps"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    let mut apps: Vec<String> = Vec::new();
+    for step in steps {
+        let actions = match step.get("actions").and_then(Value::as_array) {
+            Some(actions) => actions.iter().collect(),
+            None => vec![step],
+        };
+        for action in actions {
+            let Some(app) = action.get("app").and_then(Value::as_str) else {
+                return Vec::new();
+            };
+            if !apps.iter().any(|a| a == app) {
+                apps.push(app.to_string());
+            }
+        }
+    }
+    apps
+}
+
 /// What Drover does about an event.
 ///
 /// marathon-lb re-reads on `api_post_event`, `status_update_event` and
 /// `health_status_changed_event`; Drover also on instance changes, app removal and the end of
-/// a deployment (whose readiness decides which tasks serve). A `status_update_event` in a
-/// `KILL_STATUSES` state is a `KillTask`: the caller drops the task at once and re-reads too.
+/// a deployment (whose readiness decides which tasks serve). Every event that names its app
+/// re-reads that app alone (`RefetchApps`); a deployment whose plan names no app, or more
+/// than `MAX_PLAN_APPS`, re-reads everything. A `status_update_event` in a `KILL_STATUSES`
+/// state is a `KillTask`: the caller drops the task at once (the event says all there is).
 /// `event_stream_attached`/`detached` are ignored: with the `event_type` filter Marathon does not
 /// send them, and the caller re-reads on every (re)connect anyway.
 pub fn effect(event: &Event) -> Effect {
+    let one = |id: &String| Effect::RefetchApps(vec![id.clone()]);
     match event {
         Event::StatusUpdate {
             app_id,
@@ -595,14 +642,19 @@ pub fn effect(event: &Event) -> Effect {
             app_id: app_id.clone(),
             task_id: task_id.clone(),
         },
-        Event::StatusUpdate { .. }
-        | Event::HealthStatusChanged { .. }
-        | Event::InstanceChanged { .. }
-        | Event::InstanceHealthChanged { .. }
-        | Event::ApiPost { .. }
-        | Event::AppTerminated { .. }
-        | Event::DeploymentSuccess { .. }
-        | Event::DeploymentFailed { .. } => Effect::Refetch,
+        Event::StatusUpdate { app_id, .. }
+        | Event::HealthStatusChanged { app_id, .. }
+        | Event::ApiPost { app_id }
+        | Event::AppTerminated { app_id } => one(app_id),
+        Event::InstanceChanged { run_spec_id, .. }
+        | Event::InstanceHealthChanged { run_spec_id, .. } => one(run_spec_id),
+        Event::DeploymentSuccess { apps, .. } | Event::DeploymentFailed { apps, .. } => {
+            if apps.is_empty() || apps.len() > MAX_PLAN_APPS {
+                Effect::Refetch
+            } else {
+                Effect::RefetchApps(apps.clone())
+            }
+        }
         Event::Attached { .. } | Event::Detached { .. } | Event::Other(_) => Effect::Ignore,
     }
 }

@@ -97,25 +97,29 @@ fn crlf_fixture_effects_frame_by_frame() {
         app_id: "/web".into(),
         task_id: "web.instance-0a000001-0000-0000-0000-000000000003._app.1".into(),
     };
+    let web = || Effect::RefetchApps(vec!["/web".into()]);
     let expected = [
         ("event_stream_attached", Effect::Ignore),
-        ("api_post_event", Effect::Refetch),
+        ("api_post_event", web()),
         ("group_change_success", Effect::Ignore),
         ("deployment_info", Effect::Ignore),
-        ("status_update_event", Effect::Refetch), // TASK_STAGING
-        ("instance_changed_event", Effect::Refetch),
-        ("status_update_event", Effect::Refetch), // TASK_RUNNING
-        ("instance_changed_event", Effect::Refetch),
-        ("health_status_changed_event", Effect::Refetch), // alive
-        ("instance_health_changed_event", Effect::Refetch),
+        ("status_update_event", web()), // TASK_STAGING
+        ("instance_changed_event", web()),
+        ("status_update_event", web()), // TASK_RUNNING
+        ("instance_changed_event", web()),
+        ("health_status_changed_event", web()), // alive
+        ("instance_health_changed_event", web()),
         ("deployment_step_success", Effect::Ignore),
-        ("deployment_success", Effect::Refetch),
+        ("deployment_success", web()), // its plan acts on /web
         ("failed_health_check_event", Effect::Ignore),
-        ("health_status_changed_event", Effect::Refetch), // not alive
+        ("health_status_changed_event", web()), // not alive
         ("unhealthy_instance_kill_event", Effect::Ignore),
         ("status_update_event", killed.clone()), // TASK_KILLING
         ("status_update_event", killed),         // TASK_KILLED
-        ("app_terminated_event", Effect::Refetch),
+        (
+            "app_terminated_event",
+            Effect::RefetchApps(vec!["/old-app".into()]),
+        ),
         ("pod_created_event", Effect::Ignore),
     ];
     let got: Vec<(String, Effect)> = frames(&fixture(STREAM))
@@ -130,7 +134,10 @@ fn crlf_fixture_effects_frame_by_frame() {
         .map(|(ty, eff)| (ty.to_owned(), eff))
         .collect();
     assert_eq!(got, expected);
-    let refetches = got.iter().filter(|(_, e)| *e == Effect::Refetch).count();
+    let refetches = got
+        .iter()
+        .filter(|(_, e)| matches!(e, Effect::RefetchApps(_)))
+        .count();
     assert_eq!(refetches, 10);
 }
 
@@ -179,7 +186,10 @@ fn docs_example_stream_parses() {
             task_id: "foo.0664256e-6771-11e5-94e1-be5b2935a987".into(),
         }
     );
-    assert_eq!(effect(&events[2]), Effect::Refetch);
+    assert_eq!(
+        effect(&events[2]),
+        Effect::RefetchApps(vec!["/test-app".into()])
+    );
 }
 
 // === every documented event body ===
@@ -218,13 +228,17 @@ fn every_event_fixture_decodes_to_its_variant() {
         );
         let ev = decode(&frames[0]).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(ev.event_type(), ty, "{name}");
+        let app = |id: &str| Effect::RefetchApps(vec![id.into()]);
         let (variant, eff) = match &ev {
-            Event::StatusUpdate { .. } => ("StatusUpdate", Effect::Refetch),
-            Event::HealthStatusChanged { .. } => ("HealthStatusChanged", Effect::Refetch),
-            Event::InstanceChanged { .. } => ("InstanceChanged", Effect::Refetch),
-            Event::InstanceHealthChanged { .. } => ("InstanceHealthChanged", Effect::Refetch),
-            Event::ApiPost { .. } => ("ApiPost", Effect::Refetch),
-            Event::AppTerminated { .. } => ("AppTerminated", Effect::Refetch),
+            Event::StatusUpdate { app_id, .. } => ("StatusUpdate", app(app_id)),
+            Event::HealthStatusChanged { app_id, .. } => ("HealthStatusChanged", app(app_id)),
+            Event::InstanceChanged { run_spec_id, .. } => ("InstanceChanged", app(run_spec_id)),
+            Event::InstanceHealthChanged { run_spec_id, .. } => {
+                ("InstanceHealthChanged", app(run_spec_id))
+            }
+            Event::ApiPost { app_id } => ("ApiPost", app(app_id)),
+            Event::AppTerminated { app_id } => ("AppTerminated", app(app_id)),
+            // The documented bodies carry no plan: every app is read again.
             Event::DeploymentSuccess { .. } => ("DeploymentSuccess", Effect::Refetch),
             Event::DeploymentFailed { .. } => ("DeploymentFailed", Effect::Refetch),
             Event::Attached { .. } => ("Attached", Effect::Ignore),
@@ -309,9 +323,15 @@ fn event_fixture_fields() {
     let id = "867ed450-f6a8-4d33-9b0e-e11c5513990b".to_owned();
     assert_eq!(
         read("deployment_success"),
-        Event::DeploymentSuccess { id: id.clone() }
+        Event::DeploymentSuccess {
+            id: id.clone(),
+            apps: vec![]
+        }
     );
-    assert_eq!(read("deployment_failed"), Event::DeploymentFailed { id });
+    assert_eq!(
+        read("deployment_failed"),
+        Event::DeploymentFailed { id, apps: vec![] }
+    );
     assert_eq!(
         read("event_stream_detached"),
         Event::Detached {
@@ -359,8 +379,45 @@ fn kill_statuses_give_kill_task_and_others_refetch() {
         "TASK_UNKNOWN",
         "TASK_SOMETHING_NEW",
     ] {
-        assert_eq!(update(status), Effect::Refetch, "{status}");
+        assert_eq!(
+            update(status),
+            Effect::RefetchApps(vec!["/a".into()]),
+            "{status}"
+        );
     }
+}
+
+#[test]
+fn deployment_plans_name_the_apps_to_read_again() {
+    let effect_of = |plan: &str| {
+        let json = format!(r#"{{"eventType":"deployment_success","id":"d1","plan":{plan}}}"#);
+        effect(&decode(&frame(None, &json)).unwrap())
+    };
+    // Marathon's shape (steps of actions), each app once.
+    assert_eq!(
+        effect_of(
+            r#"{"id":"d1","steps":[{"actions":[{"action":"StartApplication","app":"/a"},{"action":"ScaleApplication","app":"/b"}]},{"actions":[{"action":"ScaleApplication","app":"/a"}]}]}"#
+        ),
+        Effect::RefetchApps(vec!["/a".into(), "/b".into()])
+    );
+    // The older docs' shape (one app per step).
+    assert_eq!(
+        effect_of(r#"{"id":"d1","steps":[{"action":"ScaleApplication","app":"/c"}]}"#),
+        Effect::RefetchApps(vec!["/c".into()])
+    );
+    // A pod, an empty plan, or too many apps: read everything.
+    assert_eq!(
+        effect_of(r#"{"steps":[{"actions":[{"action":"StartPod","pod":"/p"}]}]}"#),
+        Effect::Refetch
+    );
+    assert_eq!(effect_of(r#"{"steps":[]}"#), Effect::Refetch);
+    let many: Vec<String> = (0..=MAX_PLAN_APPS)
+        .map(|i| format!(r#"{{"actions":[{{"app":"/a{i}"}}]}}"#))
+        .collect();
+    assert_eq!(
+        effect_of(&format!(r#"{{"steps":[{}]}}"#, many.join(","))),
+        Effect::Refetch
+    );
 }
 
 #[test]

@@ -1,7 +1,14 @@
-//! Keeping Drover's view of Marathon current: a full snapshot at start, on every event that
-//! may change routes (coalesced over `DEBOUNCE`), after a stream reconnect, on a re-read
-//! request (SIGHUP, `/_mlb_signal/hup`), and every `resync`; kill events remove their task
-//! at once, before the re-read.
+//! Keeping Drover's view of Marathon current: a full snapshot at start, after a stream
+//! reconnect, on a re-read request (SIGHUP, `/_mlb_signal/hup`), on an event that names no
+//! app, and every `resync`. An event that names its app re-reads that app alone
+//! (`/v2/apps/{id}`), coalesced per app over `DEBOUNCE`; a 404 removes the app. Kill events
+//! remove their task at once, without a read. An app whose conversion depends on others (a
+//! deployment group, auto-assigned service ports) is always read with all the others, and
+//! a per-app read that fails, does not decode or looks implausible is followed by a full
+//! read.
+//!
+//! Each published snapshot shares every unchanged app (`Arc`) with the one before and says
+//! which apps changed (`Changes`), so `control` can patch its table instead of rebuilding.
 //!
 //! Nothing read here can empty a pool by mistake: a failed or undecodable read keeps the last
 //! good apps, and a snapshot that is empty, or drops more than half of any app's tasks
@@ -16,16 +23,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::apps::{self, ConvertOptions, HealthMemory};
+use super::apps::{self, ConvertOptions, HealthMemory, OneApp};
 use super::client::{Client, SetupError};
 use super::events::{self, Effect, SseParser};
-use crate::catalog::RawApp;
+use crate::catalog::{AppProblem, RawApp};
 use crate::config::{Config, MarathonConfig};
 use crate::handles::SourceStatus;
 use crate::logfmt;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::source::Snapshot;
+use crate::source::{Changes, Snapshot};
 
 /// The label value of `source` in discovery metrics.
 pub const SOURCE: &str = "marathon";
@@ -97,8 +104,16 @@ async fn wait_for_change(
 /// What the sync loop remembers between reads; it starts empty.
 #[derive(Default)]
 struct State {
-    /// The apps last published.
-    published: Option<Vec<RawApp>>,
+    /// The snapshot last published; its apps are sorted by id.
+    published: Option<Arc<Snapshot>>,
+    /// This run's `Changes::origin`.
+    origin: u64,
+    /// Marathon app ids that cannot be read alone (from the last full read).
+    linked: HashSet<String>,
+    /// Apps to read alone, with when each read may start.
+    pending_apps: BTreeMap<String, Instant>,
+    /// When each app was last read alone, for the per-app debounce.
+    app_reads: HashMap<String, Instant>,
     /// A snapshot held back as implausible, waiting for a confirming read.
     held: bool,
     /// Tasks removed by kill events since the last publish: a re-read without them is
@@ -120,6 +135,31 @@ impl State {
     fn read_slot(&self) -> Instant {
         let now = Instant::now();
         self.last_read.map_or(now, |last| now.max(last + DEBOUNCE))
+    }
+
+    /// Queues a read of app `id` alone: at once for an isolated event, else one `DEBOUNCE`
+    /// after that app's previous read; an app already queued keeps its slot.
+    fn queue_app(&mut self, id: String) {
+        let now = Instant::now();
+        if self.app_reads.len() > 1024 {
+            self.app_reads
+                .retain(|_, at| now.duration_since(*at) < DEBOUNCE);
+        }
+        let slot = self
+            .app_reads
+            .get(&id)
+            .map_or(now, |last| now.max(*last + DEBOUNCE));
+        self.pending_apps.entry(id).or_insert(slot);
+    }
+
+    /// The earliest queued per-app read.
+    fn next_app_read(&self) -> Option<Instant> {
+        self.pending_apps.values().min().copied()
+    }
+
+    /// The apps of the last published snapshot (none before the first).
+    fn apps(&self) -> &[Arc<RawApp>] {
+        self.published.as_deref().map_or(&[], |s| &s.apps[..])
     }
 }
 
@@ -161,7 +201,10 @@ async fn follow(
         min_ip_per_task_port: cfg.ip_per_task_ports.first,
         max_ip_per_task_port: cfg.ip_per_task_ports.last,
     };
-    let mut state = State::default();
+    let mut state = State {
+        origin: crate::source::new_origin(),
+        ..State::default()
+    };
     let mut next_read = Some(Instant::now());
     let mut resync_at = Instant::now() + cfg.resync;
     loop {
@@ -171,10 +214,41 @@ async fn follow(
                 None => std::future::pending().await,
             }
         };
+        let app_read_due = async {
+            match state.next_app_read() {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = read_due => {
                 state.last_read = Some(Instant::now());
+                // The whole list answers every app queued so far.
+                state.pending_apps.clear();
                 next_read = read_once(&mut client, &mut state, &options, tx, metrics, status).await;
+            }
+            _ = app_read_due => {
+                let now = Instant::now();
+                let due: Vec<String> = state
+                    .pending_apps
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in due {
+                    state.pending_apps.remove(&id);
+                    // A full read is coming anyway (a failure's backoff, a hold): it
+                    // answers for this app too.
+                    if next_read.is_some() {
+                        continue;
+                    }
+                    state.app_reads.insert(id.clone(), now);
+                    let read = AppRead { client: &mut client, options: &options, tx, metrics, status };
+                    if let Err(why) = read_app(read, &mut state, &id).await {
+                        debug!(app = %id, "reading every app instead: {why}");
+                        next_read = Some(state.read_slot());
+                    }
+                }
             }
             _ = tokio::time::sleep_until(resync_at) => {
                 resync_at = Instant::now() + cfg.resync;
@@ -199,9 +273,19 @@ async fn follow(
                 Some(Effect::Refetch) => {
                     next_read.get_or_insert(state.read_slot());
                 }
+                Some(Effect::RefetchApps(ids)) => {
+                    for id in ids {
+                        if state.linked.contains(&id) {
+                            next_read.get_or_insert(state.read_slot());
+                        } else {
+                            state.queue_app(id);
+                        }
+                    }
+                }
                 Some(Effect::KillTask { app_id, task_id }) => {
+                    // The event says all there is: no read follows (later events of the
+                    // app, and the resync, still do).
                     kill(&mut state, &app_id, &task_id, tx);
-                    next_read.get_or_insert(state.read_slot());
                 }
             }
         }
@@ -238,7 +322,12 @@ async fn read_once(
     state.failures = 0;
     status.ok();
     metrics.discovery_ok(SOURCE);
-    let (mut raw, problems) = apps::to_raw_apps(&decoded, &mut state.health, options);
+    let apps::Conversion {
+        apps: mut raw,
+        problems,
+        linked,
+    } = apps::convert_all(&decoded, &mut state.health, options);
+    drop(decoded);
     crate::source::resolve_hosts(&mut raw).await;
     let now = Instant::now();
     state
@@ -250,7 +339,7 @@ async fn read_once(
         }
     }
     if let Some(old) = &state.published {
-        if let Err(why) = plausible(old, &raw, &state.killed) {
+        if let Err(why) = plausible(&old.apps, &raw, &state.killed) {
             if !state.held {
                 state.held = true;
                 warn!("holding a Marathon snapshot back until the next read confirms it: {why}");
@@ -261,53 +350,214 @@ async fn read_once(
     }
     state.held = false;
     state.killed.clear();
-    publish(state, raw, problems, tx);
+    state.linked = linked;
+    raw.sort_by(|a, b| a.id.cmp(&b.id));
+    let (apps, changed) = share_unchanged(state.apps(), raw);
+    publish(state, apps, problems, Some(changed), tx);
     None
 }
 
-fn publish(
-    state: &mut State,
-    apps: Vec<RawApp>,
-    problems: Vec<crate::catalog::AppProblem>,
-    tx: &watch::Sender<Option<Arc<Snapshot>>>,
-) {
-    let snapshot = Snapshot {
-        apps: apps.clone(),
-        problems,
-    };
-    state.published = Some(apps);
-    if tx.borrow().as_deref() != Some(&snapshot) {
-        debug!(apps = snapshot.apps.len(), "Marathon snapshot applied");
-        tx.send_replace(Some(Arc::new(snapshot)));
+/// `new` (sorted by id) as shared apps: each app equal to its old version keeps the old
+/// `Arc` (the previous snapshot's memory), and the ids that differ either way are listed.
+fn share_unchanged(old: &[Arc<RawApp>], new: Vec<RawApp>) -> (Vec<Arc<RawApp>>, Vec<String>) {
+    let mut changed = Vec::new();
+    let mut apps = Vec::with_capacity(new.len());
+    let mut old_iter = old.iter().peekable();
+    for app in new {
+        while let Some(gone) = old_iter.next_if(|o| o.id < app.id) {
+            changed.push(gone.id.clone());
+        }
+        match old_iter.next_if(|o| o.id == app.id) {
+            Some(o) if **o == app => apps.push(o.clone()),
+            _ => {
+                changed.push(app.id.clone());
+                apps.push(Arc::new(app));
+            }
+        }
     }
+    changed.extend(old_iter.map(|gone| gone.id.clone()));
+    (apps, changed)
 }
 
-/// A kill event: the task leaves its pool now, before the re-read.
+/// Publishes `apps` (sorted by id) unless nothing changed. `changed`: the app ids that
+/// differ from the last published snapshot (`None`: unknown).
+fn publish(
+    state: &mut State,
+    apps: Vec<Arc<RawApp>>,
+    problems: Vec<AppProblem>,
+    changed: Option<Vec<String>>,
+    tx: &watch::Sender<Option<Arc<Snapshot>>>,
+) {
+    let changes = match &state.published {
+        None => Changes::first(state.origin),
+        Some(old) => {
+            let same = changed.as_ref().is_some_and(Vec::is_empty) && old.problems == problems;
+            if same {
+                return;
+            }
+            old.changes.next(changed)
+        }
+    };
+    let snapshot = Arc::new(Snapshot {
+        apps,
+        problems,
+        changes,
+    });
+    debug!(
+        apps = snapshot.apps.len(),
+        generation = snapshot.changes.generation,
+        "Marathon snapshot applied"
+    );
+    state.published = Some(snapshot.clone());
+    tx.send_replace(Some(snapshot));
+}
+
+/// What a per-app read uses besides the loop's state.
+struct AppRead<'a> {
+    client: &'a mut Client,
+    options: &'a ConvertOptions,
+    tx: &'a watch::Sender<Option<Arc<Snapshot>>>,
+    metrics: &'a Metrics,
+    status: &'a SourceStatus,
+}
+
+/// Reads app `id` alone and publishes the change. `Err(why)`: the read could not settle
+/// the app (failed, undecodable, linked to other apps, implausible); the last good apps
+/// stay and the caller reads them all.
+async fn read_app(read: AppRead<'_>, state: &mut State, id: &str) -> Result<(), String> {
+    let AppRead {
+        client,
+        options,
+        tx,
+        metrics,
+        status,
+    } = read;
+    let fetched = client.app(id).await.map_err(|e| e.to_string());
+    let decoded = fetched.and_then(|answer| match answer {
+        None => Ok(None),
+        Some((url, body)) => match apps::decode_app(&body) {
+            Ok(app) if app.id == id => Ok(Some(app)),
+            Ok(app) => Err(format!("{url}: asked for app {id}, got {}", app.id)),
+            Err(e) => Err(format!("{url}: undecodable /v2/apps{id} answer: {e}")),
+        },
+    });
+    let decoded = match decoded {
+        Ok(app) => app,
+        Err(e) => {
+            metrics.discovery_error(SOURCE);
+            warn!(app = id, error = %e, "Marathon app read failed; keeping the last good apps");
+            status.failed(e.clone());
+            return Err(e);
+        }
+    };
+    status.ok();
+    metrics.discovery_ok(SOURCE);
+    let (app, problems) = match decoded {
+        // 404: Marathon no longer knows the app.
+        None => (None, Vec::new()),
+        Some(app) => match apps::to_raw_app(&app, &mut state.health, options) {
+            OneApp::Linked => return Err("its conversion depends on other apps".into()),
+            OneApp::Alone { app, problems } => (app, problems),
+        },
+    };
+    let app = match app {
+        Some(mut app) => {
+            crate::source::resolve_hosts(std::slice::from_mut(&mut app)).await;
+            let now = Instant::now();
+            state
+                .tombstones
+                .retain(|_, killed_at| now.duration_since(*killed_at) < TOMBSTONE_TTL);
+            app.tasks.retain(|t| !state.tombstones.contains_key(&t.id));
+            Some(app)
+        }
+        None => None,
+    };
+    let apps = state.apps();
+    let at = apps.binary_search_by(|a| a.id.as_str().cmp(id));
+    let old = at.ok().map(|i| &apps[i]);
+    let old_slice: &[Arc<RawApp>] = old.map_or(&[], std::slice::from_ref);
+    let new_slice: &[RawApp] = app.as_slice();
+    // Only the shrink rule applies to one app: "no tasks at all" is about the whole list
+    // (one app may well lose its last task).
+    if let Err(why @ Implausible::Shrinks { .. }) = plausible(old_slice, new_slice, &state.killed) {
+        return Err(why.to_string());
+    }
+    let unchanged = old.map(|a| &**a) == app.as_ref();
+    let published = state
+        .published
+        .as_deref()
+        .map_or(&[][..], |s| &s.problems[..]);
+    let same_problems = published
+        .iter()
+        .filter(|p| p.app_id == id)
+        .eq(problems.iter());
+    if unchanged && same_problems {
+        return Ok(());
+    }
+    let mut apps = apps.to_vec();
+    if !unchanged {
+        match (at, app) {
+            (Ok(i), Some(app)) => apps[i] = Arc::new(app),
+            (Ok(i), None) => {
+                apps.remove(i);
+            }
+            (Err(i), Some(app)) => apps.insert(i, Arc::new(app)),
+            (Err(_), None) => {}
+        }
+    }
+    let problems = if same_problems {
+        published.to_vec()
+    } else {
+        replace_problems(state, id, problems)
+    };
+    debug!(app = id, unchanged, "Marathon app read alone");
+    let changed = if unchanged {
+        vec![]
+    } else {
+        vec![id.to_string()]
+    };
+    publish(state, apps, problems, Some(changed), tx);
+    Ok(())
+}
+
+/// The published problems with app `id`'s replaced by `new`.
+fn replace_problems(state: &State, id: &str, new: Vec<AppProblem>) -> Vec<AppProblem> {
+    let old = state
+        .published
+        .as_deref()
+        .map_or(&[][..], |s| &s.problems[..]);
+    let mut problems: Vec<AppProblem> = old.iter().filter(|p| p.app_id != id).cloned().collect();
+    problems.extend(new);
+    problems
+}
+
+/// A kill event: the task leaves its pool now.
 fn kill(state: &mut State, app_id: &str, task_id: &str, tx: &watch::Sender<Option<Arc<Snapshot>>>) {
     state.killed.insert(task_id.to_string());
     state.tombstones.insert(task_id.to_string(), Instant::now());
-    let Some(mut apps) = state.published.clone() else {
+    let apps = state.apps();
+    let Ok(i) = apps.binary_search_by(|a| a.id.as_str().cmp(app_id)) else {
         return;
     };
-    let mut removed = false;
-    for app in apps.iter_mut().filter(|a| a.id == app_id) {
-        let before = app.tasks.len();
-        app.tasks.retain(|t| t.id != task_id);
-        removed |= app.tasks.len() != before;
+    if !apps[i].tasks.iter().any(|t| t.id == task_id) {
+        return;
     }
-    if removed {
-        info!(
-            app = app_id,
-            task = task_id,
-            "task killed; removed from its pool"
-        );
-        let problems = tx
-            .borrow()
-            .as_ref()
-            .map(|s| s.problems.clone())
-            .unwrap_or_default();
-        publish(state, apps, problems, tx);
-    }
+    // Only this app is copied; every other one is shared with the last snapshot.
+    let mut app = (*apps[i]).clone();
+    app.tasks.retain(|t| t.id != task_id);
+    let mut apps = apps.to_vec();
+    apps[i] = Arc::new(app);
+    info!(
+        app = app_id,
+        task = task_id,
+        "task killed; removed from its pool"
+    );
+    let problems = state
+        .published
+        .as_deref()
+        .map(|s| s.problems.clone())
+        .unwrap_or_default();
+    publish(state, apps, problems, Some(vec![app_id.to_string()]), tx);
 }
 
 /// Why a snapshot looks like a Marathon mid-failover; it is held for one read, not refused.
@@ -322,17 +572,18 @@ pub enum Implausible {
 /// Why `new` looks like a Marathon mid-failover rather than the truth, if it does: it is
 /// empty while `old` was not, or it drops more than half of an app's tasks that no kill
 /// event explains.
-pub fn plausible(
-    old: &[RawApp],
+pub fn plausible<O: std::borrow::Borrow<RawApp>>(
+    old: &[O],
     new: &[RawApp],
     killed: &HashSet<String>,
 ) -> Result<(), Implausible> {
-    let tasks = |apps: &[RawApp]| apps.iter().map(|a| a.tasks.len()).sum::<usize>();
-    if tasks(old) > 0 && tasks(new) == 0 {
-        return Err(Implausible::NoTasks { before: tasks(old) });
+    let old_tasks = old.iter().map(|a| a.borrow().tasks.len()).sum::<usize>();
+    let new_tasks = new.iter().map(|a| a.tasks.len()).sum::<usize>();
+    if old_tasks > 0 && new_tasks == 0 {
+        return Err(Implausible::NoTasks { before: old_tasks });
     }
     let new_by_id: BTreeMap<&str, &RawApp> = new.iter().map(|a| (a.id.as_str(), a)).collect();
-    for app in old {
+    for app in old.iter().map(|a| a.borrow()) {
         let kept = new_by_id.get(app.id.as_str()).map_or(0, |a| a.tasks.len());
         let unexplained = app.tasks.iter().filter(|t| !killed.contains(&t.id)).count();
         if unexplained >= 2 && kept * 2 < unexplained {
@@ -492,7 +743,7 @@ mod tests {
             Err(Implausible::NoTasks { before: 3 })
         );
         assert!(plausible(&[app("/a", 3)], &[app("/a", 0)], &none).is_err());
-        assert!(plausible(&[], &[], &none).is_ok());
+        assert!(plausible::<RawApp>(&[], &[], &none).is_ok());
     }
 
     #[test]
@@ -524,6 +775,46 @@ mod tests {
             Instant::now(),
             "after the window: read now"
         );
+    }
+
+    #[test]
+    fn a_full_read_shares_the_apps_that_did_not_change() {
+        let old: Vec<Arc<RawApp>> = [app("/a", 1), app("/b", 2), app("/c", 1)]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let new = vec![app("/a", 1), app("/b", 3), app("/d", 1)];
+        let (apps, changed) = share_unchanged(&old, new);
+        assert_eq!(changed, ["/b", "/c", "/d"]);
+        let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["/a", "/b", "/d"]);
+        assert!(Arc::ptr_eq(&apps[0], &old[0]), "/a is the old app");
+        assert!(!Arc::ptr_eq(&apps[1], &old[1]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_app_reads_are_debounced_per_app() {
+        let mut state = State::default();
+        let start = Instant::now();
+        state.queue_app("/a".into());
+        assert_eq!(state.next_app_read(), Some(start), "an isolated event: now");
+        state.pending_apps.clear();
+        state.app_reads.insert("/a".into(), start);
+        tokio::time::advance(Duration::from_millis(30)).await;
+        state.queue_app("/a".into());
+        state.queue_app("/b".into());
+        assert_eq!(
+            state.pending_apps["/a"],
+            start + DEBOUNCE,
+            "/a read 30 ms ago"
+        );
+        assert_eq!(
+            state.pending_apps["/b"],
+            Instant::now(),
+            "/b waits for nobody"
+        );
+        state.queue_app("/a".into());
+        assert_eq!(state.pending_apps["/a"], start + DEBOUNCE, "queued once");
     }
 
     #[test]

@@ -1,0 +1,367 @@
+//! Route changes at cluster scale (issue 17): a Marathon of 10,000 apps × 5 tasks (the
+//! shapes of `marathon_scale`), and how fast one app's change reaches the route table now
+//! that an event re-reads its app alone and `control` patches the table. Run:
+//! `cargo bench --features sim --bench marathon_changes`. Environment: `CHANGES_APPS`
+//! (10000), `CHANGES_TASKS` (5), `CHANGES_ROUNDS` (100). A plain `fn main` (harness = false)
+//! that prints a table and exits 0; nothing is asserted about the figures.
+//!
+//! End to end: the fake Marathon of `drover::sim` runs in a child process (this binary again,
+//! with `CHANGES_FAKE=1`, driven by JSON lines on its stdin), so the resident memory read
+//! from `/proc/self/status` is Drover's (started in this process with `Server::start`, one
+//! worker, `[http]` only: 10,000 service-port listeners would measure the kernel). Reported:
+//! start to ready and RSS after the start; per round, one app gains a task (the app is
+//! changed in the fake, then `TASK_RUNNING` pushed: latency to the first table whose pool for
+//! that app's vhost holds it) and loses it again (`TASK_KILLED`: latency to the first table
+//! without it); a resync (`Reread`, as SIGHUP) after a silent change, to the table that
+//! shows it; RSS after the rounds and the peak (`VmHWM`).
+//!
+//! Then the patch itself, in process: one app changed in a 10,000-app table, `routing::patch`
+//! against the full `catalog::build_selected` + `routing::compile` it replaces.
+
+// Benches measure real time and pace real servers (clippy.toml bars these elsewhere).
+#![allow(clippy::disallowed_methods)]
+
+#[path = "latency.rs"]
+mod latency;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use drover::catalog::{self, RawApp, RawTask, Selection};
+use drover::config::{Config, Groups};
+use drover::metrics::Metrics;
+use drover::routing::{self, RouteTable};
+use drover::server::{Options, Server};
+use drover::sim::marathon::{self, FakeMarathon, FakeTask};
+
+const POLL: Duration = Duration::from_micros(200);
+const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// === the cluster ===
+
+fn app_id(i: usize) -> String {
+    format!("/team-{}/app-{}", i / 100, i % 100)
+}
+
+fn vhost(i: usize) -> String {
+    format!("app-{}.team-{}.example.com", i % 100, i / 100)
+}
+
+/// A loopback address per task (data only: nothing connects to it).
+fn task_addr(i: usize, n: usize) -> SocketAddr {
+    let k = i * 8 + n;
+    SocketAddr::from(([127, (k >> 16) as u8, (k >> 8) as u8, k as u8], 31000))
+}
+
+fn tasks(i: usize, per_app: usize) -> Vec<FakeTask> {
+    (0..per_app)
+        .map(|n| FakeTask::new(&marathon::task_id(&app_id(i), n as u32), task_addr(i, n)))
+        .collect()
+}
+
+fn app_json(i: usize, tasks: &[FakeTask]) -> Value {
+    let vhost = vhost(i);
+    let labels = [("HAPROXY_GROUP", "external"), ("HAPROXY_0_VHOST", &vhost)];
+    marathon::app(&app_id(i), &labels, 10_000 + i as u16 % 50_000, tasks)
+}
+
+// === the fake Marathon, in a child process ===
+
+/// Serves the cluster and applies `{"set_app": ...}` / `{"push": ...}` lines from stdin;
+/// ends at the end of stdin.
+fn fake_marathon() -> Result<(), String> {
+    let (apps, per_app) = (env("CHANGES_APPS", 10_000), env("CHANGES_TASKS", 5));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let fake = rt.block_on(FakeMarathon::start());
+    let list: Vec<Value> = (0..apps).map(|i| app_json(i, &tasks(i, per_app))).collect();
+    fake.set_apps(marathon::apps_json(&list));
+    println!("{}", fake.url());
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| format!("stdin: {e}"))?;
+        let command: Value = serde_json::from_str(&line).map_err(|e| format!("{line}: {e}"))?;
+        if let Some(app) = command.get("set_app") {
+            fake.set_app(app.clone());
+        }
+        if let Some(event) = command.get("push") {
+            fake.push(event.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The parent's end of the fake.
+struct Fake {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    url: String,
+}
+
+impl Fake {
+    fn spawn() -> Result<Fake, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+        let mut child = Command::new(exe)
+            .env("CHANGES_FAKE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn the fake: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut url = String::new();
+        BufReader::new(child.stdout.take().ok_or("no stdout")?)
+            .read_line(&mut url)
+            .map_err(|e| format!("the fake's url: {e}"))?;
+        Ok(Fake {
+            child,
+            stdin,
+            url: url.trim().to_string(),
+        })
+    }
+
+    fn send(&mut self, command: Value) -> Result<(), String> {
+        writeln!(self.stdin, "{command}").map_err(|e| format!("to the fake: {e}"))
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === measuring ===
+
+/// `VmRSS` and `VmHWM` of this process, in MB.
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Whether the pool behind `host` holds `addr`.
+fn routed(server: &Server, host: &str, addr: SocketAddr) -> bool {
+    let table = server.view().routes.load();
+    table
+        .lookup_http(host, "/")
+        .is_some_and(|r| r.pool.backends().iter().any(|b| b.addr == addr))
+}
+
+fn main() -> ExitCode {
+    let result = if std::env::var_os("CHANGES_FAKE").is_some() {
+        fake_marathon()
+    } else {
+        end_to_end().and_then(|()| patch_alone())
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("marathon_changes: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn end_to_end() -> Result<(), String> {
+    let (apps, per_app) = (env("CHANGES_APPS", 10_000), env("CHANGES_TASKS", 5));
+    let rounds = env("CHANGES_ROUNDS", 100);
+    let mut fake = Fake::spawn()?;
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let path = dir.path().join("drover.toml");
+    let config = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\n[marathon]\nurls = [\"{}\"]\ngroups = [\"external\"]\n\n\
+         [runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n",
+        fake.url
+    );
+    std::fs::write(&path, config).map_err(|e| format!("write config: {e}"))?;
+    let config = Config::load(&path).map_err(|e| format!("config: {e}"))?;
+    let start = Instant::now();
+    let options = Options {
+        config_path: None,
+        handle_signals: false,
+    };
+    let server = Server::start(config, options).map_err(|e| format!("start: {e}"))?;
+    let ready = latency::until(start, SETUP_TIMEOUT, POLL, || {
+        server.view().routes.is_ready()
+    })
+    .ok_or("Drover did not get ready in time")?;
+    // The read that follows the event stream's opening.
+    std::thread::sleep(Duration::from_secs(3));
+    let (rss_start, _) = rss_mb();
+
+    let (mut adds, mut kills) = (Vec::new(), Vec::new());
+    let (mut add_timeouts, mut kill_timeouts) = (0, 0);
+    for round in 0..rounds {
+        let i = (round * 7919) % apps;
+        let (id, host) = (app_id(i), vhost(i));
+        let mut with = tasks(i, per_app);
+        let new_id = marathon::task_id(&id, 1000 + round as u32);
+        let addr = task_addr(i, 7);
+        with.push(FakeTask::new(&new_id, addr));
+        fake.send(json!({ "set_app": app_json(i, &with) }))?;
+        let ip = addr.ip().to_string();
+        let pushed = Instant::now();
+        let running = marathon::status_update(&id, &new_id, "TASK_RUNNING", &ip, addr.port());
+        fake.send(json!({ "push": running }))?;
+        match latency::until(pushed, ROUND_TIMEOUT, POLL, || routed(&server, &host, addr)) {
+            Some(d) => adds.push(d),
+            None => add_timeouts += 1,
+        }
+        let killed = marathon::status_update(&id, &new_id, "TASK_KILLED", &ip, addr.port());
+        let pushed = Instant::now();
+        fake.send(json!({ "push": killed }))?;
+        fake.send(json!({ "set_app": app_json(i, &tasks(i, per_app)) }))?;
+        match latency::until(pushed, ROUND_TIMEOUT, POLL, || {
+            !routed(&server, &host, addr)
+        }) {
+            Some(d) => kills.push(d),
+            None => kill_timeouts += 1,
+        }
+        // Past the per-app debounce, so rounds do not coalesce.
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    let (rss_after, _) = rss_mb();
+
+    // A change no event announces, found by a full re-read.
+    let i = apps / 2;
+    let addr = task_addr(i, 6);
+    let mut with = tasks(i, per_app);
+    with.push(FakeTask::new(&marathon::task_id(&app_id(i), 999_999), addr));
+    fake.send(json!({ "set_app": app_json(i, &with) }))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    server.view().reread.request();
+    let resync = latency::until(asked, SETUP_TIMEOUT, POLL, || {
+        routed(&server, &vhost(i), addr)
+    });
+    let (_, peak) = rss_mb();
+
+    println!("marathon_changes: {apps} apps x {per_app} tasks, {rounds} rounds");
+    println!("start to ready        {:>9} ms", latency::ms(ready));
+    println!(
+        "resync to routed      {:>9} ms",
+        resync.map_or("-".into(), latency::ms)
+    );
+    println!(
+        "RSS after start {rss_start:.0} MB, after {rounds} changes {rss_after:.0} MB ({:.2}x), peak {peak:.0} MB",
+        rss_after / rss_start
+    );
+    println!(
+        "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "timeouts"
+    );
+    latency::row("add", &adds, add_timeouts);
+    latency::row("kill", &kills, kill_timeouts);
+    server.shutdown();
+    let _ = server.wait();
+    Ok(())
+}
+
+// === the patch alone ===
+
+fn raw_app(i: usize, per_app: usize) -> RawApp {
+    RawApp {
+        id: app_id(i),
+        labels: [
+            ("HAPROXY_GROUP".to_string(), "external".to_string()),
+            ("HAPROXY_0_VHOST".to_string(), vhost(i)),
+        ]
+        .into(),
+        ports: vec![10_000 + i as u16 % 50_000],
+        tasks: (0..per_app)
+            .map(|n| {
+                let addr = task_addr(i, n);
+                RawTask {
+                    id: format!("{}.{n}", app_id(i)),
+                    host: addr.ip().to_string(),
+                    ports: vec![addr.port()],
+                    state: "TASK_RUNNING".into(),
+                    healthy: None,
+                }
+            })
+            .collect(),
+        ..RawApp::default()
+    }
+}
+
+fn patch_alone() -> Result<(), String> {
+    let (apps, per_app) = (env("CHANGES_APPS", 10_000), env("CHANGES_TASKS", 5));
+    let rounds = env("CHANGES_ROUNDS", 100);
+    let config = Config::parse(
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        std::path::Path::new("."),
+    )
+    .map_err(|e| format!("config: {e:?}"))?;
+    let metrics = Metrics::new(prometheus::Registry::new());
+    let stats = |name: &str| metrics.route_stats(name);
+    let selection = Selection {
+        groups: Groups::all(),
+        strict: false,
+    };
+    let mut raw: Vec<RawApp> = (0..apps).map(|i| raw_app(i, per_app)).collect();
+    let catalog = catalog::build_selected(&raw, &selection);
+    let mut table = routing::compile(&catalog, &config, 1, &RouteTable::default(), &stats);
+    let (mut patches, mut fulls) = (Vec::new(), Vec::new());
+    for round in 0..rounds.min(30) {
+        let i = (round * 7919) % apps;
+        raw[i].tasks.push(RawTask {
+            id: format!("{}.extra{round}", app_id(i)),
+            host: "127.0.0.1".into(),
+            ports: vec![40_000 + round as u16],
+            state: "TASK_RUNNING".into(),
+            healthy: None,
+        });
+        let version = round as u64 + 2;
+        let started = Instant::now();
+        let services = catalog::build_app(&raw[i], &selection).services;
+        let changed = BTreeSet::from([raw[i].id.as_str()]);
+        let patched = routing::patch(
+            &table,
+            &changed,
+            &services,
+            Vec::new(),
+            &config,
+            version,
+            &stats,
+        )
+        .ok_or("the patch was refused")?;
+        patches.push(started.elapsed());
+        let started = Instant::now();
+        let catalog = catalog::build_selected(&raw, &selection);
+        let full = routing::compile(&catalog, &config, version, &table, &stats);
+        fulls.push(started.elapsed());
+        drop(full);
+        table = patched;
+    }
+    println!("one app changed in a {apps}-app table (in process):");
+    println!(
+        "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "timeouts"
+    );
+    latency::row("patch", &patches, 0);
+    latency::row("full", &fulls, 0);
+    Ok(())
+}
