@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::accept::{Gate, Spread};
+use crate::accept::{Gate, Place, Spread};
 use crate::access_log::{self, AccessLog};
 use crate::admin::status::Sampler;
 use crate::admin::AdminView;
@@ -24,7 +24,7 @@ use crate::handles::{
     RouteTableWriter, SourceErrors, UpstreamErrorLog, ZoneReader, ZoneWriter,
 };
 use crate::metrics::Metrics;
-use crate::proxy::http::{Place, RouteBy};
+use crate::proxy::http::RouteBy;
 use crate::proxy::tls::CertStore;
 use crate::proxy::DataPlane;
 use crate::routing::RouteTable;

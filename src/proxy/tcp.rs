@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{note_failure, DataPlane, Fault};
-use crate::accept::Gate;
+use crate::accept::{Gate, Place};
 use crate::access_log::{FaultNote, TcpLine};
 use crate::config::DEFAULT_MAX_CONNECTIONS;
 use crate::routing::pool::InFlight;
@@ -41,6 +41,7 @@ const COPY_BUF_MAX: usize = 64 * 1024;
 pub async fn serve_port(
     listener: TcpListener,
     port: u16,
+    place: Place,
     plane: Arc<DataPlane>,
     stop: CancellationToken,
     shutdown: Shutdown,
@@ -66,16 +67,13 @@ pub async fn serve_port(
             next = gate.accept(&listener) => next,
         };
         accepted.inc();
-        let served = proxy(client, peer, port, plane.clone(), bytes.clone());
-        let conn = shutdown.track(async move {
-            let _slot = slot;
-            served.await
+        // On this worker or the least loaded one (`accept::Spread`), boxed. No span per
+        // connection: entering and leaving one on every poll cost more than the rest of the
+        // accept; the lines logged below name the port themselves.
+        let (plane, bytes) = (plane.clone(), bytes.clone());
+        place.dispatch(client, slot, &shutdown, move |client| {
+            proxy(client, peer, port, plane, bytes)
         });
-        // Boxed: the task then holds a pointer, not the whole connection state, which
-        // tokio would otherwise copy on spawn and again when the task finishes. No span
-        // per connection: entering and leaving one on every poll cost more than the rest of
-        // the accept; the lines logged below name the port themselves.
-        tokio::spawn(Box::pin(conn));
     }
     debug!(port, "stopped accepting");
 }

@@ -1,5 +1,6 @@
 //! Connections spread over the worker threads: a burst of keep-alive connections to the
-//! HTTP router is served by both workers (the test config runs two), whichever accepted it.
+//! HTTP router is served by both workers (the test config runs two), whichever accepted it;
+//! a burst on a TCP service port, some of it handed between workers, carries every byte.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,4 +95,43 @@ async fn a_burst_of_connections_is_served_by_both_workers() {
         upstream >= 2,
         "{upstream} backend connection(s): one worker served all 16 clients"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_a_service_port_round_trips_on_every_connection() {
+    // An echo backend.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let port = crate::support::free_port();
+    let tcp = "[tcp]\nbind = \"127.0.0.1\"\nports = \"1024-65535\"\n";
+    let drover = Drover::start(tcp, &app("/echo", "", port, &[backend]));
+    drover.ready().await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let first = crate::support::eventually("the service port to accept", || async move {
+        TcpStream::connect(addr).await.ok()
+    })
+    .await;
+
+    let mut clients = vec![first];
+    for _ in 1..16 {
+        clients.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let msg = format!("hello from {i}");
+        client.write_all(msg.as_bytes()).await.expect("write");
+        let mut back = vec![0; msg.len()];
+        tokio::time::timeout(DEADLINE, client.read_exact(&mut back))
+            .await
+            .expect("echo within the deadline")
+            .expect("read");
+        assert_eq!(back, msg.as_bytes(), "connection {i}");
+    }
 }

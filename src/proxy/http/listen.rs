@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
-use crate::accept::{Gate, Slot, Spread};
+use crate::accept::{Gate, Place, Slot};
 use crate::access_log::TlsNote;
 use crate::proxy::h1_guard::{GuardSettings, GuardedIo};
 use crate::proxy::h1_scan::Limits;
@@ -22,13 +22,6 @@ use crate::shutdown::Shutdown;
 use super::preface::{read_opening, Opening};
 use super::respond::handle;
 use super::{http_settings, Conn, RouteBy};
-
-/// Where an accept loop runs: its worker's number among the listener's `spread`.
-#[derive(Clone)]
-pub struct Place {
-    pub spread: Arc<Spread>,
-    pub me: usize,
-}
 
 /// Accepts connections until shutdown; each connection is served on the worker `place`
 /// picks (this one unless it is clearly ahead, `accept::Spread`) and tracked so the drain
@@ -45,64 +38,21 @@ pub async fn serve(
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
         let (plane, shutdown2) = (plane.clone(), shutdown.clone());
-        dispatch(
-            stream,
-            slot,
-            &place,
-            &shutdown,
-            move |mut stream| async move {
-                let trusted = http_settings(&plane).proxy_protocol;
-                // Behind a load balancer: the PROXY header names the client.
-                let client = if trusted.is_empty() {
-                    client
-                } else {
-                    match crate::proxy::proxied_client(&mut stream, client, &trusted).await {
-                        Some(c) => c,
-                        None => return,
-                    }
-                };
-                let conn = Arc::new(Conn::new(plane, by, client, local_port, shutdown2.clone()));
-                serve_plain(stream, conn, shutdown2).await;
-            },
-        );
+        place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
+            let trusted = http_settings(&plane).proxy_protocol;
+            // Behind a load balancer: the PROXY header names the client.
+            let client = if trusted.is_empty() {
+                client
+            } else {
+                match crate::proxy::proxied_client(&mut stream, client, &trusted).await {
+                    Some(c) => c,
+                    None => return,
+                }
+            };
+            let conn = Arc::new(Conn::new(plane, by, client, local_port, shutdown2.clone()));
+            serve_plain(stream, conn, shutdown2).await;
+        });
     }
-}
-
-/// Runs `serve` on an accepted connection, as a task tracked by `shutdown`, on the worker
-/// the listener's spread picks: this one, or another one the socket is handed to (it leaves
-/// this worker's epoll for that one's). `slot` is held until the connection ends.
-fn dispatch<F, Fut>(stream: TcpStream, slot: Slot, place: &Place, shutdown: &Shutdown, serve: F)
-where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (worker, share) = place.spread.place(place.me);
-    if worker == place.me {
-        // Boxed: the task holds a pointer instead of the connection's whole state, which
-        // tokio would otherwise copy on spawn and again when the task ends.
-        tokio::spawn(Box::pin(shutdown.track(async move {
-            let _held = (slot, share);
-            serve(stream).await
-        })));
-        return;
-    }
-    let std = match stream.into_std() {
-        Ok(std) => std,
-        Err(e) => {
-            debug!(error = %e, "cannot hand a connection to another worker; closing");
-            return;
-        }
-    };
-    place
-        .spread
-        .worker(worker)
-        .spawn(Box::pin(shutdown.track(async move {
-            let _held = (slot, share);
-            match TcpStream::from_std(std) {
-                Ok(stream) => serve(stream).await,
-                Err(e) => debug!(error = %e, "cannot take over a handed connection; closing"),
-            }
-        })));
 }
 
 /// A plain connection: HTTP/2 when it opens with the HTTP/2 preface (h2c with prior
@@ -139,57 +89,48 @@ pub async fn serve_tls(
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
         let (acceptor, shutdown2, plane) = (acceptor.clone(), shutdown.clone(), plane.clone());
-        dispatch(
-            stream,
-            slot,
-            &place,
-            &shutdown,
-            move |mut stream| async move {
-                let trusted = http_settings(&plane).https_proxy_protocol;
-                let client = if trusted.is_empty() {
-                    client
-                } else {
-                    // Behind a load balancer the PROXY header comes before the TLS handshake.
-                    match crate::proxy::proxied_client(&mut stream, client, &trusted).await {
-                        Some(c) => c,
-                        None => return,
-                    }
-                };
-                let handshake_timeout = http_settings(&plane).header_timeout;
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        debug!(%client, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%client, "no TLS handshake within {handshake_timeout:?}; closing");
-                        return;
-                    }
-                };
-                let session = tls.get_ref().1;
-                let h2 = session.alpn_protocol() == Some(b"h2");
-                let mut conn =
-                    Conn::new(plane, RouteBy::Host, client, local_port, shutdown2.clone());
-                conn.proto = HeaderValue::from_static("https");
-                conn.tls = Some(TlsNote {
-                    version: match session.protocol_version() {
-                        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-                        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-                        _ => "TLS",
-                    },
-                    sni: session.server_name().map(str::to_string),
-                });
-                let conn = Arc::new(conn);
-                if h2 {
-                    serve_h2(tls, conn, shutdown2).await;
-                } else {
-                    serve_connection(tls, conn, shutdown2).await;
+        place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
+            let trusted = http_settings(&plane).https_proxy_protocol;
+            let client = if trusted.is_empty() {
+                client
+            } else {
+                // Behind a load balancer the PROXY header comes before the TLS handshake.
+                match crate::proxy::proxied_client(&mut stream, client, &trusted).await {
+                    Some(c) => c,
+                    None => return,
                 }
-            },
-        );
+            };
+            let handshake_timeout = http_settings(&plane).header_timeout;
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    debug!(%client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%client, "no TLS handshake within {handshake_timeout:?}; closing");
+                    return;
+                }
+            };
+            let session = tls.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let mut conn = Conn::new(plane, RouteBy::Host, client, local_port, shutdown2.clone());
+            conn.proto = HeaderValue::from_static("https");
+            conn.tls = Some(TlsNote {
+                version: match session.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                    _ => "TLS",
+                },
+                sni: session.server_name().map(str::to_string),
+            });
+            let conn = Arc::new(conn);
+            if h2 {
+                serve_h2(tls, conn, shutdown2).await;
+            } else {
+                serve_connection(tls, conn, shutdown2).await;
+            }
+        });
     }
 }
 

@@ -58,7 +58,7 @@ use crate::proxy::DataPlane;
 use crate::routing::HttpSettings;
 use crate::shutdown::Shutdown;
 
-pub use listen::{serve, serve_tls, Place};
+pub use listen::{serve, serve_tls};
 pub use upstream::UpstreamBody;
 
 /// What the router answers with: a streamed upstream body or a short one of our own.
