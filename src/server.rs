@@ -6,13 +6,14 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::accept::Gate;
+use crate::accept::{Gate, Place, Spread};
 use crate::access_log::{self, AccessLog};
 use crate::admin::status::Sampler;
 use crate::admin::AdminView;
@@ -167,17 +168,22 @@ impl Server {
             };
             info!(%addr, by = by_what, workers = workers.len(), max_connections, "HTTP router listening");
             let gate = Gate::new(name, max_connections, &wiring.metrics);
-            for handle in &workers {
+            let spread = Spread::new(workers.clone());
+            for (me, handle) in workers.iter().enumerate() {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
                 let (plane, shutdown, gate) =
                     (wiring.plane.clone(), shutdown.clone(), gate.clone());
+                let place = Place {
+                    spread: spread.clone(),
+                    me,
+                };
                 let after = accept_after.clone();
                 handle.spawn(async move {
                     if !accept_when_ready(after, &shutdown).await {
                         return;
                     }
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => proxy::http::serve(l, gate, by, plane, shutdown).await,
+                        Ok(l) => proxy::http::serve(l, gate, place, by, plane, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTP listener"),
                     }
                 });
@@ -189,7 +195,8 @@ impl Server {
             let addr = listener.local_addr().map_err(StartError::Runtime)?;
             info!(%addr, workers = workers.len(), max_connections, "HTTPS router listening");
             let gate = Gate::new("https", max_connections, &wiring.metrics);
-            for handle in &workers {
+            let spread = Spread::new(workers.clone());
+            for (me, handle) in workers.iter().enumerate() {
                 let listener = listener.try_clone().map_err(StartError::Runtime)?;
                 let (plane, shutdown, acceptor, gate) = (
                     wiring.plane.clone(),
@@ -197,13 +204,19 @@ impl Server {
                     acceptor.clone(),
                     gate.clone(),
                 );
+                let place = Place {
+                    spread: spread.clone(),
+                    me,
+                };
                 let after = accept_after.clone();
                 handle.spawn(async move {
                     if !accept_when_ready(after, &shutdown).await {
                         return;
                     }
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => proxy::http::serve_tls(l, gate, acceptor, plane, shutdown).await,
+                        Ok(l) => {
+                            proxy::http::serve_tls(l, gate, place, acceptor, plane, shutdown).await
+                        }
                         Err(e) => error!(error = %e, "cannot register an HTTPS listener"),
                     }
                 });
@@ -446,6 +459,25 @@ fn start_dns(
         .map_err(StartError::Runtime)
 }
 
+/// How far ahead a worker's timer wheel always holds a deadline (`keep_clock_armed`).
+const WORKER_TICK: Duration = Duration::from_secs(1);
+
+/// Runs until `stop`, waking every `WORKER_TICK`. tokio writes to the runtime's eventfd
+/// whenever a timer is set earlier than the earliest one the driver last parked with, and
+/// an idle wheel counts as none: then every connection's first timeout (header, connect)
+/// cost one `write` system call. With this tick always pending, timeouts longer than the
+/// tick (all defaults are) fall after it and need no wake-up.
+async fn keep_clock_armed(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(WORKER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+    }
+}
+
 /// Starts `n` data-plane threads, each driving its own current-thread runtime until `stop`.
 fn start_workers(
     n: usize,
@@ -467,7 +499,7 @@ fn start_workers(
                     }
                 };
                 let _ = tx.send(Ok(rt.handle().clone()));
-                rt.block_on(stop.cancelled());
+                rt.block_on(keep_clock_armed(stop));
             })
             .map_err(StartError::Runtime)?;
         let handle = rx

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
+use crate::accept::{Place, Spread};
 use crate::handles::ListenerStatusWriter;
 use crate::proxy::{tcp, DataPlane};
 use crate::routing::RouteTable;
@@ -237,12 +238,17 @@ impl Listeners {
             .collect::<io::Result<Vec<_>>>()?;
         drop(listener);
         let stop = self.shutdown.child_token();
+        let spread = Spread::new(self.workers.clone());
         for (i, (worker, listener)) in self.workers.iter().zip(clones).enumerate() {
             let (plane, stop, shutdown) = (self.plane.clone(), stop.clone(), self.shutdown.clone());
+            let place = Place {
+                spread: spread.clone(),
+                me: i,
+            };
             let accept = async move {
                 // from_std must run inside the worker's runtime to register with its reactor.
                 match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => tcp::serve_port(l, port, plane, stop, shutdown).await,
+                    Ok(l) => tcp::serve_port(l, port, place, plane, stop, shutdown).await,
                     Err(e) => {
                         error!(%addr, error = %e, "cannot register the service-port listener on this worker")
                     }

@@ -35,4 +35,5 @@ mod tls;
 mod udp;
 mod upgrade;
 mod websocket;
+mod workers;
 mod zk;

@@ -127,6 +127,40 @@ async fn half_close_still_returns_every_byte_then_eof() {
     assert!(back == sent, "echoed bytes differ");
 }
 
+/// The backend ends its side first and the client goes on sending: the backend still gets
+/// every byte, then a clean EOF (the proxy closes that socket without a separate shutdown
+/// once both directions are over, and the close must be a FIN, never a reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_done_first_still_gets_every_byte_then_eof() {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let backend_addr = listener.local_addr().expect("addr");
+    let backend = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        stream.write_all(b"bye").await.expect("write");
+        stream.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        // An error here (a reset) fails the test: the client's bytes must end in EOF.
+        stream.read_to_end(&mut got).await.map(|_| got)
+    });
+    let port = free_port();
+    let drover = Drover::start(TCP, &support::app("/first", "", port, &[backend_addr]));
+    drover.ready().await;
+
+    let mut client = connect_when_open(port).await;
+    // The backend's FIN has come through before the client sends.
+    assert_eq!(read_to_eof(&mut client).await, b"bye");
+    client.write_all(b"late bytes").await.expect("write");
+    client.shutdown().await.expect("shutdown");
+    let got = tokio::time::timeout(DEADLINE, backend)
+        .await
+        .expect("backend done within the deadline")
+        .expect("backend task")
+        .expect("backend read to a clean EOF");
+    assert_eq!(got, b"late bytes");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_backend_falls_through_to_the_next() {
     let echo = Echo::start().await;

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
-use crate::accept::{Gate, Slot};
+use crate::accept::{Gate, Place, Slot};
 use crate::access_log::TlsNote;
 use crate::proxy::h1_guard::{GuardSettings, GuardedIo};
 use crate::proxy::h1_scan::Limits;
@@ -23,46 +23,35 @@ use super::preface::{read_opening, Opening};
 use super::respond::handle;
 use super::{http_settings, Conn, RouteBy};
 
-/// Accepts connections until shutdown; each connection is served on this thread's runtime
-/// and tracked so the drain waits for it. `gate` caps the listener's open connections
-/// (shared by every worker's loop).
+/// Accepts connections until shutdown; each connection is served on the worker `place`
+/// picks (this one unless it is clearly ahead, `accept::Spread`) and tracked so the drain
+/// waits for it. `gate` caps the listener's open connections (shared by every worker's
+/// loop).
 pub async fn serve(
     listener: TcpListener,
     gate: Arc<Gate>,
+    place: Place,
     by: RouteBy,
     plane: Arc<DataPlane>,
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
-        let trusted = http_settings(&plane).proxy_protocol;
-        if trusted.is_empty() {
-            let conn = Arc::new(Conn::new(
-                plane.clone(),
-                by,
-                client,
-                local_port,
-                shutdown.clone(),
-            ));
-            let served = serve_plain(stream, conn, shutdown.clone());
-            tokio::spawn(shutdown.track(async move {
-                let _slot = slot;
-                served.await
-            }));
-            continue;
-        }
-        // Behind a load balancer: the PROXY header names the client.
         let (plane, shutdown2) = (plane.clone(), shutdown.clone());
-        tokio::spawn(shutdown.track(async move {
-            let _slot = slot;
-            let mut stream = stream;
-            let Some(client) = crate::proxy::proxied_client(&mut stream, client, &trusted).await
-            else {
-                return;
+        place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
+            let trusted = http_settings(&plane).proxy_protocol;
+            // Behind a load balancer: the PROXY header names the client.
+            let client = if trusted.is_empty() {
+                client
+            } else {
+                match crate::proxy::proxied_client(&mut stream, client, &trusted).await {
+                    Some(c) => c,
+                    None => return,
+                }
             };
             let conn = Arc::new(Conn::new(plane, by, client, local_port, shutdown2.clone()));
             serve_plain(stream, conn, shutdown2).await;
-        }));
+        });
     }
 }
 
@@ -92,17 +81,16 @@ pub(super) const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 pub async fn serve_tls(
     listener: TcpListener,
     gate: Arc<Gate>,
+    place: Place,
     acceptor: tokio_rustls::TlsAcceptor,
     plane: Arc<DataPlane>,
     shutdown: Shutdown,
 ) {
     let local_port = listener.local_addr().map_or(0, |a| a.port());
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
-        let trusted = http_settings(&plane).https_proxy_protocol;
         let (acceptor, shutdown2, plane) = (acceptor.clone(), shutdown.clone(), plane.clone());
-        tokio::spawn(shutdown.track(async move {
-            let _slot = slot;
-            let mut stream = stream;
+        place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
+            let trusted = http_settings(&plane).https_proxy_protocol;
             let client = if trusted.is_empty() {
                 client
             } else {
@@ -142,7 +130,7 @@ pub async fn serve_tls(
             } else {
                 serve_connection(tls, conn, shutdown2).await;
             }
-        }));
+        });
     }
 }
 
