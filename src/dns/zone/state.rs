@@ -241,7 +241,7 @@ impl ZoneState {
             let old = next.nodes.get(id.index()).expect("a node per name").state;
             let has_records = match pending.get(&id) {
                 Some(p) => !p.records.is_empty(),
-                None => !self.current(&next, id).0.is_empty(),
+                None => !records_of(&next, id).is_empty(),
             };
             let name = next.names.name(id);
             let new = if id == next.apex {
@@ -290,10 +290,10 @@ impl ZoneState {
         let mut dropped_changed = Vec::new();
         for (&id, &new) in &states {
             let old = next.nodes.get(id.index()).expect("a node").state;
-            let old_records = visible(old, self.current(&next, id).0);
+            let old_records = visible(old, records_of(&next, id));
             let new_records = match pending.get(&id) {
                 Some(p) => visible(new, &p.records),
-                None => visible(new, self.current(&next, id).0),
+                None => visible(new, records_of(&next, id)),
             };
             record_count += new_records.len() as isize - old_records.len() as isize;
             if (old == NodeState::Dropped) != (new == NodeState::Dropped) {
@@ -343,21 +343,24 @@ impl ZoneState {
         }
 
         // The names whose additional records copy a changed name's addresses.
+        // The rewritten names' SRV records are known; `srv_refs` says whether others point
+        // at the same target.
+        let mut known: HashMap<NameId, u32> = HashMap::new();
+        for id in &additional {
+            let records = match pending.get(id) {
+                Some(p) => &p.records[..],
+                None => records_of(&next, *id),
+            };
+            for target in srv_targets(records) {
+                *known.entry(target).or_default() += 1;
+            }
+        }
         let mut unknown: HashSet<NameId> = HashSet::new();
         for &target in &addresses_changed {
             if target == next.soa_fields.mname {
                 additional.insert(next.apex);
             }
-            let known = (additional.iter())
-                .filter(|id| {
-                    let records = match pending.get(id) {
-                        Some(p) => &p.records[..],
-                        None => self.current(&next, **id).0,
-                    };
-                    srv_targets(records).any(|t| t == target)
-                })
-                .count();
-            if self.srv_refs[target.index()] as usize > known {
+            if self.srv_refs[target.index()] > known.get(&target).copied().unwrap_or(0) {
                 unknown.insert(target);
             }
         }
@@ -534,6 +537,12 @@ impl ZoneState {
             }
         }
     }
+}
+
+/// A name's records, in any state.
+fn records_of(zone: &Zone, id: NameId) -> &[Record] {
+    let data = zone.nodes.get(id.index()).expect("a node per name");
+    zone.view(id, data).records()
 }
 
 /// `records` (sorted, with `counts`) with `changes` (sorted) applied; records no longer
