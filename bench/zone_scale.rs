@@ -5,6 +5,13 @@
 //!
 //! Run: `cargo bench --bench zone_scale` (sizes: `ZONE_TASKS="10000 50000"`).
 //!
+//! Then "one app changed": the same number of tasks as Marathon-only apps (10 tasks of 2
+//! ports each), compiled once into a `ZoneState`; `ZONE_CHANGES` (default 200) times one
+//! app's task is replaced by a new one (a restart: new task id, new host), patched with
+//! `ZoneState::replace_marathon_apps`. Prints the patch's median, 99th percentile and
+//! maximum, and the cost of a lookup (ns, over every name of the zone) in the compiled
+//! zone and in the zone after all the patches.
+//!
 //! The state: tasks of 20-character app names, 10 tasks per app, 2 ports each, a discovery
 //! name with two named ports on every other app, spread over one agent per 25 tasks, all
 //! in framework `marathon`; the config R options of EXPECTED.md.
@@ -17,10 +24,10 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use drover::catalog::cluster::Cluster;
+use drover::catalog::cluster::{Cluster, MarathonOnlyApp, MarathonOnlyTask};
 use drover::dns::name::LabelRules;
 use drover::dns::records::{self, IpSource};
-use drover::dns::zone::{Zone, ZoneInput, ZoneOptions};
+use drover::dns::zone::{QueryType, Zone, ZoneInput, ZoneOptions, ZoneState};
 use drover::source::mesos::cluster::{convert, ResolvedHosts};
 use drover::source::mesos::state;
 
@@ -127,6 +134,92 @@ fn compile(cluster: &Cluster, options: &ZoneOptions) -> Zone {
     })
 }
 
+/// App `app`'s task number `n` (a counter: every restart is a new task).
+fn marathon_task(app: usize, n: usize) -> MarathonOnlyTask {
+    MarathonOnlyTask {
+        id: format!("app-{app:08}-backend.{n:08x}-1111-11e6-a088-c20493233aa5"),
+        host: format!("10.{}.{}.{}", n / 65536 % 256, n / 256 % 256, n % 256)
+            .parse()
+            .expect("an address"),
+        ip_addresses: vec![],
+        ports: vec![31000 + (n % 1000) as u16 * 2, 31001 + (n % 1000) as u16 * 2],
+        agent_id: Some(format!("20160101-000000-1-5050-S{}", n / 25)),
+        healthy: None,
+    }
+}
+
+/// Nanoseconds per `lookup`, over `names` (A, then SRV), best of 3 passes.
+fn lookup_ns(zone: &Zone, names: &[String]) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut found = 0usize;
+        for name in names {
+            for qtype in [QueryType::A, QueryType::SRV] {
+                found += usize::from(matches!(
+                    zone.lookup(name, qtype),
+                    drover::dns::Lookup::Found { .. }
+                ));
+            }
+        }
+        std::hint::black_box(found);
+        best = best.min(t.elapsed().as_secs_f64() * 1e9 / (names.len() * 2) as f64);
+    }
+    best
+}
+
+/// "One app changed" at `tasks` Marathon-only tasks.
+fn one_app_changed(tasks: usize, options: &ZoneOptions) {
+    let changes: usize = std::env::var("ZONE_CHANGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut apps: Vec<MarathonOnlyApp> = (0..tasks.div_ceil(10))
+        .map(|app| MarathonOnlyApp {
+            id: format!("/bench/app-{app:08}-backend"),
+            tasks: (app * 10..(app * 10 + 10).min(tasks))
+                .map(|n| marathon_task(app, n))
+                .collect(),
+        })
+        .collect();
+    let t = Instant::now();
+    let mut state = ZoneState::compile(&ZoneInput {
+        cluster: None,
+        marathon_apps: &apps,
+        options,
+        checked_down: &BTreeSet::new(),
+        serial: 1,
+    });
+    let compile = t.elapsed();
+    let compiled = state.zone().clone();
+    let names: Vec<String> = compiled.nodes().map(|n| n.name().to_string()).collect();
+    let mut times = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let next_task = tasks + i;
+        // Spread over the apps; the app's oldest task is replaced by a new one.
+        let number = (i * 7919) % apps.len();
+        let app = &mut apps[number];
+        app.tasks.remove(0);
+        app.tasks.push(marathon_task(number, next_task));
+        let t = Instant::now();
+        let zone = state.replace_marathon_apps(&[&app.id], std::slice::from_ref(app), 2 + i as u32);
+        times.push(t.elapsed());
+        drop(zone);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{tasks}\t{:.0}\t{}\t{changes}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.0}",
+        ms(compile),
+        compiled.record_count(),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() * 99 / 100]),
+        ms(times[times.len() - 1]),
+        lookup_ns(&compiled, &names),
+        lookup_ns(state.zone(), &names),
+    );
+}
+
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -139,7 +232,7 @@ fn main() {
         .collect();
     let options = options();
     println!("tasks\tjson_MiB\tdecode_convert_ms\tcompile_ms(median)\tcompile_ms(min)\trecords\tnames\tzone_MiB\tpeak_during_compile_MiB\tgenerate_ms\tfrom_sets_ms");
-    for tasks in sizes {
+    for &tasks in &sizes {
         let json = state_json(tasks);
         let json_len = json.len();
         let t0 = Instant::now();
@@ -195,5 +288,10 @@ fn main() {
             generate[2].as_secs_f64() * 1e3,
             from_sets[2].as_secs_f64() * 1e3,
         );
+    }
+    println!("one app changed (Marathon-only apps):");
+    println!("tasks\tcompile_ms\trecords\tchanges\tpatch_ms(median)\tpatch_ms(p99)\tpatch_ms(max)\tlookup_ns(compiled)\tlookup_ns(patched)");
+    for tasks in sizes {
+        one_app_changed(tasks, &options);
     }
 }

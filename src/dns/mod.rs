@@ -8,7 +8,8 @@
 //! - `name`: the label sanitizer (RFC 1123 / RFC 952 rules) and `hash5`.
 //! - `records`: the cluster + Marathon-only apps + options -> the records of every name.
 //! - `zone`: record sets -> `Zone` (apex, additional records, empty non-terminals) and
-//!   `Zone::lookup`.
+//!   `Zone::lookup`; `ZoneState` patches one Marathon-only app's change into a new zone
+//!   without a full compile.
 //! - `api`: the bodies of the Mesos-DNS HTTP lookups (`/v1/hosts`, `/v1/services`).
 //! - `server`: the DNS server (settings, UDP loop, the answers it gives); `handler`: one
 //!   packet in, one reply out; `fast`: the UDP fast path; `tcp`: TCP connections;
@@ -34,4 +35,5 @@ pub use labels::Transport;
 pub use records::{IpSource, RecordOptions};
 pub use zone::{
     Lookup, NameId, QueryType, Record, RecordData, RecordType, Zone, ZoneInput, ZoneOptions,
+    ZoneState,
 };

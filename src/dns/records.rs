@@ -194,19 +194,12 @@ pub fn generate(
     options: &RecordOptions,
     checked_down: &BTreeSet<SocketAddr>,
 ) -> RecordSets {
-    let domain = options.domain.trim_end_matches('.').to_ascii_lowercase();
     // A task has about 3 names of its own and 12 records (the benchmark's mix): room
     // for a little more saves copying the biggest buffers as they grow.
     let tasks = cluster.map_or(0, Cluster::task_count)
         + marathon_apps.iter().map(|a| a.tasks.len()).sum::<usize>();
-    let mut gen = Generator {
-        sets: RecordSets::with_capacity(tasks * 3 + 64, tasks * 14 + 64),
-        tail: format!(".{domain}."),
-        buf: String::with_capacity(256),
-        options,
-        healthy_names: None,
-        checked_down,
-    };
+    let sets = RecordSets::with_capacity(tasks * 3 + 64, tasks * 14 + 64);
+    let mut gen = Generator::new(sets, options, checked_down);
     if let Some(name_server) = &options.name_server {
         let name = fqdn(&name_server.name);
         for &ip in &name_server.ips {
@@ -272,7 +265,23 @@ struct TaskNames<'t> {
 
 // === impl Generator ===
 
-impl Generator<'_> {
+impl<'a> Generator<'a> {
+    fn new(
+        sets: RecordSets,
+        options: &'a RecordOptions,
+        checked_down: &'a BTreeSet<SocketAddr>,
+    ) -> Generator<'a> {
+        let domain = options.domain.trim_end_matches('.').to_ascii_lowercase();
+        Generator {
+            sets,
+            tail: format!(".{domain}."),
+            buf: String::with_capacity(256),
+            options,
+            healthy_names: None,
+            checked_down,
+        }
+    }
+
     fn label(&self, text: &str) -> String {
         label(text, self.options.labels)
     }
@@ -527,22 +536,27 @@ impl Generator<'_> {
                 if self.left_out(&framework, &l, self.mesos_health(task, agent_ips)) {
                     continue;
                 }
-                let names = TaskNames {
-                    framework: &framework,
-                    suffix: canonical_suffix(&task.id, Some(&task.agent_id)),
-                    task_ips: task_ips(&task.ips, agent_ips, &self.options.ip_sources),
-                    agent_ips,
-                    ports: &task.ports,
-                    discovery: task.discovery.as_ref().map(|d| d.ports.as_slice()),
-                };
-                if let Some(d) = &task.discovery {
-                    if self.options.legacy_discovery_names {
-                        self.task(&d.name.to_ascii_lowercase(), &names);
-                    }
-                }
-                self.task(&l, &names);
+                self.mesos_task(&framework, &l, task, agent_ips);
             }
         }
+    }
+
+    /// Every record of one Mesos task, `l` its label.
+    fn mesos_task(&mut self, framework: &str, l: &str, task: &Task, agent_ips: &[IpAddr]) {
+        let names = TaskNames {
+            framework,
+            suffix: canonical_suffix(&task.id, Some(&task.agent_id)),
+            task_ips: task_ips(&task.ips, agent_ips, &self.options.ip_sources),
+            agent_ips,
+            ports: &task.ports,
+            discovery: task.discovery.as_ref().map(|d| d.ports.as_slice()),
+        };
+        if let Some(d) = &task.discovery {
+            if self.options.legacy_discovery_names {
+                self.task(&d.name.to_ascii_lowercase(), &names);
+            }
+        }
+        self.task(l, &names);
     }
 
     fn marathon_app(&mut self, app: &MarathonOnlyApp) {
@@ -636,6 +650,125 @@ impl Generator<'_> {
             }
         }
     }
+}
+
+/// What `healthy_only` weighs for one task label of one framework: whether a task under it
+/// passes its checks (or has none), and whether one fails (or, for a Marathon-only app, an
+/// app has no task that passes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelHealth {
+    pub ok: bool,
+    pub failing: bool,
+}
+
+// === impl LabelHealth ===
+
+impl LabelHealth {
+    /// A label whose tasks all fail: all of them are answered, and it is counted.
+    pub fn all_failing(self) -> bool {
+        self.failing && !self.ok
+    }
+
+    pub fn or(self, other: LabelHealth) -> LabelHealth {
+        LabelHealth {
+            ok: self.ok || other.ok,
+            failing: self.failing || other.failing,
+        }
+    }
+}
+
+/// The task label a Marathon-only app's names are built on (`/group/app` -> `app-group`).
+pub fn marathon_app_label(app: &MarathonOnlyApp, options: &RecordOptions) -> String {
+    Generator::new(RecordSets::default(), options, &BTreeSet::new()).marathon_label(app)
+}
+
+/// The Mesos tasks whose names Marathon-only apps can share: those of the frameworks
+/// named like Marathon (fragment `marathon`), by task label. With `healthy_only` only.
+#[derive(Debug, Clone, Default)]
+pub struct MarathonFrameworkLabels {
+    /// Each label's health, over its Mesos tasks.
+    pub health: HashMap<String, LabelHealth>,
+    /// The records of the labels whose Mesos tasks all fail, generated as if answered:
+    /// they are, unless a Marathon-only app of the label has a task that passes.
+    pub all_failing: HashMap<String, RecordSets>,
+}
+
+/// `MarathonFrameworkLabels` of a cluster; empty without `healthy_only`.
+pub fn marathon_framework_labels(
+    cluster: Option<&Cluster>,
+    options: &RecordOptions,
+    checked_down: &BTreeSet<SocketAddr>,
+) -> MarathonFrameworkLabels {
+    let mut labels = MarathonFrameworkLabels::default();
+    let Some(cluster) = cluster.filter(|_| options.healthy_only) else {
+        return labels;
+    };
+    let mut gen = Generator::new(RecordSets::default(), options, checked_down);
+    let marathon = domain_fragment("marathon", options.labels);
+    let agents: HashMap<&str, &[IpAddr]> = cluster
+        .agents
+        .iter()
+        .map(|a| {
+            let ips: &[IpAddr] = a.endpoint.as_ref().map_or(&[], |e| &e.ips);
+            (a.id.as_str(), ips)
+        })
+        .collect();
+    let named = gen.named_tasks(cluster, &agents);
+    let tasks = || {
+        named
+            .iter()
+            .filter(|(framework, _)| *framework == marathon)
+            .flat_map(|(_, tasks)| tasks.iter())
+    };
+    for &(task, agent_ips) in tasks() {
+        let fails = gen.mesos_health(task, agent_ips) == Some(false);
+        let health = labels.health.entry(gen.mesos_label(task)).or_default();
+        health.ok |= !fails;
+        health.failing |= fails;
+    }
+    for &(task, agent_ips) in tasks() {
+        let l = gen.mesos_label(task);
+        if !labels.health[&l].all_failing() {
+            continue;
+        }
+        gen.sets = labels.all_failing.remove(&l).unwrap_or_default();
+        gen.mesos_task(&marathon, &l, task, agent_ips);
+        labels.all_failing.insert(l, std::mem::take(&mut gen.sets));
+    }
+    labels
+}
+
+/// Appends to `sets` the records of the Marathon-only apps `apps`, all of task label
+/// `label`, beside Mesos tasks of that label whose health is `mesos`; returns the label's
+/// health over both.
+pub fn marathon_label_records(
+    label: &str,
+    apps: &[&MarathonOnlyApp],
+    mesos: LabelHealth,
+    options: &RecordOptions,
+    checked_down: &BTreeSet<SocketAddr>,
+    sets: &mut RecordSets,
+) -> LabelHealth {
+    let mut gen = Generator::new(std::mem::take(sets), options, checked_down);
+    let mut health = mesos;
+    for app in apps {
+        let ok = app
+            .tasks
+            .iter()
+            .any(|t| gen.marathon_health(t) != Some(false));
+        health.ok |= ok;
+        health.failing |= !ok;
+    }
+    if options.healthy_only && health.ok {
+        let marathon = domain_fragment("marathon", options.labels);
+        let label = HashSet::from([label.to_string()]);
+        gen.healthy_names = Some(HashMap::from([(marathon, label)]));
+    }
+    for app in apps {
+        gen.marathon_app(app);
+    }
+    *sets = gen.sets;
+    health
 }
 
 /// `buf` := the concatenation of `parts`.

@@ -585,3 +585,94 @@ async fn classes_types_and_labels() {
         "{text}"
     );
 }
+
+/// A zone patched by `ZoneState` (one Marathon-only app added, then restarted, then removed)
+/// is what the server answers, over the UDP fast path and TCP alike, each patch with its
+/// own SOA serial; the fixture's Mesos names stay.
+#[tokio::test]
+async fn a_patched_zone_is_served_at_once() {
+    use drover::catalog::cluster::{MarathonOnlyApp, MarathonOnlyTask};
+    use drover::dns::zone::{ZoneInput, ZoneState};
+    use drover::source::mesos::cluster::convert;
+
+    let cluster = convert(
+        &crate::support::dns::fixture_state(),
+        &["144.76.157.37:5050".to_string()],
+        &Default::default(),
+    );
+    let options = config_r(false);
+    let mut state = ZoneState::compile(&ZoneInput {
+        cluster: Some(&cluster),
+        marathon_apps: &[],
+        options: &options,
+        checked_down: &BTreeSet::new(),
+        serial: 10,
+    });
+    let dns = TestDns::start(Some(drover::dns::Zone::clone(state.zone())), vec![]);
+    let app = |task: &str, host: &str| MarathonOnlyApp {
+        id: "/shop/cart".into(),
+        tasks: vec![MarathonOnlyTask {
+            id: task.into(),
+            host: host.parse().unwrap(),
+            ip_addresses: vec![],
+            ports: vec![31005],
+            agent_id: None,
+            healthy: None,
+        }],
+    };
+    let name = "cart-shop.marathon.mesos.";
+    let ask = |qtype| query(name, qtype, false, None);
+    let soa_serial = |r: &Message| match r.authorities.first().map(|a| &a.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA: {other:?}"),
+    };
+    let r = udp(dns.addr, &ask(RecordType::A)).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(soa_serial(&r), 10);
+
+    for (serial, host) in [(11, "10.7.0.1"), (12, "10.7.0.2")] {
+        let task = format!("cart.{serial}");
+        let zone = state.replace_marathon_apps(&["/shop/cart"], &[app(&task, host)], serial);
+        dns.zone.store(Some(zone));
+        let want = set(&[&format!("{name} 60 A {host}")]);
+        assert_eq!(
+            lines(&udp(dns.addr, &ask(RecordType::A)).await.answers),
+            want
+        );
+        assert_eq!(
+            lines(&tcp(dns.addr, &ask(RecordType::A)).await.answers),
+            want
+        );
+        let srv = udp(
+            dns.addr,
+            &query(
+                "_cart-shop._tcp.marathon.mesos.",
+                RecordType::SRV,
+                false,
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(srv.answers.len(), 1, "one task, one port");
+        assert_eq!(lines(&srv.additionals).len(), 1, "its address");
+        let r = udp(dns.addr, &ask(RecordType::AAAA)).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "NODATA");
+        assert_eq!(soa_serial(&r), serial);
+    }
+    let zone = state.replace_marathon_apps(&["/shop/cart"], &[], 13);
+    dns.zone.store(Some(zone));
+    for r in [
+        udp(dns.addr, &ask(RecordType::A)).await,
+        tcp(dns.addr, &ask(RecordType::A)).await,
+    ] {
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(soa_serial(&r), 13);
+    }
+    // The cluster's names never moved.
+    let r = udp(
+        dns.addr,
+        &query("leader.mesos.", RecordType::A, false, None),
+    )
+    .await;
+    assert_eq!(r.answers.len(), 1);
+}

@@ -28,6 +28,16 @@ impl Zone {
     /// added, each name's records sorted and freed of duplicates into one arena, the
     /// additional records appended, and the empty non-terminals marked.
     pub fn from_record_sets(sets: RecordSets, options: &ZoneOptions, serial: u32) -> Zone {
+        Zone::build(sets, options, serial, None)
+    }
+
+    /// `from_record_sets`, also filling `book` (for `ZoneState`) when given.
+    pub(super) fn build(
+        sets: RecordSets,
+        options: &ZoneOptions,
+        serial: u32,
+        mut book: Option<&mut Bookkeeping>,
+    ) -> Zone {
         let RecordSets {
             mut names,
             mut records,
@@ -82,7 +92,9 @@ impl Zone {
 
         // Empty non-terminals: every name between a published one and the apex exists.
         // A walk stops at the first parent that is already a node: its own walk (or an
-        // earlier one) goes on from there.
+        // earlier one) goes on from there. So each node below the apex is counted once as
+        // its parent's child.
+        let mut children = Vec::new();
         let mut owner = String::new();
         for i in 0..generated {
             if state[i] != NodeState::Records {
@@ -100,6 +112,10 @@ impl Zone {
                 if id.index() == state.len() {
                     state.push(NodeState::Absent);
                 }
+                if book.is_some() {
+                    children.resize(names.len(), 0);
+                    children[id.index()] += 1;
+                }
                 if state[id.index()] != NodeState::Absent {
                     break;
                 }
@@ -108,29 +124,65 @@ impl Zone {
             }
         }
 
-        let (mut arena, mut nodes) = sorted_arena(records, &names, state);
+        let counts = book.as_mut().map(|b| &mut b.counts);
+        let (mut arena, mut nodes) = sorted_arena(records, &names, state, counts);
         let record_count = nodes
             .iter()
             .filter(|n| n.state == NodeState::Records)
             .map(|n| (n.bounds[5] - n.bounds[0]) as usize)
             .sum();
         append_additional(&mut arena, &mut nodes, apex, mname);
+        if let Some(book) = book {
+            children.resize(names.len(), 0);
+            book.children = children;
+        }
+        let mut chunked = Chunked::with_capacity(nodes.len());
+        nodes.into_iter().for_each(|n| chunked.push(n));
         Zone {
             apex,
             dot_apex,
-            names,
-            soa: nodes[apex.index()].range(RecordType::Soa).start,
-            nodes,
-            arena,
+            names: Names {
+                compiled: Arc::new(names),
+                added: Arc::default(),
+            },
+            nodes: chunked,
+            segments: vec![Arc::new(arena)],
             soa_fields,
             ttl: options.ttl,
             srv_priority: options.srv_priority,
             srv_weight: options.srv_weight,
             record_count,
-            dropped,
+            dropped: Arc::new(dropped),
             all_failing_names,
         }
     }
+}
+
+/// What a compile knows that a later patch needs (`ZoneState`), beyond the zone.
+#[derive(Debug, Default)]
+pub(super) struct Bookkeeping {
+    /// For each of the first segment's node records (not the additional ones): how many
+    /// times it was generated. A patch that stops generating it once takes one off; it
+    /// stays while another app (or the cluster) still generates it.
+    pub(super) counts: Vec<u32>,
+    /// For each name: how many of the names one label below it are nodes.
+    pub(super) children: Vec<u32>,
+}
+
+/// The order of a node's records: by type (`RecordType` order), then by value.
+pub(super) fn record_order(a: &Record, b: &Record) -> Ordering {
+    let (ta, tb) = (a.data.record_type(), b.data.record_type());
+    ta.index()
+        .cmp(&tb.index())
+        .then_with(|| match (&a.data, &b.data) {
+            (RecordData::A(x), RecordData::A(y)) => x.cmp(y),
+            (RecordData::Aaaa(x), RecordData::Aaaa(y)) => x.cmp(y),
+            // By target id, not text: any order that keeps a target's records
+            // together will do, and ids compare without reading the names.
+            (RecordData::Srv(x), RecordData::Srv(y)) => (x.target, x.port).cmp(&(y.target, y.port)),
+            (RecordData::Ns(x), RecordData::Ns(y)) => x.cmp(y),
+            _ => Ordering::Equal,
+        })
 }
 
 /// Appends each node's additional records to the arena: one A and one AAAA of each
@@ -189,12 +241,14 @@ pub(super) fn append_additional(
 }
 
 /// `records` grouped by owner (a counting sort: one pass to count, one to place), each
-/// owner's records sorted by type and value with duplicates removed; the records of names
-/// that are not `Records` are left out. Returns the arena and each name's node data.
+/// owner's records sorted by type and value with duplicates removed (how many times each
+/// was generated goes to `counts`, when given); the records of names that are neither
+/// `Records` nor `Dropped` are left out. Returns the arena and each name's node data.
 pub(super) fn sorted_arena(
     records: Vec<Record>,
     names: &NameTable,
     state: Vec<NodeState>,
+    mut counts: Option<&mut Vec<u32>>,
 ) -> (Vec<Record>, Vec<NodeData>) {
     let mut starts = vec![0u32; names.len() + 1];
     let mut srv_count = 0;
@@ -219,36 +273,27 @@ pub(super) fn sorted_arena(
         *at += 1;
     }
 
-    let order = |a: &Record, b: &Record| {
-        let (ta, tb) = (a.data.record_type(), b.data.record_type());
-        ta.index()
-            .cmp(&tb.index())
-            .then_with(|| match (&a.data, &b.data) {
-                (RecordData::A(x), RecordData::A(y)) => x.cmp(y),
-                (RecordData::Aaaa(x), RecordData::Aaaa(y)) => x.cmp(y),
-                // By target id, not text: any order that keeps a target's records
-                // together will do, and ids compare without reading the names.
-                (RecordData::Srv(x), RecordData::Srv(y)) => {
-                    (x.target, x.port).cmp(&(y.target, y.port))
-                }
-                (RecordData::Ns(x), RecordData::Ns(y)) => x.cmp(y),
-                _ => Ordering::Equal,
-            })
-    };
     let mut nodes = Vec::with_capacity(names.len());
     // Compacts in place: `kept` never passes the record being looked at.
     let mut kept = 0;
     for (i, node_state) in state.into_iter().enumerate() {
         let begin = kept;
-        if node_state == NodeState::Records {
+        // A dropped name's records are kept (out of sight) for a patch to count on.
+        if matches!(node_state, NodeState::Records | NodeState::Dropped) {
             let (start, end) = (starts[i] as usize, starts[i + 1] as usize);
-            arena[start..end].sort_unstable_by(order);
+            arena[start..end].sort_unstable_by(record_order);
             for k in start..end {
                 if kept > begin && arena[kept - 1] == arena[k] {
+                    if let Some(counts) = counts.as_deref_mut() {
+                        counts[kept - 1] += 1;
+                    }
                     continue;
                 }
                 arena.swap(kept, k);
                 kept += 1;
+                if let Some(counts) = counts.as_deref_mut() {
+                    counts.push(1);
+                }
             }
         }
         let mut bounds = [begin as u32; 6];

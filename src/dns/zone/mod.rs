@@ -3,6 +3,13 @@
 //! records and the empty non-terminals, and drops names that cannot go on the wire.
 //! `lookup` is one hash-map probe on the lower-cased name; the types are plain Rust
 //! (`Ipv4Addr`, `Ipv6Addr`, our `Srv`, `Soa`) so a DNS server can encode them as it likes.
+//! `ZoneState` (`state`) keeps what a compile produced and patches the Marathon-only apps
+//! into a new zone without recompiling the rest.
+//!
+//! The storage is shared between a zone and the zones patched from it: the compile's names
+//! and records are never written again; a patch adds the names it needs to a small second
+//! name table, copies the node chunks it changes, and puts the records of the names it
+//! rewrites in a new segment.
 //!
 //! Answers follow the RFCs where Mesos-DNS does not (EXPECTED.md's [Q] rows): the apex
 //! answers SOA, NS and ANY; a name without the asked type is NODATA and a name that does
@@ -11,10 +18,18 @@
 //! `Zone::soa`, whose owner is the apex.
 
 mod build;
+mod chunked;
+mod state;
+#[cfg(test)]
+mod state_tests;
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use chunked::Chunked;
+pub use state::ZoneState;
 
 use crate::catalog::cluster::{Cluster, MarathonOnlyApp};
 use crate::config::DnsConfig;
@@ -122,13 +137,13 @@ impl ZoneOptions {
 /// One resource record. The owner (and an SRV or NS target) is a name of the zone's
 /// table: `Zone::name` gives its text. The TTL and the SRV priority and weight are the
 /// same for every record of a zone (`Zone::ttl`, `Zone::srv_priority`, `Zone::srv_weight`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Record {
     pub owner: NameId,
     pub data: RecordData,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RecordData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
@@ -139,7 +154,7 @@ pub enum RecordData {
     Srv(Srv),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Srv {
     pub port: u16,
     pub target: NameId,
@@ -245,7 +260,7 @@ pub struct Node<'z> {
     id: NameId,
     name: &'z str,
     data: &'z NodeData,
-    /// The zone's record arena.
+    /// The zone's record segment that holds this node's records.
     arena: &'z [Record],
 }
 
@@ -262,8 +277,9 @@ enum NodeState {
     Dropped,
 }
 
-/// Where a node's records are in the zone's arena (one `Vec<Record>` for the whole zone:
-/// no allocation per name, and the records of a node are contiguous).
+/// Where a node's records are in the zone's record segments (one `Vec<Record>` for the
+/// whole compile, one more per patch: no allocation per name, and the records of a node,
+/// and its additional records, are contiguous in one segment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NodeData {
     /// The records of type `t` are `bounds[t.index()]..bounds[t.index() + 1]`: the types
@@ -272,6 +288,8 @@ struct NodeData {
     /// What answers about this name carry in the additional section: one A and one AAAA
     /// of each SRV target, or the addresses of the NS target.
     additional: (u32, u32),
+    /// The segment `bounds` and `additional` index.
+    segment: u32,
     state: NodeState,
 }
 
@@ -281,6 +299,7 @@ impl NodeData {
     const ABSENT: NodeData = NodeData {
         bounds: [0; 6],
         additional: (0, 0),
+        segment: 0,
         state: NodeState::Absent,
     };
 
@@ -335,7 +354,7 @@ pub enum Lookup<'z> {
     OutsideZone,
 }
 
-/// A compiled, immutable zone.
+/// A compiled, immutable zone. Cloning one is cheap: the storage is shared.
 #[derive(Debug, Clone)]
 pub struct Zone {
     /// `mesos.`
@@ -343,21 +362,64 @@ pub struct Zone {
     /// `.mesos.`, for the in-zone test.
     dot_apex: Box<str>,
     /// Every name the records mention, empty non-terminals included.
-    names: NameTable,
+    names: Names,
     /// By `NameId::index`.
-    nodes: Vec<NodeData>,
-    /// Every node's records, then every node's additional records.
-    arena: Vec<Record>,
-    /// Where the SOA record is in `arena`.
-    soa: usize,
+    nodes: Chunked<NodeData>,
+    /// The compile's records (every node's records, then every node's additional
+    /// records), then one segment per patch with the names it rewrote.
+    segments: Vec<Arc<Vec<Record>>>,
     soa_fields: Soa,
     ttl: u32,
     srv_priority: u16,
     srv_weight: u16,
     record_count: usize,
-    dropped: Vec<String>,
+    dropped: Arc<Vec<String>>,
     /// With `healthy_only`: names answered with all their tasks, every one failing.
     all_failing_names: usize,
+}
+
+/// A zone's names: the compile's table, then the names patches added (ids after the
+/// compile's). Both shared between the zones patched from one compile.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    compiled: Arc<NameTable>,
+    added: Arc<NameTable>,
+}
+
+// === impl Names ===
+
+impl Names {
+    #[inline]
+    fn get(&self, name: &str) -> Option<NameId> {
+        match self.compiled.get(name) {
+            Some(id) => Some(id),
+            // Only names a patch added, or no name at all, get here.
+            None if self.added.is_empty() => None,
+            None => self
+                .added
+                .get(name)
+                .map(|id| NameId::from_index(self.compiled.len() + id.index())),
+        }
+    }
+
+    #[inline]
+    fn name(&self, id: NameId) -> &str {
+        let compiled = self.compiled.len();
+        if id.index() < compiled {
+            self.compiled.name(id)
+        } else {
+            self.added.name(NameId::from_index(id.index() - compiled))
+        }
+    }
+
+    /// The id of `name`, adding it (to the patches' table) when it is new.
+    fn intern(&mut self, name: &str) -> NameId {
+        if let Some(id) = self.get(name) {
+            return id;
+        }
+        let added = Arc::make_mut(&mut self.added).intern(name);
+        NameId::from_index(self.compiled.len() + added.index())
+    }
 }
 
 // === impl Zone ===
@@ -413,12 +475,17 @@ impl Zone {
     /// The node of a record's owner or target, if that name is a node of the zone.
     pub fn node_by_id(&self, id: NameId) -> Option<Node<'_>> {
         let data = self.nodes.get(id.index()).filter(|n| n.is_node())?;
-        Some(Node {
+        Some(self.view(id, data))
+    }
+
+    /// `data` (of `id`) as a node, whatever its state.
+    fn view<'z>(&'z self, id: NameId, data: &'z NodeData) -> Node<'z> {
+        Node {
             id,
             name: self.names.name(id),
             data,
-            arena: &self.arena,
-        })
+            arena: &self.segments[data.segment as usize],
+        }
     }
 
     /// The text of a record's owner or target: lower case, trailing dot.
@@ -428,7 +495,8 @@ impl Zone {
 
     /// The SOA record (owner: the apex), for the authority section of negative answers.
     pub fn soa(&self) -> &Record {
-        &self.arena[self.soa]
+        let apex = self.node_by_id(self.apex).expect("the apex is a node");
+        &apex.of_type(RecordType::Soa)[0]
     }
 
     /// The SOA record's fields.
