@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::catalog::{self, cluster, AppProblem, Catalog};
 use crate::config::{Config, DnsConfig, Groups};
+use crate::dns::zone::ZoneState;
 use crate::dns::Zone;
 use crate::dns::{ZoneInput, ZoneOptions};
 use crate::handles::{
@@ -74,8 +75,8 @@ pub async fn run(
     let mut only_checks = false;
     // What the stored table was built from, to patch the next one.
     let mut built: Option<Built> = None;
-    // The Marathon snapshot (origin, generation) the stored zone was compiled from.
-    let mut zone_base: Option<(u64, u64)> = None;
+    // The zone in use with what it was built from, to patch the next one.
+    let mut zone_base: Option<ZoneBase> = None;
     loop {
         let cfg = inputs.config.borrow_and_update().clone();
         let file = inputs.file.borrow_and_update().clone();
@@ -120,26 +121,20 @@ pub async fn run(
                 let mesos_ready = cfg.mesos.is_none() || mesos.is_some();
                 if let (true, Some(marathon)) = (mesos_ready, marathon) {
                     zone_version += 1;
-                    // Which Marathon apps changed since the last zone: where an incremental
-                    // zone build will start from (`None`: unknown, or no zone yet).
-                    let changes = marathon.as_ref().map(|m| &m.changes);
-                    let marathon_changed = zone_base
-                        .zip(changes)
-                        .and_then(|((origin, generation), c)| c.changed_since(origin, generation))
-                        .map(|ids| ids.into_iter().map(str::to_string).collect());
-                    zone_base = changes.map(|c| (c.origin, c.generation));
                     let input = ZoneSources {
                         mesos: mesos.clone(),
                         marathon,
-                        marathon_changed,
                         checked_down,
                     };
-                    let compiled = compile_zone(dns, input, zone_version).await;
-                    store_zone(&out, compiled, zone_version);
+                    let (base, took, kind) =
+                        update_zone(dns, input, zone_base.take(), zone_version).await;
+                    store_zone(&out, base.state.zone().clone(), took, kind, zone_version);
+                    zone_base = Some(base);
                 }
             }
             Some(_) => {}
             None if out.zone.is_set() => {
+                zone_base = None;
                 out.zone.store(None);
                 out.metrics.dns_zone_records.set(0);
                 out.metrics.dns_all_failing_names.set(0);
@@ -167,10 +162,6 @@ pub struct ZoneSources {
     pub mesos: Option<Arc<MesosSnapshot>>,
     /// `None` without `[marathon]`.
     pub marathon: Option<Arc<Snapshot>>,
-    /// The Marathon app ids that changed since the snapshot the last zone was compiled
-    /// from, when the snapshots tell (`None`: unknown, or no zone yet). The zone is still
-    /// compiled in full; this is where an incremental zone build starts from.
-    pub marathon_changed: Option<Vec<String>>,
     pub checked_down: CheckedDown,
 }
 
@@ -419,68 +410,160 @@ fn update_metrics(m: &Metrics, table: &RouteTable) {
     m.app_problems.set(table.problems.len() as i64);
 }
 
-/// Compiles the zone from the Mesos leader's cluster and the apps only Marathon knows, and
-/// says how long that took. The compile runs on a blocking thread: a big cluster's zone
-/// takes long enough to stall the probes and admin answers this runtime also serves.
-pub async fn compile_zone(dns: &DnsConfig, input: ZoneSources, serial: u32) -> (Zone, Duration) {
+/// The zone in use, with what it was built from: a later change to Marathon apps alone is
+/// patched into it (`ZoneState::replace_marathon_apps`) instead of compiled again.
+pub struct ZoneBase {
+    state: ZoneState,
+    options: ZoneOptions,
+    mesos: Option<Arc<MesosSnapshot>>,
+    checked_down: CheckedDown,
+    /// The Marathon snapshot's `(origin, generation)`; `None` without `[marathon]`.
+    marathon: Option<(u64, u64)>,
+}
+
+/// How a zone was made, for the log and `drover_dns_zone_builds_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZoneBuild {
+    Full,
+    Patch,
+}
+
+/// The next zone: `base` patched when only Marathon apps changed since it was built (same
+/// DNS options, Mesos snapshot and checked-down set, and the Marathon snapshot names the
+/// apps that changed since `base`'s), else a full compile of the Mesos leader's cluster and
+/// the apps only Marathon knows. Says how long that took. The work runs on a blocking
+/// thread: a big cluster's compile takes long enough to stall the probes and admin answers
+/// this runtime also serves.
+pub async fn update_zone(
+    dns: &DnsConfig,
+    input: ZoneSources,
+    base: Option<ZoneBase>,
+    serial: u32,
+) -> (ZoneBase, Duration, ZoneBuild) {
     let options = ZoneOptions::from_config(dns);
     let ZoneSources {
         mesos,
         marathon,
-        marathon_changed: _,
         checked_down,
     } = input;
+    let marathon_at = marathon
+        .as_ref()
+        .map(|m| (m.changes.origin, m.changes.generation));
+    let changed: Option<Vec<String>> = base.as_ref().and_then(|b| {
+        let same = b.options == options
+            && same_arc(&b.mesos, &mesos)
+            && (Arc::ptr_eq(&b.checked_down, &checked_down) || b.checked_down == checked_down)
+            && !b.state.should_recompile();
+        let (origin, generation) = b.marathon?;
+        let ids = marathon
+            .as_ref()?
+            .changes
+            .changed_since(origin, generation)?;
+        (same && ids.len() <= MAX_PATCHED_APPS)
+            .then(|| ids.into_iter().map(str::to_string).collect())
+    });
     let build = move || {
-        let cluster = mesos.as_ref().map(|m| &m.cluster);
-        let apps = marathon
-            .as_deref()
-            .map_or_else(Vec::new, |m| cluster::marathon_only_apps(&m.apps, cluster));
         // CPU work on a blocking thread: the real clock, which paused time would stop.
         #[allow(clippy::disallowed_methods)]
         let started = std::time::Instant::now();
-        let zone = Zone::compile(&ZoneInput {
-            cluster,
-            marathon_apps: &apps,
-            options: &options,
-            checked_down: &checked_down,
-            serial,
-        });
-        (zone, started.elapsed())
+        let cluster = mesos.as_ref().map(|m| &m.cluster);
+        let (state, kind) = match (base, changed) {
+            (Some(mut base), Some(ids)) => {
+                let apps = marathon.as_deref().map_or_else(Vec::new, |m| {
+                    // The snapshot's apps are sorted by id.
+                    let changed = ids.iter().filter_map(|id| {
+                        let at = m.apps.binary_search_by(|a| a.id.as_str().cmp(id)).ok()?;
+                        Some(&*m.apps[at])
+                    });
+                    cluster::marathon_only_apps(&changed.collect::<Vec<_>>(), cluster)
+                });
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                base.state.replace_marathon_apps(&ids, &apps, serial);
+                (base.state, ZoneBuild::Patch)
+            }
+            _ => {
+                let apps = marathon
+                    .as_deref()
+                    .map_or_else(Vec::new, |m| cluster::marathon_only_apps(&m.apps, cluster));
+                let state = ZoneState::compile(&ZoneInput {
+                    cluster,
+                    marathon_apps: &apps,
+                    options: &options,
+                    checked_down: &checked_down,
+                    serial,
+                });
+                (state, ZoneBuild::Full)
+            }
+        };
+        let base = ZoneBase {
+            state,
+            options,
+            mesos,
+            checked_down,
+            marathon: marathon_at,
+        };
+        (base, started.elapsed(), kind)
     };
-    let (zone, took) = match tokio::task::spawn_blocking(build).await {
+    let (base, took, kind) = match tokio::task::spawn_blocking(build).await {
         Ok(built) => built,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
-    info!(
-        serial,
-        records = zone.record_count(),
-        compile_ms = took.as_millis() as u64,
-        "DNS zone compiled"
-    );
-    if !zone.dropped_names().is_empty() {
+    let zone = base.state.zone();
+    match kind {
+        ZoneBuild::Full => info!(
+            serial,
+            records = zone.record_count(),
+            compile_ms = took.as_millis() as u64,
+            "DNS zone compiled"
+        ),
+        ZoneBuild::Patch => debug!(
+            serial,
+            records = zone.record_count(),
+            patch_us = took.as_micros() as u64,
+            "DNS zone patched"
+        ),
+    }
+    if kind == ZoneBuild::Full && !zone.dropped_names().is_empty() {
         warn!(
             count = zone.dropped_names().len(),
             first = %zone.dropped_names()[0],
             "names left out of the DNS zone (not valid on the wire)"
         );
     }
-    (zone, took)
+    (base, took, kind)
 }
 
-fn store_zone(out: &Outputs, (zone, took): (Zone, Duration), serial: u32) {
+/// Both absent, or the same snapshot.
+fn same_arc<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+fn store_zone(out: &Outputs, zone: Arc<Zone>, took: Duration, kind: ZoneBuild, serial: u32) {
     debug!(serial, "DNS zone stored");
     let records = zone.record_count();
     out.metrics.dns_zone_records.set(records as i64);
     out.metrics
         .dns_all_failing_names
         .set(zone.all_failing_names() as i64);
+    let kind_label = match kind {
+        ZoneBuild::Full => "full",
+        ZoneBuild::Patch => "patch",
+    };
+    out.metrics
+        .dns_zone_builds
+        .with_label_values(&[kind_label])
+        .inc();
     let info = ZoneInfo {
         serial,
         records,
         compiled_at: std::time::SystemTime::now(),
         took,
     };
-    out.zone.store_compiled(Arc::new(zone), info);
+    out.zone.store_compiled(zone, info);
 }
 
 #[cfg(test)]

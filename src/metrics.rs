@@ -58,6 +58,8 @@ pub const ZK_CONNECTED: &str = "drover_zk_connected";
 pub const ZK_LEADER_CHANGES: &str = "drover_zk_leader_changes_total";
 /// Route tables stored, by how they were made (issue 17).
 pub const ROUTE_TABLE_BUILDS: &str = "drover_route_table_builds_total";
+/// DNS zones stored, by how they were made (issue 17).
+pub const DNS_ZONE_BUILDS: &str = "drover_dns_zone_builds_total";
 /// The namespace of the process collector's metrics: `drover_process_cpu_seconds_total`,
 /// `drover_process_resident_memory_bytes`, `drover_process_open_fds`, ...
 pub const PROCESS_NAMESPACE: &str = "drover";
@@ -123,6 +125,7 @@ pub struct Metrics {
     /// Route tables stored: `kind` = `full` (compiled from the whole catalog) or `patch`
     /// (only changed Marathon apps rebuilt).
     pub route_table_builds: IntCounterVec,
+    pub dns_zone_builds: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -428,6 +431,11 @@ impl Metrics {
             route_table_builds: counter(
                 ROUTE_TABLE_BUILDS,
                 "Route tables stored, by kind: full (compiled from the whole catalog) or patch (only the changed Marathon apps' routes rebuilt).",
+                &["kind"],
+            ),
+            dns_zone_builds: counter(
+                DNS_ZONE_BUILDS,
+                "DNS zones stored, by kind: full (compiled from the whole cluster) or patch (only the changed Marathon apps' records replaced).",
                 &["kind"],
             ),
             registry,

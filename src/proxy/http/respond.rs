@@ -52,6 +52,8 @@ pub(super) async fn respond(
         let number = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
         match conn.guard.rejection_for(number) {
             Some(why) => Err(ProxyError::Refused(why)),
+            // HTTP/1 heads were checked for exactly this by the guard: skip the lookups.
+            None if req.version() <= hyper::Version::HTTP_11 => Ok(()),
             None => check_framing(req.headers()),
         }
         .and_then(|()| {
