@@ -229,3 +229,71 @@ async fn the_resync_still_reads_every_app() {
     assert!(fake.full_reads() > full, "a read of every app found it");
     assert!(fake.app_reads().is_empty());
 }
+
+/// The SRV ports of `name` in `d`'s DNS server, over UDP, sorted.
+async fn srv_ports(d: &Drover, name: &str) -> Vec<u16> {
+    let addr = d.server().dns_addr().expect("[dns] is configured");
+    let q = crate::support::dns::query(name, hickory_proto::rr::RecordType::SRV, false, None);
+    let reply = crate::support::dns::udp(addr, &q).await;
+    let mut ports: Vec<u16> = (reply.answers.iter())
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::SRV(srv) => Some(srv.port),
+            _ => None,
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+async fn srv_becomes(d: &Drover, name: &str, mut want: Vec<u16>) {
+    want.sort();
+    eventually(&format!("{name} SRV ports {want:?}"), || {
+        let want = want.clone();
+        async move { (srv_ports(d, name).await == want).then_some(()) }
+    })
+    .await;
+}
+
+/// With `[dns]`, the zone follows the same per-app changes by patching: the new task's SRV
+/// record is answered, the killed one's goes, and neither change compiled the zone again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_zone_is_patched_with_the_apps_that_changed() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let fake = FakeMarathon::start().await;
+    let dns = "[dns]\nlisten = \"127.0.0.1:0\"\ndomain = \"mesos\"\n";
+    let drover = settled(&fake, a.addr, b.addr, dns).await;
+    let srv = "_web._tcp.marathon.mesos.";
+    srv_becomes(&drover, srv, vec![a.addr.port()]).await;
+    let metrics = drover.server().view().metrics.clone();
+    let builds = |kind: &str| metrics.dns_zone_builds.with_label_values(&[kind]).get();
+    let full = builds("full");
+
+    let (t1, t2) = (marathon::task_id("/web", 1), marathon::task_id("/web", 2));
+    fake.set_app(web(&[
+        FakeTask::new(&t1, a.addr),
+        FakeTask::new(&t2, b.addr),
+    ]));
+    fake.push(marathon::status_update(
+        "/web",
+        &t2,
+        "TASK_RUNNING",
+        "127.0.0.1",
+        b.addr.port(),
+    ));
+    srv_becomes(&drover, srv, vec![a.addr.port(), b.addr.port()]).await;
+    fake.push(marathon::status_update(
+        "/web",
+        &t1,
+        "TASK_KILLED",
+        "127.0.0.1",
+        a.addr.port(),
+    ));
+    srv_becomes(&drover, srv, vec![b.addr.port()]).await;
+    // The other app is still answered, and no change compiled the zone in full.
+    assert_eq!(
+        srv_ports(&drover, "_api._tcp.marathon.mesos.").await,
+        [b.addr.port()]
+    );
+    assert!(builds("patch") >= 2, "patched: {}", builds("patch"));
+    assert_eq!(builds("full"), full, "no full compile");
+}

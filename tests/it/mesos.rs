@@ -101,6 +101,11 @@ async fn version_and_config_speak_mesos_dns() {
     assert_eq!(c["DnsOn"], true);
     assert_eq!(c["RecurseOn"], false, "no forward: not an open resolver");
     assert_eq!(c["Masters"][0], mesos.addrs()[0].to_string());
+    // Ready does not wait for the first zone; before it the answer is 503.
+    eventually("the first zone", || async {
+        d.server().view().zone.load_full().map(drop)
+    })
+    .await;
     let a = support::get(d.admin(), "admin", "/v1/hosts/x/ports").await;
     assert_eq!(a.status, 501);
 }
