@@ -37,13 +37,13 @@ pub fn row(name: &str, samples: &[Duration], timeouts: usize) {
     s.sort();
     if s.is_empty() {
         println!(
-            "{name:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
+            "{name:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
             0, "-", "-", "-", "-"
         );
         return;
     }
     println!(
-        "{name:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
+        "{name:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {timeouts:>9}",
         s.len(),
         ms(pct(&s, 0.50)),
         ms(pct(&s, 0.90)),

@@ -26,14 +26,17 @@ mod latency;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use drover::catalog::cluster::MarathonOnlyApp;
 use drover::catalog::{self, RawApp, RawTask, Selection};
 use drover::config::{Config, Groups};
+use drover::dns::records;
+use drover::dns::zone::{Lookup, QueryType, RecordData, RecordType, ZoneOptions};
 use drover::metrics::Metrics;
 use drover::routing::{self, RouteTable};
 use drover::server::{Options, Server};
@@ -162,6 +165,33 @@ fn rss_mb() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// The A-record name of app `i` in the zone (`[dns] domain = "mesos"`).
+fn dns_name(i: usize) -> String {
+    let app = MarathonOnlyApp {
+        id: app_id(i),
+        tasks: Vec::new(),
+    };
+    let options = ZoneOptions::mesos_dns_defaults("mesos");
+    format!(
+        "{}.marathon.mesos.",
+        records::marathon_app_label(&app, &options.records)
+    )
+}
+
+/// Whether the zone in use answers `name` with `addr`'s IP.
+fn in_zone(server: &Server, name: &str, addr: SocketAddr) -> bool {
+    let Some(zone) = server.view().zone.load_full() else {
+        return false;
+    };
+    let IpAddr::V4(ip) = addr.ip() else {
+        return false;
+    };
+    match zone.lookup(name, QueryType::Record(RecordType::A)) {
+        Lookup::Found { answers, .. } => answers.iter().any(|r| r.data == RecordData::A(ip)),
+        _ => false,
+    }
+}
+
 /// Whether the pool behind `host` holds `addr`.
 fn routed(server: &Server, host: &str, addr: SocketAddr) -> bool {
     let table = server.view().routes.load();
@@ -193,7 +223,8 @@ fn end_to_end() -> Result<(), String> {
     let path = dir.path().join("drover.toml");
     let config = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n\n[marathon]\nurls = [\"{}\"]\ngroups = [\"external\"]\n\n\
-         [runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n",
+         [runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n\n\
+         [dns]\nlisten = \"127.0.0.1:0\"\ndomain = \"mesos\"\n",
         fake.url
     );
     std::fs::write(&path, config).map_err(|e| format!("write config: {e}"))?;
@@ -205,7 +236,7 @@ fn end_to_end() -> Result<(), String> {
     };
     let server = Server::start(config, options).map_err(|e| format!("start: {e}"))?;
     let ready = latency::until(start, SETUP_TIMEOUT, POLL, || {
-        server.view().routes.is_ready()
+        server.view().routes.is_ready() && server.view().zone.load().is_some()
     })
     .ok_or("Drover did not get ready in time")?;
     // The read that follows the event stream's opening.
@@ -214,6 +245,8 @@ fn end_to_end() -> Result<(), String> {
 
     let (mut adds, mut kills) = (Vec::new(), Vec::new());
     let (mut add_timeouts, mut kill_timeouts) = (0, 0);
+    let (mut dns_adds, mut dns_kills) = (Vec::new(), Vec::new());
+    let (mut dns_add_timeouts, mut dns_kill_timeouts) = (0, 0);
     for round in 0..rounds {
         let i = (round * 7919) % apps;
         let (id, host) = (app_id(i), vhost(i));
@@ -230,6 +263,13 @@ fn end_to_end() -> Result<(), String> {
             Some(d) => adds.push(d),
             None => add_timeouts += 1,
         }
+        let name = dns_name(i);
+        match latency::until(pushed, ROUND_TIMEOUT, POLL, || {
+            in_zone(&server, &name, addr)
+        }) {
+            Some(d) => dns_adds.push(d),
+            None => dns_add_timeouts += 1,
+        }
         let killed = marathon::status_update(&id, &new_id, "TASK_KILLED", &ip, addr.port());
         let pushed = Instant::now();
         fake.send(json!({ "push": killed }))?;
@@ -239,6 +279,12 @@ fn end_to_end() -> Result<(), String> {
         }) {
             Some(d) => kills.push(d),
             None => kill_timeouts += 1,
+        }
+        match latency::until(pushed, ROUND_TIMEOUT, POLL, || {
+            !in_zone(&server, &name, addr)
+        }) {
+            Some(d) => dns_kills.push(d),
+            None => dns_kill_timeouts += 1,
         }
         // Past the per-app debounce, so rounds do not coalesce.
         std::thread::sleep(Duration::from_millis(120));
@@ -270,11 +316,13 @@ fn end_to_end() -> Result<(), String> {
         rss_after / rss_start
     );
     println!(
-        "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "timeouts"
     );
     latency::row("add", &adds, add_timeouts);
     latency::row("kill", &kills, kill_timeouts);
+    latency::row("dns add", &dns_adds, dns_add_timeouts);
+    latency::row("dns kill", &dns_kills, dns_kill_timeouts);
     server.shutdown();
     let _ = server.wait();
     Ok(())
@@ -358,7 +406,7 @@ fn patch_alone() -> Result<(), String> {
     }
     println!("one app changed in a {apps}-app table (in process):");
     println!(
-        "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "", "n", "p50 ms", "p90 ms", "p99 ms", "max ms", "timeouts"
     );
     latency::row("patch", &patches, 0);

@@ -255,7 +255,7 @@ fn run() -> Result<(), String> {
         masters.subscriptions()
     );
     println!(
-        "{:<5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "kind", "n", "p50", "p90", "p99", "max", "timeouts"
     );
     latency::row("add", &adds, add_timeouts);

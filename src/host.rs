@@ -6,9 +6,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// A normalized host name as used for vhost routing.
+/// A normalized host name as used for vhost routing. Shared, not copied: a route table
+/// patch clones every vhost key of the table it starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HostName(Box<str>);
+pub struct HostName(std::sync::Arc<str>);
 
 /// Why a string is not a usable host name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -189,12 +189,14 @@ impl fmt::Display for Conflict {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub version: u64,
-    vhosts: HashMap<HostName, Vec<PathRoute>>,
+    /// Vhost -> its path routes, longest prefix first. Keys and values are shared, so a
+    /// patch copies the map without copying any name or list.
+    vhosts: HashMap<HostName, Arc<[PathRoute]>>,
     tcp: BTreeMap<u16, Arc<Route>>,
     /// UDP service ports (protocol `udp` or `udp,tcp`) -> route.
     udp: BTreeMap<u16, Arc<Route>>,
     /// App id -> the app's first http-mode service (marathon-lb's `X-Marathon-App-Id` rule).
-    app_ids: HashMap<String, Arc<Route>>,
+    app_ids: HashMap<Arc<str>, Arc<Route>>,
     /// Every service's route, in catalog order.
     pub routes: Vec<Arc<Route>>,
     pub conflicts: Vec<Conflict>,
@@ -247,7 +249,7 @@ impl RouteTable {
 
     /// Every vhost with its path routes (longest prefix first), by name.
     pub fn vhosts(&self) -> Vec<(&HostName, &[PathRoute])> {
-        let mut v: Vec<_> = self.vhosts.iter().map(|(h, p)| (h, p.as_slice())).collect();
+        let mut v: Vec<_> = self.vhosts.iter().map(|(h, p)| (h, &**p)).collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
     }
@@ -389,7 +391,7 @@ pub fn compile(
         // A UDP-only port gets no HTTP route.
         if s.mode == Mode::Http && s.protocol.tcp() {
             app_ids
-                .entry(s.app_id.clone())
+                .entry(Arc::from(s.app_id.as_str()))
                 .or_insert_with(|| route.clone());
         }
         for host in s.vhosts.iter().filter(|_| s.protocol.tcp()) {
@@ -431,9 +433,13 @@ pub fn compile(
             route,
         });
     }
-    for paths in vhosts.values_mut() {
-        paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
-    }
+    let vhosts = vhosts
+        .into_iter()
+        .map(|(host, mut paths)| {
+            paths.sort_by_key(|p| std::cmp::Reverse(p.prefix.len()));
+            (host, Arc::from(paths))
+        })
+        .collect();
 
     RouteTable {
         version,

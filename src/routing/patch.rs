@@ -108,7 +108,11 @@ pub fn patch(
         }
         for host in &r.vhosts {
             if let Some(paths) = vhosts.get_mut(host) {
-                paths.retain(|p| !Arc::ptr_eq(&p.route, r));
+                let kept: Vec<PathRoute> = (paths.iter())
+                    .filter(|p| !Arc::ptr_eq(&p.route, r))
+                    .cloned()
+                    .collect();
+                *paths = kept.into();
                 touched_hosts.insert(host.clone());
             }
         }
@@ -133,14 +137,17 @@ pub fn patch(
         }
         if s.mode == Mode::Http && s.protocol.tcp() {
             app_ids
-                .entry(s.app_id.clone())
+                .entry(Arc::from(s.app_id.as_str()))
                 .or_insert_with(|| route.clone());
         }
         for host in s.vhosts.iter().filter(|_| s.protocol.tcp()) {
-            vhosts.entry(host.clone()).or_default().push(PathRoute {
+            let paths = vhosts.entry(host.clone()).or_insert_with(|| Arc::from([]));
+            let mut grown = paths.to_vec();
+            grown.push(PathRoute {
                 prefix: s.path.clone().unwrap_or_default(),
                 route: route.clone(),
             });
+            *paths = grown.into();
             touched_hosts.insert(host.clone());
         }
         fresh.push(route);
@@ -152,10 +159,14 @@ pub fn patch(
             Some(paths) if paths.is_empty() => {
                 vhosts.remove(&host);
             }
-            Some(paths) => paths.sort_by(|a, b| {
-                (std::cmp::Reverse(a.prefix.len()), &a.prefix)
-                    .cmp(&(std::cmp::Reverse(b.prefix.len()), &b.prefix))
-            }),
+            Some(paths) => {
+                let mut sorted = paths.to_vec();
+                sorted.sort_by(|a, b| {
+                    (std::cmp::Reverse(a.prefix.len()), &a.prefix)
+                        .cmp(&(std::cmp::Reverse(b.prefix.len()), &b.prefix))
+                });
+                *paths = sorted.into();
+            }
             None => {}
         }
     }
