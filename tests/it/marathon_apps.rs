@@ -86,6 +86,20 @@ async fn settled(fake: &FakeMarathon, a: SocketAddr, b: SocketAddr, more: &str) 
     drover
 }
 
+/// /web gains task 2 on `b` beside task 1 on `a`: the fake's app changes, then Marathon
+/// announces the task running.
+fn start_second_web_task(fake: &FakeMarathon, a: SocketAddr, b: SocketAddr) {
+    let (t1, t2) = (marathon::task_id("/web", 1), marathon::task_id("/web", 2));
+    fake.set_app(web(&[FakeTask::new(&t1, a), FakeTask::new(&t2, b)]));
+    fake.push(marathon::status_update(
+        "/web",
+        &t2,
+        "TASK_RUNNING",
+        "127.0.0.1",
+        b.port(),
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_added_by_an_event_is_routed_after_reading_its_app_alone() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -94,18 +108,7 @@ async fn a_task_added_by_an_event_is_routed_after_reading_its_app_alone() {
     let full = fake.full_reads();
     let before = table(&drover);
 
-    let (t1, t2) = (marathon::task_id("/web", 1), marathon::task_id("/web", 2));
-    fake.set_app(web(&[
-        FakeTask::new(&t1, a.addr),
-        FakeTask::new(&t2, b.addr),
-    ]));
-    fake.push(marathon::status_update(
-        "/web",
-        &t2,
-        "TASK_RUNNING",
-        "127.0.0.1",
-        b.addr.port(),
-    ));
+    start_second_web_task(&fake, a.addr, b.addr);
     pool_becomes(&drover, "web_10001", Some(&[a.addr, b.addr])).await;
     assert_eq!(fake.app_reads(), ["/web"], "one read of the app alone");
     assert_eq!(fake.full_reads(), full, "no read of every app");
@@ -133,19 +136,9 @@ async fn a_task_added_by_an_event_is_routed_after_reading_its_app_alone() {
 async fn a_killed_task_leaves_its_pool_without_any_read() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let fake = FakeMarathon::start().await;
-    let (t1, t2) = (marathon::task_id("/web", 1), marathon::task_id("/web", 2));
+    let t1 = marathon::task_id("/web", 1);
     let drover = settled(&fake, a.addr, b.addr, "").await;
-    fake.set_app(web(&[
-        FakeTask::new(&t1, a.addr),
-        FakeTask::new(&t2, b.addr),
-    ]));
-    fake.push(marathon::status_update(
-        "/web",
-        &t2,
-        "TASK_RUNNING",
-        "127.0.0.1",
-        b.addr.port(),
-    ));
+    start_second_web_task(&fake, a.addr, b.addr);
     pool_becomes(&drover, "web_10001", Some(&[a.addr, b.addr])).await;
     let (full, alone) = (fake.full_reads(), fake.app_reads().len());
 
@@ -268,18 +261,8 @@ async fn the_dns_zone_is_patched_with_the_apps_that_changed() {
     let builds = |kind: &str| metrics.dns_zone_builds.with_label_values(&[kind]).get();
     let full = builds("full");
 
-    let (t1, t2) = (marathon::task_id("/web", 1), marathon::task_id("/web", 2));
-    fake.set_app(web(&[
-        FakeTask::new(&t1, a.addr),
-        FakeTask::new(&t2, b.addr),
-    ]));
-    fake.push(marathon::status_update(
-        "/web",
-        &t2,
-        "TASK_RUNNING",
-        "127.0.0.1",
-        b.addr.port(),
-    ));
+    let t1 = marathon::task_id("/web", 1);
+    start_second_web_task(&fake, a.addr, b.addr);
     srv_becomes(&drover, srv, vec![a.addr.port(), b.addr.port()]).await;
     fake.push(marathon::status_update(
         "/web",
