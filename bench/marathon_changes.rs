@@ -13,7 +13,10 @@
 //! changed in the fake, then `TASK_RUNNING` pushed: latency to the first table whose pool for
 //! that app's vhost holds it) and loses it again (`TASK_KILLED`: latency to the first table
 //! without it); a resync (`Reread`, as SIGHUP) after a silent change, to the table that
-//! shows it; RSS after the rounds and the peak (`VmHWM`).
+//! shows it; RSS after the rounds and the peak (`VmHWM`). With `CHANGES_LOAD_SECS=N` (and
+//! `wrk` installed), the fake also answers HTTP on every task address (port 31000 on all
+//! addresses) and wrk's requests/s through Drover to one app is measured for N seconds without
+//! changes, then for N seconds while other apps change 10 times a second.
 //!
 //! Then the patch itself, in process: one app changed in a 10,000-app table, `routing::patch`
 //! against the full `catalog::build_selected` + `routing::compile` it replaces.
@@ -95,6 +98,9 @@ fn fake_marathon() -> Result<(), String> {
     let fake = rt.block_on(FakeMarathon::start());
     let list: Vec<Value> = (0..apps).map(|i| app_json(i, &tasks(i, per_app))).collect();
     fake.set_apps(marathon::apps_json(&list));
+    if std::env::var_os("CHANGES_LOAD_SECS").is_some() {
+        rt.spawn(answer_every_task());
+    }
     println!("{}", fake.url());
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("stdin: {e}"))?;
@@ -107,6 +113,33 @@ fn fake_marathon() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Every task address is 127.x.y.z:31000: one listener on the port answers them all, with a
+/// small keep-alive `200` per request, for the loaded-router phase.
+async fn answer_every_task() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(listener) = tokio::net::TcpListener::bind(("0.0.0.0", 31000)).await else {
+        eprintln!("marathon_changes: port 31000 is taken; the loaded phase gets errors");
+        return;
+    };
+    while let Ok((mut conn, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut seen = Vec::new();
+            while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                seen.extend_from_slice(&buf[..n]);
+                // One answer per complete request head (GETs without bodies).
+                while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    seen.drain(..end + 4);
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                    if conn.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// The parent's end of the fake.
@@ -304,6 +337,7 @@ fn end_to_end() -> Result<(), String> {
         routed(&server, &vhost(i), addr)
     });
     let (_, peak) = rss_mb();
+    let loaded = loaded_router(&server, &mut fake, apps, per_app)?;
 
     println!("marathon_changes: {apps} apps x {per_app} tasks, {rounds} rounds");
     println!("start to ready        {:>9} ms", latency::ms(ready));
@@ -323,9 +357,81 @@ fn end_to_end() -> Result<(), String> {
     latency::row("kill", &kills, kill_timeouts);
     latency::row("dns add", &dns_adds, dns_add_timeouts);
     latency::row("dns kill", &dns_kills, dns_kill_timeouts);
+    if let Some((quiet, changing, changes)) = loaded {
+        println!(
+            "loaded router: {quiet:.0} req/s without changes, {changing:.0} req/s while {changes} changes were applied ({:.3}x)",
+            changing / quiet
+        );
+    }
     server.shutdown();
     let _ = server.wait();
     Ok(())
+}
+
+/// With `CHANGES_LOAD_SECS` set (and `wrk` on the PATH): wrk's requests/s through Drover to
+/// one app, for that many seconds without changes and then while other apps change 10 times
+/// a second (a task added, then killed). `None` when not asked for.
+fn loaded_router(
+    server: &Server,
+    fake: &mut Fake,
+    apps: usize,
+    per_app: usize,
+) -> Result<Option<(f64, f64, usize)>, String> {
+    let Some(secs) = std::env::var("CHANGES_LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Ok(None);
+    };
+    let http = server.http_addr().ok_or("no [http] listener")?;
+    let wrk = |secs: u64| {
+        Command::new("wrk")
+            .args([
+                "-t1",
+                "-c32",
+                &format!("-d{secs}s"),
+                "-H",
+                &format!("Host: {}", vhost(0)),
+            ])
+            .arg(format!("http://{http}/"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("wrk: {e}"))
+    };
+    let rate = |child: std::process::Child| -> Result<f64, String> {
+        let out = child.wait_with_output().map_err(|e| format!("wrk: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no Requests/sec in wrk's output: {text}"))
+    };
+    let quiet = rate(wrk(secs)?)?;
+    let load = wrk(secs)?;
+    let started = Instant::now();
+    let mut changes = 0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        // Apps 1.. change; app 0 carries the load.
+        let i = 1 + (changes / 2 * 7919) % (apps - 1);
+        let (id, addr) = (app_id(i), task_addr(i, 7));
+        let task = marathon::task_id(&id, 5000 + changes as u32 / 2);
+        let ip = addr.ip().to_string();
+        let mut list = tasks(i, per_app);
+        if changes % 2 == 0 {
+            list.push(FakeTask::new(&task, addr));
+            fake.send(json!({ "set_app": app_json(i, &list) }))?;
+            let event = marathon::status_update(&id, &task, "TASK_RUNNING", &ip, addr.port());
+            fake.send(json!({ "push": event }))?;
+        } else {
+            let event = marathon::status_update(&id, &task, "TASK_KILLED", &ip, addr.port());
+            fake.send(json!({ "push": event }))?;
+            fake.send(json!({ "set_app": app_json(i, &list) }))?;
+        }
+        changes += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let changing = rate(load)?;
+    Ok(Some((quiet, changing, changes)))
 }
 
 // === the patch alone ===
