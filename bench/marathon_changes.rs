@@ -120,7 +120,7 @@ fn fake_marathon() -> Result<(), String> {
 async fn answer_every_task() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(listener) = tokio::net::TcpListener::bind(("0.0.0.0", 31000)).await else {
-        eprintln!("marathon_changes: port 31000 is taken; the loaded phase gets errors");
+        eprintln!("marathon_changes: port 31000 is taken (by another backend, or the loaded phase gets errors)");
         return;
     };
     while let Ok((mut conn, _)) = listener.accept().await {
@@ -406,8 +406,11 @@ fn loaded_router(
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| format!("no Requests/sec in wrk's output: {text}"))
     };
+    let cpu_before = process_cpu_secs();
     let quiet = rate(wrk(secs)?)?;
+    let cpu_quiet = process_cpu_secs() - cpu_before;
     let load = wrk(secs)?;
+    let cpu_before = process_cpu_secs();
     let started = Instant::now();
     let mut changes = 0;
     while started.elapsed() < Duration::from_secs(secs) {
@@ -431,7 +434,33 @@ fn loaded_router(
         std::thread::sleep(Duration::from_millis(100));
     }
     let changing = rate(load)?;
+    let cpu_changing = process_cpu_secs() - cpu_before;
+    // This process is Drover (and the idle main thread): its CPU per request says whether
+    // the changes cost Drover or the machine.
+    let per_request = |cpu: f64, rps: f64| cpu * 1e6 / (rps * secs as f64);
+    println!(
+        "loaded router: Drover's CPU per request {:.1} µs without changes, {:.1} µs with ({:.2} s and {:.2} s of CPU)",
+        per_request(cpu_quiet, quiet),
+        per_request(cpu_changing, changing),
+        cpu_quiet,
+        cpu_changing
+    );
     Ok(Some((quiet, changing, changes)))
+}
+
+/// User + system CPU seconds of this process so far.
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of /proc/PID/stat (utime, stime), counted from the state field (3).
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 // === the patch alone ===
