@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use drover::config::Config;
-use drover::server::{Options, Server};
+use drover::server::Server;
 use drover::sim::marathon::{self, FakeMarathon, FakeTask};
 
 const APP: &str = "/web";
@@ -79,15 +78,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let rounds: usize = std::env::var("EVENT_LATENCY_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+    let rounds = latency::env_or("EVENT_LATENCY_ROUNDS", 100);
+    let rt = latency::fakes_runtime()?;
     let fake = rt.block_on(FakeMarathon::start());
     // Backend addresses: bound (so the ports are real and distinct), never served: building
     // a route needs no live backend.
@@ -109,23 +101,12 @@ fn run() -> Result<(), String> {
     }
     fake.set_apps(apps(&tasks));
 
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let path = dir.path().join("drover.toml");
     let config = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n\n[marathon]\nurls = [\"{}\"]\ngroups = [\"*\"]\n\n\
          [runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n",
         fake.url()
     );
-    std::fs::write(&path, config).map_err(|e| format!("write config: {e}"))?;
-    let config = Config::load(&path).map_err(|e| format!("config: {e}"))?;
-    let server = Server::start(
-        config,
-        Options {
-            config_path: None,
-            handle_signals: false,
-        },
-    )
-    .map_err(|e| format!("start: {e}"))?;
+    let server = latency::start_drover(&config)?;
 
     let start = Instant::now();
     let initial = |p: Vec<SocketAddr>| tasks.iter().all(|(_, a)| p.contains(a));

@@ -1,7 +1,39 @@
-//! What the latency benches share (`event_latency`, `mesos_event_latency`): waiting for a
-//! change to show, and the percentile table they print. Included with `#[path]`.
+//! What the latency benches share (`event_latency`, `mesos_event_latency`,
+//! `marathon_changes`): their knobs, the fakes' runtime, Drover started in process, waiting
+//! for a change to show, and the percentile table they print. Included with `#[path]`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use drover::config::Config;
+use drover::server::{Options, Server};
+
+/// The number in environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A one-thread runtime for the fakes, apart from Drover's own threads.
+pub fn fakes_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))
+}
+
+/// Drover started in this process from the TOML `config`: no file to watch, no signals.
+pub fn start_drover(config: &str) -> Result<Server, String> {
+    let config = Config::parse(config, Path::new(".")).map_err(|p| format!("config: {p:?}"))?;
+    let options = Options {
+        config_path: None,
+        handle_signals: false,
+    };
+    Server::start(config, options).map_err(|e| format!("start: {e}"))
+}
 
 /// Asks every `poll` until `done` holds; the time since `since`, or `None` after `timeout`.
 pub fn until(

@@ -42,19 +42,12 @@ use drover::dns::records;
 use drover::dns::zone::{Lookup, QueryType, RecordData, RecordType, ZoneOptions};
 use drover::metrics::Metrics;
 use drover::routing::{self, RouteTable};
-use drover::server::{Options, Server};
+use drover::server::Server;
 use drover::sim::marathon::{self, FakeMarathon, FakeTask};
 
 const POLL: Duration = Duration::from_micros(200);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 // === the cluster ===
 
@@ -89,12 +82,11 @@ fn app_json(i: usize, tasks: &[FakeTask]) -> Value {
 /// Serves the cluster and applies `{"set_app": ...}` / `{"push": ...}` lines from stdin;
 /// ends at the end of stdin.
 fn fake_marathon() -> Result<(), String> {
-    let (apps, per_app) = (env("CHANGES_APPS", 10_000), env("CHANGES_TASKS", 5));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+    let (apps, per_app) = (
+        latency::env_or("CHANGES_APPS", 10_000),
+        latency::env_or("CHANGES_TASKS", 5),
+    );
+    let rt = latency::fakes_runtime()?;
     let fake = rt.block_on(FakeMarathon::start());
     let list: Vec<Value> = (0..apps).map(|i| app_json(i, &tasks(i, per_app))).collect();
     fake.set_apps(marathon::apps_json(&list));
@@ -249,25 +241,20 @@ fn main() -> ExitCode {
 }
 
 fn end_to_end() -> Result<(), String> {
-    let (apps, per_app) = (env("CHANGES_APPS", 10_000), env("CHANGES_TASKS", 5));
-    let rounds = env("CHANGES_ROUNDS", 100);
+    let (apps, per_app) = (
+        latency::env_or("CHANGES_APPS", 10_000),
+        latency::env_or("CHANGES_TASKS", 5),
+    );
+    let rounds = latency::env_or("CHANGES_ROUNDS", 100);
     let mut fake = Fake::spawn()?;
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let path = dir.path().join("drover.toml");
     let config = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n\n[marathon]\nurls = [\"{}\"]\ngroups = [\"external\"]\n\n\
          [runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n\n\
          [dns]\nlisten = \"127.0.0.1:0\"\ndomain = \"mesos\"\n",
         fake.url
     );
-    std::fs::write(&path, config).map_err(|e| format!("write config: {e}"))?;
-    let config = Config::load(&path).map_err(|e| format!("config: {e}"))?;
     let start = Instant::now();
-    let options = Options {
-        config_path: None,
-        handle_signals: false,
-    };
-    let server = Server::start(config, options).map_err(|e| format!("start: {e}"))?;
+    let server = latency::start_drover(&config)?;
     let ready = latency::until(start, SETUP_TIMEOUT, POLL, || {
         server.view().routes.is_ready() && server.view().zone.load().is_some()
     })
@@ -491,8 +478,11 @@ fn raw_app(i: usize, per_app: usize) -> RawApp {
 }
 
 fn patch_alone() -> Result<(), String> {
-    let (apps, per_app) = (env("CHANGES_APPS", 10_000), env("CHANGES_TASKS", 5));
-    let rounds = env("CHANGES_ROUNDS", 100);
+    let (apps, per_app) = (
+        latency::env_or("CHANGES_APPS", 10_000),
+        latency::env_or("CHANGES_TASKS", 5),
+    );
+    let rounds = latency::env_or("CHANGES_ROUNDS", 100);
     let config = Config::parse(
         "[http]\nlisten = \"127.0.0.1:0\"\n",
         std::path::Path::new("."),

@@ -32,8 +32,6 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::{json, Value};
 
-use drover::config::Config;
-use drover::server::{Options, Server};
 use drover::sim::masters::FakeMasters;
 
 const FRAMEWORK: &str = "bench-framework-0000";
@@ -166,15 +164,8 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let rounds: usize = std::env::var("MESOS_EVENT_LATENCY_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
+    let rounds = latency::env_or("MESOS_EVENT_LATENCY_ROUNDS", 100);
+    let rt = latency::fakes_runtime()?;
     let mut running: Vec<u32> = (1..=TASKS).collect();
     let masters = rt.block_on(
         FakeMasters::builder(1, Some(0))
@@ -182,23 +173,12 @@ fn run() -> Result<(), String> {
             .start(),
     );
 
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let path = dir.path().join("drover.toml");
     let config = format!(
         "[mesos]\nmasters = {}\npoll = \"600s\"\n\n[dns]\nlisten = \"127.0.0.1:0\"\n\
          domain = \"mesos\"\n\n[runtime]\nworkers = 1\ndrain_timeout = \"1s\"\n",
         masters.masters_toml()
     );
-    std::fs::write(&path, config).map_err(|e| format!("write config: {e}"))?;
-    let config = Config::load(&path).map_err(|e| format!("config: {e}"))?;
-    let server = Server::start(
-        config,
-        Options {
-            config_path: None,
-            handle_signals: false,
-        },
-    )
-    .map_err(|e| format!("start: {e}"))?;
+    let server = latency::start_drover(&config)?;
     let dns = server.dns_addr().ok_or("no DNS address")?;
     let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp: {e}"))?;
     socket
