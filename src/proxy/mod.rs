@@ -115,15 +115,19 @@ pub fn note_failure(plane: &DataPlane, route: &Route, backend: &Arc<Backend>) {
 /// How long a load balancer may take to send its PROXY header (the spec suggests >= 3 s).
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// On a listener behind load balancers that speak the PROXY protocol: the client address the
-/// header names, or `None` to close the connection (a peer not in `trusted`, or a missing
-/// or malformed header). A header without addresses (`LOCAL`, `UNKNOWN`: health checks)
-/// leaves the peer's own address.
+/// The client of a new connection. On a listener behind load balancers that speak the PROXY
+/// protocol (`trusted` not empty): the address the header names, or `None` to close the
+/// connection (a peer not in `trusted`, or a missing or malformed header); a header without
+/// addresses (`LOCAL`, `UNKNOWN`: health checks) leaves the peer's own address. Elsewhere
+/// nothing is read and the peer is the client.
 pub async fn proxied_client<S: AsyncRead + Unpin>(
     stream: &mut S,
     peer: SocketAddr,
     trusted: &[Cidr],
 ) -> Option<SocketAddr> {
+    if trusted.is_empty() {
+        return Some(peer);
+    }
     if !is_trusted(trusted, peer.ip()) {
         debug!(%peer, "PROXY protocol listener: peer not trusted; closing");
         return None;

@@ -181,15 +181,11 @@ async fn serve(
     } else {
         peer
     };
-    let peer = if trusted.is_empty() {
-        peer
-    } else {
-        match super::proxied_client(&mut client, peer, &trusted).await {
-            Some(p) => p,
-            None => {
-                outcome.fault(Fault::Client, "no valid PROXY protocol header");
-                return peer;
-            }
+    let peer = match super::proxied_client(&mut client, peer, &trusted).await {
+        Some(p) => p,
+        None => {
+            outcome.fault(Fault::Client, "no valid PROXY protocol header");
+            return peer;
         }
     };
     if !route.rules.admits(peer.ip()) {

@@ -41,13 +41,9 @@ pub async fn serve(
         place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
             let trusted = http_settings(&plane).proxy_protocol;
             // Behind a load balancer: the PROXY header names the client.
-            let client = if trusted.is_empty() {
-                client
-            } else {
-                match crate::proxy::proxied_client(&mut stream, client, &trusted).await {
-                    Some(c) => c,
-                    None => return,
-                }
+            let Some(client) = crate::proxy::proxied_client(&mut stream, client, &trusted).await
+            else {
+                return;
             };
             let conn = Arc::new(Conn::new(plane, by, client, local_port, shutdown2.clone()));
             serve_plain(stream, conn, shutdown2).await;
@@ -91,14 +87,10 @@ pub async fn serve_tls(
         let (acceptor, shutdown2, plane) = (acceptor.clone(), shutdown.clone(), plane.clone());
         place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
             let trusted = http_settings(&plane).https_proxy_protocol;
-            let client = if trusted.is_empty() {
-                client
-            } else {
-                // Behind a load balancer the PROXY header comes before the TLS handshake.
-                match crate::proxy::proxied_client(&mut stream, client, &trusted).await {
-                    Some(c) => c,
-                    None => return,
-                }
+            // Behind a load balancer the PROXY header comes before the TLS handshake.
+            let Some(client) = crate::proxy::proxied_client(&mut stream, client, &trusted).await
+            else {
+                return;
             };
             let handshake_timeout = http_settings(&plane).header_timeout;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
