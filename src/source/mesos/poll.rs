@@ -581,35 +581,18 @@ async fn get(
     path: &str,
     transport: &Transport,
 ) -> Result<(StatusCode, Option<String>, Bytes), PollError> {
-    let authority = master.authority.as_str();
-    let tls = match (master.tls, &transport.tls) {
-        (false, _) => None,
-        (true, Some(tls)) => Some((tls, master.host.as_str())),
-        // Only a redirect can lead here: every configured master is http.
-        (true, None) => return Err(PollError::NoTls(authority.to_string())),
-    };
-    let host =
-        HeaderValue::from_str(authority).map_err(|_| PollError::BadHost(authority.to_string()))?;
+    // One bound on the whole exchange, below.
+    let (get, host) = exchange_with(master, transport, None)?;
+    let authority = get.authority;
     let request = Request::get(path)
         .header(header::HOST, host)
         .header(header::USER_AGENT, "drover")
         .header(header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
         .map_err(|e| PollError::BadRequest(authority.to_string(), e))?;
-    let get = Get {
-        authority,
-        tls,
-        auth: transport.auth.as_ref(),
-        // One bound on the whole exchange, below.
-        step_timeout: None,
-    };
     let exchange = get.send(request, |response| async move {
         let status = response.status();
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let location = location(&response);
         let body = read_body(response.into_body(), MAX_BODY)
             .await
             .map_err(GetError::Body)?;
@@ -619,6 +602,40 @@ async fn get(
         .await
         .map_err(|_| PollError::Timeout(authority.to_string(), REQUEST_TIMEOUT))?
         .map_err(|e| PollError::Get(authority.to_string(), e))
+}
+
+/// An exchange with `master` (TLS when it is https, the transport's credentials, each step
+/// bounded by `step_timeout` when given) and the `Host` header its requests carry.
+pub(super) fn exchange_with<'a>(
+    master: &'a Master,
+    transport: &'a Transport,
+    step_timeout: Option<Duration>,
+) -> Result<(Get<'a>, HeaderValue), PollError> {
+    let authority = master.authority.as_str();
+    let tls = match (master.tls, &transport.tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some((tls, master.host.as_str())),
+        // Only a redirect can lead here: every configured master is http.
+        (true, None) => return Err(PollError::NoTls(authority.to_string())),
+    };
+    let host =
+        HeaderValue::from_str(authority).map_err(|_| PollError::BadHost(authority.to_string()))?;
+    let get = Get {
+        authority,
+        tls,
+        auth: transport.auth.as_ref(),
+        step_timeout,
+    };
+    Ok((get, host))
+}
+
+/// A response's `Location`, when it is text.
+pub(super) fn location<B>(response: &hyper::Response<B>) -> Option<String> {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 #[cfg(test)]

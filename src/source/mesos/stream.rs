@@ -31,7 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{Request, StatusCode};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -40,13 +40,14 @@ use tracing::{debug, info, warn};
 use super::cluster::{convert, hosts_to_resolve, resolve, resolve_and_convert, ResolvedHosts};
 use super::poll::zk::LeaderHint;
 use super::poll::{
-    redirect_target, reread_slot, status_error, LeaderState, Master, MesosSnapshot, Output,
-    PollError, Poller, ShrinkGuard, Transport, MAX_BODY, REQUEST_TIMEOUT, SOURCE,
+    exchange_with, location, redirect_target, reread_slot, status_error, LeaderState, Master,
+    MesosSnapshot, Output, PollError, Poller, ShrinkGuard, Transport, MAX_BODY, REQUEST_TIMEOUT,
+    SOURCE,
 };
 use super::recordio::Decoder;
 use super::v1::{self, Model, Pids};
 use crate::config::MesosConfig;
-use crate::source::https::{Get, GetError};
+use crate::source::https::GetError;
 use crate::zk::ZkView;
 
 /// During a burst of events, a snapshot at least this often.
@@ -590,14 +591,8 @@ async fn post_subscribe(
     master: &Master,
     transport: &Transport,
 ) -> Result<(StatusCode, Option<String>, Incoming), PollError> {
-    let authority = master.authority.as_str();
-    let tls = match (master.tls, &transport.tls) {
-        (false, _) => None,
-        (true, Some(tls)) => Some((tls, master.host.as_str())),
-        (true, None) => return Err(PollError::NoTls(authority.to_string())),
-    };
-    let host =
-        HeaderValue::from_str(authority).map_err(|_| PollError::BadHost(authority.to_string()))?;
+    let (post, host) = exchange_with(master, transport, Some(REQUEST_TIMEOUT))?;
+    let authority = post.authority;
     let request = Request::post("/api/v1")
         .header(header::HOST, host)
         .header(header::USER_AGENT, "drover")
@@ -605,19 +600,9 @@ async fn post_subscribe(
         .header(header::ACCEPT, "application/json")
         .body(Full::new(Bytes::from_static(SUBSCRIBE_CALL.as_bytes())))
         .map_err(|e| PollError::BadRequest(authority.to_string(), e))?;
-    let post = Get {
-        authority,
-        tls,
-        auth: transport.auth.as_ref(),
-        step_timeout: Some(REQUEST_TIMEOUT),
-    };
     post.send(request, |response| async move {
         let status = response.status();
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let location = location(&response);
         Ok::<_, GetError>((status, location, response.into_body()))
     })
     .await
