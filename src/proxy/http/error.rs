@@ -39,7 +39,7 @@ pub(super) enum ProxyError {
     #[error("the call's deadline (grpc-timeout) passed before the backend answered")]
     Deadline,
     #[error("the backend broke the exchange: {0}")]
-    Upstream(hyper::Error),
+    Upstream(super::BodyError),
     #[error("{}", .0.reason())]
     Refused(Rejection),
     #[error("{}", client_fault_text(*.0))]

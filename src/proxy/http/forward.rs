@@ -1,12 +1,11 @@
 //! Forwarding a request to a route's backends: the pick, the retries (the next backend on a
-//! connect failure for idempotent methods, and on a drop before any answer for body-less
-//! ones), passive ejection's bookkeeping and the sticky cookie.
+//! connect failure for idempotent methods, and on a drop before any answer for idempotent
+//! body-less ones), passive ejection's bookkeeping and the sticky cookie.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use http_body_util::{Either, Empty};
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response};
 use tokio::time::Instant;
@@ -18,12 +17,13 @@ use crate::routing::{HttpSettings, Route};
 
 use super::error::ProxyError;
 use super::forward_h2::forward_h2;
+use super::h1_client::{self, encode_request, H1Error, RequestFraming};
 use super::headers::prepare_upstream_request;
 use super::record::Exchange;
 use super::rules::{sticky_backend, sticky_token, strip_proxypass, STICKY_COOKIE};
 use super::upgrade::{forward_upgrade, upgrade_protocol};
-use super::upstream::{checkout, connect, upstream_response, Ready};
-use super::{Conn, CountedBody, ProxyBody, UpstreamRequestBody};
+use super::upstream::{checkout, connect, upstream_response};
+use super::{Conn, CountedBody, ProxyBody};
 
 /// Picks a backend, connects, sends, and wraps the response body. An idempotent request
 /// moves on to the next backend when a connect fails, and, when it has no body, also when
@@ -49,17 +49,20 @@ pub(super) async fn forward(
         Some(i) => i,
         None => pick(conn, route)?,
     };
-    let mut req = req.map(|body| Either::Left(CountedBody::new(body, body_in)));
+    let mut req = req.map(|body| CountedBody::new(body, body_in));
     prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
     }
+    let (parts, body) = req.into_parts();
+    // Encoded once: the same bytes go to whichever backend takes the request.
+    let mut head = Vec::with_capacity(REQUEST_HEAD_CAPACITY);
+    let framing = encode_request(&parts, &body, &mut head).map_err(ProxyError::BadRequest)?;
+    let mut body = (framing != RequestFraming::Empty).then_some(body);
+    let head_request = parts.method == Method::HEAD;
     let connect_time = &conn.plane.metrics.upstream_connect_duration;
-    let attempts = if is_idempotent(req.method()) {
-        pool.max_attempts()
-    } else {
-        1
-    };
+    let idempotent = is_idempotent(&parts.method);
+    let attempts = if idempotent { pool.max_attempts() } else { 1 };
     for attempt in 0..attempts {
         let Some(backend) = pool.attempt(first, attempt) else {
             continue;
@@ -67,46 +70,44 @@ pub(super) async fn forward(
         exchange.upstream = Some(backend.addr);
         exchange.retries = attempt as u32;
         let in_flight = backend.start();
-        let Ready { mut sender, shaky } =
-            match checkout(backend, settings.connect_timeout, connect_time).await {
-                Some(ready) => ready,
-                None => {
-                    note_failure(&conn.plane, route, backend);
-                    continue;
-                }
-            };
-        // Kept to send again should this backend drop the request unanswered.
-        let retryable = attempt + 1 < attempts && req.body().is_end_stream();
-        let spare = (retryable && shaky).then(|| head_copy(&req));
+        let mut upstream = match checkout(backend, settings.connect_timeout, connect_time).await {
+            Some(upstream) => upstream,
+            None => {
+                note_failure(&conn.plane, route, backend);
+                continue;
+            }
+        };
+        // A body-less request dropped unanswered can go to the next backend: its bytes
+        // are all in `head`.
+        let retryable = attempt + 1 < attempts && body.is_none();
         // Latency feeds p2c and the access log only; otherwise no clock read.
         let sent_at = (pool.tracks_latency() || exchange.timed).then(Instant::now);
-        let sent =
-            tokio::time::timeout(settings.response_timeout, sender.try_send_request(req)).await;
+        let sent = tokio::time::timeout(
+            settings.response_timeout,
+            h1_client::exchange(&mut upstream, &head, &mut body, framing, head_request),
+        )
+        .await;
         let result = match sent {
             Err(_elapsed) => Err(ProxyError::Timeout),
-            Ok(Ok(resp)) => Ok(upstream_response(resp, backend.addr, sender, in_flight)),
-            Ok(Err(mut e)) => match e.take_message() {
-                // Never written: the pooled connection had just closed. Safe to resend
-                // on a fresh connection whatever the method.
-                Some(unsent) => {
-                    match connect(backend, settings.connect_timeout, connect_time).await {
-                        None => Err(ProxyError::Connect),
-                        Some(mut fresh) => match tokio::time::timeout(
-                            settings.response_timeout,
-                            fresh.send_request(unsent),
-                        )
-                        .await
-                        {
-                            Err(_elapsed) => Err(ProxyError::Timeout),
-                            Ok(Ok(resp)) => {
-                                Ok(upstream_response(resp, backend.addr, fresh, in_flight))
-                            }
-                            Ok(Err(e)) => Err(ProxyError::Upstream(e)),
-                        },
-                    }
+            Ok(Ok(resp)) => Ok(upstream_response(resp, upstream, backend.addr, in_flight)),
+            // Never written: the pooled connection had just closed. Safe to send on a
+            // fresh connection whatever the method.
+            Ok(Err(H1Error::Unsent(_))) => {
+                match connect(backend, settings.connect_timeout, connect_time).await {
+                    None => Err(ProxyError::Connect),
+                    Some(mut fresh) => match tokio::time::timeout(
+                        settings.response_timeout,
+                        h1_client::exchange(&mut fresh, &head, &mut body, framing, head_request),
+                    )
+                    .await
+                    {
+                        Err(_elapsed) => Err(ProxyError::Timeout),
+                        Ok(Ok(resp)) => Ok(upstream_response(resp, fresh, backend.addr, in_flight)),
+                        Ok(Err(e)) => Err(ProxyError::Upstream(e.into())),
+                    },
                 }
-                None => Err(ProxyError::Upstream(e.into_error())),
-            },
+            }
+            Ok(Err(e)) => Err(ProxyError::Upstream(e.into())),
         };
         if result.is_err() {
             // The client stalled, broke its body or left: not the backend's failure.
@@ -131,9 +132,7 @@ pub(super) async fn forward(
         } else if let Ok(resp) = &result {
             exchange.upstream_status = Some(resp.status().as_u16());
         }
-        if let (Err(ProxyError::Upstream(_) | ProxyError::Connect), Some(spare)) = (&result, spare)
-        {
-            req = spare;
+        if retryable && matches!(result, Err(ProxyError::Upstream(_) | ProxyError::Connect)) {
             continue;
         }
         let mut result = result;
@@ -149,6 +148,9 @@ pub(super) async fn forward(
     }
     Err(ProxyError::Connect)
 }
+
+/// What a request head usually fits in, so that encoding it rarely grows the buffer.
+const REQUEST_HEAD_CAPACITY: usize = 1024;
 
 /// `HAPROXY_{n}_STICKY`: a client without a cookie for the backend that answered (none,
 /// or one naming `named`, another backend, perhaps one that left) is given one.
@@ -168,16 +170,6 @@ pub(super) fn give_sticky_cookie<B>(
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().append(header::SET_COOKIE, value);
     }
-}
-
-/// A body-less copy of a request's head, to send again elsewhere.
-pub(super) fn head_copy(req: &Request<UpstreamRequestBody>) -> Request<UpstreamRequestBody> {
-    let mut copy = Request::new(Either::Right(Empty::new()));
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
 }
 
 /// The first backend for a request: 503 when the pool is empty or an alias has no leader.

@@ -172,7 +172,7 @@ async fn send(
         Ok(Ok(resp)) => Ok((resp, slot)),
         Ok(Err(mut e)) => {
             let Some(unsent) = e.take_message() else {
-                return Err(ProxyError::Upstream(e.into_error()));
+                return Err(ProxyError::Upstream(e.into_error().into()));
             };
             drop(slot);
             purge_closed(target);
@@ -185,7 +185,7 @@ async fn send(
                     .send_request(unsent)
                     .await
                     .map(|resp| (resp, slot))
-                    .map_err(ProxyError::Upstream)
+                    .map_err(|e| ProxyError::Upstream(e.into()))
             })
             .await;
             again.unwrap_or(Err(ProxyError::Timeout))

@@ -16,7 +16,8 @@
 //!
 //! The rooms: `listen` (accept loops, one connection), `respond` (one request), `rules`
 //! (label rules before a backend), `forward` (backends and retries), `upgrade` (tunnels),
-//! `headers` (what the backend is sent), `upstream` (the connection pool), `error` (the
+//! `headers` (what the backend is sent), `upstream` (the connection pool), `h1_client`
+//! and `h1_chunked` (the exchange with an HTTP/1.1 backend), `error` (the
 //! answers to failures), `record` (what a request leaves: the in-flight gauge and its
 //! access-log entry); for HTTP/2 clients and backends: `preface` (h2c on the plain
 //! listener), `forward_h2` (an exchange with an HTTP/2 backend), `upstream_h2` (its
@@ -28,6 +29,8 @@ mod error;
 mod forward;
 mod forward_h2;
 mod grpc;
+mod h1_chunked;
+mod h1_client;
 mod h2_sniff;
 mod headers;
 mod listen;
@@ -67,6 +70,9 @@ pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 /// What a backend is sent: the client's body, or none (a request sent again elsewhere).
 pub type UpstreamRequestBody = Either<CountedBody, Empty<Bytes>>;
 
+/// Why a body stopped short: hyper's errors and Drover's own HTTP/1.1 client's.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The client's request body on its way to the backend, its bytes counted for the access
 /// log while that is on (`None`: nothing counted).
 pub struct CountedBody {
@@ -105,7 +111,7 @@ impl Body for CountedBody {
 }
 
 /// The bytes of a data frame just polled; `None` for anything else.
-fn data_len(polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) -> Option<usize> {
+fn data_len<E>(polled: &Poll<Option<Result<Frame<Bytes>, E>>>) -> Option<usize> {
     match polled {
         Poll::Ready(Some(Ok(frame))) => frame.data_ref().map(Bytes::len),
         _ => None,
@@ -123,12 +129,12 @@ pub struct ConnBody {
 
 impl Body for ConnBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = match &mut self.inner {
             Either::Left(upstream) => Pin::new(upstream).poll_frame(cx),
             Either::Right(ours) => Pin::new(ours)

@@ -3,16 +3,20 @@
 //! table it was picked from.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus::Histogram;
 use tracing::debug;
 
 use crate::proxy::note_failure;
+use crate::routing::pool::Backend;
 use crate::routing::{HttpSettings, Route};
 
 use super::error::ProxyError;
@@ -20,8 +24,8 @@ use super::forward::pick;
 use super::headers::{prepare_upstream_request, strip_hop_by_hop};
 use super::record::Exchange;
 use super::rules::strip_proxypass;
-use super::upstream::{connect_with, upstream_response};
-use super::{Conn, CountedBody, ProxyBody};
+use super::upstream::{connect_tcp, UpstreamBody};
+use super::{Conn, CountedBody, ProxyBody, UpstreamRequestBody};
 
 /// The `Upgrade` value of a request that asks to switch protocols (`Connection: upgrade`).
 pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -33,6 +37,35 @@ pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     });
     asks.then(|| upgrade.clone())
+}
+
+/// Opens a connection to `backend` driven by hyper's client, which can hand the socket
+/// over to a tunnel after a 101.
+async fn connect_upgradable(
+    backend: &Arc<Backend>,
+    timeout: Duration,
+    connect_time: &Histogram,
+) -> Option<SendRequest<UpstreamRequestBody>> {
+    let stream = connect_tcp(backend, timeout, connect_time).await?;
+    let handshake = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await;
+    match handshake {
+        Ok((sender, connection)) => {
+            let addr = backend.addr;
+            tokio::spawn(async move {
+                if let Err(e) = connection.with_upgrades().await {
+                    debug!(backend = %addr, error = %e, "upstream connection ended with an error");
+                }
+            });
+            Some(sender)
+        }
+        Err(e) => {
+            debug!(backend = %backend.addr, error = %e, "handshake failed");
+            None
+        }
+    }
 }
 
 /// Forwards an `Upgrade` request (WebSocket and the like) on a fresh upstream connection.
@@ -67,10 +100,9 @@ pub(super) async fn forward_upgrade(
         };
         exchange.upstream = Some(backend.addr);
         exchange.retries = attempt as u32;
-        match connect_with(
+        match connect_upgradable(
             backend,
             settings.connect_timeout,
-            true,
             &conn.plane.metrics.upstream_connect_duration,
         )
         .await
@@ -92,7 +124,7 @@ pub(super) async fn forward_upgrade(
         }
         Ok(Err(e)) => {
             note_failure(&conn.plane, route, backend);
-            return Err(ProxyError::Upstream(e));
+            return Err(ProxyError::Upstream(e.into()));
         }
         Ok(Ok(resp)) => resp,
     };
@@ -103,7 +135,11 @@ pub(super) async fn forward_upgrade(
         } else {
             backend.succeeded();
         }
-        let mut resp = upstream_response(resp, backend.addr, sender, in_flight);
+        // The connection is not pooled: it was opened for a switch, which was refused.
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = UpstreamBody::unpooled(body, in_flight);
+        let mut resp = Response::from_parts(parts, Either::Left(body));
         // The guard reads what follows an upgrade request as a tunnel's bytes, not HTTP:
         // with the switch refused, the connection ends after this answer.
         resp.headers_mut()

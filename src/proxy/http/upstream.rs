@@ -1,9 +1,9 @@
 //! Upstream HTTP/1.1 connections: a pool of idle ones per backend on each worker thread
-//! (no lock: each worker runs its own single-threaded runtime), new ones with a connect
-//! timeout, and the response body that returns its connection to the pool when read to
-//! the end.
+//! (no lock: each worker runs its own single-threaded runtime) with a sweeper for the ones
+//! backends close, new ones with a connect timeout, and the response body handed to the
+//! client (`h1_client` returns its connection to the pool at its end).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,9 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use hyper::Response;
-use hyper_util::rt::TokioIo;
 use prometheus::Histogram;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -25,25 +23,27 @@ use tracing::debug;
 use crate::routing::pool::{Backend, InFlight};
 
 use super::grpc::GrpcCall;
+use super::h1_client::{H1Body, H1Conn, ResponseHead};
 use super::headers::strip_hop_by_hop;
 use super::upstream_h2::StreamSlot;
-use super::{ProxyBody, UpstreamRequestBody};
+use super::{BodyError, ProxyBody};
 
 /// Idle upstream connections kept per backend per worker thread.
 pub(super) const MAX_IDLE_PER_BACKEND: usize = 256;
 
+/// A backend's HTTP/1.1 response, its hop-by-hop fields removed, its body read from
+/// `conn` as the client takes it.
 pub(super) fn upstream_response(
-    resp: Response<Incoming>,
+    head: ResponseHead,
+    conn: H1Conn,
     backend: SocketAddr,
-    sender: SendRequest<UpstreamRequestBody>,
     in_flight: InFlight,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
+    let body = H1Body::new(conn, &head, backend);
+    let mut parts = head.parts;
     strip_hop_by_hop(&mut parts.headers);
     let body = UpstreamBody {
-        inner: body,
-        checkin: Some((backend, sender)),
-        ended: false,
+        inner: Inner::H1(body),
         _in_flight: in_flight,
         _stream: None,
         grpc: None,
@@ -51,13 +51,10 @@ pub(super) fn upstream_response(
     Response::from_parts(parts, Either::Left(body))
 }
 
-/// The backend's response body, streamed to the client. When it has been read to the end
-/// the upstream connection goes back to this thread's pool; the backend counts the request
-/// as in flight until then.
+/// The backend's response body, streamed to the client; the backend counts the request as
+/// in flight until it is done.
 pub struct UpstreamBody {
-    inner: Incoming,
-    checkin: Option<(SocketAddr, SendRequest<UpstreamRequestBody>)>,
-    ended: bool,
+    inner: Inner,
     _in_flight: InFlight,
     /// An HTTP/2 backend's stream: its connection counts it until this body is done.
     _stream: Option<StreamSlot>,
@@ -65,9 +62,16 @@ pub struct UpstreamBody {
     grpc: Option<GrpcCall>,
 }
 
+enum Inner {
+    /// Read by Drover's own HTTP/1.1 client, which pools the connection at the end.
+    H1(H1Body),
+    /// Read by hyper: HTTP/2 backends, and an upgrade the backend refused.
+    Hyper(Incoming),
+}
+
 impl UpstreamBody {
-    /// The body of an HTTP/2 backend's response: nothing to check in; the stream slot is
-    /// given back when the body is dropped.
+    /// The body of an HTTP/2 backend's response: the stream slot is given back when the
+    /// body is dropped.
     pub(super) fn h2(
         inner: Incoming,
         stream: StreamSlot,
@@ -75,114 +79,147 @@ impl UpstreamBody {
         grpc: Option<GrpcCall>,
     ) -> UpstreamBody {
         UpstreamBody {
-            inner,
-            checkin: None,
-            ended: false,
+            inner: Inner::Hyper(inner),
             _in_flight: in_flight,
             _stream: Some(stream),
             grpc,
+        }
+    }
+
+    /// A body hyper's client read, on a connection that is not pooled.
+    pub(super) fn unpooled(inner: Incoming, in_flight: InFlight) -> UpstreamBody {
+        UpstreamBody {
+            inner: Inner::Hyper(inner),
+            _in_flight: in_flight,
+            _stream: None,
+            grpc: None,
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let polled = match &mut this.grpc {
-            Some(call) => call.poll_frame(Pin::new(&mut this.inner), cx),
-            None => Pin::new(&mut this.inner).poll_frame(cx),
+        let hyper_frame = match (&mut this.inner, &mut this.grpc) {
+            (Inner::H1(body), _) => return Pin::new(body).poll_frame(cx),
+            (Inner::Hyper(body), Some(call)) => call.poll_frame(Pin::new(body), cx),
+            (Inner::Hyper(body), None) => Pin::new(body).poll_frame(cx),
         };
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled
+        hyper_frame.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(body) => body.is_end_stream(),
+            Inner::Hyper(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // A body dropped half-read leaves the connection mid-response: let it close.
-        if self.ended || self.inner.is_end_stream() {
-            if let Some((addr, sender)) = self.checkin.take() {
-                checkin(addr, sender);
-            }
+        match &self.inner {
+            Inner::H1(body) => body.size_hint(),
+            Inner::Hyper(body) => body.size_hint(),
         }
     }
 }
 
 /// An idle upstream connection and when it went idle.
-pub(super) type Idle = (SendRequest<UpstreamRequestBody>, Instant);
+type Idle = (H1Conn, Instant);
 
 thread_local! {
     /// Idle upstream connections of this worker thread, by backend address.
     static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    /// Whether this thread runs a sweeper for `IDLE`.
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
 
-pub(super) fn checkin(addr: SocketAddr, sender: SendRequest<UpstreamRequestBody>) {
-    if sender.is_closed() {
-        return;
-    }
+/// Puts a connection whose last response has ended into this thread's pool.
+pub(super) fn checkin(addr: SocketAddr, conn: H1Conn) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE_PER_BACKEND {
-            list.push((sender, Instant::now()));
+            list.push((conn, Instant::now()));
+        }
+    });
+    if !SWEEPING.get() {
+        start_sweeper();
+    }
+}
+
+/// How often idle connections are looked over.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// An idle connection is closed after this long unused.
+pub(super) const IDLE_MAX: Duration = Duration::from_secs(90);
+
+/// Closes, every `SWEEP_EVERY`, the idle connections the backend closed (a pooled socket
+/// has no task reading it, so nothing else would) and those unused for `IDLE_MAX`; ends
+/// itself once the pool is empty, and is started again by the next check-in.
+fn start_sweeper() {
+    // Outside a runtime (never on the proxy's threads) the next check-in tries again.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    SWEEPING.set(true);
+    runtime.spawn(async {
+        struct Stopped;
+        impl Drop for Stopped {
+            fn drop(&mut self) {
+                SWEEPING.set(false);
+            }
+        }
+        let _stopped = Stopped;
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            if sweep_idle(IDLE_MAX) == 0 {
+                return;
+            }
         }
     });
 }
 
-/// A connection idle this long may meet a backend's keep-alive timeout (Node.js closes
-/// after 5 s, for one) just as a request is written.
-pub(super) const IDLE_SHAKY: Duration = Duration::from_secs(1);
-
-/// A connection ready for a request, and whether a drop before any answer is plausible
-/// enough to keep a copy of a request that could go elsewhere: a new connection (the
-/// backend may have just failed) or a long-idle one. A busy, pooled connection to a
-/// healthy backend needs no copy, which keeps the copy off the hot path.
-pub(super) struct Ready {
-    pub(super) sender: SendRequest<UpstreamRequestBody>,
-    pub(super) shaky: bool,
+/// Drops the idle connections that are closed or older than `max_idle`; how many are left.
+pub(super) fn sweep_idle(max_idle: Duration) -> usize {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        idle.retain(|_, list| {
+            list.retain(|(conn, since)| since.elapsed() < max_idle && conn.is_usable());
+            !list.is_empty()
+        });
+        idle.values().map(Vec::len).sum()
+    })
 }
 
-/// A ready connection to `backend`: a pooled one if any is still open, else a new one.
+/// A ready connection to `backend`: a pooled one the backend has not closed, else a new one.
 pub(super) async fn checkout(
     backend: &Arc<Backend>,
     timeout: Duration,
     connect_time: &Histogram,
-) -> Option<Ready> {
-    loop {
-        let pooled = IDLE.with(|idle| idle.borrow_mut().get_mut(&backend.addr).and_then(Vec::pop));
-        let Some((mut sender, since)) = pooled else {
-            break;
-        };
-        if sender.is_closed() {
-            continue;
-        }
-        // Checked in after its last response ended, so this is at most a brief wait for
-        // the connection task to catch up; an error means it closed meanwhile.
-        if sender.ready().await.is_ok() {
-            let shaky = since.elapsed() >= IDLE_SHAKY;
-            return Some(Ready { sender, shaky });
-        }
+) -> Option<H1Conn> {
+    match take_idle(backend.addr) {
+        Some(conn) => Some(conn),
+        None => connect(backend, timeout, connect_time).await,
     }
-    let sender = connect(backend, timeout, connect_time).await?;
-    Some(Ready {
-        sender,
-        shaky: true,
+}
+
+/// The most recently pooled connection to `addr` that is still usable; the unusable ones
+/// met on the way are closed.
+pub(super) fn take_idle(addr: SocketAddr) -> Option<H1Conn> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some((conn, _since)) = list.pop() {
+            if conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
     })
 }
 
@@ -191,53 +228,32 @@ pub(super) async fn connect(
     backend: &Arc<Backend>,
     timeout: Duration,
     connect_time: &Histogram,
-) -> Option<SendRequest<UpstreamRequestBody>> {
-    connect_with(backend, timeout, false, connect_time).await
+) -> Option<H1Conn> {
+    connect_tcp(backend, timeout, connect_time)
+        .await
+        .map(H1Conn::new)
 }
 
-/// Opens a new upstream connection, able to be upgraded when `upgrades` is set.
-pub(super) async fn connect_with(
+/// Opens a TCP connection to `backend` within `timeout`, with Nagle off.
+pub(super) async fn connect_tcp(
     backend: &Arc<Backend>,
     timeout: Duration,
-    upgrades: bool,
     connect_time: &Histogram,
-) -> Option<SendRequest<UpstreamRequestBody>> {
+) -> Option<TcpStream> {
     let started = Instant::now();
     let connected = tokio::time::timeout(timeout, TcpStream::connect(backend.addr)).await;
     connect_time.observe(started.elapsed().as_secs_f64());
-    let stream = match connected {
-        Ok(Ok(s)) => s,
+    match connected {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Some(stream)
+        }
         Ok(Err(e)) => {
             debug!(backend = %backend.addr, error = %e, "connect failed");
-            return None;
+            None
         }
         Err(_) => {
             debug!(backend = %backend.addr, "connect timed out");
-            return None;
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let handshake = hyper::client::conn::http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
-        .await;
-    match handshake {
-        Ok((sender, connection)) => {
-            let addr = backend.addr;
-            tokio::spawn(async move {
-                let ended = if upgrades {
-                    connection.with_upgrades().await
-                } else {
-                    connection.await
-                };
-                if let Err(e) = ended {
-                    debug!(backend = %addr, error = %e, "upstream connection ended with an error");
-                }
-            });
-            Some(sender)
-        }
-        Err(e) => {
-            debug!(backend = %backend.addr, error = %e, "handshake failed");
             None
         }
     }
