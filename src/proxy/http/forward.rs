@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use crate::config::UnderscoreHeaders;
 use crate::proxy::note_failure;
 use crate::routing::pool::Backend;
 use crate::routing::{HttpSettings, Route};
@@ -18,7 +19,7 @@ use crate::routing::{HttpSettings, Route};
 use super::error::ProxyError;
 use super::forward_h2::forward_h2;
 use super::h1_client::{self, encode_request, H1Error, RequestFraming};
-use super::headers::prepare_upstream_request;
+use super::headers::{to_origin_form, underscore_names};
 use super::record::Exchange;
 use super::rules::{sticky_backend, sticky_token, strip_proxypass, STICKY_COOKIE};
 use super::upgrade::{forward_upgrade, upgrade_protocol};
@@ -50,14 +51,19 @@ pub(super) async fn forward(
         None => pick(conn, route)?,
     };
     let mut req = req.map(|body| CountedBody::new(body, body_in));
-    prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
+    to_origin_form(&mut req);
+    if settings.underscore_headers != UnderscoreHeaders::Pass {
+        underscore_names(req.headers_mut(), settings.underscore_headers)?;
+    }
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
     }
     let (parts, body) = req.into_parts();
-    // Encoded once: the same bytes go to whichever backend takes the request.
+    // Encoded once (with the rest of what the backend is sent: `encode_request`): the
+    // same bytes go to whichever backend takes the request.
     let mut head = Vec::with_capacity(REQUEST_HEAD_CAPACITY);
-    let framing = encode_request(&parts, &body, &mut head).map_err(ProxyError::BadRequest)?;
+    let framing = encode_request(&parts, &body, &conn.forwarding(), &mut head)
+        .map_err(ProxyError::BadRequest)?;
     let mut body = (framing != RequestFraming::Empty).then_some(body);
     let head_request = parts.method == Method::HEAD;
     let connect_time = &conn.plane.metrics.upstream_connect_duration;

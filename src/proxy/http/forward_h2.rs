@@ -68,7 +68,7 @@ pub(super) async fn forward_h2(
     };
     let trailers = wants_trailers(req.headers());
     let mut req = req.map(|body| Either::Left(CountedBody::new(body, body_in)));
-    prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
+    prepare_upstream_request(&mut req, &conn.forwarding(), settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
     }

@@ -12,15 +12,23 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::ready;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{http, StatusCode, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::h1_chunked::{ChunkError, ChunkedDecoder, Decoded};
+use super::headers::{
+    connection_listed, is_forwarded_field, is_hop_by_hop, xff_chain, Forwarding, XFF,
+};
 use super::upstream::checkin;
 use super::BodyError;
 
@@ -30,8 +38,6 @@ pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_FIELDS: usize = 100;
 /// How much a read asks for when the buffer has little room left.
 const READ_SIZE: usize = 16 * 1024;
-/// A chunk of a streamed request body this small is framed and written in one call.
-const COPY_CHUNK: usize = 16 * 1024;
 
 /// One upstream HTTP/1.1 connection: the socket, and what has been read from it and not
 /// used yet.
@@ -104,12 +110,17 @@ pub(super) enum RequestFraming {
     Chunked,
 }
 
-/// Writes the request head into `out` (cleared first) and says how the body follows: the
-/// client's `Content-Length` when it sent one, else the body's known length, else chunked.
-/// A body that is already over sends nothing, as hyper's client does.
+/// Writes the head the backend gets into `out` (cleared first) and says how the body
+/// follows. The head is the client's, origin-form (`to_origin_form` ran), with the edits
+/// `prepare_upstream_request` makes on a header map made here as it is written: no
+/// hop-by-hop fields, Drover's `X-Forwarded-*` (the client's `X-Forwarded-For` lines
+/// joined in front of its address). The body's framing: the client's `Content-Length` when
+/// it sent one, else the body's known length, else chunked; a body that is already over
+/// sends nothing, as hyper's client does.
 pub(super) fn encode_request<B: Body>(
     parts: &http::request::Parts,
     body: &B,
+    fwd: &Forwarding<'_>,
     out: &mut Vec<u8>,
 ) -> Result<RequestFraming, &'static str> {
     out.clear();
@@ -118,12 +129,22 @@ pub(super) fn encode_request<B: Body>(
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let listed = connection_listed(&parts.headers);
+    let mut prior_xff = Vec::new();
     for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if is_hop_by_hop(name) || is_forwarded_field(name) || listed.contains(name) {
+            if name == XFF {
+                prior_xff.push(value);
+            }
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    xff_chain(prior_xff.into_iter(), fwd.client, out);
+    out.extend_from_slice(b"\r\n");
+    field(out, b"x-forwarded-proto", fwd.proto.as_bytes());
+    field(out, b"x-forwarded-port", fwd.port.as_bytes());
     let framing = match parts.headers.get(header::CONTENT_LENGTH) {
         Some(value) => match parse_length(value.as_bytes()) {
             Some(0) => RequestFraming::Empty,
@@ -151,6 +172,13 @@ pub(super) fn encode_request<B: Body>(
     Ok(framing)
 }
 
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// A Content-Length value: digits only, no overflow.
 fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() {
@@ -174,7 +202,8 @@ pub(super) enum ResponseFraming {
     UntilClose,
 }
 
-/// A response head, read and taken apart.
+/// A response head, read and taken apart; its fields are those to pass on (without the
+/// hop-by-hop ones).
 #[derive(Debug)]
 pub(super) struct ResponseHead {
     pub(super) parts: http::response::Parts,
@@ -227,13 +256,14 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseH
     let mut transfer_coded = false;
     let mut close = false;
     let mut keep_alive_token = false;
+    // Fields `Connection` names as hop-by-hop (rare): removed once all are in.
+    let mut listed: Vec<HeaderName> = Vec::new();
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
             .map_err(|_| H1Error::Head("a field name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
-            .map_err(|_| H1Error::Head("a field value"))?;
+        let value = &head[vs as usize..ve as usize];
         if name == header::CONTENT_LENGTH {
-            let n = parse_length(value.as_bytes()).ok_or(H1Error::Head("Content-Length"))?;
+            let n = parse_length(value).ok_or(H1Error::Head("Content-Length"))?;
             if length.is_some_and(|prior| prior != n) {
                 return Err(H1Error::Head("two different Content-Length values"));
             }
@@ -241,15 +271,29 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseH
         } else if name == header::TRANSFER_ENCODING {
             transfer_coded = true;
             // Only the last coding says whether the body is chunked.
-            chunked = last_token(value.as_bytes()).eq_ignore_ascii_case(b"chunked");
+            chunked = last_token(value).eq_ignore_ascii_case(b"chunked");
         } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
+            for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if let Ok(other) = HeaderName::from_bytes(token) {
+                    listed.push(other);
+                }
             }
         }
+        // The hop-by-hop fields describe this connection only: never passed on.
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| H1Error::Head("a field value"))?;
         headers.append(name, value);
+    }
+    for name in listed {
+        headers.remove(name);
     }
     let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
     let bodyless = head_request
@@ -302,31 +346,37 @@ fn last_token(value: &[u8]) -> &[u8] {
 }
 
 /// Reads responses off `io` until a final one (1xx interim answers are passed over).
-async fn read_head<R: AsyncRead + Unpin>(
+/// `answered` says whether any byte of answer came, across calls.
+fn poll_head<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
     head_request: bool,
-) -> Result<ResponseHead, H1Error> {
-    let mut answered = false;
+    answered: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<ResponseHead, H1Error>> {
     loop {
         if !buf.is_empty() {
-            answered = true;
+            *answered = true;
             if let Some(head) = parse_head(buf, head_request)? {
                 match head.parts.status.as_u16() {
                     // Upgrades take hyper's client (`upgrade.rs`): a switch here is unasked.
-                    101 => return Err(H1Error::Head("an unasked 101 Switching Protocols")),
+                    101 => {
+                        return Poll::Ready(Err(H1Error::Head(
+                            "an unasked 101 Switching Protocols",
+                        )))
+                    }
                     100..=199 => continue,
-                    _ => return Ok(head),
+                    _ => return Poll::Ready(Ok(head)),
                 }
             }
         }
         make_room(buf);
-        match io.read_buf(buf).await {
-            Ok(0) if answered => return Err(H1Error::Truncated),
-            Ok(0) => return Err(H1Error::NoAnswer),
+        match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)) {
+            Ok(0) if *answered => return Poll::Ready(Err(H1Error::Truncated)),
+            Ok(0) => return Poll::Ready(Err(H1Error::NoAnswer)),
             Ok(_) => {}
-            Err(e) if !answered && is_drop(&e) => return Err(H1Error::NoAnswer),
-            Err(e) => return Err(H1Error::Io(e)),
+            Err(e) if !*answered && is_drop(&e) => return Poll::Ready(Err(H1Error::NoAnswer)),
+            Err(e) => return Poll::Ready(Err(H1Error::Io(e))),
         }
     }
 }
@@ -341,58 +391,91 @@ fn is_drop(e: &io::Error) -> bool {
     )
 }
 
-/// Streams the request body to the backend in the framing the head announced.
-async fn send_body<W, B>(io: &mut W, body: &mut B, framing: RequestFraming) -> Result<(), H1Error>
-where
-    W: AsyncWrite + Unpin,
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BodyError>,
-{
-    let mut framed = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| H1Error::RequestBody(e.into()))?;
-        let Ok(data) = frame.into_data() else {
-            // Trailers: an HTTP/1.1 backend is not sent them (nothing announced them).
-            continue;
-        };
-        if data.is_empty() {
-            continue;
-        }
-        if framing == RequestFraming::Chunked {
-            framed.clear();
-            let _ = write!(framed, "{:x}\r\n", data.len());
-            if data.len() <= COPY_CHUNK {
-                framed.extend_from_slice(&data);
-                framed.extend_from_slice(b"\r\n");
-                io.write_all(&framed).await?;
-            } else {
-                io.write_all(&framed).await?;
-                io.write_all(&data).await?;
-                io.write_all(b"\r\n").await?;
-            }
-        } else {
-            io.write_all(&data).await?;
-        }
-    }
-    if framing == RequestFraming::Chunked {
-        io.write_all(b"0\r\n\r\n").await?;
-    }
-    Ok(())
+/// The request body on its way to the backend, in the framing the head announced. It is
+/// driven by whoever holds the connection: the exchange until the response head comes,
+/// then the response body, so a body and its answer can stream at the same time (an echo).
+pub(super) struct Upload {
+    body: UnsyncBoxBody<Bytes, BodyError>,
+    framing: RequestFraming,
+    /// Framed bytes not written yet: a chunk's size line, its data, its CRLF.
+    queue: VecDeque<Bytes>,
+    /// The body has ended (and the last chunk is queued).
+    ended: bool,
 }
 
+impl Upload {
+    fn new<B>(body: B, framing: RequestFraming) -> Upload
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BodyError>,
+    {
+        Upload {
+            body: body.map_err(Into::into).boxed_unsync(),
+            framing,
+            queue: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// Writes what it can; ready when all is sent, or on a failure: `RequestBody` when
+    /// the client's body failed, any other when the backend stopped taking it.
+    fn poll_send(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        loop {
+            while let Some(front) = self.queue.front_mut() {
+                let n = ready!(Pin::new(&mut *io).poll_write(cx, front))?;
+                if n == 0 {
+                    return Poll::Ready(Err(H1Error::Io(io::ErrorKind::WriteZero.into())));
+                }
+                front.advance(n);
+                if front.is_empty() {
+                    self.queue.pop_front();
+                }
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                None => {
+                    self.ended = true;
+                    if self.framing == RequestFraming::Chunked {
+                        self.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(H1Error::RequestBody(e))),
+                // Trailers: an HTTP/1.1 backend is not sent them (nothing announced them).
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => {
+                        if self.framing == RequestFraming::Chunked {
+                            let size = format!("{:x}\r\n", data.len());
+                            self.queue.push_back(Bytes::from(size));
+                            self.queue.push_back(data);
+                            self.queue.push_back(Bytes::from_static(b"\r\n"));
+                        } else {
+                            self.queue.push_back(data);
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+/// What an exchange gives: the response head, and the rest of the request body when the
+/// answer came before all of it was sent.
+pub(super) type Answer = (ResponseHead, Option<Upload>);
+
 /// Sends one request over `conn` (its head as `encode_request` wrote it, then the body,
-/// which is taken only once the head is on its way) and reads the response head. A
-/// response that comes before the whole body was sent is read, and the connection is
-/// then not used again.
+/// which is taken only once the head is on its way) and reads the response head.
 pub(super) async fn exchange<B>(
     conn: &mut H1Conn,
     head: &[u8],
     body: &mut Option<B>,
     framing: RequestFraming,
     head_request: bool,
-) -> Result<ResponseHead, H1Error>
+) -> Result<Answer, H1Error>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BodyError>,
 {
     let mut written = 0;
@@ -405,32 +488,36 @@ where
             Err(e) => return Err(H1Error::Io(e)),
         }
     }
-    let Some(mut body) = body.take() else {
-        return read_head(&mut conn.io, &mut conn.buf, head_request).await;
+    let mut answered = false;
+    let Some(body) = body.take() else {
+        let H1Conn { io, buf } = conn;
+        let head = poll_fn(|cx| poll_head(io, buf, head_request, &mut answered, cx)).await?;
+        return Ok((head, None));
     };
-    let (mut reader, mut writer) = conn.io.split();
-    let sending = send_body(&mut writer, &mut body, framing);
-    let reading = read_head(&mut reader, &mut conn.buf, head_request);
-    tokio::pin!(sending, reading);
-    let mut sent = false;
-    loop {
-        tokio::select! {
-            done = &mut sending, if !sent => match done {
-                Ok(()) => sent = true,
+    let mut upload = Some(Upload::new(body, framing));
+    let mut backend_stopped_reading = false;
+    let head = poll_fn(|cx| {
+        if let Some(sending) = &mut upload {
+            match sending.poll_send(&mut conn.io, cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => upload = None,
                 // The client's body failed: no answer can be given to it.
-                Err(e @ H1Error::RequestBody(_)) => return Err(e),
-                // The backend stopped reading; it may still have answered.
-                Err(_) => sent = true,
-            },
-            head = &mut reading => {
-                let mut head = head?;
-                if !sent {
-                    head.keep_alive = false;
+                Poll::Ready(Err(e @ H1Error::RequestBody(_))) => return Poll::Ready(Err(e)),
+                // The backend stopped taking the body; it may still have answered.
+                Poll::Ready(Err(_)) => {
+                    backend_stopped_reading = true;
+                    upload = None;
                 }
-                return Ok(head);
             }
         }
+        poll_head(&mut conn.io, &mut conn.buf, head_request, &mut answered, cx)
+    })
+    .await?;
+    let mut head = head;
+    if backend_stopped_reading {
+        head.keep_alive = false;
     }
+    Ok((head, upload))
 }
 
 /// Where the response body is.
@@ -450,10 +537,17 @@ pub(super) struct H1Body {
     state: BodyState,
     keep_alive: bool,
     backend: SocketAddr,
+    /// The rest of the request body, sent as this body is read.
+    upload: Option<Upload>,
 }
 
 impl H1Body {
-    pub(super) fn new(conn: H1Conn, head: &ResponseHead, backend: SocketAddr) -> H1Body {
+    pub(super) fn new(
+        conn: H1Conn,
+        head: &ResponseHead,
+        upload: Option<Upload>,
+        backend: SocketAddr,
+    ) -> H1Body {
         let state = match head.framing {
             ResponseFraming::Empty => BodyState::Done,
             ResponseFraming::Length(n) => BodyState::Length(n),
@@ -465,6 +559,7 @@ impl H1Body {
             state,
             keep_alive: head.keep_alive,
             backend,
+            upload,
         };
         if matches!(body.state, BodyState::Done) {
             body.finish();
@@ -473,11 +568,12 @@ impl H1Body {
     }
 
     /// The body has ended: its connection goes back to the pool if it can be used again
-    /// (nothing past the body in the buffer: a backend that sent more is not trusted).
+    /// (the request all sent, and nothing past the body in the buffer: a backend that
+    /// sent more is not trusted).
     fn finish(&mut self) {
         self.state = BodyState::Done;
         if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() {
+            if self.keep_alive && self.upload.is_none() && conn.buf.is_empty() {
                 checkin(self.backend, conn);
             }
         }
@@ -504,6 +600,18 @@ impl Body for H1Body {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Some(upload) = &mut this.upload {
+                match upload.poll_send(&mut conn.io, cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => this.upload = None,
+                    Poll::Ready(Err(e @ H1Error::RequestBody(_))) => return this.fail(e),
+                    // The backend stopped reading the request; its answer goes on.
+                    Poll::Ready(Err(_)) => {
+                        this.upload = None;
+                        this.keep_alive = false;
+                    }
+                }
+            }
             match &mut this.state {
                 BodyState::Done => return Poll::Ready(None),
                 BodyState::Length(left) if !conn.buf.is_empty() => {

@@ -8,6 +8,29 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::proxy::http::upstream::{sweep_idle, take_idle, IDLE_MAX};
+use hyper::header::HeaderValue;
+
+/// The client at 127.0.0.1 on the plain listener's port 80.
+fn with_fwd<T>(f: impl FnOnce(&Forwarding<'_>) -> T) -> T {
+    let (client, proto, port) = (
+        HeaderValue::from_static("127.0.0.1"),
+        HeaderValue::from_static("http"),
+        HeaderValue::from_static("80"),
+    );
+    f(&Forwarding {
+        client: &client,
+        proto: &proto,
+        port: &port,
+    })
+}
+
+fn encode<B: Body>(
+    parts: &http::request::Parts,
+    body: &B,
+    out: &mut Vec<u8>,
+) -> Result<RequestFraming, &'static str> {
+    with_fwd(|fwd| encode_request(parts, body, fwd, out))
+}
 
 fn head_of(raw: &[u8], head_request: bool) -> Result<Option<ResponseHead>, H1Error> {
     let mut buf = BytesMut::from(raw);
@@ -25,19 +48,21 @@ fn framing_of(raw: &str) -> (ResponseFraming, bool) {
 fn the_request_head_carries_the_fields_and_the_framing() {
     let req = Request::post("/echo?x=1")
         .header("host", "web.example.com")
-        .header("x-forwarded-for", "127.0.0.1")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("connection", "keep-alive")
         .body(())
         .unwrap();
     let (parts, ()) = req.into_parts();
     let mut out = Vec::new();
     // A body of known length gets a Content-Length; an unknown one is chunked.
     let known = Full::new(Bytes::from_static(b"hello"));
-    let framing = encode_request(&parts, &known, &mut out).unwrap();
+    let framing = encode(&parts, &known, &mut out).unwrap();
     assert_eq!(framing, RequestFraming::Length(5));
     assert_eq!(
         String::from_utf8(out.clone()).unwrap(),
-        "POST /echo?x=1 HTTP/1.1\r\nhost: web.example.com\r\nx-forwarded-for: 127.0.0.1\r\n\
-         content-length: 5\r\n\r\n"
+        "POST /echo?x=1 HTTP/1.1\r\nhost: web.example.com\r\n\
+         x-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+         x-forwarded-port: 80\r\ncontent-length: 5\r\n\r\n"
     );
     let unknown = known.map_frame(|f| f).boxed_unsync();
     struct Unsized<B>(B);
@@ -51,13 +76,13 @@ fn the_request_head_carries_the_fields_and_the_framing() {
             Pin::new(&mut self.0).poll_frame(cx)
         }
     }
-    let framing = encode_request(&parts, &Unsized(unknown), &mut out).unwrap();
+    let framing = encode(&parts, &Unsized(unknown), &mut out).unwrap();
     assert_eq!(framing, RequestFraming::Chunked);
     assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
     // No body: nothing added.
-    let framing = encode_request(&parts, &Empty::<Bytes>::new(), &mut out).unwrap();
+    let framing = encode(&parts, &Empty::<Bytes>::new(), &mut out).unwrap();
     assert_eq!(framing, RequestFraming::Empty);
-    assert!(out.ends_with(b"x-forwarded-for: 127.0.0.1\r\n\r\n"));
+    assert!(out.ends_with(b"x-forwarded-port: 80\r\n\r\n"));
 }
 
 #[test]
@@ -68,7 +93,7 @@ fn the_clients_content_length_decides_the_framing() {
             .body(())
             .unwrap()
             .into_parts();
-        encode_request(&parts, &Empty::<Bytes>::new(), &mut Vec::new())
+        encode(&parts, &Empty::<Bytes>::new(), &mut Vec::new())
     };
     assert_eq!(with("12"), Ok(RequestFraming::Length(12)));
     assert_eq!(with("0"), Ok(RequestFraming::Empty));
@@ -178,6 +203,15 @@ fn fields_keep_their_values_and_the_rest_stays_in_the_buffer() {
     assert_eq!(&buf[..], b"BODY");
 }
 
+async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<ResponseHead, H1Error> {
+    let mut answered = false;
+    poll_fn(|cx| poll_head(io, buf, head_request, &mut answered, cx)).await
+}
+
 #[tokio::test]
 async fn interim_answers_are_passed_over() {
     let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -260,7 +294,7 @@ async fn two_exchanges_on_one_connection_with_each_framing() {
     .await;
     let mut conn = connect_to(addr).await;
     let head_bytes = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
-    let head = exchange(
+    let (head, upload) = exchange(
         &mut conn,
         head_bytes,
         &mut None::<Empty<Bytes>>,
@@ -269,13 +303,13 @@ async fn two_exchanges_on_one_connection_with_each_framing() {
     )
     .await
     .unwrap();
-    let mut body = H1Body::new(conn, &head, addr);
+    let mut body = H1Body::new(conn, &head, upload, addr);
     assert_eq!(read_all(&mut body).await.unwrap(), b"hello");
     assert!(body.is_end_stream());
     // Read to the end: the connection went back to this thread's pool.
     let mut conn = take_idle(addr).expect("pooled");
     assert!(conn.is_usable());
-    let head = exchange(
+    let (head, upload) = exchange(
         &mut conn,
         head_bytes,
         &mut None::<Empty<Bytes>>,
@@ -284,7 +318,7 @@ async fn two_exchanges_on_one_connection_with_each_framing() {
     )
     .await
     .unwrap();
-    let mut body = H1Body::new(conn, &head, addr);
+    let mut body = H1Body::new(conn, &head, upload, addr);
     assert_eq!(read_all(&mut body).await.unwrap(), b"abcde");
     drop(body);
     sweep_idle(Duration::ZERO);
@@ -315,32 +349,54 @@ async fn a_streamed_body_is_sent_chunked() {
     let body = streamed(&[b"hello", b"", b"!"]);
     let (parts, ()) = Request::post("/").body(()).unwrap().into_parts();
     let mut head_bytes = Vec::new();
-    let framing = encode_request(&parts, &body, &mut head_bytes).unwrap();
+    let framing = encode(&parts, &body, &mut head_bytes).unwrap();
     assert_eq!(framing, RequestFraming::Chunked);
-    let head = exchange(&mut conn, &head_bytes, &mut Some(body), framing, false)
+    let (head, upload) = exchange(&mut conn, &head_bytes, &mut Some(body), framing, false)
         .await
         .unwrap();
     assert_eq!(head.parts.status, 200);
-    assert!(head.keep_alive, "the whole body was sent first");
+    assert!(upload.is_none(), "the whole body was sent first");
     drop(conn);
     let seen = task.await.unwrap();
     assert_eq!(seen, [&head_bytes[..], chunked_body].concat());
 }
 
 #[tokio::test]
-async fn an_early_answer_ends_the_upload_and_the_connection() {
-    // The backend answers after the head alone, then closes: the rest of the body is
-    // never asked for, and the connection is not pooled.
-    let (addr, task) = backend(
-        vec![b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n"],
-        0,
-    )
-    .await;
+async fn an_answer_before_the_whole_body_streams_while_the_body_goes_on() {
+    // An echo: the backend answers at once, then sends back each chunk as it comes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        // The request's chunks are valid chunks of the answer: echoed as they come.
+        let mut body = seen.split_off(head_end);
+        loop {
+            s.write_all(&body).await.unwrap();
+            if body.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            body = chunk[..n].to_vec();
+        }
+        // Kept open: the connection can carry another request.
+        s
+    });
     let mut conn = connect_to(addr).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
     let body = http_body_util::StreamBody::new(tokio_stream(rx));
     let head_bytes = b"PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n";
-    let head = exchange(
+    let (head, upload) = exchange(
         &mut conn,
         head_bytes,
         &mut Some(body),
@@ -349,14 +405,21 @@ async fn an_early_answer_ends_the_upload_and_the_connection() {
     )
     .await
     .unwrap();
-    assert_eq!(head.parts.status, 413);
-    assert!(!head.keep_alive);
+    assert_eq!(head.parts.status, 200);
+    assert!(upload.is_some(), "the body has not ended yet");
+    let mut body = H1Body::new(conn, &head, upload, addr);
+    for piece in [&b"hello"[..], b"world"] {
+        tx.send(Ok(Frame::data(Bytes::from_static(piece))))
+            .await
+            .unwrap();
+        let echoed = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(echoed, piece);
+    }
     drop(tx);
-    let body = H1Body::new(conn, &head, addr);
-    assert!(body.is_end_stream());
-    drop(body);
-    assert!(take_idle(addr).is_none(), "not pooled");
-    task.await.unwrap();
+    assert!(body.frame().await.is_none(), "the echo ends with the body");
+    let _still_open = echo.await.unwrap();
+    // All sent and all read: the connection was pooled.
+    assert!(take_idle(addr).is_some());
 }
 
 /// The receiver as a stream of frames.
@@ -393,7 +456,7 @@ async fn a_body_cut_short_is_an_error_and_a_body_to_the_close_is_not() {
             // Closed here.
         });
         let mut conn = connect_to(addr).await;
-        let head = exchange(
+        let (head, upload) = exchange(
             &mut conn,
             b"GET / HTTP/1.1\r\n\r\n",
             &mut None::<Empty<Bytes>>,
@@ -402,7 +465,7 @@ async fn a_body_cut_short_is_an_error_and_a_body_to_the_close_is_not() {
         )
         .await
         .unwrap();
-        let mut body = H1Body::new(conn, &head, addr);
+        let mut body = H1Body::new(conn, &head, upload, addr);
         let got = read_all(&mut body).await;
         match want {
             Some(want) => assert_eq!(got.unwrap(), want),
@@ -433,4 +496,74 @@ async fn a_closed_idle_connection_is_not_usable_and_a_pooled_one_is_swept() {
         }
     }
     assert_eq!(left, 0, "the closed connection was swept");
+}
+
+#[test]
+fn hop_by_hop_fields_are_not_passed_on() {
+    let raw = b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-private\r\nKeep-Alive: timeout=5\r\n\
+        X-Private: 1\r\nTransfer-Encoding: chunked\r\nX-Kept: 2\r\n\r\n";
+    let head = head_of(raw, false).unwrap().unwrap();
+    let names: Vec<_> = head.parts.headers.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-kept"]);
+    // What they said still counts.
+    assert_eq!(head.framing, ResponseFraming::Chunked);
+    assert!(head.keep_alive);
+}
+
+#[test]
+fn the_encoded_head_makes_the_edits_prepare_upstream_request_makes() {
+    use crate::config::UnderscoreHeaders;
+    use crate::proxy::http::headers::prepare_upstream_request;
+    let requests = [
+        Request::get("/plain").header("host", "a"),
+        Request::get("/xff")
+            .header("host", "a")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("X-Forwarded-For", "10.0.0.2, 10.0.0.3")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-port", "8443"),
+        Request::get("/hop")
+            .header("host", "a")
+            .header("connection", "keep-alive, x-secret, close")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("proxy-connection", "keep-alive")
+            .header("upgrade", "h2c")
+            .header("x-kept", "yes")
+            .header("x-kept", "twice"),
+        Request::get("http://b.example:8080/abs?q=1"),
+        Request::get("http://b.example/abs").header("host", "c"),
+        Request::post("/bin")
+            .header("host", "a")
+            .header("content-length", "3")
+            .header("x-bytes", HeaderValue::from_bytes(b"caf\xe9").unwrap()),
+    ];
+    for builder in requests {
+        let mut req = builder.body(()).unwrap();
+        let mut edited = req.clone();
+        with_fwd(|fwd| prepare_upstream_request(&mut edited, fwd, UnderscoreHeaders::Pass))
+            .unwrap();
+        let mut want: Vec<String> = edited
+            .headers()
+            .iter()
+            .map(|(n, v)| format!("{}: {}", n, String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        want.insert(0, format!("{} {} HTTP/1.1", edited.method(), edited.uri()));
+        crate::proxy::http::headers::to_origin_form(&mut req);
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        encode(&parts, &Empty::<Bytes>::new(), &mut out).unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let mut got: Vec<String> = text
+            .trim_end_matches("\r\n\r\n")
+            .split("\r\n")
+            .map(str::to_string)
+            .collect();
+        let (want_line, got_line) = (want.remove(0), got.remove(0));
+        assert_eq!(got_line, want_line);
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{text}");
+    }
 }

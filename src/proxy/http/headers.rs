@@ -8,7 +8,6 @@ use hyper::{Request, Uri};
 use crate::config::UnderscoreHeaders;
 
 use super::error::ProxyError;
-use super::Conn;
 
 /// Headers that describe one hop's connection and must not be forwarded (RFC 9110 §7.6.1).
 pub(super) const HOP_BY_HOP: [HeaderName; 7] = [
@@ -20,6 +19,11 @@ pub(super) const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Whether `name` is one of `HOP_BY_HOP`.
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
 
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which hop-by-hop fields are present. Most messages
@@ -36,17 +40,8 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Headers named in `Connection` (the list's first) are hop-by-hop too.
     if present & 1 != 0 {
-        if let Some(conn) = headers.get(header::CONNECTION).cloned() {
-            for token in conn.to_str().unwrap_or("").split(',') {
-                let token = token.trim();
-                // Keep-Alive is in the list: removed below if present.
-                if token.eq_ignore_ascii_case("keep-alive") {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    headers.remove(name);
-                }
-            }
+        for name in connection_listed(headers) {
+            headers.remove(name);
         }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
@@ -56,62 +51,111 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Edits the client's request in place into the one the backend gets.
+/// What the `X-Forwarded-*` fields say of one client connection.
+pub(super) struct Forwarding<'a> {
+    /// The client's address, formatted once per connection.
+    pub(super) client: &'a HeaderValue,
+    /// `http` or `https`.
+    pub(super) proto: &'a HeaderValue,
+    /// The port the client connected to.
+    pub(super) port: &'a HeaderValue,
+}
+
+pub(super) const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(super) const XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Whether the backend gets Drover's own value of this field, not the client's.
+pub(super) fn is_forwarded_field(name: &HeaderName) -> bool {
+    name == XFF || name == XFP || name == XFPORT
+}
+
+/// The `X-Forwarded-For` value: every line the client sent, in order (those that are not
+/// visible ASCII are left out), then the client itself.
+pub(super) fn xff_chain<'a>(
+    prior: impl Iterator<Item = &'a HeaderValue>,
+    client: &HeaderValue,
+    out: &mut Vec<u8>,
+) {
+    for prior in prior {
+        if prior.to_str().is_ok() {
+            out.extend_from_slice(prior.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(client.as_bytes());
+}
+
+/// The fields a `Connection` header names, which are hop-by-hop too (`keep-alive` and
+/// `close` are not field names to remove here). Empty, without allocating, when the
+/// message has no `Connection` field.
+pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    let mut listed = Vec::new();
+    if !headers.keys().any(|name| name == header::CONNECTION) {
+        return listed;
+    }
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                listed.push(name);
+            }
+        }
+    }
+    listed
+}
+
+/// Makes an absolute-form target origin-form; the Host header then says where it was
+/// going (added from the target when the client sent none).
+pub(super) fn to_origin_form<B>(req: &mut Request<B>) {
+    let Some(authority) = req.uri().authority() else {
+        return;
+    };
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, value);
+        }
+    }
+    let origin = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    *req.uri_mut() = origin;
+}
+
+/// Edits the client's request in place into the one the backend gets. (The HTTP/1.1
+/// client writes the same edits as it encodes the head: `h1_client::encode_request`.)
 pub(super) fn prepare_upstream_request<B>(
     req: &mut Request<B>,
-    conn: &Conn,
+    fwd: &Forwarding<'_>,
     underscores: UnderscoreHeaders,
 ) -> Result<(), ProxyError> {
     // Upstreams speak HTTP/1.1 whatever the client spoke (an HTTP/2 request included).
     *req.version_mut() = hyper::Version::HTTP_11;
-    // Absolute-form targets become origin-form; the Host header says where it was going.
-    if req.uri().authority().is_some() {
-        if !req.headers().contains_key(header::HOST) {
-            if let Some(value) = req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                req.headers_mut().insert(header::HOST, value);
-            }
-        }
-        let origin = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        *req.uri_mut() = origin;
-    }
+    to_origin_form(req);
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     if underscores != UnderscoreHeaders::Pass {
         underscore_names(headers, underscores)?;
     }
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    const XFPORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-    // Every X-Forwarded-For line the client sent, in order, then the client itself.
     // One lookup (the entry) whether or not the client sent any.
     match headers.entry(XFF) {
         Entry::Occupied(mut prior) => {
-            let mut chain = String::new();
-            for prior in prior.iter() {
-                if let Ok(prior) = prior.to_str() {
-                    chain.push_str(prior);
-                    chain.push_str(", ");
-                }
-            }
-            // `conn.xff` is the client's address, formatted once per connection.
-            chain.push_str(conn.xff.to_str().unwrap_or_default());
-            prior.insert(HeaderValue::from_str(&chain).unwrap_or(conn.xff.clone()));
+            let mut chain = Vec::new();
+            xff_chain(prior.iter(), fwd.client, &mut chain);
+            prior.insert(HeaderValue::from_bytes(&chain).unwrap_or(fwd.client.clone()));
         }
         Entry::Vacant(none) => {
-            none.insert(conn.xff.clone());
+            none.insert(fwd.client.clone());
         }
     }
-    headers.insert(XFP, conn.proto.clone());
-    headers.insert(XFPORT, conn.port.clone());
+    headers.insert(XFP, fwd.proto.clone());
+    headers.insert(XFPORT, fwd.port.clone());
     Ok(())
 }
 

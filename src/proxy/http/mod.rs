@@ -218,6 +218,15 @@ struct Conn {
 }
 
 impl Conn {
+    /// What the `X-Forwarded-*` fields say of this connection.
+    fn forwarding(&self) -> headers::Forwarding<'_> {
+        headers::Forwarding {
+            client: &self.xff,
+            proto: &self.proto,
+            port: &self.port,
+        }
+    }
+
     fn new(
         plane: Arc<DataPlane>,
         by: RouteBy,

@@ -85,7 +85,7 @@ pub(super) async fn forward_upgrade(
     let client_side = hyper::upgrade::on(&mut req);
     // An upgrade request has no body to count: what follows it is the tunnel's.
     let mut req = req.map(|body| Either::Left(CountedBody::new(body, None)));
-    prepare_upstream_request(&mut req, conn, settings.underscore_headers)?;
+    prepare_upstream_request(&mut req, &conn.forwarding(), settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
     }

@@ -23,25 +23,23 @@ use tracing::debug;
 use crate::routing::pool::{Backend, InFlight};
 
 use super::grpc::GrpcCall;
-use super::h1_client::{H1Body, H1Conn, ResponseHead};
-use super::headers::strip_hop_by_hop;
+use super::h1_client::{Answer, H1Body, H1Conn};
 use super::upstream_h2::StreamSlot;
 use super::{BodyError, ProxyBody};
 
 /// Idle upstream connections kept per backend per worker thread.
 pub(super) const MAX_IDLE_PER_BACKEND: usize = 256;
 
-/// A backend's HTTP/1.1 response, its hop-by-hop fields removed, its body read from
-/// `conn` as the client takes it.
+/// A backend's HTTP/1.1 response (`parse_head` left out its hop-by-hop fields), its body
+/// read from `conn` as the client takes it.
 pub(super) fn upstream_response(
-    head: ResponseHead,
+    (head, upload): Answer,
     conn: H1Conn,
     backend: SocketAddr,
     in_flight: InFlight,
 ) -> Response<ProxyBody> {
-    let body = H1Body::new(conn, &head, backend);
-    let mut parts = head.parts;
-    strip_hop_by_hop(&mut parts.headers);
+    let body = H1Body::new(conn, &head, upload, backend);
+    let parts = head.parts;
     let body = UpstreamBody {
         inner: Inner::H1(body),
         _in_flight: in_flight,
