@@ -462,8 +462,9 @@ impl Upload {
 }
 
 /// What an exchange gives: the response head, and the rest of the request body when the
-/// answer came before all of it was sent.
-pub(super) type Answer = (ResponseHead, Option<Upload>);
+/// answer came before all of it was sent (boxed: it rides on the response body, which is
+/// moved whole several times on its way to the client).
+pub(super) type Answer = (ResponseHead, Option<Box<Upload>>);
 
 /// Sends one request over `conn` (its head as `encode_request` wrote it, then the body,
 /// which is taken only once the head is on its way) and reads the response head.
@@ -494,7 +495,7 @@ where
         let head = poll_fn(|cx| poll_head(io, buf, head_request, &mut answered, cx)).await?;
         return Ok((head, None));
     };
-    let mut upload = Some(Upload::new(body, framing));
+    let mut upload = Some(Box::new(Upload::new(body, framing)));
     let mut backend_stopped_reading = false;
     let head = poll_fn(|cx| {
         if let Some(sending) = &mut upload {
@@ -538,14 +539,14 @@ pub(super) struct H1Body {
     keep_alive: bool,
     backend: SocketAddr,
     /// The rest of the request body, sent as this body is read.
-    upload: Option<Upload>,
+    upload: Option<Box<Upload>>,
 }
 
 impl H1Body {
     pub(super) fn new(
         conn: H1Conn,
         head: &ResponseHead,
-        upload: Option<Upload>,
+        upload: Option<Box<Upload>>,
         backend: SocketAddr,
     ) -> H1Body {
         let state = match head.framing {

@@ -42,7 +42,9 @@ pub(super) struct Exchange {
 pub(super) struct Record {
     in_flight: IntGauge,
     pub exchange: Exchange,
-    logged: Option<Logged>,
+    /// Boxed: the record rides on every response and is moved with it, and the log's
+    /// side is most of its size.
+    logged: Option<Box<Logged>>,
 }
 
 /// The access-log side, present only while the log is on. What the request said is kept
@@ -72,7 +74,7 @@ impl Record {
         in_flight.inc();
         let logged = conn.plane.access_log.enabled().then(|| {
             let headers = req.headers();
-            Logged {
+            Box::new(Logged {
                 conn: conn.clone(),
                 start: SystemTime::now(),
                 started: Instant::now(),
@@ -87,7 +89,7 @@ impl Record {
                 status: None,
                 route: None,
                 fault: None,
-            }
+            })
         });
         Record {
             in_flight,

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ pub struct UpstreamBody {
     /// An HTTP/2 backend's stream: its connection counts it until this body is done.
     _stream: Option<StreamSlot>,
     /// A gRPC call's deadline and status count (HTTP/2 backends).
-    grpc: Option<GrpcCall>,
+    grpc: Option<Box<GrpcCall>>,
 }
 
 enum Inner {
@@ -80,7 +81,7 @@ impl UpstreamBody {
             inner: Inner::Hyper(inner),
             _in_flight: in_flight,
             _stream: Some(stream),
-            grpc,
+            grpc: grpc.map(Box::new),
         }
     }
 
@@ -130,9 +131,54 @@ impl Body for UpstreamBody {
 /// An idle upstream connection and when it went idle.
 type Idle = (H1Conn, Instant);
 
+/// A cheap hasher for the pool's keys, two lookups per request: backend addresses come from
+/// the scheduler, not from clients, so SipHash's resistance to chosen keys buys nothing.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl AddrHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.mix(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdleMap = HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>;
+
 thread_local! {
     /// Idle upstream connections of this worker thread, by backend address.
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<IdleMap> = RefCell::new(IdleMap::default());
     /// Whether this thread runs a sweeper for `IDLE`.
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
