@@ -39,10 +39,25 @@ pub(super) async fn forward(
     backend_tls: Option<TlsConnector>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Some(protocol) = upgrade_protocol(req.headers()) {
-        return forward_upgrade(req, conn, route, settings, protocol, exchange).await;
+        // Boxed, as is the HTTP/2 path: their futures are large (hyper's client handshake)
+        // and would otherwise size every request's future, which hyper allocates and
+        // copies once per client connection.
+        return Box::pin(forward_upgrade(
+            req, conn, route, settings, protocol, exchange,
+        ))
+        .await;
     }
     if route.rules.backend.is_h2() {
-        return forward_h2(req, conn, route, settings, exchange, body_in, backend_tls).await;
+        return Box::pin(forward_h2(
+            req,
+            conn,
+            route,
+            settings,
+            exchange,
+            body_in,
+            backend_tls,
+        ))
+        .await;
     }
     let pool = &route.pool;
     let sticky = route.rules.sticky.then(|| sticky_backend(&req, route));
