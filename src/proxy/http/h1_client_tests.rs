@@ -267,6 +267,12 @@ async fn backend(
     (addr, task)
 }
 
+/// One exchange of a request without a body.
+async fn send_bodyless(conn: &mut H1Conn, head: &[u8]) -> Result<Answer, H1Error> {
+    let no_body = &mut None::<Empty<Bytes>>;
+    exchange(conn, head, no_body, RequestFraming::Empty, false).await
+}
+
 async fn connect_to(addr: SocketAddr) -> H1Conn {
     let stream = TcpStream::connect(addr).await.unwrap();
     H1Conn::new(stream)
@@ -294,30 +300,14 @@ async fn two_exchanges_on_one_connection_with_each_framing() {
     .await;
     let mut conn = connect_to(addr).await;
     let head_bytes = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
-    let (head, upload) = exchange(
-        &mut conn,
-        head_bytes,
-        &mut None::<Empty<Bytes>>,
-        RequestFraming::Empty,
-        false,
-    )
-    .await
-    .unwrap();
+    let (head, upload) = send_bodyless(&mut conn, head_bytes).await.unwrap();
     let mut body = H1Body::new(conn, &head, upload, addr);
     assert_eq!(read_all(&mut body).await.unwrap(), b"hello");
     assert!(body.is_end_stream());
     // Read to the end: the connection went back to this thread's pool.
     let mut conn = take_idle(addr).expect("pooled");
     assert!(conn.is_usable());
-    let (head, upload) = exchange(
-        &mut conn,
-        head_bytes,
-        &mut None::<Empty<Bytes>>,
-        RequestFraming::Empty,
-        false,
-    )
-    .await
-    .unwrap();
+    let (head, upload) = send_bodyless(&mut conn, head_bytes).await.unwrap();
     let mut body = H1Body::new(conn, &head, upload, addr);
     assert_eq!(read_all(&mut body).await.unwrap(), b"abcde");
     drop(body);
@@ -456,15 +446,9 @@ async fn a_body_cut_short_is_an_error_and_a_body_to_the_close_is_not() {
             // Closed here.
         });
         let mut conn = connect_to(addr).await;
-        let (head, upload) = exchange(
-            &mut conn,
-            b"GET / HTTP/1.1\r\n\r\n",
-            &mut None::<Empty<Bytes>>,
-            RequestFraming::Empty,
-            false,
-        )
-        .await
-        .unwrap();
+        let (head, upload) = send_bodyless(&mut conn, b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
         let mut body = H1Body::new(conn, &head, upload, addr);
         let got = read_all(&mut body).await;
         match want {
