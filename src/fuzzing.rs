@@ -444,12 +444,15 @@ pub fn http_guard(data: &[u8]) {
 /// header fields and counts.
 pub fn dns_packet(data: &[u8]) {
     use crate::dns::handler::Outcome;
-    use crate::dns::{FastQuery, Transport};
+    use crate::dns::{FastPath, FastQuery, Transport};
 
     let handler = dns_handler();
     let _ = FastQuery::parse(data);
     let mut fast = Vec::new();
-    let answered_fast = handler.fast_answer(data, &mut fast);
+    let mut path = FastPath::default();
+    path.start_batch(handler);
+    let answered_fast = path.answer(handler, data, &mut fast);
+    path.finish_batch(handler);
     let full = handler.answer_packet(data, Transport::Udp);
     for reply in [
         Some(&full),

@@ -1,6 +1,6 @@
 //! The UDP fast path: a well-formed single-question IN query for a lower-case name the zone
 //! answers (or denies) within 512 bytes or the client's EDNS size is answered from replies
-//! encoded once per (zone, question) and thread, with the ID, RD/CD flags and OPT payload
+//! encoded once per (zone, question) and UDP loop, with the ID, RD/CD flags and OPT payload
 //! patched in: no task, no parsing into hickory types, no encoding per query (DESIGN §6b).
 //! A question asked before is found by its bytes as sent (one hash, one probe, one compare,
 //! no zone lookup); only a new one has its name checked and looked up in the zone.
@@ -12,7 +12,6 @@
 //! `FastQuery::parse` and `lookup_key` read untrusted bytes: every index is checked
 //! (`get`), and they never panic, whatever the input.
 
-use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
@@ -23,47 +22,55 @@ use hickory_proto::rr::{Record as WireRecord, RecordType as WireType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use crate::dns::handler::{DnsHandler, MIN_UDP_PAYLOAD};
-use crate::dns::labels::{QtypeLabel, Transport};
+use crate::dns::labels::{QtypeLabel, Transport, QTYPES};
 use crate::dns::name::FastState;
 use crate::dns::wire::{name, soa_of, switch_zone, to_wire, NAME_BUF};
 use crate::dns::zone::{Lookup, QueryType, Record, Zone};
 
-// === impl DnsHandler (fast path) ===
+/// The fast path of one UDP loop: the zone its current batch answers from, the replies
+/// encoded for that zone, and a tally of the answers not yet counted in the query metric.
+/// The loop owns it, so a query takes no lock, no thread-local and no atomic.
+#[derive(Default)]
+pub struct FastPath {
+    cache: FastCache,
+    /// Answers since the last `finish_batch`, by qtype label, NOERROR then NXDOMAIN.
+    tally: [[u64; 2]; QTYPES],
+}
 
-impl DnsHandler {
+// === impl FastPath ===
+
+impl FastPath {
+    /// Begins a batch: its queries are answered from the zone `handler` has in use now
+    /// (a zone stored during the batch answers from the next one on).
+    pub fn start_batch(&mut self, handler: &DnsHandler) {
+        self.cache.use_zone(handler.zone.load().as_ref());
+    }
+
     /// Answers `p` into `out` if it is a query the fast path takes (see the module
-    /// documentation); false leaves it to `answer_packet`. Counted when answered.
-    pub fn fast_answer(&self, p: &[u8], out: &mut Vec<u8>) -> bool {
+    /// documentation); false leaves it to `answer_packet`. Tallied when answered.
+    pub fn answer(&mut self, handler: &DnsHandler, p: &[u8], out: &mut Vec<u8>) -> bool {
         let Some(q) = FastQuery::parse(p) else {
             return false;
         };
-        let guard = self.zone.load();
-        let Some(zone) = guard.as_ref() else {
-            return false;
-        };
         let limit = match q.edns_payload {
-            Some(payload) => payload.min(self.max_udp_payload).max(MIN_UDP_PAYLOAD),
+            Some(payload) => payload.min(handler.max_udp_payload).max(MIN_UDP_PAYLOAD),
             None => MIN_UDP_PAYLOAD,
         };
         // Room left for the reply before the OPT record.
         let room = usize::from(limit) - if q.edns_payload.is_some() { OPT_LEN } else { 0 };
         let question = q.question(p);
-        let rcode = FAST.with(|fast| {
-            let mut fast = fast.borrow_mut();
-            fast.use_zone(zone);
-            out.clear();
-            // A question asked before: one hash, one probe, one compare.
-            if let Some(reply) = fast.cached(question) {
-                if reply.len() > room {
-                    return None;
-                }
+        out.clear();
+        // A question asked before: one hash, one probe, one compare.
+        let rcode = match self.cache.cached(question) {
+            Some(reply) if reply.len() <= room => {
                 out.extend_from_slice(reply);
-                return Some(ResponseCode::NoError);
+                ResponseCode::NoError
             }
-            fast.answer_new(zone, question, q.qtype, room, out)
-        });
-        let Some(rcode) = rcode else {
-            return false;
+            Some(_) => return false,
+            None => match self.cache.answer_new(question, q.qtype, room, out) {
+                Some(rcode) => rcode,
+                None => return false,
+            },
         };
         // ID, then RD and CD as the query had them (`Metadata::response_from_request`).
         out[0] = p[0];
@@ -78,12 +85,25 @@ impl DnsHandler {
             let [hi, lo] = limit.to_be_bytes();
             out.extend_from_slice(&[0, 0, 41, hi, lo, 0, 0, 0, 0, 0, 0]);
         }
-        self.counters.count(
-            QtypeLabel::of(WireType::from(q.qtype)),
-            rcode,
-            Transport::Udp,
-        );
+        let qtype = QtypeLabel::of(WireType::from(q.qtype));
+        self.tally[qtype as usize][usize::from(rcode == ResponseCode::NXDomain)] += 1;
         true
+    }
+
+    /// Counts the answers tallied since the last call in `handler`'s query metric.
+    pub fn finish_batch(&mut self, handler: &DnsHandler) {
+        for (qtype, counts) in QtypeLabel::ALL.into_iter().zip(&mut self.tally) {
+            for (rcode, count) in [ResponseCode::NoError, ResponseCode::NXDomain]
+                .into_iter()
+                .zip(counts)
+            {
+                if *count > 0 {
+                    handler
+                        .counters
+                        .count_n(qtype, rcode, Transport::Udp, std::mem::take(count));
+                }
+            }
+        }
     }
 }
 
@@ -208,11 +228,7 @@ static HOST_BYTE: [bool; 256] = {
     table
 };
 
-thread_local! {
-    static FAST: RefCell<FastCache> = RefCell::new(FastCache::default());
-}
-
-/// The fast path's encoded answers, per thread, for one zone (like `WireCache`).
+/// The fast path's encoded answers for one zone.
 #[derive(Default)]
 struct FastCache {
     zone: Option<Arc<Zone>>,
@@ -269,8 +285,14 @@ impl Replies {
 }
 
 impl FastCache {
-    fn use_zone(&mut self, zone: &Arc<Zone>) {
-        if switch_zone(&mut self.zone, zone) {
+    /// Answers from `zone` (none: no answers) from now on; what was encoded for another
+    /// zone is dropped.
+    fn use_zone(&mut self, zone: Option<&Arc<Zone>>) {
+        let changed = match zone {
+            Some(zone) => switch_zone(&mut self.zone, zone),
+            None => self.zone.take().is_some(),
+        };
+        if changed {
             self.replies.clear();
             self.soa = None;
         }
@@ -290,12 +312,11 @@ impl FastCache {
         Some(replies.rotation(self.turn % replies.count))
     }
 
-    /// After `use_zone(zone)`: answers a question not cached into `out` (empty) from the
-    /// zone, within `room` bytes, and keeps the replies when the zone has records for it.
-    /// The rcode, or `None` to leave the query to the full path.
+    /// Answers a question not cached into `out` (empty) from the zone, within `room`
+    /// bytes, and keeps the replies when the zone has records for it. The rcode, or `None`
+    /// to leave the query to the full path.
     fn answer_new(
         &mut self,
-        zone: &Zone,
         question: &[u8],
         qtype: u16,
         room: usize,
@@ -305,6 +326,8 @@ impl FastCache {
         if matches!(query_type, QueryType::Other(_)) {
             return None;
         }
+        let zone = self.zone.clone()?;
+        let zone = zone.as_ref();
         let mut buf = [0u8; NAME_BUF];
         let key = lookup_key(question, &mut buf)?;
         let lookup = zone.lookup(key, query_type);
@@ -530,16 +553,18 @@ mod tests {
         let writer = ZoneWriter::new();
         writer.store(Some(zone(&[Ipv4Addr::new(10, 0, 0, 1)], &[31000])));
         let handler = handler(&writer);
+        let mut fast = FastPath::default();
+        fast.start_batch(&handler);
         for (qtype, edns) in [(1, None), (33, None), (1, Some(1232)), (255, Some(4096))] {
             let mut q = query("web.mesos", qtype, edns);
             if qtype == 33 {
                 q = query("_web._tcp.mesos", qtype, edns);
             }
             let (mut first, mut again) = (Vec::new(), Vec::new());
-            assert!(handler.fast_answer(&q, &mut first), "{qtype}");
+            assert!(fast.answer(&handler, &q, &mut first), "{qtype}");
             q[0..2].copy_from_slice(&[0xab, 0xcd]);
             q[2] &= !0x01;
-            assert!(handler.fast_answer(&q, &mut again), "{qtype}, cached");
+            assert!(fast.answer(&handler, &q, &mut again), "{qtype}, cached");
             let slow = full(&handler, &q);
             assert_eq!(again[..12], slow[..12], "{qtype}: header and counts");
             assert_eq!(&again[..4], &[0xab, 0xcd, 0x84, 0x00], "ID, AA, RD clear");
@@ -558,10 +583,10 @@ mod tests {
         }
         // Mixed case and names the zone lacks are never cached as found.
         let mut out = Vec::new();
-        assert!(!handler.fast_answer(&query("WEB.mesos", 1, None), &mut out));
+        assert!(!fast.answer(&handler, &query("WEB.mesos", 1, None), &mut out));
         let nx = query("nope.mesos", 1, None);
         for _ in 0..2 {
-            assert!(handler.fast_answer(&nx, &mut out));
+            assert!(fast.answer(&handler, &nx, &mut out));
             assert_eq!(out[3] & 0x0f, 3, "NXDOMAIN");
             assert_eq!(out[..12], full(&handler, &nx)[..12]);
         }
@@ -574,11 +599,13 @@ mod tests {
         let writer = ZoneWriter::new();
         writer.store(Some(zone(&ips, &[31000])));
         let handler = handler(&writer);
+        let mut fast = FastPath::default();
+        fast.start_batch(&handler);
         let q = query("web.mesos", 1, None);
         let mut firsts = std::collections::BTreeSet::new();
         for _ in 0..6 {
             let mut out = Vec::new();
-            assert!(handler.fast_answer(&q, &mut out));
+            assert!(fast.answer(&handler, &q, &mut out));
             assert_eq!(u16::from_be_bytes([out[6], out[7]]), 3);
             // The first answer's address: the last four bytes of its record.
             let first = 12 + (q.len() - 12) + 2 + 2 + 2 + 4 + 2;
@@ -592,13 +619,66 @@ mod tests {
         let writer = ZoneWriter::new();
         writer.store(Some(zone(&[Ipv4Addr::new(10, 0, 0, 1)], &[31000])));
         let handler = handler(&writer);
+        let mut fast = FastPath::default();
+        fast.start_batch(&handler);
         let q = query("web.mesos", 1, None);
         let mut out = Vec::new();
-        assert!(handler.fast_answer(&q, &mut out));
+        assert!(fast.answer(&handler, &q, &mut out));
         assert_eq!(out[out.len() - 4..], [10, 0, 0, 1]);
         writer.store(Some(zone(&[Ipv4Addr::new(10, 0, 0, 2)], &[31000])));
-        assert!(handler.fast_answer(&q, &mut out));
+        // The batch under way answers from the zone it started with.
+        assert!(fast.answer(&handler, &q, &mut out));
+        assert_eq!(out[out.len() - 4..], [10, 0, 0, 1]);
+        fast.start_batch(&handler);
+        assert!(fast.answer(&handler, &q, &mut out));
         assert_eq!(out[out.len() - 4..], [10, 0, 0, 2]);
+        // No zone: nothing for the fast path (the full path answers SERVFAIL).
+        writer.store(None);
+        fast.start_batch(&handler);
+        assert!(!fast.answer(&handler, &q, &mut out));
+    }
+
+    /// A batch's answers reach the query metric when it finishes, by type and rcode.
+    #[test]
+    fn a_batch_is_counted_when_it_finishes() {
+        let writer = ZoneWriter::new();
+        writer.store(Some(zone(&[Ipv4Addr::new(10, 0, 0, 1)], &[31000])));
+        let metrics = Metrics::new(prometheus::Registry::new());
+        let handler = DnsHandler::new(
+            &DnsServerSettings::new("mesos", Vec::new()),
+            writer.reader(),
+            &metrics,
+        );
+        let count = |qtype: &str, rcode: &str| {
+            metrics
+                .dns_queries
+                .with_label_values(&[qtype, rcode, "udp"])
+                .get()
+        };
+        let mut fast = FastPath::default();
+        let mut out = Vec::new();
+        for round in 0..2 {
+            fast.start_batch(&handler);
+            for q in [
+                query("web.mesos", 1, None),
+                query("web.mesos", 1, Some(1232)),
+                query("_web._tcp.mesos", 33, None),
+                query("nope.mesos", 28, None),
+                query("web.mesos", 28, None),
+            ] {
+                assert!(fast.answer(&handler, &q, &mut out));
+            }
+            assert_eq!(
+                count("A", "NOERROR"),
+                2 * round,
+                "not before the batch ends"
+            );
+            fast.finish_batch(&handler);
+        }
+        assert_eq!(count("A", "NOERROR"), 4);
+        assert_eq!(count("SRV", "NOERROR"), 2);
+        assert_eq!(count("AAAA", "NXDOMAIN"), 2);
+        assert_eq!(count("AAAA", "NOERROR"), 2, "NODATA");
     }
 
     /// An answer over the UDP limit is the full path's (it sets TC), cached or not; with
@@ -609,11 +689,13 @@ mod tests {
         let writer = ZoneWriter::new();
         writer.store(Some(zone(&ips, &[31000])));
         let handler = handler(&writer);
+        let mut fast = FastPath::default();
+        fast.start_batch(&handler);
         let mut out = Vec::new();
         for _ in 0..2 {
-            assert!(!handler.fast_answer(&query("web.mesos", 1, None), &mut out));
+            assert!(!fast.answer(&handler, &query("web.mesos", 1, None), &mut out));
         }
-        assert!(handler.fast_answer(&query("web.mesos", 1, Some(1232)), &mut out));
+        assert!(fast.answer(&handler, &query("web.mesos", 1, Some(1232)), &mut out));
         assert_eq!(u16::from_be_bytes([out[6], out[7]]), 40);
         assert_eq!(out[2] & 0x02, 0, "not truncated");
     }
