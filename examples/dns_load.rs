@@ -1,7 +1,7 @@
 //! A DNS load generator that saturates one server thread, for `bench/dns_saturate.sh`.
 //!
 //! ```text
-//! cargo run --release --example dns_load -- TARGET QUERYFILE SECONDS [WINDOW]
+//! cargo run --release --example dns_load -- TARGET QUERYFILE SECONDS [WINDOW [COUNT]]
 //! ```
 //!
 //! dnsperf spends more CPU per query than the servers it measures, so on two cores it
@@ -11,7 +11,9 @@
 //! `name TYPE` per line (dnsperf's format; A, AAAA, SRV, ANY). Queries are encoded once and
 //! sent round-robin with fresh IDs. After SECONDS it prints one line:
 //! `answered_per_second answered errors lost` (errors: a reply whose rcode is not NOERROR or
-//! that has no answer; lost: a window given up after 200 ms of silence).
+//! that has no answer; lost: a window given up after 200 ms of silence). With COUNT, it
+//! sends at most COUNT queries and stops early once each is answered or lost, so a server
+//! run under callgrind can be given a known number of queries.
 
 // A load generator measures real time (clippy.toml bars this elsewhere).
 #![allow(clippy::disallowed_methods)]
@@ -35,16 +37,21 @@ fn main() {
         .get(3)
         .map_or(Ok(512), |w| w.parse())
         .unwrap_or_else(|_| usage("bad WINDOW"));
+    let count: u64 = args
+        .get(4)
+        .map_or(Ok(u64::MAX), |c| c.parse())
+        .unwrap_or_else(|_| usage("bad COUNT"));
     run(
         target,
         &queries,
         Duration::from_secs(seconds),
         window.max(1),
+        count,
     );
 }
 
 fn usage(why: &str) -> ! {
-    eprintln!("dns_load: {why}\nusage: dns_load TARGET QUERYFILE SECONDS [WINDOW]");
+    eprintln!("dns_load: {why}\nusage: dns_load TARGET QUERYFILE SECONDS [WINDOW [COUNT]]");
     std::process::exit(2)
 }
 
@@ -88,7 +95,7 @@ fn encode_query(name: &str, qtype: u16) -> Option<Vec<u8>> {
     Some(q)
 }
 
-fn run(target: SocketAddr, queries: &[Vec<u8>], length: Duration, window: usize) {
+fn run(target: SocketAddr, queries: &[Vec<u8>], length: Duration, window: usize, count: u64) {
     let bind = if target.is_ipv4() {
         "127.0.0.1:0"
     } else {
@@ -100,13 +107,13 @@ fn run(target: SocketAddr, queries: &[Vec<u8>], length: Duration, window: usize)
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("read timeout");
     let fd = socket.as_raw_fd();
-    let mut sender = Sender::new(queries);
+    let mut sender = Sender::new(queries, count);
     let mut rx = vec![[0u8; SLOT]; BATCH];
     let (mut answered, mut errors, mut lost) = (0u64, 0u64, 0u64);
     let mut in_flight = sender.send(fd, window);
     let started = Instant::now();
     let deadline = started + length;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && (in_flight > 0 || sender.left > 0) {
         match recv_batch(fd, &mut rx) {
             Some(lens) => {
                 for (buf, &len) in rx.iter().zip(&lens) {
@@ -139,21 +146,25 @@ struct Sender<'q> {
     queries: &'q [Vec<u8>],
     next: usize,
     id: u16,
+    /// How many more queries may be sent.
+    left: u64,
     out: Vec<Vec<u8>>,
 }
 
 impl<'q> Sender<'q> {
-    fn new(queries: &'q [Vec<u8>]) -> Sender<'q> {
+    fn new(queries: &'q [Vec<u8>], count: u64) -> Sender<'q> {
         Sender {
             queries,
             next: 0,
             id: 0,
+            left: count,
             out: (0..BATCH).map(|_| Vec::with_capacity(SLOT)).collect(),
         }
     }
 
     /// Sends up to `count` queries in batches; returns how many the kernel took.
     fn send(&mut self, fd: i32, count: usize) -> usize {
+        let count = count.min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let mut sent = 0;
         while sent < count {
             let n = (count - sent).min(BATCH);
@@ -180,6 +191,7 @@ impl<'q> Sender<'q> {
             }
             sent += r as usize;
         }
+        self.left -= sent as u64;
         sent
     }
 }

@@ -114,7 +114,7 @@ impl DnsHandler {
     }
 
     /// The reply to `packet`, received over `transport`; everything but the UDP fast path
-    /// (`fast_answer`) and forwarding. Every reply is counted.
+    /// (`FastPath::answer`) and forwarding. Every reply is counted.
     pub fn answer_packet(&self, packet: &[u8], transport: Transport) -> Outcome {
         let mut decoder = BinDecoder::new(packet);
         let Ok(header) = Header::read(&mut decoder) else {

@@ -45,9 +45,23 @@ pub(super) enum QtypeLabel {
     Other,
 }
 
-const QTYPES: usize = 10;
+pub(super) const QTYPES: usize = 10;
 
 impl QtypeLabel {
+    /// Every label, in declaration order (`ALL[label as usize] == label`).
+    pub(super) const ALL: [QtypeLabel; QTYPES] = [
+        QtypeLabel::A,
+        QtypeLabel::Aaaa,
+        QtypeLabel::Srv,
+        QtypeLabel::Soa,
+        QtypeLabel::Ns,
+        QtypeLabel::Any,
+        QtypeLabel::Ptr,
+        QtypeLabel::Txt,
+        QtypeLabel::Mx,
+        QtypeLabel::Other,
+    ];
+
     pub(super) fn of(t: WireType) -> QtypeLabel {
         match t {
             WireType::A => QtypeLabel::A,
@@ -114,6 +128,17 @@ impl QueryCounters {
     }
 
     pub(super) fn count(&self, qtype: QtypeLabel, rcode: ResponseCode, transport: Transport) {
+        self.count_n(qtype, rcode, transport, 1);
+    }
+
+    /// Counts `n` replies at once (a batch's tally).
+    pub(super) fn count_n(
+        &self,
+        qtype: QtypeLabel,
+        rcode: ResponseCode,
+        transport: Transport,
+        n: u64,
+    ) {
         let r = rcode_index(rcode);
         let t = transport as usize;
         self.cells[qtype as usize][r][t]
@@ -121,6 +146,6 @@ impl QueryCounters {
                 self.vec
                     .with_label_values(&[qtype.label(), RCODES[r], transport.label()])
             })
-            .inc();
+            .inc_by(n);
     }
 }

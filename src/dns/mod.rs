@@ -30,7 +30,7 @@ mod udp_batch;
 mod wire;
 pub mod zone;
 
-pub use fast::FastQuery;
+pub use fast::{FastPath, FastQuery};
 pub use labels::Transport;
 pub use records::{IpSource, RecordOptions};
 pub use zone::{

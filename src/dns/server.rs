@@ -55,6 +55,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info, warn};
 
 use crate::config::DnsConfig;
+use crate::dns::fast::FastPath;
 use crate::dns::handler::{DnsHandler, Outcome};
 use crate::dns::labels::Transport;
 use crate::dns::tcp::{self, TcpLimits};
@@ -142,6 +143,7 @@ pub async fn serve(
 /// task of their own.
 async fn udp_loop(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
     let mut batch = UdpBatch::new();
+    let mut fast = FastPath::default();
     loop {
         let n = match batch.recv(&socket).await {
             Ok(n) => n,
@@ -155,6 +157,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
                 return;
             }
         };
+        fast.start_batch(&handler);
         for i in 0..n {
             let (packet, src, out) = batch.slot(i);
             // Nothing can be answered to port 0 or an unspecified or multicast address.
@@ -163,7 +166,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
             else {
                 continue;
             };
-            if handler.fast_answer(packet, out) {
+            if fast.answer(&handler, packet, out) {
                 batch.queue_reply(i, None);
                 continue;
             }
@@ -179,6 +182,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
                 }
             }
         }
+        fast.finish_batch(&handler);
         batch.flush(&socket).await;
     }
 }
