@@ -28,8 +28,10 @@ use super::h1_client::{Answer, H1Body, H1Conn};
 use super::upstream_h2::StreamSlot;
 use super::{BodyError, ProxyBody};
 
-/// Idle upstream connections kept per backend per worker thread.
-pub(super) const MAX_IDLE_PER_BACKEND: usize = 256;
+/// Idle upstream connections kept per backend per worker thread: enough for a burst of
+/// HTTP/2 streams (each takes a connection of its own) to find its connections again rather
+/// than close and reopen the excess every time (the sweeper closes them once idle 90 s).
+pub(super) const MAX_IDLE_PER_BACKEND: usize = 1024;
 
 /// A backend's HTTP/1.1 response (`parse_head` left out its hop-by-hop fields), its body
 /// read from `conn` as the client takes it.
