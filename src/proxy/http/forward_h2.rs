@@ -31,7 +31,7 @@ use super::record::Exchange;
 use super::rules::{sticky_backend, strip_proxypass};
 use super::upstream::UpstreamBody;
 use super::upstream_h2::{checkout, purge_closed, Stream, Target};
-use super::{Conn, CountedBody, ProxyBody, UpstreamRequestBody};
+use super::{Conn, CountedBody, ProxyBody};
 
 /// Sends a request to one of the route's HTTP/2 backends and wraps the answer. `tls` is
 /// the route's TLS setup for `h2` (`None` for `h2c`).
@@ -67,7 +67,7 @@ pub(super) async fn forward_h2(
         None => pick(conn, route)?,
     };
     let trailers = wants_trailers(req.headers());
-    let mut req = req.map(|body| Either::Left(CountedBody::new(body, body_in)));
+    let mut req = req.map(|body| CountedBody::new(body, body_in));
     prepare_upstream_request(&mut req, &conn.forwarding(), settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);
@@ -157,7 +157,7 @@ type Sent = (Response<Incoming>, super::upstream_h2::StreamSlot);
 /// Sends on `stream` and waits for the head until `answer_by`. A request the connection
 /// refused unsent (it had just closed) goes once more on another connection.
 async fn send(
-    req: Request<UpstreamRequestBody>,
+    req: Request<CountedBody>,
     stream: Stream,
     target: &Target,
     backend: &Arc<Backend>,

@@ -50,7 +50,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
 
@@ -67,14 +67,12 @@ pub use upstream::UpstreamBody;
 /// What the router answers with: a streamed upstream body or a short one of our own.
 pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
-/// What a backend is sent: the client's body, or none (a request sent again elsewhere).
-pub type UpstreamRequestBody = Either<CountedBody, Empty<Bytes>>;
-
 /// Why a body stopped short: hyper's errors and Drover's own HTTP/1.1 client's.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The client's request body on its way to the backend, its bytes counted for the access
-/// log while that is on (`None`: nothing counted).
+/// The client's request body on its way to the backend (what hyper's HTTP/2 and upgrade
+/// clients send, and what `h1_client` uploads), its bytes counted for the access log while
+/// that is on (`None`: nothing counted).
 pub struct CountedBody {
     inner: Incoming,
     count: Option<Arc<AtomicU64>>,

@@ -25,7 +25,7 @@ use super::headers::{prepare_upstream_request, strip_hop_by_hop};
 use super::record::Exchange;
 use super::rules::strip_proxypass;
 use super::upstream::{connect_tcp, UpstreamBody};
-use super::{Conn, CountedBody, ProxyBody, UpstreamRequestBody};
+use super::{Conn, CountedBody, ProxyBody};
 
 /// The `Upgrade` value of a request that asks to switch protocols (`Connection: upgrade`).
 pub(super) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -45,7 +45,7 @@ async fn connect_upgradable(
     backend: &Arc<Backend>,
     timeout: Duration,
     connect_time: &Histogram,
-) -> Option<SendRequest<UpstreamRequestBody>> {
+) -> Option<SendRequest<CountedBody>> {
     let stream = connect_tcp(backend, timeout, connect_time).await?;
     let handshake = hyper::client::conn::http1::Builder::new()
         .writev(false)
@@ -84,7 +84,7 @@ pub(super) async fn forward_upgrade(
     let first = pick(conn, route)?;
     let client_side = hyper::upgrade::on(&mut req);
     // An upgrade request has no body to count: what follows it is the tunnel's.
-    let mut req = req.map(|body| Either::Left(CountedBody::new(body, None)));
+    let mut req = req.map(|body| CountedBody::new(body, None));
     prepare_upstream_request(&mut req, &conn.forwarding(), settings.underscore_headers)?;
     if let Some(prefix) = &route.rules.proxypass_path {
         strip_proxypass(&mut req, prefix);

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::routing::pool::Backend;
 
 use super::h2_sniff::{PeerState, SniffedIo};
-use super::UpstreamRequestBody;
+use super::CountedBody;
 
 /// Streams in flight on one connection at most, whatever the backend allows: the value
 /// RFC 9113 §6.5.2 recommends a peer allow at least, so a backend that says nothing is
@@ -63,7 +63,7 @@ type Key = (SocketAddr, Option<ServerName<'static>>);
 
 /// One pooled connection.
 struct Pooled {
-    sender: SendRequest<UpstreamRequestBody>,
+    sender: SendRequest<CountedBody>,
     peer: Arc<PeerState>,
     streams: Arc<AtomicUsize>,
     last_used: Instant,
@@ -102,7 +102,7 @@ impl Drop for StreamSlot {
 
 /// A connection to send one request on, and its stream slot.
 pub(super) struct Stream {
-    pub sender: SendRequest<UpstreamRequestBody>,
+    pub sender: SendRequest<CountedBody>,
     pub slot: StreamSlot,
 }
 
