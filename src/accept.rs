@@ -95,6 +95,39 @@ impl Throttle {
     }
 }
 
+/// A listening socket the gate accepts from.
+pub trait Listen {
+    type Stream;
+    /// The next connection, with `TCP_NODELAY` set. Cancel-safe.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
+}
+
+impl Listen for TcpListener {
+    type Stream = TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+}
+
+/// A connection that can move to another worker's reactor: out as a plain socket, in again.
+pub trait Handoff: Sized + Send + 'static {
+    fn detach(self) -> std::io::Result<std::net::TcpStream>;
+    fn attach(std: std::net::TcpStream) -> std::io::Result<Self>;
+}
+
+impl Handoff for TcpStream {
+    fn detach(self) -> std::io::Result<std::net::TcpStream> {
+        self.into_std()
+    }
+
+    fn attach(std: std::net::TcpStream) -> std::io::Result<TcpStream> {
+        TcpStream::from_std(std)
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.open.dec();
@@ -116,7 +149,7 @@ impl Gate {
 
     /// Waits for a free slot, then for the next connection (with `TCP_NODELAY` set).
     /// Failed accepts are handled here, so this only returns a connection. Cancel-safe.
-    pub async fn accept(&self, listener: &TcpListener) -> (TcpStream, SocketAddr, Slot) {
+    pub async fn accept<L: Listen>(&self, listener: &L) -> (L::Stream, SocketAddr, Slot) {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -131,10 +164,7 @@ impl Gate {
         let mut pause = PAUSE_FIRST;
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (stream, peer, Slot::new(permit, self.open.clone()));
-                }
+                Ok((stream, peer)) => return (stream, peer, Slot::new(permit, self.open.clone())),
                 // The client gave up between its SYN and our accept: nothing is wrong here.
                 Err(e) if is_peer_error(&e) => continue,
                 Err(e) => {
@@ -233,11 +263,13 @@ pub struct Place {
 
 impl Place {
     /// Runs `serve` on an accepted connection, as a task tracked by `shutdown`, on the worker
-    /// the spread picks: this one, or another one the socket is handed to (it leaves this
-    /// worker's epoll for that one's). `slot` is held until the connection ends.
-    pub fn dispatch<F, Fut>(&self, stream: TcpStream, slot: Slot, shutdown: &Shutdown, serve: F)
+    /// the spread picks: this one, or another one the socket is handed to (a registered
+    /// socket leaves this worker's epoll for that one's). `slot` is held until the
+    /// connection ends.
+    pub fn dispatch<S, F, Fut>(&self, stream: S, slot: Slot, shutdown: &Shutdown, serve: F)
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        S: Handoff,
+        F: FnOnce(S) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (worker, share) = self.spread.place(self.me);
@@ -250,7 +282,7 @@ impl Place {
             })));
             return;
         }
-        let std = match stream.into_std() {
+        let std = match stream.detach() {
             Ok(std) => std,
             Err(e) => {
                 debug!(error = %e, "cannot hand a connection to another worker; closing");
@@ -261,7 +293,7 @@ impl Place {
             .worker(worker)
             .spawn(Box::pin(shutdown.track(async move {
                 let _held = (slot, share);
-                match TcpStream::from_std(std) {
+                match S::attach(std) {
                     Ok(stream) => serve(stream).await,
                     Err(e) => debug!(error = %e, "cannot take over a handed connection; closing"),
                 }

@@ -182,7 +182,7 @@ impl Server {
                     if !accept_when_ready(after, &shutdown).await {
                         return;
                     }
-                    match tokio::net::TcpListener::from_std(listener) {
+                    match proxy::lazy_socket::LazyListener::new(listener) {
                         Ok(l) => proxy::http::serve(l, gate, place, by, plane, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTP listener"),
                     }
@@ -213,7 +213,7 @@ impl Server {
                     if !accept_when_ready(after, &shutdown).await {
                         return;
                     }
-                    match tokio::net::TcpListener::from_std(listener) {
+                    match proxy::lazy_socket::LazyListener::new(listener) {
                         Ok(l) => {
                             proxy::http::serve_tls(l, gate, place, acceptor, plane, shutdown).await
                         }

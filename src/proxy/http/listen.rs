@@ -9,13 +9,13 @@ use std::time::Duration;
 use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use crate::accept::{Gate, Place, Slot};
 use crate::access_log::TlsNote;
 use crate::proxy::h1_guard::{GuardSettings, GuardedIo};
 use crate::proxy::h1_scan::Limits;
+use crate::proxy::lazy_socket::{LazyListener, LazyStream};
 use crate::proxy::DataPlane;
 use crate::shutdown::Shutdown;
 
@@ -28,7 +28,7 @@ use super::{http_settings, Conn, RouteBy};
 /// waits for it. `gate` caps the listener's open connections (shared by every worker's
 /// loop).
 pub async fn serve(
-    listener: TcpListener,
+    listener: LazyListener,
     gate: Arc<Gate>,
     place: Place,
     by: RouteBy,
@@ -54,7 +54,7 @@ pub async fn serve(
 /// A plain connection: HTTP/2 when it opens with the HTTP/2 preface (h2c with prior
 /// knowledge, as gRPC clients do without TLS), else HTTP/1.1 behind the guard. Nothing sent
 /// within `header_timeout` closes it, as a head that never ends would.
-async fn serve_plain(stream: TcpStream, conn: Arc<Conn>, shutdown: Shutdown) {
+async fn serve_plain(stream: LazyStream, conn: Arc<Conn>, shutdown: Shutdown) {
     let within = http_settings(&conn.plane).header_timeout;
     match read_opening(stream, within).await {
         Some((Opening::Http2, stream)) => serve_h2(stream, conn, shutdown).await,
@@ -75,7 +75,7 @@ pub(super) const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 /// The `[https]` listener: TLS (certificate by SNI from `tls`), then HTTP/1.1 or HTTP/2 as
 /// ALPN says, routed by Host exactly as on the plain router.
 pub async fn serve_tls(
-    listener: TcpListener,
+    listener: LazyListener,
     gate: Arc<Gate>,
     place: Place,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -128,10 +128,10 @@ pub async fn serve_tls(
 
 /// The next client connection under the listener's cap, or `None` at shutdown.
 pub(super) async fn accept(
-    listener: &TcpListener,
+    listener: &LazyListener,
     gate: &Gate,
     shutdown: &Shutdown,
-) -> Option<(TcpStream, SocketAddr, Slot)> {
+) -> Option<(LazyStream, SocketAddr, Slot)> {
     tokio::select! {
         accepted = gate.accept(listener) => Some(accepted),
         _ = shutdown.triggered() => None,
