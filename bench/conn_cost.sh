@@ -3,7 +3,7 @@
 # service port with one connection per request), counted in ways a busy machine does not
 # blur: instructions (callgrind) and system calls (strace), next to HAProxy for the calls.
 #
-#   bench/conn_cost.sh callgrind [BIN]   # instructions per connection: (total at 3000 - total at 1000) / 2000
+#   bench/conn_cost.sh callgrind [BIN]   # instructions per connection, Drover then HAProxy: (total at 3000 - total at 1000) / 2000
 #   bench/conn_cost.sh strace [BIN]      # system calls per connection, Drover then HAProxy (2000 connections)
 #
 # BIN defaults to target/release/drover. Needs valgrind, strace, nginx, haproxy, python3, curl.
@@ -112,14 +112,16 @@ wait_port() {
     return 1
 }
 
-# Total instructions Drover runs for N connections on PORT (start-up and shutdown included).
+# Total instructions COMMAND... runs for N connections on PORT (start-up and shutdown
+# included), once its PORTS (space-separated) answer.
 instructions() {
+    local port=$1 n=$2 ports=$3
+    shift 3
     rm -f callgrind.out.*
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" "$BIN" --config drover.toml 2>vg.err >/dev/null &
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" "$@" 2>vg.err >/dev/null &
     local vg=$!
-    wait_port 18280
-    wait_port 10001
-    python3 close.py "$1" "$2"
+    for p in $ports; do wait_port "$p"; done
+    python3 close.py "$port" "$n"
     kill -TERM $vg
     wait $vg || true
     grep -h '^summary' callgrind.out.* | awk '{s += $2} END {print s}'
@@ -142,9 +144,14 @@ syscalls() {
 case $MODE in
 callgrind)
     for port in 18280 10001; do
-        a=$(instructions $port 1000)
-        b=$(instructions $port 3000)
-        echo "port $port: $(((b - a) / 2000)) instructions per connection"
+        a=$(instructions $port 1000 "18280 10001" "$BIN" --config drover.toml)
+        b=$(instructions $port 3000 "18280 10001" "$BIN" --config drover.toml)
+        echo "drover port $port: $(((b - a) / 2000)) instructions per connection"
+    done
+    for port in 18380 18381; do
+        a=$(instructions $port 1000 "18380 18381" haproxy -f haproxy.cfg -db)
+        b=$(instructions $port 3000 "18380 18381" haproxy -f haproxy.cfg -db)
+        echo "haproxy port $port: $(((b - a) / 2000)) instructions per connection"
     done
     ;;
 strace)
