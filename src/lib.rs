@@ -27,6 +27,8 @@
 //!         marathon-lb's endpoints); its one write is a Reread request, as SIGHUP's
 //!  metrics: one registry, every stage; access_log: each proxy thread formats one line per
 //!         request or connection into its own buffer, one writer thread writes them
+//!  accept + lazy_socket: every listener's connection cap and accept errors; HTTP and admin
+//!         client sockets join the reactor only when they first have to wait
 //!  upgrade: on SIGUSR2, a new process of the binary gets every listening socket and the
 //!         old one drains once it is ready; config::env: DROVER_<SECTION>__<KEY> over the file
 //!  zk: one watching follower per ZooKeeper election path ([mesos] zk, [[alias]] zk); the
@@ -67,6 +69,7 @@ pub mod fuzzing;
 pub mod handles;
 pub mod health;
 pub mod host;
+pub mod lazy_socket;
 pub mod logfmt;
 pub mod metrics;
 pub mod proxy;

@@ -182,7 +182,7 @@ impl Server {
                     if !accept_when_ready(after, &shutdown).await {
                         return;
                     }
-                    match proxy::lazy_socket::LazyListener::new(listener) {
+                    match crate::lazy_socket::LazyListener::new(listener) {
                         Ok(l) => proxy::http::serve(l, gate, place, by, plane, shutdown).await,
                         Err(e) => error!(error = %e, "cannot register an HTTP listener"),
                     }
@@ -213,7 +213,7 @@ impl Server {
                     if !accept_when_ready(after, &shutdown).await {
                         return;
                     }
-                    match proxy::lazy_socket::LazyListener::new(listener) {
+                    match crate::lazy_socket::LazyListener::new(listener) {
                         Ok(l) => {
                             proxy::http::serve_tls(l, gate, place, acceptor, plane, shutdown).await
                         }
@@ -750,7 +750,7 @@ async fn control_plane(
             .instrument(tracing::info_span!("listeners")),
     );
     if let Some(listener) = admin {
-        match tokio::net::TcpListener::from_std(listener) {
+        match crate::lazy_socket::LazyListener::new(listener) {
             Ok(l) => {
                 info!(addr = %l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "admin listening");
                 let (after, stop) = (handover.accept_after.clone(), shutdown.clone());

@@ -24,7 +24,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::accept::Gate;
@@ -32,6 +31,7 @@ use crate::handles::{
     ConfigReader, HealthStatusReader, ListenerStatusReader, Reread, RouteTableReader,
     SourceErrorsReader, UpstreamErrorsReader, ZoneReader,
 };
+use crate::lazy_socket::{LazyListener, LazyStream};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use routes::{refresh_backend_gauges, routes_dump};
@@ -82,7 +82,7 @@ const ENDPOINTS: &str = concat!(
 /// are not tracked by the drain: an admin client (a scraper with keep-alive) must not hold
 /// up the exit. When shutdown starts, open connections finish their current request and
 /// close; later ones answer one request each.
-pub async fn serve(listener: TcpListener, view: Arc<AdminView>, shutdown: Shutdown) {
+pub async fn serve(listener: LazyListener, view: Arc<AdminView>, shutdown: Shutdown) {
     // Its own cap, so the admin port answers while the data plane is at its limits.
     let gate = Gate::new("admin", MAX_CONNECTIONS, &view.metrics);
     loop {
@@ -97,7 +97,12 @@ pub async fn serve(listener: TcpListener, view: Arc<AdminView>, shutdown: Shutdo
 
 /// Serves one connection; on shutdown it finishes the request in progress, then closes.
 /// While draining it serves one request, then closes.
-async fn connection(stream: TcpStream, peer: SocketAddr, view: Arc<AdminView>, shutdown: Shutdown) {
+async fn connection(
+    stream: LazyStream,
+    peer: SocketAddr,
+    view: Arc<AdminView>,
+    shutdown: Shutdown,
+) {
     let draining = shutdown.is_triggered();
     let service = {
         let shutdown = shutdown.clone();

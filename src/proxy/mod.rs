@@ -4,7 +4,6 @@
 pub mod h1_guard;
 pub mod h1_scan;
 pub mod http;
-pub mod lazy_socket;
 pub mod listeners;
 pub mod proxy_protocol;
 pub mod tcp;

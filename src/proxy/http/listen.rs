@@ -13,9 +13,9 @@ use tracing::debug;
 
 use crate::accept::{Gate, Place, Slot};
 use crate::access_log::TlsNote;
+use crate::lazy_socket::{LazyListener, LazyStream};
 use crate::proxy::h1_guard::{GuardSettings, GuardedIo};
 use crate::proxy::h1_scan::Limits;
-use crate::proxy::lazy_socket::{LazyListener, LazyStream};
 use crate::proxy::DataPlane;
 use crate::shutdown::Shutdown;
 

@@ -49,8 +49,7 @@ impl LazyListener {
         loop {
             let mut ready = self.listener.readable().await?;
             let accepted = ready.try_io(|listener| {
-                SockRef::from(listener.get_ref())
-                    .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                SockRef::from(listener.get_ref()).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             });
             let Ok(result) = accepted else {
                 continue; // drained: readiness cleared, wait for the next

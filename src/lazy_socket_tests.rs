@@ -67,7 +67,10 @@ async fn a_write_past_the_send_buffer_waits_for_the_peer_and_completes() {
         .unwrap();
     assert_eq!(got.len(), 8 << 20);
     assert!(got.iter().all(|&b| b == 7));
-    assert!(writer.await.unwrap(), "8 MiB does not fit a loopback send buffer");
+    assert!(
+        writer.await.unwrap(),
+        "8 MiB does not fit a loopback send buffer"
+    );
 }
 
 #[tokio::test]
