@@ -199,6 +199,9 @@ pub struct RouteTable {
     app_ids: HashMap<Arc<str>, Arc<Route>>,
     /// Every service's route, in catalog order.
     pub routes: Vec<Arc<Route>>,
+    /// `routes` are in `patch::sort_key` order (aliases, then services by app id and
+    /// index), so a patch can find an app's routes by binary search.
+    routes_sorted: bool,
     pub conflicts: Vec<Conflict>,
     pub problems: Vec<AppProblem>,
     pub http: Option<HttpSettings>,
@@ -441,6 +444,9 @@ pub fn compile(
         })
         .collect();
 
+    let routes_sorted = routes
+        .windows(2)
+        .all(|w| patch::sort_key(&w[0]) <= patch::sort_key(&w[1]));
     RouteTable {
         version,
         vhosts,
@@ -448,6 +454,7 @@ pub fn compile(
         udp,
         app_ids,
         routes,
+        routes_sorted,
         conflicts,
         problems: catalog.problems.clone(),
         http: config.http.as_ref().map(|h| HttpSettings {
