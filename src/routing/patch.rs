@@ -1,7 +1,7 @@
 //! Patching a route table when only some apps changed: their routes are rebuilt from their
 //! new services and every other route (`Arc<Route>`) is shared with the previous table, so
-//! one app's change costs that app's routes plus a copy of the lookup maps, not a compile of
-//! every app.
+//! one app's change costs that app's routes, a copy of the route list and of the lookup
+//! maps' shards its keys land in (`ShardedMap`), not a compile of every app.
 //!
 //! The result must be exactly the table `compile` would give for the whole catalog against
 //! `previous`. Claims are where the two could differ, so a patch is refused (`None`: the
@@ -153,12 +153,10 @@ pub fn patch(
             udp_map.insert(s.port, route.clone());
         }
         if s.mode == Mode::Http && s.protocol.tcp() {
-            app_ids
-                .entry(Arc::from(s.app_id.as_str()))
-                .or_insert_with(|| route.clone());
+            app_ids.get_or_insert_with(Arc::from(s.app_id.as_str()), || route.clone());
         }
         for host in s.vhosts.iter().filter(|_| s.protocol.tcp()) {
-            let paths = vhosts.entry(host.clone()).or_insert_with(|| Arc::from([]));
+            let paths = vhosts.get_or_insert_with(host.clone(), || Arc::from([]));
             let mut grown = paths.to_vec();
             grown.push(PathRoute {
                 prefix: s.path.clone().unwrap_or_default(),
