@@ -6,8 +6,9 @@
 //! that prints a table and exits 0; nothing is asserted about the figures.
 //!
 //! End to end: the fake Marathon of `drover::sim` runs in a child process (this binary again,
-//! with `CHANGES_FAKE=1`, driven by JSON lines on its stdin), so the resident memory read
-//! from `/proc/self/status` is Drover's (started in this process with `Server::start`, one
+//! with `CHANGES_FAKE=1`, driven by JSON lines on its stdin; it answers from bytes encoded
+//! when each app is set, as a real Marathon's encoding is not Drover's time), so the
+//! resident memory read from `/proc/self/status` is Drover's (started in this process with `Server::start`, one
 //! worker, `[http]` only: 10,000 service-port listeners would measure the kernel). Reported:
 //! start to ready and RSS after the start; per round, one app gains a task (the app is
 //! changed in the fake, then `TASK_RUNNING` pushed: latency to the first table whose pool for

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod backend_tls;
 mod patch;
 pub mod pool;
+mod shards;
 mod udp;
 
 pub use patch::patch;
@@ -25,6 +26,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+use shards::ShardedMap;
 
 use crate::catalog::{ActiveCheck, AppProblem, Catalog, Mode, Service};
 use crate::cidr::Cidr;
@@ -189,16 +192,19 @@ impl fmt::Display for Conflict {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub version: u64,
-    /// Vhost -> its path routes, longest prefix first. Keys and values are shared, so a
-    /// patch copies the map without copying any name or list.
-    vhosts: HashMap<HostName, Arc<[PathRoute]>>,
+    /// Vhost -> its path routes, longest prefix first. In shards, with shared keys and
+    /// values: a patch copies the shards its apps' names land in, and no name or list.
+    vhosts: ShardedMap<HostName, Arc<[PathRoute]>>,
     tcp: BTreeMap<u16, Arc<Route>>,
     /// UDP service ports (protocol `udp` or `udp,tcp`) -> route.
     udp: BTreeMap<u16, Arc<Route>>,
     /// App id -> the app's first http-mode service (marathon-lb's `X-Marathon-App-Id` rule).
-    app_ids: HashMap<Arc<str>, Arc<Route>>,
+    app_ids: ShardedMap<Arc<str>, Arc<Route>>,
     /// Every service's route, in catalog order.
     pub routes: Vec<Arc<Route>>,
+    /// `routes` are in `patch::sort_key` order (aliases, then services by app id and
+    /// index), so a patch can find an app's routes by binary search.
+    routes_sorted: bool,
     pub conflicts: Vec<Conflict>,
     pub problems: Vec<AppProblem>,
     pub http: Option<HttpSettings>,
@@ -374,7 +380,7 @@ pub fn compile(
     let (udp_holder, udp_conflicts) = udp::settle_ports(catalog, config, previous);
     conflicts.extend(udp_conflicts);
     let mut udp = BTreeMap::new();
-    let mut app_ids = HashMap::new();
+    let mut app_ids = ShardedMap::with_capacity(catalog.services.len());
     let mut vhost_claims: BTreeMap<VhostKey, Vec<(&Service, Arc<Route>)>> = BTreeMap::new();
     for s in &catalog.services {
         let listen = listen_addr(s).filter(|_| port_holder.get(&s.port) == Some(&&*s.name));
@@ -390,9 +396,7 @@ pub fn compile(
         }
         // A UDP-only port gets no HTTP route.
         if s.mode == Mode::Http && s.protocol.tcp() {
-            app_ids
-                .entry(Arc::from(s.app_id.as_str()))
-                .or_insert_with(|| route.clone());
+            app_ids.get_or_insert_with(Arc::from(s.app_id.as_str()), || route.clone());
         }
         for host in s.vhosts.iter().filter(|_| s.protocol.tcp()) {
             let key = (host.clone(), s.path.clone().unwrap_or_default());
@@ -441,6 +445,9 @@ pub fn compile(
         })
         .collect();
 
+    let routes_sorted = routes
+        .windows(2)
+        .all(|w| patch::sort_key(&w[0]) <= patch::sort_key(&w[1]));
     RouteTable {
         version,
         vhosts,
@@ -448,6 +455,7 @@ pub fn compile(
         udp,
         app_ids,
         routes,
+        routes_sorted,
         conflicts,
         problems: catalog.problems.clone(),
         http: config.http.as_ref().map(|h| HttpSettings {

@@ -1,7 +1,7 @@
 //! Patching a route table when only some apps changed: their routes are rebuilt from their
 //! new services and every other route (`Arc<Route>`) is shared with the previous table, so
-//! one app's change costs that app's routes plus a copy of the lookup maps, not a compile of
-//! every app.
+//! one app's change costs that app's routes, a copy of the route list and of the lookup
+//! maps' shards its keys land in (`ShardedMap`), not a compile of every app.
 //!
 //! The result must be exactly the table `compile` would give for the whole catalog against
 //! `previous`. Claims are where the two could differ, so a patch is refused (`None`: the
@@ -11,8 +11,13 @@
 //! that rule every claim of a changed app has one claimant, before and after, and every
 //! other claim keeps its holder, which is what `compile` decides too. Apps with `h2`
 //! backends are also refused (their TLS setups are loaded by a full rebuild).
+//!
+//! The changed apps' routes are found by binary search (the routes are in catalog order,
+//! which `compile` records), so a patch compares no more than a few app ids per changed
+//! app, however many routes the table holds.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::{
@@ -37,10 +42,22 @@ pub fn patch(
     version: u64,
     stats: &dyn Fn(&str) -> RouteStats,
 ) -> Option<RouteTable> {
-    let is_changed = |r: &Route| {
-        matches!(r.kind, RouteKind::Service { .. }) && changed.contains(r.app_id.as_str())
-    };
-    let old: Vec<&Arc<Route>> = previous.routes.iter().filter(|r| is_changed(r)).collect();
+    let in_order = services
+        .windows(2)
+        .all(|w| (&w[0].app_id, w[0].index) <= (&w[1].app_id, w[1].index));
+    let only_changed = services.iter().all(|s| changed.contains(s.app_id.as_str()));
+    if !previous.routes_sorted || !in_order || !only_changed {
+        return None;
+    }
+    // Each changed app's routes: one run of the sorted routes (empty for a new app).
+    let runs: Vec<(&str, Range<usize>)> = changed
+        .iter()
+        .map(|id| (*id, app_routes(&previous.routes, id)))
+        .collect();
+    let old: Vec<&Arc<Route>> = runs
+        .iter()
+        .flat_map(|(_, run)| &previous.routes[run.clone()])
+        .collect();
     let h2 = |p: &BackendProto| matches!(p, BackendProto::H2 { .. });
     if old.iter().any(|r| h2(&r.rules.backend)) || services.iter().any(|s| h2(&s.backend_proto)) {
         return None;
@@ -136,12 +153,10 @@ pub fn patch(
             udp_map.insert(s.port, route.clone());
         }
         if s.mode == Mode::Http && s.protocol.tcp() {
-            app_ids
-                .entry(Arc::from(s.app_id.as_str()))
-                .or_insert_with(|| route.clone());
+            app_ids.get_or_insert_with(Arc::from(s.app_id.as_str()), || route.clone());
         }
         for host in s.vhosts.iter().filter(|_| s.protocol.tcp()) {
-            let paths = vhosts.entry(host.clone()).or_insert_with(|| Arc::from([]));
+            let paths = vhosts.get_or_insert_with(host.clone(), || Arc::from([]));
             let mut grown = paths.to_vec();
             grown.push(PathRoute {
                 prefix: s.path.clone().unwrap_or_default(),
@@ -177,7 +192,8 @@ pub fn patch(
         tcp,
         udp: udp_map,
         app_ids,
-        routes: merge_routes(&previous.routes, &is_changed, fresh),
+        routes: merge_routes(&previous.routes, &runs, fresh),
+        routes_sorted: true,
         conflicts: previous.conflicts.clone(),
         problems,
         http: previous.http.clone(),
@@ -187,29 +203,43 @@ pub fn patch(
     })
 }
 
-/// `previous` without the changed routes, with `fresh` (in catalog order) merged in where
-/// `compile` would put them: aliases first, then services by (app id, index).
+/// Where app `id`'s service routes are in `routes` (sorted by `sort_key`): the run of them,
+/// or the empty run where they would go.
+fn app_routes(routes: &[Arc<Route>], id: &str) -> Range<usize> {
+    let start = routes.partition_point(|r| sort_key(r) < (true, id, 0));
+    let len = routes[start..].partition_point(|r| sort_key(r) <= (true, id, usize::MAX));
+    start..start + len
+}
+
+/// `previous` with each changed app's run replaced by its `fresh` routes (in catalog order),
+/// which is where `compile` would put them: aliases first, then services by (app id, index).
 fn merge_routes(
     previous: &[Arc<Route>],
-    is_changed: &dyn Fn(&Route) -> bool,
+    runs: &[(&str, Range<usize>)],
     fresh: Vec<Arc<Route>>,
 ) -> Vec<Arc<Route>> {
     let mut out = Vec::with_capacity(previous.len() + fresh.len());
     let mut fresh = fresh.into_iter().peekable();
-    for r in previous.iter().filter(|r| !is_changed(r)) {
-        while let Some(f) = fresh.next_if(|f| key(f) < key(r)) {
+    let mut kept_from = 0;
+    for (id, run) in runs {
+        out.extend_from_slice(&previous[kept_from..run.start]);
+        while let Some(f) = fresh.next_if(|f| f.app_id.as_str() <= *id) {
             out.push(f);
         }
-        out.push(r.clone());
+        kept_from = run.end;
     }
+    out.extend_from_slice(&previous[kept_from..]);
     out.extend(fresh);
     out
 }
 
-/// Where `compile` puts a route: aliases first, then services by (app id, index).
-fn key(r: &Route) -> (bool, &str, usize) {
-    let service = matches!(r.kind, RouteKind::Service { .. });
-    (service, r.app_id.as_str(), r.index)
+/// The order `compile` lists routes in: aliases first (in config order: equal here), then
+/// services by (app id, index).
+pub(super) fn sort_key(r: &Route) -> (bool, &str, usize) {
+    match r.kind {
+        RouteKind::Service { .. } => (true, r.app_id.as_str(), r.index),
+        RouteKind::Alias { .. } => (false, "", 0),
+    }
 }
 
 #[cfg(test)]

@@ -267,3 +267,46 @@ fn backend_state_carries_over_a_patch() {
     );
     assert_eq!(second.version, 2);
 }
+
+/// The changed app's routes are found by binary search, which needs the catalog order:
+/// a table compiled from services out of that order is compiled in full, never patched;
+/// and services for an app not named as changed are refused too.
+#[test]
+fn only_tables_in_catalog_order_are_patched() {
+    let config = Config::parse(CONFIG, Path::new(".")).expect("test config");
+    let mut rng = SmallRng::seed_from_u64(3);
+    let apps: Vec<RawApp> = ["/a", "/b", "/c"]
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            let mut app = random_app(&mut rng, id);
+            app.ports = vec![10001 + n as u16];
+            app.labels.clear();
+            app.protocols.clear();
+            app.tasks = vec![task(&mut rng, id, 1)];
+            app
+        })
+        .collect();
+    let mut catalog = catalog::build_selected(&apps, &selection());
+    let services = catalog::build_app(&apps[1], &selection()).services;
+    let ids = BTreeSet::from(["/b"]);
+    let sorted = compile(&catalog, &config, 1, &RouteTable::default(), &stats);
+    let patched = patch(&sorted, &ids, &services, Vec::new(), &config, 2, &stats);
+    assert!(patched.is_some(), "in catalog order: patched");
+    let elsewhere = BTreeSet::from(["/c"]);
+    let wrong = patch(
+        &sorted,
+        &elsewhere,
+        &services,
+        Vec::new(),
+        &config,
+        2,
+        &stats,
+    );
+    assert!(wrong.is_none(), "services of an app not named as changed");
+
+    catalog.services.reverse();
+    let unsorted = compile(&catalog, &config, 1, &RouteTable::default(), &stats);
+    let patched = patch(&unsorted, &ids, &services, Vec::new(), &config, 2, &stats);
+    assert!(patched.is_none(), "out of order: compiled in full");
+}

@@ -137,6 +137,51 @@ async fn serves_apps_json_as_the_leader() {
     );
 }
 
+/// Reads with tasks are answered from bytes encoded when the apps are set: after
+/// `set_app` (a change and an addition) and `remove_app`, the list and each app read alone
+/// still say what the JSON says, with a `Content-Length` as Marathon sends.
+#[tokio::test]
+async fn encoded_answers_follow_every_change() {
+    let fake = FakeMarathon::start().await;
+    let other = |id: &str, port: u16| {
+        let task = FakeTask::new(&marathon::task_id(id, 1), ([127, 0, 0, 3], port).into());
+        marathon::app(id, &[("HAPROXY_GROUP", "external")], 10002, &[task])
+    };
+    fake.set_apps(marathon::apps_json(&[web_app(31001), other("/api", 31002)]));
+    fake.set_app(web_app(31009));
+    fake.set_app(other("/db", 31003));
+    fake.remove_app("/api");
+    fake.set_app(other("/db", 31004));
+
+    let expected = fake.apps().expect("a JSON list");
+    let ids: Vec<&str> = expected["apps"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["/web", "/db"]);
+    let whole = get(&fake, "/v2/apps?embed=apps.tasks", &[]).await;
+    assert_eq!(
+        whole.header("content-length"),
+        Some(whole.body.len().to_string().as_str())
+    );
+    let v: Value = serde_json::from_str(&whole.body).expect("JSON");
+    assert_eq!(v, expected);
+    assert_eq!(v["apps"][1]["tasks"][0]["ports"], json!([31004]));
+
+    let one = get(&fake, "/v2/apps/web?embed=app.tasks", &[]).await;
+    let v: Value = serde_json::from_str(&one.body).expect("JSON");
+    assert_eq!(v["app"], expected["apps"][0]);
+    assert_eq!(v["app"]["tasks"][0]["ports"], json!([31009]));
+    let bare = get(&fake, "/v2/apps/db", &[]).await;
+    let v: Value = serde_json::from_str(&bare.body).expect("JSON");
+    assert_eq!(v["app"]["id"], "/db");
+    assert!(v["app"].get("tasks").is_none());
+    let gone = get(&fake, "/v2/apps/api?embed=app.tasks", &[]).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn raw_and_empty_apps_bodies() {
     let fake = FakeMarathon::start().await;

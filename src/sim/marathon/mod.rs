@@ -10,6 +10,10 @@
 //! choosing a leader) to the client under test, and scheduling (which tasks run) to its
 //! caller. The builders below produce the Marathon 1.5+ shapes of
 //! `tests/fixtures/marathon/`, with loopback hosts only.
+//!
+//! Reads with tasks are answered from bytes encoded when the apps are set (each app apart,
+//! so `set_app` re-encodes one app): a real Marathon is another machine, and what a bench
+//! measures must be the client's reading and decoding, not the fake's serializing.
 
 mod json;
 
@@ -62,6 +66,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     apps: AppsBody,
+    /// `apps` (when JSON) encoded app by app, with tasks.
+    encoded: Encoded,
     /// `Some(leader url)`: we are a standby proxying to that leader.
     standby_of: Option<String>,
     /// No leader elected anywhere: 404 on `/v2/leader`, 502 elsewhere.
@@ -92,6 +98,50 @@ enum AppsBody {
 impl Default for AppsBody {
     fn default() -> Self {
         AppsBody::Json(json!({ "apps": [] }))
+    }
+}
+
+/// The JSON app list as bytes, one entry per app in list order: what reads with tasks
+/// (`embed=apps.tasks`, `embed=app.tasks`) are answered from, without serializing.
+#[derive(Default)]
+struct Encoded {
+    /// App id -> its position in the list (and in `apps`).
+    index: std::collections::HashMap<String, usize>,
+    /// Each app, with its tasks, as JSON text.
+    apps: Vec<Bytes>,
+}
+
+// === impl Encoded ===
+
+impl Encoded {
+    /// Encodes every app of `{"apps": [...]}` (nothing when the list is missing).
+    fn of(body: &Value) -> Encoded {
+        let list = body["apps"].as_array().map_or(&[][..], |l| &l[..]);
+        let mut encoded = Encoded::default();
+        for app in list {
+            encoded.push(app);
+        }
+        encoded
+    }
+
+    fn push(&mut self, app: &Value) {
+        let id = app["id"].as_str().unwrap_or_default().to_string();
+        self.index.entry(id).or_insert(self.apps.len());
+        self.apps.push(Bytes::from(app.to_string()));
+    }
+
+    /// The whole `{"apps":[...]}` body, its parts shared with this encoding.
+    fn body(&self) -> PartsBody {
+        let mut parts = Vec::with_capacity(self.apps.len() * 2 + 1);
+        parts.push(Bytes::from_static(b"{\"apps\":["));
+        for (i, app) in self.apps.iter().enumerate() {
+            if i > 0 {
+                parts.push(Bytes::from_static(b","));
+            }
+            parts.push(app.clone());
+        }
+        parts.push(Bytes::from_static(b"]}"));
+        PartsBody::new(parts)
     }
 }
 
@@ -164,7 +214,10 @@ impl FakeMarathon {
 
     /// Replaces the whole `/v2/apps` body (`{"apps":[...]}`).
     pub fn set_apps(&self, apps: Value) {
-        self.state().apps = AppsBody::Json(apps);
+        let encoded = Encoded::of(&apps);
+        let mut st = self.state();
+        st.apps = AppsBody::Json(apps);
+        st.encoded = encoded;
     }
 
     /// The current `/v2/apps` body, if it is JSON (not set with `set_apps_body_raw`).
@@ -178,14 +231,24 @@ impl FakeMarathon {
     /// Replaces the app with `app`'s id in the `/v2/apps` list, or appends it: one app
     /// changes without rebuilding the whole list.
     pub fn set_app(&self, app: Value) {
+        let text = Bytes::from(app.to_string());
+        let id = app["id"].as_str().unwrap_or_default().to_string();
         let mut st = self.state();
+        let st = &mut *st;
         let AppsBody::Json(body) = &mut st.apps else {
             panic!("set_app needs a JSON apps body");
         };
         let list = body["apps"].as_array_mut().expect("apps is a list");
-        match list.iter_mut().find(|a| a["id"] == app["id"]) {
-            Some(slot) => *slot = app,
-            None => list.push(app),
+        match st.encoded.index.get(&id) {
+            Some(&at) => {
+                list[at] = app;
+                st.encoded.apps[at] = text;
+            }
+            None => {
+                st.encoded.index.insert(id, list.len());
+                st.encoded.apps.push(text);
+                list.push(app);
+            }
         }
     }
 
@@ -196,6 +259,7 @@ impl FakeMarathon {
             if let Some(list) = body["apps"].as_array_mut() {
                 list.retain(|a| a["id"] != id);
             }
+            st.encoded = Encoded::of(body);
         }
     }
 
@@ -222,7 +286,9 @@ impl FakeMarathon {
 
     /// Serves these bytes verbatim on `/v2/apps` (malformed JSON, odd shapes).
     pub fn set_apps_body_raw(&self, body: &[u8]) {
-        self.state().apps = AppsBody::Raw(Bytes::copy_from_slice(body));
+        let mut st = self.state();
+        st.apps = AppsBody::Raw(Bytes::copy_from_slice(body));
+        st.encoded = Encoded::default();
     }
 
     /// `Some(leader url)`: answer as a standby of that leader (`X-Marathon-Via` plus
@@ -436,7 +502,7 @@ fn handle(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Response
             .expect("response")
     } else if path == "/v2/apps" {
         st.apps_queries.push(query.clone());
-        apps(&st.apps, &query)
+        apps(&st, &query)
     } else if let Some(id) = one_app {
         st.app_reads.push(id.clone());
         one_app_response(&st, &id, &query)
@@ -482,25 +548,25 @@ fn leader(st: &State, shared: &Shared) -> Response<RespBody> {
     json_response(StatusCode::OK, &json!({ "leader": leader }))
 }
 
-fn apps(body: &AppsBody, query: &str) -> Response<RespBody> {
-    let bytes = match body {
-        AppsBody::Raw(raw) => raw.clone(),
+fn apps(st: &State, query: &str) -> Response<RespBody> {
+    let tasks = query_values(query, "embed").any(|e| e == "apps.tasks");
+    let body = match &st.apps {
+        AppsBody::Raw(raw) => Full::new(raw.clone()).boxed(),
+        AppsBody::Json(_) if tasks => st.encoded.body().boxed(),
         AppsBody::Json(v) => {
             // Marathon embeds tasks only when asked (api/docs-examples/app_list.json).
             let mut v = v.clone();
-            if !query_values(query, "embed").any(|e| e == "apps.tasks") {
-                if let Some(list) = v.get_mut("apps").and_then(Value::as_array_mut) {
-                    for app in list.iter_mut().filter_map(Value::as_object_mut) {
-                        app.remove("tasks");
-                    }
+            if let Some(list) = v.get_mut("apps").and_then(Value::as_array_mut) {
+                for app in list.iter_mut().filter_map(Value::as_object_mut) {
+                    app.remove("tasks");
                 }
             }
-            Bytes::from(serde_json::to_vec(&v).expect("apps serialise"))
+            full(serde_json::to_vec(&v).expect("apps serialise"))
         }
     };
     Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(bytes).boxed())
+        .body(body)
         .expect("response")
 }
 
@@ -513,21 +579,28 @@ fn one_app_response(st: &State, id: &str, query: &str) -> Response<RespBody> {
             .body(Full::new(raw.clone()).boxed())
             .expect("response");
     }
-    let found = match &st.apps {
-        AppsBody::Json(v) => v["apps"]
-            .as_array()
-            .and_then(|list| list.iter().find(|a| a["id"] == id)),
+    let at = match &st.apps {
+        AppsBody::Json(_) => st.encoded.index.get(id).copied(),
         AppsBody::Raw(_) => None,
     };
-    let Some(app) = found else {
+    let (Some(at), AppsBody::Json(v)) = (at, &st.apps) else {
         return message(StatusCode::NOT_FOUND, &format!("App '{id}' does not exist"));
     };
-    let mut app = app.clone();
     let tasks = query_values(query, "embed").any(|e| e == "app.tasks" || e == "apps.tasks");
-    if !tasks {
-        if let Some(obj) = app.as_object_mut() {
-            obj.remove("tasks");
-        }
+    if tasks {
+        let parts = vec![
+            Bytes::from_static(b"{\"app\":"),
+            st.encoded.apps[at].clone(),
+            Bytes::from_static(b"}"),
+        ];
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(PartsBody::new(parts).boxed())
+            .expect("response");
+    }
+    let mut app = v["apps"][at].clone();
+    if let Some(obj) = app.as_object_mut() {
+        obj.remove("tasks");
     }
     json_response(StatusCode::OK, &json!({ "app": app }))
 }
@@ -597,6 +670,47 @@ fn json_response(status: StatusCode, v: &Value) -> Response<RespBody> {
         .header("content-type", "application/json")
         .body(full(v.to_string()))
         .expect("response")
+}
+
+/// A body sent as the concatenation of its parts, with its length known up front (so it
+/// goes out with `Content-Length`, as Marathon's answers do, not chunked).
+struct PartsBody {
+    parts: std::vec::IntoIter<Bytes>,
+    left: u64,
+}
+
+impl PartsBody {
+    fn new(parts: Vec<Bytes>) -> PartsBody {
+        let left = parts.iter().map(|p| p.len() as u64).sum();
+        PartsBody {
+            parts: parts.into_iter(),
+            left,
+        }
+    }
+}
+
+impl Body for PartsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.next();
+        if let Some(part) = &next {
+            self.left -= part.len() as u64;
+        }
+        Poll::Ready(next.map(|p| Ok(Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0 && self.parts.len() == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// The `/v2/events` body: one chunk per frame the caller pushes (`push_*`, keep-alives);

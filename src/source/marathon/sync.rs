@@ -208,18 +208,8 @@ async fn follow(
     let mut next_read = Some(Instant::now());
     let mut resync_at = Instant::now() + cfg.resync;
     loop {
-        let read_due = async {
-            match next_read {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let app_read_due = async {
-            match state.next_app_read() {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let read_due = due(next_read);
+        let app_read_due = due(state.next_app_read());
         tokio::select! {
             _ = read_due => {
                 state.last_read = Some(Instant::now());
@@ -289,6 +279,17 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+/// Resolves at `at` (never for `None`); at once when `at` has passed, without a timer:
+/// tokio's timers round up to the next millisecond tick, which an event read at once
+/// should not wait for.
+async fn due(at: Option<Instant>) {
+    match at {
+        Some(at) if at <= Instant::now() => {}
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -790,6 +791,26 @@ mod tests {
         assert_eq!(ids, ["/a", "/b", "/d"]);
         assert!(Arc::ptr_eq(&apps[0], &old[0]), "/a is the old app");
         assert!(!Arc::ptr_eq(&apps[1], &old[1]));
+    }
+
+    /// A read due now starts without a timer (tokio's round up to the next millisecond);
+    /// one due later waits for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_due_now_starts_without_a_timer() {
+        use std::future::Future;
+        use std::pin::pin;
+        use std::task::{Context, Poll};
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let now = pin!(due(Some(Instant::now())));
+        assert_eq!(now.poll(&mut cx), Poll::Ready(()), "due now: at once");
+        let later = Instant::now() + Duration::from_millis(5);
+        let mut later = pin!(due(Some(later)));
+        assert_eq!(later.as_mut().poll(&mut cx), Poll::Pending);
+        let mut never = pin!(due(None));
+        assert_eq!(never.as_mut().poll(&mut cx), Poll::Pending);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(later.poll(&mut cx), Poll::Ready(()), "its time came");
+        assert_eq!(never.poll(&mut cx), Poll::Pending);
     }
 
     #[tokio::test(start_paused = true)]
