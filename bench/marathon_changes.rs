@@ -28,7 +28,7 @@
 #[path = "latency.rs"]
 mod latency;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, ExitCode, Stdio};
@@ -394,11 +394,22 @@ fn loaded_router(
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| format!("no Requests/sec in wrk's output: {text}"))
     };
+    let fake_stat = format!("/proc/{}/stat", fake.child.id());
+    let fake_cpu = || {
+        let stat = std::fs::read_to_string(&fake_stat).unwrap_or_default();
+        cpu_ticks(stat.rsplit_once(") ").map_or("", |(_, rest)| rest)) / 100.0
+    };
     let cpu_before = process_cpu_secs();
+    let threads_before = thread_cpu_secs();
+    let fake_before = fake_cpu();
     let quiet = rate(wrk(secs)?)?;
     let cpu_quiet = process_cpu_secs() - cpu_before;
+    let threads_quiet = minus(thread_cpu_secs(), &threads_before);
+    let fake_quiet = fake_cpu() - fake_before;
     let load = wrk(secs)?;
     let cpu_before = process_cpu_secs();
+    let threads_before = thread_cpu_secs();
+    let fake_before = fake_cpu();
     let started = Instant::now();
     let mut changes = 0;
     while started.elapsed() < Duration::from_secs(secs) {
@@ -423,6 +434,8 @@ fn loaded_router(
     }
     let changing = rate(load)?;
     let cpu_changing = process_cpu_secs() - cpu_before;
+    let threads_changing = minus(thread_cpu_secs(), &threads_before);
+    let fake_changing = fake_cpu() - fake_before;
     // This process is Drover (and the idle main thread): its CPU per request says whether
     // the changes cost Drover or the machine.
     let per_request = |cpu: f64, rps: f64| cpu * 1e6 / (rps * secs as f64);
@@ -433,13 +446,65 @@ fn loaded_router(
         cpu_quiet,
         cpu_changing
     );
+    // Which of Drover's threads the changes cost (threads that ended are in neither).
+    let names: BTreeSet<&String> = threads_quiet
+        .keys()
+        .chain(threads_changing.keys())
+        .collect();
+    let by_thread: Vec<String> = names
+        .into_iter()
+        .map(|name| {
+            let at = |m: &BTreeMap<String, f64>| m.get(name).copied().unwrap_or(0.0);
+            format!(
+                "{name} {:.2} -> {:.2}",
+                at(&threads_quiet),
+                at(&threads_changing)
+            )
+        })
+        .collect();
+    println!(
+        "loaded router: CPU s by thread, without -> with changes: {}",
+        by_thread.join(", ")
+    );
     Ok(Some((quiet, changing, changes)))
+}
+
+/// User + system CPU seconds of each of this process's threads so far, summed by thread
+/// name (`/proc/self/task/*/stat`).
+fn thread_cpu_secs() -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let name = head.split_once(" (").map_or("?", |(_, n)| n).to_string();
+        *by_name.entry(name).or_insert(0.0) += cpu_ticks(rest) / 100.0;
+    }
+    by_name
+}
+
+fn minus(after: BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .into_iter()
+        .map(|(name, t)| {
+            let was = before.get(&name).copied().unwrap_or(0.0);
+            (name, (t - was).max(0.0))
+        })
+        .collect()
 }
 
 /// User + system CPU seconds of this process so far.
 fn process_cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    cpu_ticks(stat.rsplit_once(") ").map_or("", |(_, rest)| rest)) / 100.0
+}
+
+/// utime + stime in clock ticks, from the part of a `stat` line after the name.
+fn cpu_ticks(after_name: &str) -> f64 {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -448,7 +513,7 @@ fn process_cpu_secs() -> f64 {
             .unwrap_or(0.0)
     };
     // Fields 14 and 15 of /proc/PID/stat (utime, stime), counted from the state field (3).
-    (ticks(11) + ticks(12)) / 100.0
+    ticks(11) + ticks(12)
 }
 
 // === the patch alone ===
