@@ -463,7 +463,7 @@ fn loaded_router(
         })
         .collect();
     println!(
-        "loaded router: CPU s by thread, without -> with changes: {}",
+        "loaded router: CPU s by thread, without -> with changes: {}; the fake (Marathon and backend) {fake_quiet:.2} -> {fake_changing:.2}",
         by_thread.join(", ")
     );
     Ok(Some((quiet, changing, changes)))
