@@ -35,17 +35,19 @@ pub async fn serve(
     plane: Arc<DataPlane>,
     shutdown: Shutdown,
 ) {
-    let local_port = listener.local_addr().map_or(0, |a| a.port());
+    let port = local_port_value(&listener);
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
-        let (plane, shutdown2) = (plane.clone(), shutdown.clone());
+        let (plane, shutdown2, port) = (plane.clone(), shutdown.clone(), port.clone());
         place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
-            let trusted = http_settings(&plane).proxy_protocol;
+            let settings = http_settings(&plane);
             // Behind a load balancer: the PROXY header names the client.
-            let Some(client) = crate::proxy::proxied_client(&mut stream, client, &trusted).await
+            let trusted = &settings.proxy_protocol;
+            let Some(client) = crate::proxy::proxied_client(&mut stream, client, trusted).await
             else {
                 return;
             };
-            let conn = Arc::new(Conn::new(plane, by, client, local_port, shutdown2.clone()));
+            let conn = Conn::new(plane, by, client, port, settings, shutdown2.clone());
+            let conn = Arc::new(conn);
             serve_plain(stream, conn, shutdown2).await;
         });
     }
@@ -55,7 +57,7 @@ pub async fn serve(
 /// knowledge, as gRPC clients do without TLS), else HTTP/1.1 behind the guard. Nothing sent
 /// within `header_timeout` closes it, as a head that never ends would.
 async fn serve_plain(stream: LazyStream, conn: Arc<Conn>, shutdown: Shutdown) {
-    let within = http_settings(&conn.plane).header_timeout;
+    let within = conn.settings.header_timeout;
     match read_opening(stream, within).await {
         Some((Opening::Http2, stream)) => serve_h2(stream, conn, shutdown).await,
         Some((Opening::Http1, stream)) => serve_connection(stream, conn, shutdown).await,
@@ -82,17 +84,19 @@ pub async fn serve_tls(
     plane: Arc<DataPlane>,
     shutdown: Shutdown,
 ) {
-    let local_port = listener.local_addr().map_or(0, |a| a.port());
+    let port = local_port_value(&listener);
     while let Some((stream, client, slot)) = accept(&listener, &gate, &shutdown).await {
         let (acceptor, shutdown2, plane) = (acceptor.clone(), shutdown.clone(), plane.clone());
+        let port = port.clone();
         place.dispatch(stream, slot, &shutdown, move |mut stream| async move {
-            let trusted = http_settings(&plane).https_proxy_protocol;
+            let settings = http_settings(&plane);
             // Behind a load balancer the PROXY header comes before the TLS handshake.
-            let Some(client) = crate::proxy::proxied_client(&mut stream, client, &trusted).await
+            let trusted = &settings.https_proxy_protocol;
+            let Some(client) = crate::proxy::proxied_client(&mut stream, client, trusted).await
             else {
                 return;
             };
-            let handshake_timeout = http_settings(&plane).header_timeout;
+            let handshake_timeout = settings.header_timeout;
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -106,7 +110,14 @@ pub async fn serve_tls(
             };
             let session = tls.get_ref().1;
             let h2 = session.alpn_protocol() == Some(b"h2");
-            let mut conn = Conn::new(plane, RouteBy::Host, client, local_port, shutdown2.clone());
+            let mut conn = Conn::new(
+                plane,
+                RouteBy::Host,
+                client,
+                port,
+                settings,
+                shutdown2.clone(),
+            );
             conn.proto = HeaderValue::from_static("https");
             conn.tls = Some(TlsNote {
                 version: match session.protocol_version() {
@@ -126,6 +137,11 @@ pub async fn serve_tls(
     }
 }
 
+/// `X-Forwarded-Port` for every request on `listener`: made once, shared by its connections.
+fn local_port_value(listener: &LazyListener) -> HeaderValue {
+    HeaderValue::from(listener.local_addr().map_or(0, |a| a.port()))
+}
+
 /// The next client connection under the listener's cap, or `None` at shutdown.
 pub(super) async fn accept(
     listener: &LazyListener,
@@ -143,7 +159,7 @@ pub(super) async fn serve_h2<S>(stream: S, conn: Arc<Conn>, shutdown: Shutdown)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let max_header = http_settings(&conn.plane).max_header_bytes;
+    let max_header = conn.settings.max_header_bytes;
     let service_conn = conn.clone();
     // Boxed: hyper spawns a task per stream, and moving the request future (several KiB)
     // into it by value was a large part of the CPU an HTTP/2 request cost.
@@ -180,7 +196,7 @@ pub(super) async fn serve_connection<S>(stream: S, conn: Arc<Conn>, shutdown: Sh
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = http_settings(&conn.plane);
+    let settings = &conn.settings;
     let guard = GuardSettings {
         limits: Limits {
             max_head: settings.max_header_bytes,

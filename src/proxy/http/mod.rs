@@ -203,6 +203,8 @@ struct Conn {
     xff: HeaderValue,
     /// `X-Forwarded-Port`: the port the client connected to.
     port: HeaderValue,
+    /// The router settings when the connection was accepted (timeouts, head limits).
+    settings: HttpSettings,
     /// What the HTTP/1 guard says of this connection; also its head clock.
     guard: Arc<Signals>,
     /// Requests received so far: the guard names a refused head by its number.
@@ -229,7 +231,8 @@ impl Conn {
         plane: Arc<DataPlane>,
         by: RouteBy,
         client: SocketAddr,
-        local_port: u16,
+        port: HeaderValue,
+        settings: HttpSettings,
         shutdown: Shutdown,
     ) -> Conn {
         let ip = client.ip().to_canonical();
@@ -238,7 +241,8 @@ impl Conn {
             by,
             client: SocketAddr::new(ip, client.port()),
             xff: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value"),
-            port: HeaderValue::from(local_port),
+            port,
+            settings,
             guard: Arc::new(Signals::new()),
             requests: AtomicU64::new(0),
             shutdown,
