@@ -395,10 +395,7 @@ fn loaded_router(
             .ok_or_else(|| format!("no Requests/sec in wrk's output: {text}"))
     };
     let fake_stat = format!("/proc/{}/stat", fake.child.id());
-    let fake_cpu = || {
-        let stat = std::fs::read_to_string(&fake_stat).unwrap_or_default();
-        cpu_ticks(stat.rsplit_once(") ").map_or("", |(_, rest)| rest)) / 100.0
-    };
+    let fake_cpu = || stat_cpu_secs(&fake_stat).1;
     let cpu_before = process_cpu_secs();
     let threads_before = thread_cpu_secs();
     let fake_before = fake_cpu();
@@ -477,12 +474,8 @@ fn thread_cpu_secs() -> BTreeMap<String, f64> {
         return by_name;
     };
     for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let Some((head, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let name = head.split_once(" (").map_or("?", |(_, n)| n).to_string();
-        *by_name.entry(name).or_insert(0.0) += cpu_ticks(rest) / 100.0;
+        let (name, secs) = stat_cpu_secs(task.path().join("stat"));
+        *by_name.entry(name).or_insert(0.0) += secs;
     }
     by_name
 }
@@ -499,8 +492,18 @@ fn minus(after: BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
 
 /// User + system CPU seconds of this process so far.
 fn process_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    cpu_ticks(stat.rsplit_once(") ").map_or("", |(_, rest)| rest)) / 100.0
+    stat_cpu_secs("/proc/self/stat").1
+}
+
+/// The name and user + system CPU seconds a `/proc/.../stat` file gives (`("?", 0.0)` when
+/// it cannot be read).
+fn stat_cpu_secs(path: impl AsRef<std::path::Path>) -> (String, f64) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let Some((head, rest)) = stat.rsplit_once(") ") else {
+        return ("?".to_string(), 0.0);
+    };
+    let name = head.split_once(" (").map_or("?", |(_, n)| n).to_string();
+    (name, cpu_ticks(rest) / 100.0)
 }
 
 /// utime + stime in clock ticks, from the part of a `stat` line after the name.
